@@ -1,0 +1,86 @@
+//! Configuration: defaults, then a TOML file, then `ENROLL_*` environment
+//! variables, then command-line flags (each overrides the one before).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://PATH` (the file is created) or `postgres://USER:PASSWORD@HOST/DB`.
+    pub database_url: String,
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            database_url: "sqlite://enroll.db".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Loads the configuration, explaining a bad file or key in words.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            anyhow::bail!("config file {} does not exist", path.display());
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment
+        .merge(Env::prefixed("ENROLL_"))
+        .merge(Serialized::defaults(overrides))
+        .extract()
+        .map_err(|e| anyhow::anyhow!("configuration is not valid: {e}\n(keys: database_url, listen; environment: ENROLL_DATABASE_URL, ENROLL_LISTEN)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags_override_defaults() {
+        let dir = std::env::temp_dir().join(format!("enroll-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("enroll.toml");
+        std::fs::write(&file, "database_url = \"sqlite:///tmp/x.db\"\nlisten = \"127.0.0.1:9000\"\n").expect("write");
+        let config = load(Some(&file), &Overrides::default()).expect("valid");
+        assert_eq!(config.database_url, "sqlite:///tmp/x.db");
+        assert_eq!(config.listen.port(), 9000);
+        let flags = Overrides { listen: Some("127.0.0.1:9100".parse().expect("addr")), ..Overrides::default() };
+        assert_eq!(load(Some(&file), &flags).expect("valid").listen.port(), 9100);
+    }
+
+    #[test]
+    fn unknown_key_is_explained() {
+        let dir = std::env::temp_dir().join(format!("enroll-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("enroll.toml");
+        std::fs::write(&file, "databse_url = \"sqlite://x\"\n").expect("write");
+        let err = load(Some(&file), &Overrides::default()).expect_err("unknown key");
+        assert!(err.to_string().contains("databse_url"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = load(Some(Path::new("/nonexistent/enroll.toml")), &Overrides::default()).expect_err("missing");
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

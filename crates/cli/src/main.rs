@@ -1,0 +1,330 @@
+//! The `enroll` command: serve, demo, migrate, doctor, user, practice.
+
+mod config;
+mod synthetic;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use enroll_core::Schedule;
+use enroll_server::{AppState, SystemClock};
+use enroll_store::{NewPractice, Source, Store, hash_token};
+use jiff::Timestamp;
+use rand::Rng;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "enroll", version, about = "Gets a practice's patients onto its patient portal")]
+struct Cli {
+    /// TOML configuration file (keys: database_url, listen).
+    #[arg(long, global = true, env = "ENROLL_CONFIG")]
+    config: Option<PathBuf>,
+    /// sqlite://PATH or postgres://USER:PASSWORD@HOST/DB (overrides the file and ENROLL_DATABASE_URL).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (applies migrations first).
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Try Enroll on this machine: a SQLite file with synthetic patients and a server on 127.0.0.1.
+    Demo {
+        /// Folder for the demo's database.
+        #[arg(long, default_value = "enroll-demo")]
+        data_dir: PathBuf,
+        /// HTTP port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// How many synthetic patients to create.
+        #[arg(long, default_value_t = 1000)]
+        patients: usize,
+        /// Seed of the synthetic data generator.
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Delete the demo database and start again.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Check the configuration and the database, and say what is wrong.
+    Doctor,
+    /// Staff users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Practices.
+    Practice {
+        #[command(subcommand)]
+        command: PracticeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a staff user (or give an existing one a new token) and print its API token.
+    Add {
+        username: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long, default_value = "staff", value_parser = ["staff", "admin"])]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PracticeCommand {
+    /// Create a practice with Mon-Fri 08:00-17:00 office hours and auto invites off.
+    Add {
+        /// Stable code, e.g. the HL7 sending facility.
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        name: String,
+        /// IANA time zone, e.g. America/Chicago.
+        #[arg(long, default_value = "America/New_York")]
+        time_zone: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("ENROLL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { listen } => {
+            let config = load_config(&cli.config, &cli.database_url, listen)?;
+            serve(&config).await
+        }
+        Command::Demo { data_dir, port, patients, seed, reset } => {
+            demo(&data_dir, port, patients, seed, reset).await
+        }
+        Command::Migrate => {
+            let config = load_config(&cli.config, &cli.database_url, None)?;
+            let store = open(&config.database_url).await?;
+            println!("migrations applied ({} in all) to the {} database", store.applied_migrations().await?, store.engine());
+            Ok(())
+        }
+        Command::Doctor => doctor(&cli.config, &cli.database_url).await,
+        Command::User { command: UserCommand::Add { username, display_name, role } } => {
+            let config = load_config(&cli.config, &cli.database_url, None)?;
+            let store = open(&config.database_url).await?;
+            let token = add_user(&store, &username, display_name.as_deref(), &role).await?;
+            println!("API token for {username} (shown once; store it safely):\n{token}");
+            Ok(())
+        }
+        Command::Practice { command: PracticeCommand::Add { code, name, time_zone } } => {
+            let config = load_config(&cli.config, &cli.database_url, None)?;
+            let store = open(&config.database_url).await?;
+            let schedule = Schedule::office_hours(&time_zone);
+            schedule.validate().context("the practice's schedule")?;
+            let practice = store.create_practice(&NewPractice { code, name, schedule }, Timestamp::now()).await?;
+            println!("practice {} created (id {}), auto invites off", practice.code, practice.id);
+            Ok(())
+        }
+    }
+}
+
+fn load_config(file: &Option<PathBuf>, database_url: &Option<String>, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
+    config::load(file.as_deref(), &Overrides { database_url: database_url.clone(), listen })
+}
+
+/// Connects and migrates.
+async fn open(database_url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(database_url)
+        .await
+        .with_context(|| format!("cannot open the database ({})", redact(database_url)))?;
+    store.migrate().await.context("cannot apply migrations")?;
+    Ok(store)
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let store = open(&config.database_url).await?;
+    let state = AppState { store: store.clone(), clock: Arc::new(SystemClock) };
+    let server = enroll_server::spawn(config.listen, state)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(addr = %server.addr, engine = store.engine(), "enroll is serving");
+    println!("Enroll is serving on http://{}", server.addr);
+    wait_for_shutdown().await;
+    server.stop().await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn new_token() -> String {
+    hex::encode(rand::rng().random::<[u8; 32]>())
+}
+
+async fn add_user(store: &Store, username: &str, display_name: Option<&str>, role: &str) -> anyhow::Result<String> {
+    if username.trim().is_empty() {
+        bail!("the username must not be blank");
+    }
+    let token = new_token();
+    store
+        .put_staff_user(username.trim(), display_name.unwrap_or(username), role, &hash_token(&token), Timestamp::now())
+        .await?;
+    Ok(token)
+}
+
+async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow::Result<()> {
+    let mut failures = 0;
+    let config = match load_config(file, database_url, None) {
+        Ok(c) => {
+            println!("ok    configuration: database {} , listen {}", redact(&c.database_url), c.listen);
+            c
+        }
+        Err(e) => {
+            println!("FAIL  {e:#}");
+            bail!("1 problem found");
+        }
+    };
+    match open(&config.database_url).await {
+        Ok(store) => {
+            println!("ok    database: {} reachable, {} migrations applied", store.engine(), store.applied_migrations().await?);
+            for practice in store.practices().await? {
+                match practice.schedule.validate() {
+                    Ok(_) => println!(
+                        "ok    practice {}: schedule in {}, auto invites {}",
+                        practice.code,
+                        practice.schedule.time_zone,
+                        if practice.auto_invites_on { "on" } else { "off" }
+                    ),
+                    Err(e) => {
+                        failures += 1;
+                        println!("FAIL  practice {}: schedule: {e}", practice.code);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            failures += 1;
+            println!("FAIL  {e:#}");
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} problem(s) found");
+    }
+    println!("everything checked is in order");
+    Ok(())
+}
+
+async fn demo(data_dir: &Path, port: u16, count: usize, seed: u64, reset: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let db_path = data_dir.join("enroll.db");
+    if reset {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
+        }
+    }
+    let store = open(&format!("sqlite://{}", db_path.display())).await?;
+    let now = Timestamp::now();
+    if store.count_patients().await? == 0 {
+        load_demo_data(&store, count, seed, now).await?;
+    } else {
+        println!("Reusing the demo database in {} (run with --reset to start again)", data_dir.display());
+    }
+    let token = add_user(&store, "demo", Some("Demo front desk"), "admin").await?;
+    let state = AppState { store: store.clone(), clock: Arc::new(SystemClock) };
+    let server = enroll_server::spawn(SocketAddr::from(([127, 0, 0, 1], port)), state)
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port 0)"))?;
+    print_demo_banner(server.addr, &token);
+    wait_for_shutdown().await;
+    server.stop().await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn load_demo_data(store: &Store, count: usize, seed: u64, now: Timestamp) -> anyhow::Result<()> {
+    let schedule = Schedule::office_hours("America/New_York");
+    let practice = store
+        .create_practice(
+            &NewPractice { code: "RIVERSIDE".into(), name: "Riverside Family Medicine".into(), schedule: schedule.clone() },
+            now,
+        )
+        .await?;
+    let today = schedule.validate().context("demo schedule")?.local_date(now);
+    let source = Source::new("demo", Some("demo-loader"));
+    for patient in synthetic::patients(seed, count, today) {
+        let saved = store.create_patient(practice.id, &patient.mrn, &patient.demographics, &source, now).await?;
+        if patient.activated {
+            store.mark_activated(saved.patient.id, &source, now).await?;
+        }
+    }
+    println!("Loaded {count} synthetic patients into practice RIVERSIDE (id {}); auto invites are off until you turn them on", practice.id);
+    Ok(())
+}
+
+fn print_demo_banner(addr: SocketAddr, token: &str) {
+    println!(
+        "\nEnroll demo is running on http://{addr}\n\
+         API token (user demo): {token}\n\n\
+         Try:\n  \
+         curl -H 'Authorization: Bearer {token}' 'http://{addr}/api/patients?name=smi'\n  \
+         curl -H 'Authorization: Bearer {token}' http://{addr}/api/patients/1\n  \
+         curl -X POST -H 'Authorization: Bearer {token}' http://{addr}/api/patients/1/enroll\n\n\
+         Press Ctrl-C to stop."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(redact("postgres://enroll:secret@db/enroll"), "postgres://enroll:***@db/enroll");
+        assert_eq!(redact("sqlite://enroll.db"), "sqlite://enroll.db");
+    }
+}

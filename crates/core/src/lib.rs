@@ -1,0 +1,26 @@
+//! The enrollment rules of DESIGN.md section 2 as pure code.
+//!
+//! Nothing here reads a clock, a file or the network: every function that
+//! depends on time takes the instant (`jiff::Timestamp`) or the practice's
+//! local date as an argument, so the rules are tested with any clock,
+//! including across DST changes.
+
+pub mod cap;
+pub mod fields;
+pub mod policy;
+pub mod schedule;
+pub mod status;
+pub mod trigger;
+
+pub use cap::{CAP_MAX_SENDS, CAP_WINDOW, next_send_possible_at, sends_in_window};
+pub use fields::{
+    BirthSex, Demographics, E164Phone, EmailAddress, Field, FieldProblem, PersonName, Problem,
+    ValidFields, Zip, check,
+};
+pub use policy::{
+    Decision, Ineligible, PatientFacts, PatientResponse, PracticeRules, Refusal, SendHistory,
+    decide_auto, decide_manual,
+};
+pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
+pub use status::{InviteSummary, StaffStatus, staff_status};
+pub use trigger::{Trigger, changed_required_fields};

@@ -1,0 +1,27 @@
+//! The JSON API under `/api`. Every route needs a staff token, and every
+//! view or change of a patient is written to the audit log.
+
+mod json;
+mod patients;
+mod practices;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+
+use crate::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/practices", get(practices::list).post(practices::create))
+        .route("/practices/{id}", get(practices::show))
+        .route("/practices/{id}/auto-invites", put(practices::set_auto_invites))
+        .route("/practices/{id}/schedule", put(practices::set_schedule))
+        .route("/patients", get(patients::search).post(patients::create))
+        .route("/patients/{id}", get(patients::show).put(patients::update))
+        .route("/patients/{id}/timeline", get(patients::timeline))
+        .route("/patients/{id}/invites", get(patients::invites))
+        .route("/patients/{id}/encounters", post(patients::new_encounter))
+        .route("/patients/{id}/appointments", post(patients::new_appointment))
+        .route("/patients/{id}/enroll", post(patients::enroll_now))
+        .route("/audit", get(patients::audit_log))
+}

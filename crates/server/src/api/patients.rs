@@ -1,0 +1,219 @@
+//! Patients: create, update, search, view, timeline, triggers, Enroll Now.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use enroll_core::{Demographics, Refusal, StaffStatus, Trigger, check};
+use enroll_store::{
+    AuditEntry, EnrollOutcome, Invite, Patient, PatientQuery, SaveOutcome, Source, TimelineEntry,
+    TriggerOutcome,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::json::JsonBody;
+use crate::auth::Staff;
+use crate::error::problems_json;
+use crate::{ApiError, AppState};
+
+/// The longest idempotency key we keep; longer ones are refused, not cut.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+#[derive(Deserialize)]
+pub(crate) struct NewPatient {
+    practice_id: i64,
+    mrn: String,
+    #[serde(flatten)]
+    demographics: Demographics,
+}
+
+/// A patient as staff see it: the record, the status in words (R14) and
+/// the fields that are missing or invalid (R1, R11).
+#[derive(Serialize)]
+pub(crate) struct PatientView {
+    patient: Patient,
+    status: StaffStatus,
+    status_words: String,
+    problems: Vec<Value>,
+}
+
+fn source(staff: &Staff) -> Source {
+    Source::new("api", Some(&staff.0.username))
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    staff: Staff,
+    JsonBody(new): JsonBody<NewPatient>,
+) -> Result<(StatusCode, Json<SaveOutcome>), ApiError> {
+    let mrn = new.mrn.trim();
+    if mrn.is_empty() {
+        return Err(ApiError::BadRequest("mrn must not be blank".into()));
+    }
+    state.store.practice(new.practice_id).await?.ok_or(ApiError::NotFound("practice"))?;
+    let now = state.clock.now();
+    let outcome = state
+        .store
+        .create_patient(new.practice_id, mrn, &new.demographics, &source(&staff), now)
+        .await?;
+    state.store.audit(&staff.0.username, "patient.create", Some(outcome.patient.id), now).await?;
+    Ok((StatusCode::CREATED, Json(outcome)))
+}
+
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+    JsonBody(demographics): JsonBody<Demographics>,
+) -> Result<Json<SaveOutcome>, ApiError> {
+    let now = state.clock.now();
+    let outcome = state.store.update_patient(id, &demographics, &source(&staff), now).await?;
+    state.store.audit(&staff.0.username, "patient.update", Some(id), now).await?;
+    Ok(Json(outcome))
+}
+
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+) -> Result<Json<PatientView>, ApiError> {
+    let now = state.clock.now();
+    let patient = state.store.patient(id).await?.ok_or(ApiError::NotFound("patient"))?;
+    state.store.audit(&staff.0.username, "patient.view", Some(id), now).await?;
+    let status = state.store.patient_status(&patient, now).await?;
+    let practice = state.store.practice(patient.practice_id).await?.ok_or(ApiError::NotFound("practice"))?;
+    let today = practice
+        .schedule
+        .validate()
+        .map_err(|e| ApiError::Internal(Box::new(e)))?
+        .local_date(now);
+    let problems = problems_json(&check(&patient.demographics, today).problems);
+    Ok(Json(PatientView { status_words: status.words(), patient, status, problems }))
+}
+
+pub(crate) async fn search(
+    State(state): State<AppState>,
+    staff: Staff,
+    Query(query): Query<PatientQuery>,
+) -> Result<Json<Vec<Patient>>, ApiError> {
+    if query.name.is_none() && query.dob.is_none() && query.mrn.is_none() {
+        return Err(ApiError::BadRequest("give at least one of name, dob or mrn".into()));
+    }
+    let found = state.store.search_patients(&query).await?;
+    state.store.audit(&staff.0.username, "patient.search", None, state.clock.now()).await?;
+    Ok(Json(found))
+}
+
+pub(crate) async fn timeline(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<TimelineEntry>>, ApiError> {
+    state.store.patient(id).await?.ok_or(ApiError::NotFound("patient"))?;
+    state.store.audit(&staff.0.username, "patient.timeline", Some(id), state.clock.now()).await?;
+    Ok(Json(state.store.patient_timeline(id).await?))
+}
+
+pub(crate) async fn invites(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<Invite>>, ApiError> {
+    state.store.patient(id).await?.ok_or(ApiError::NotFound("patient"))?;
+    state.store.audit(&staff.0.username, "patient.invites", Some(id), state.clock.now()).await?;
+    Ok(Json(state.store.patient_invites(id).await?))
+}
+
+pub(crate) async fn new_encounter(
+    state: State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
+    record(state, staff, id, Trigger::NewEncounter).await
+}
+
+pub(crate) async fn new_appointment(
+    state: State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
+    record(state, staff, id, Trigger::NewAppointment).await
+}
+
+async fn record(
+    State(state): State<AppState>,
+    staff: Staff,
+    id: i64,
+    trigger: Trigger,
+) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
+    let now = state.clock.now();
+    let outcome = state.store.record_trigger(id, trigger, &source(&staff), now).await?;
+    state.store.audit(&staff.0.username, "patient.trigger", Some(id), now).await?;
+    Ok((StatusCode::CREATED, Json(outcome)))
+}
+
+#[derive(Serialize)]
+struct Enrolled {
+    invite: Invite,
+    replayed: bool,
+}
+
+/// Enroll Now (R9). `Idempotency-Key` makes a retried request or a double
+/// click one send: the repeat answers 200 with the first invite.
+pub(crate) async fn enroll_now(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let now = state.clock.now();
+    let outcome = state.store.enroll_now(id, key.as_deref(), &source(&staff), now).await?;
+    state.store.audit(&staff.0.username, "patient.enroll_now", Some(id), now).await?;
+    Ok(match outcome {
+        EnrollOutcome::Queued { invite, replayed } => {
+            let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+            (status, Json(Enrolled { invite, replayed })).into_response()
+        }
+        EnrollOutcome::Refused { refusal } => {
+            let retry_after = match &refusal {
+                Refusal::CapReached { next_possible_at } => Some((next_possible_at.as_second() - now.as_second()).max(1)),
+                _ => None,
+            };
+            let mut response = ApiError::Refused(refusal).into_response();
+            if let Some(value) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be plain ASCII text".into()))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+        )));
+    }
+    Ok(Some(key.to_string()))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AuditQuery {
+    patient_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub(crate) async fn audit_log(
+    State(state): State<AppState>,
+    _staff: Staff,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    Ok(Json(state.store.audit_log(q.patient_id, q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+}

@@ -1,0 +1,75 @@
+//! Practices: the schedule and the auto-invite switch (the Integration
+//! Tool's settings; its web page comes later).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use enroll_core::Schedule;
+use enroll_store::{NewPractice, Practice};
+use jiff::civil::Date;
+use serde::Deserialize;
+
+use super::json::JsonBody;
+use crate::auth::Staff;
+use crate::{ApiError, AppState};
+
+pub(crate) async fn list(State(state): State<AppState>, _staff: Staff) -> Result<Json<Vec<Practice>>, ApiError> {
+    Ok(Json(state.store.practices().await?))
+}
+
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<i64>,
+) -> Result<Json<Practice>, ApiError> {
+    Ok(Json(state.store.practice(id).await?.ok_or(ApiError::NotFound("practice"))?))
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    _staff: Staff,
+    JsonBody(new): JsonBody<NewPractice>,
+) -> Result<(StatusCode, Json<Practice>), ApiError> {
+    if new.code.trim().is_empty() || new.name.trim().is_empty() {
+        return Err(ApiError::BadRequest("a practice needs a non-blank code and name".into()));
+    }
+    check_schedule(&new.schedule)?;
+    if state.store.practice_by_code(new.code.trim()).await?.is_some() {
+        return Err(ApiError::Conflict {
+            code: "duplicate_practice",
+            message: "a practice with this code already exists".into(),
+        });
+    }
+    let practice = state.store.create_practice(&new, state.clock.now()).await?;
+    Ok((StatusCode::CREATED, Json(practice)))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AutoInvites {
+    on: bool,
+    go_live_date: Option<Date>,
+}
+
+/// R3: turning auto invites on does not invite the backlog.
+pub(crate) async fn set_auto_invites(
+    State(state): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<i64>,
+    JsonBody(body): JsonBody<AutoInvites>,
+) -> Result<Json<Practice>, ApiError> {
+    Ok(Json(state.store.set_auto_invites(id, body.on, body.go_live_date).await?))
+}
+
+pub(crate) async fn set_schedule(
+    State(state): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<i64>,
+    JsonBody(schedule): JsonBody<Schedule>,
+) -> Result<Json<Practice>, ApiError> {
+    check_schedule(&schedule)?;
+    Ok(Json(state.store.set_schedule(id, &schedule).await?))
+}
+
+fn check_schedule(schedule: &Schedule) -> Result<(), ApiError> {
+    schedule.validate().map(|_| ()).map_err(|e| ApiError::BadRequest(format!("schedule: {e}")))
+}

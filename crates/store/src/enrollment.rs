@@ -1,0 +1,550 @@
+//! The transactional heart: every write that enforces a rule (R3-R9).
+//!
+//! Each public operation opens one transaction, locks the patient (SQLite:
+//! `BEGIN IMMEDIATE` takes the database write lock; PostgreSQL: `SELECT ...
+//! FOR UPDATE` on the patient row), loads what the rules need, asks
+//! `enroll_core` for the decision, and records the decision, the invite and
+//! the timeline lines before committing. Two requests racing for one patient
+//! are therefore serialised, and neither can make a 5th send (R7) or a second
+//! queued auto invite (R6).
+
+use enroll_core::{
+    CAP_WINDOW, Decision, Demographics, PracticeRules, Refusal, SendHistory, Trigger,
+    changed_required_fields, decide_auto, decide_manual,
+};
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{Postgres, Sqlite, Transaction};
+
+use crate::model::{
+    INVITE_COLUMNS, InviteKind, InviteRow, InviteState, PATIENT_COLUMNS, PatientRow, PracticeRow,
+};
+use crate::{
+    Backend, Invite, Patient, Practice, Result, SaveOutcome, Source, Store, StoreError, to_ms,
+    unique_violation,
+};
+
+/// What one trigger led to (R2 + the decision of R3-R8).
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerOutcome {
+    pub trigger: Trigger,
+    pub decision: Decision,
+    pub invite_id: Option<i64>,
+}
+
+/// The answer to Enroll Now (R9).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum EnrollOutcome {
+    /// An invite was recorded; `replayed` is true when this request repeated
+    /// an earlier one with the same idempotency key (no new send).
+    Queued { invite: Invite, replayed: bool },
+    Refused { refusal: Refusal },
+}
+
+/// An invite about to be written to the outbox.
+struct NewInvite<'a> {
+    kind: InviteKind,
+    state: InviteState,
+    trigger_kind: Option<&'a str>,
+    due_at: Timestamp,
+    /// Counts toward the cap from now (R7): true for sends, false for an
+    /// invite waiting for the schedule or suppressed.
+    counted: bool,
+    next_possible_at: Option<Timestamp>,
+    idempotency_key: Option<&'a str>,
+}
+
+impl<'a> NewInvite<'a> {
+    fn auto(state: InviteState, trigger_kind: &'a str, due_at: Timestamp) -> NewInvite<'a> {
+        NewInvite {
+            kind: InviteKind::Auto,
+            state,
+            trigger_kind: Some(trigger_kind),
+            due_at,
+            counted: state == InviteState::Queued,
+            next_possible_at: None,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// A transaction on either backend.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection.
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            Tx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            Tx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Starts a write transaction that other writers queue behind.
+    pub(crate) async fn begin_write(&self) -> Result<Tx> {
+        Ok(match &self.backend {
+            Backend::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Creates a patient (chart added) or, when the MRN is already known in
+    /// the practice, updates it (what an HL7 A04/A28 means). Records the
+    /// triggers and their decisions.
+    pub async fn upsert_patient(
+        &self,
+        practice_id: i64,
+        mrn: &str,
+        demographics: &Demographics,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<SaveOutcome> {
+        self.save_patient(practice_id, mrn, demographics, source, now, true).await
+    }
+
+    /// Creates a patient; `DuplicateMrn` when the MRN is already known.
+    pub async fn create_patient(
+        &self,
+        practice_id: i64,
+        mrn: &str,
+        demographics: &Demographics,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<SaveOutcome> {
+        self.save_patient(practice_id, mrn, demographics, source, now, false).await
+    }
+
+    async fn save_patient(
+        &self,
+        practice_id: i64,
+        mrn: &str,
+        demographics: &Demographics,
+        source: &Source,
+        now: Timestamp,
+        update_existing: bool,
+    ) -> Result<SaveOutcome> {
+        let mut tx = self.begin_write().await?;
+        let practice = tx.practice(practice_id).await?;
+        let demographics = demographics.normalized();
+        let existing = tx.patient_id_by_mrn(practice_id, mrn).await?;
+        let (patient_id, created, triggers) = match existing {
+            Some(_) if !update_existing => return Err(StoreError::DuplicateMrn),
+            Some(id) => {
+                tx.lock_patient(id).await?;
+                let old = tx.patient(id).await?;
+                tx.write_demographics(id, &demographics, now).await?;
+                let fields = changed_required_fields(&old.demographics, &demographics);
+                tx.timeline(id, now, "demographics_updated", json!({ "required_fields_changed": fields }), source)
+                    .await?;
+                let triggers = if fields.is_empty() {
+                    vec![]
+                } else {
+                    vec![Trigger::RequiredFieldsChanged { fields }]
+                };
+                (id, false, triggers)
+            }
+            None => {
+                let id = tx.insert_patient(practice_id, mrn, &demographics, now).await?;
+                tx.timeline(id, now, "chart_added", json!({}), source).await?;
+                (id, true, vec![Trigger::ChartAdded])
+            }
+        };
+        let mut outcomes = Vec::with_capacity(triggers.len());
+        for trigger in triggers {
+            outcomes.push(tx.apply_trigger(&practice, patient_id, trigger, source, now).await?);
+        }
+        let patient = tx.patient(patient_id).await?;
+        tx.commit().await?;
+        Ok(SaveOutcome { patient, created, triggers: outcomes })
+    }
+
+    /// Updates a known patient by id (the API's PUT).
+    pub async fn update_patient(
+        &self,
+        patient_id: i64,
+        demographics: &Demographics,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<SaveOutcome> {
+        let patient = self.patient(patient_id).await?.ok_or(StoreError::NotFound("patient"))?;
+        self.upsert_patient(patient.practice_id, &patient.mrn, demographics, source, now).await
+    }
+
+    /// A new encounter or appointment (R2 c, d) for a known patient.
+    pub async fn record_trigger(
+        &self,
+        patient_id: i64,
+        trigger: Trigger,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<TriggerOutcome> {
+        let mut tx = self.begin_write().await?;
+        tx.lock_patient(patient_id).await?;
+        let patient = tx.patient(patient_id).await?;
+        let practice = tx.practice(patient.practice_id).await?;
+        let outcome = tx.apply_trigger(&practice, patient_id, trigger, source, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Enroll Now (R9). With an idempotency key, a repeated request returns
+    /// the first request's invite and sends nothing more.
+    pub async fn enroll_now(
+        &self,
+        patient_id: i64,
+        idempotency_key: Option<&str>,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<EnrollOutcome> {
+        let mut tx = self.begin_write().await?;
+        tx.lock_patient(patient_id).await?;
+        if let Some(key) = idempotency_key
+            && let Some(invite) = tx.invite_by_key(patient_id, key).await?
+        {
+            tx.commit().await?;
+            return Ok(EnrollOutcome::Queued { invite, replayed: true });
+        }
+        let patient = tx.patient(patient_id).await?;
+        let practice = tx.practice(patient.practice_id).await?;
+        let today = local_today(&practice, now)?;
+        let history = tx.send_history(patient_id, now).await?;
+        let outcome = match decide_manual(&patient.facts(today), &history, now) {
+            Decision::Refused { refusal } => {
+                tx.timeline(patient_id, now, "enroll_now_refused", json!({ "refusal": refusal, "message": refusal.message() }), source)
+                    .await?;
+                EnrollOutcome::Refused { refusal }
+            }
+            _ => {
+                tx.cancel_scheduled(patient_id, "superseded by Enroll Now", source, now).await?;
+                let new = NewInvite {
+                    kind: InviteKind::Manual,
+                    state: InviteState::Queued,
+                    trigger_kind: None,
+                    due_at: now,
+                    counted: true,
+                    next_possible_at: None,
+                    idempotency_key,
+                };
+                let invite = tx.insert_invite(&patient, &new, source, now).await?;
+                tx.timeline(patient_id, now, "invite_queued", json!({ "invite_id": invite.id, "kind": "manual" }), source)
+                    .await?;
+                EnrollOutcome::Queued { invite, replayed: false }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Marks the patient active (R10's end): cancels every queued invite.
+    pub async fn mark_activated(&self, patient_id: i64, source: &Source, now: Timestamp) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        tx.lock_patient(patient_id).await?;
+        on_tx!(&mut tx, c => {
+            sqlx::query("UPDATE patients SET activated_at = $1, updated_at = $1 WHERE id = $2")
+                .bind(to_ms(now))
+                .bind(patient_id)
+                .execute(c)
+                .await
+        })?;
+        tx.timeline(patient_id, now, "activated", json!({}), source).await?;
+        tx.cancel_pending(patient_id, "the patient activated the portal account", source, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The practice's local date at `now` (R1's "today").
+fn local_today(practice: &Practice, now: Timestamp) -> Result<jiff::civil::Date> {
+    let schedule = practice
+        .schedule
+        .validate()
+        .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id)))?;
+    Ok(schedule.local_date(now))
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Serialises writers of one patient. SQLite already holds the database
+    /// write lock (`BEGIN IMMEDIATE`); PostgreSQL locks the row.
+    async fn lock_patient(&mut self, patient_id: i64) -> Result<()> {
+        let found: Option<i64> = match self {
+            Tx::Sqlite(t) => {
+                sqlx::query_scalar("SELECT id FROM patients WHERE id = $1")
+                    .bind(patient_id)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+            Tx::Postgres(t) => {
+                sqlx::query_scalar("SELECT id FROM patients WHERE id = $1 FOR UPDATE")
+                    .bind(patient_id)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+        };
+        found.map(|_| ()).ok_or(StoreError::NotFound("patient"))
+    }
+
+    async fn practice(&mut self, practice_id: i64) -> Result<Practice> {
+        let row: Option<PracticeRow> = on_tx!(self, c => {
+            sqlx::query_as("SELECT * FROM practices WHERE id = $1").bind(practice_id).fetch_optional(c).await
+        })?;
+        row.ok_or(StoreError::NotFound("practice"))?.into_practice()
+    }
+
+    async fn patient(&mut self, patient_id: i64) -> Result<Patient> {
+        let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1");
+        let row: Option<PatientRow> =
+            on_tx!(self, c => sqlx::query_as(&sql).bind(patient_id).fetch_optional(c).await)?;
+        row.ok_or(StoreError::NotFound("patient"))?.into_patient()
+    }
+
+    async fn patient_id_by_mrn(&mut self, practice_id: i64, mrn: &str) -> Result<Option<i64>> {
+        Ok(on_tx!(self, c => {
+            sqlx::query_scalar("SELECT id FROM patients WHERE practice_id = $1 AND mrn = $2")
+                .bind(practice_id)
+                .bind(mrn)
+                .fetch_optional(c)
+                .await
+        })?)
+    }
+
+    async fn insert_patient(
+        &mut self,
+        practice_id: i64,
+        mrn: &str,
+        d: &Demographics,
+        now: Timestamp,
+    ) -> Result<i64> {
+        let result: std::result::Result<i64, sqlx::Error> = on_tx!(self, c => {
+            sqlx::query_scalar(
+                "INSERT INTO patients (practice_id, mrn, first_name, last_name, first_name_lc, \
+                 last_name_lc, date_of_birth, birth_sex, zip, email, cell_phone, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
+            )
+            .bind(practice_id)
+            .bind(mrn)
+            .bind(&d.first_name)
+            .bind(&d.last_name)
+            .bind(d.first_name.as_deref().map(str::to_lowercase))
+            .bind(d.last_name.as_deref().map(str::to_lowercase))
+            .bind(&d.date_of_birth)
+            .bind(&d.birth_sex)
+            .bind(&d.zip)
+            .bind(&d.email)
+            .bind(&d.cell_phone)
+            .bind(to_ms(now))
+            .fetch_one(c)
+            .await
+        });
+        match result {
+            Err(e) if unique_violation(&e) => Err(StoreError::DuplicateMrn),
+            other => Ok(other?),
+        }
+    }
+
+    async fn write_demographics(&mut self, id: i64, d: &Demographics, now: Timestamp) -> Result<()> {
+        on_tx!(self, c => {
+            sqlx::query(
+                "UPDATE patients SET first_name = $1, last_name = $2, first_name_lc = $3, \
+                 last_name_lc = $4, date_of_birth = $5, birth_sex = $6, zip = $7, email = $8, \
+                 cell_phone = $9, updated_at = $10 WHERE id = $11",
+            )
+            .bind(&d.first_name)
+            .bind(&d.last_name)
+            .bind(d.first_name.as_deref().map(str::to_lowercase))
+            .bind(d.last_name.as_deref().map(str::to_lowercase))
+            .bind(&d.date_of_birth)
+            .bind(&d.birth_sex)
+            .bind(&d.zip)
+            .bind(&d.email)
+            .bind(&d.cell_phone)
+            .bind(to_ms(now))
+            .bind(id)
+            .execute(c)
+            .await
+        })?;
+        Ok(())
+    }
+
+    /// The counted sends of the last 30 days and whether an auto invite is
+    /// still waiting (R6, R7).
+    async fn send_history(&mut self, patient_id: i64, now: Timestamp) -> Result<SendHistory> {
+        let since = to_ms(now) - CAP_WINDOW.as_millis() as i64;
+        let counted: Vec<i64> = on_tx!(self, c => {
+            sqlx::query_scalar(
+                "SELECT counted_at FROM invites WHERE patient_id = $1 AND counted_at IS NOT NULL \
+                 AND counted_at > $2 AND state NOT IN ('failed', 'cancelled')",
+            )
+            .bind(patient_id)
+            .bind(since)
+            .fetch_all(c)
+            .await
+        })?;
+        let pending: i64 = on_tx!(self, c => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM invites WHERE patient_id = $1 AND kind = 'auto' \
+                 AND state IN ('scheduled', 'queued')",
+            )
+            .bind(patient_id)
+            .fetch_one(c)
+            .await
+        })?;
+        Ok(SendHistory {
+            counted_sends: counted.into_iter().map(crate::from_ms).collect::<Result<_>>()?,
+            auto_invite_pending: pending > 0,
+        })
+    }
+
+    /// R3-R8 for one trigger: decide, then record the decision.
+    async fn apply_trigger(
+        &mut self,
+        practice: &Practice,
+        patient_id: i64,
+        trigger: Trigger,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<TriggerOutcome> {
+        let schedule = practice
+            .schedule
+            .validate()
+            .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id)))?;
+        let patient = self.patient(patient_id).await?;
+        let facts = patient.facts(schedule.local_date(now));
+        let history = self.send_history(patient_id, now).await?;
+        let rules = PracticeRules { auto_invites_on: practice.auto_invites_on, schedule: &schedule };
+        let decision = decide_auto(&trigger, &facts, &rules, &history, now);
+        self.timeline(patient_id, now, "trigger", json!({ "trigger": trigger, "decision": decision }), source)
+            .await?;
+        let key = trigger.key();
+        let new = match &decision {
+            Decision::SendNow => Some(NewInvite::auto(InviteState::Queued, key, now)),
+            Decision::Queue { at } => Some(NewInvite::auto(InviteState::Scheduled, key, *at)),
+            Decision::Suppressed { next_possible_at } => Some(NewInvite {
+                next_possible_at: Some(*next_possible_at),
+                ..NewInvite::auto(InviteState::Suppressed, key, now)
+            }),
+            Decision::Coalesced | Decision::NotInvited { .. } | Decision::Refused { .. } => None,
+        };
+        let invite_id = match new {
+            Some(new) => Some(self.insert_invite(&patient, &new, source, now).await?.id),
+            None => None,
+        };
+        Ok(TriggerOutcome { trigger, decision, invite_id })
+    }
+
+    async fn insert_invite(
+        &mut self,
+        patient: &Patient,
+        new: &NewInvite<'_>,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<Invite> {
+        let sql = format!(
+            "INSERT INTO invites (patient_id, practice_id, kind, state, trigger_kind, created_at, \
+             due_at, counted_at, next_possible_at, idempotency_key, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {INVITE_COLUMNS}"
+        );
+        let counted_at = new.counted.then(|| to_ms(now));
+        let row: InviteRow = on_tx!(self, c => {
+            sqlx::query_as(&sql)
+                .bind(patient.id)
+                .bind(patient.practice_id)
+                .bind(new.kind.key())
+                .bind(new.state.key())
+                .bind(new.trigger_kind)
+                .bind(to_ms(now))
+                .bind(to_ms(new.due_at))
+                .bind(counted_at)
+                .bind(new.next_possible_at.map(to_ms))
+                .bind(new.idempotency_key)
+                .bind(&source.actor)
+                .fetch_one(c)
+                .await
+        })?;
+        row.into_invite()
+    }
+
+    async fn invite_by_key(&mut self, patient_id: i64, key: &str) -> Result<Option<Invite>> {
+        let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE patient_id = $1 AND idempotency_key = $2");
+        let row: Option<InviteRow> =
+            on_tx!(self, c => sqlx::query_as(&sql).bind(patient_id).bind(key).fetch_optional(c).await)?;
+        row.map(InviteRow::into_invite).transpose()
+    }
+
+    /// Cancels invites in the given states, with one timeline line each.
+    async fn cancel_in_states(
+        &mut self,
+        patient_id: i64,
+        states: &str,
+        reason: &str,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE invites SET state = 'cancelled', failure_reason = $1 \
+             WHERE patient_id = $2 AND state IN ({states}) RETURNING id"
+        );
+        let ids: Vec<i64> =
+            on_tx!(self, c => sqlx::query_scalar(&sql).bind(reason).bind(patient_id).fetch_all(c).await)?;
+        for id in ids {
+            self.timeline(patient_id, now, "invite_cancelled", json!({ "invite_id": id, "reason": reason }), source)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn cancel_scheduled(&mut self, patient_id: i64, reason: &str, source: &Source, now: Timestamp) -> Result<()> {
+        self.cancel_in_states(patient_id, "'scheduled'", reason, source, now).await
+    }
+
+    async fn cancel_pending(&mut self, patient_id: i64, reason: &str, source: &Source, now: Timestamp) -> Result<()> {
+        self.cancel_in_states(patient_id, "'scheduled', 'queued'", reason, source, now).await
+    }
+
+    /// Appends one line to the patient's timeline.
+    pub(crate) async fn timeline(
+        &mut self,
+        patient_id: i64,
+        at: Timestamp,
+        kind: &str,
+        detail: serde_json::Value,
+        source: &Source,
+    ) -> Result<()> {
+        on_tx!(self, c => {
+            sqlx::query(
+                "INSERT INTO timeline (patient_id, at, kind, detail, source, reference, actor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(patient_id)
+            .bind(to_ms(at))
+            .bind(kind)
+            .bind(detail.to_string())
+            .bind(&source.channel)
+            .bind(&source.reference)
+            .bind(&source.actor)
+            .execute(c)
+            .await
+        })?;
+        Ok(())
+    }
+}

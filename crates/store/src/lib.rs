@@ -1,0 +1,165 @@
+//! Database access for Enroll.
+//!
+//! One `Store` over SQLite (the embedded default) or PostgreSQL (several
+//! instances behind a load balancer). The SQL text is shared: sqlx's SQLite
+//! driver accepts `$1` placeholders, and every column type used (BIGINT,
+//! TEXT, BOOLEAN) decodes the same on both. Each method dispatches to the
+//! backend's pool with `on_pool!`/`on_tx!`, which expand the same block once
+//! per backend. We chose this over sqlx's `Any` driver, which lacks
+//! compile-time types and transaction control such as `BEGIN IMMEDIATE`.
+//!
+//! Rules that must hold under concurrency (R6 coalescing, R7 cap, idempotent
+//! Enroll Now) are enforced in `enrollment`, inside the transaction that
+//! records the send: SQLite takes the write lock up front (`BEGIN IMMEDIATE`),
+//! PostgreSQL locks the patient row (`SELECT ... FOR UPDATE`).
+
+mod enrollment;
+mod model;
+mod patients;
+mod practices;
+mod staff;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+pub use enrollment::{EnrollOutcome, TriggerOutcome};
+pub use model::{
+    AuditEntry, Invite, InviteKind, InviteState, NewPractice, Patient, PatientQuery, Practice,
+    SaveOutcome, Source, StaffUser, TimelineEntry,
+};
+pub use staff::hash_token;
+
+/// Errors of the storage layer. Messages never contain patient data.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {0:?} is not understood: use sqlite://PATH or postgres://USER@HOST/DB")]
+    BadUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("a patient with this MRN already exists in the practice")]
+    DuplicateMrn,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The database, cheap to clone (it holds a connection pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool; the block is
+/// compiled once per backend, so it must only use SQL and types both accept.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite($pool) => $body,
+            $crate::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// How long SQLite waits for another writer before giving up. Enroll Now and
+/// triggers hold the write lock for a few milliseconds, so this is generous.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Store {
+    /// Opens `sqlite://PATH` (creating the file) or `postgres://...`.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let backend = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|_| StoreError::BadUrl(url.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?;
+            Backend::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        Ok(Store { backend })
+    }
+
+    /// Applies the embedded migrations of the backend.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Backend::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// "sqlite" or "postgres".
+    pub fn engine(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A round trip to the database, for `/readyz` and `enroll doctor`.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await)?;
+        Ok(())
+    }
+
+    /// Number of applied migrations, for `enroll doctor`.
+    pub async fn applied_migrations(&self) -> Result<i64> {
+        let n: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(n)
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Milliseconds since the epoch: how every `*_at` column stores an instant.
+pub(crate) fn to_ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+pub(crate) fn from_ms(ms: i64) -> Result<Timestamp> {
+    Timestamp::from_millisecond(ms).map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+pub(crate) fn opt_from_ms(ms: Option<i64>) -> Result<Option<Timestamp>> {
+    ms.map(from_ms).transpose()
+}
+
+/// Maps a unique-constraint violation to a domain error.
+pub(crate) fn unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,400 @@
+//! The store's records, and their conversion from database rows.
+
+use enroll_core::{Demographics, PatientFacts, PatientResponse, Schedule, check};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use crate::enrollment::TriggerOutcome;
+use crate::{Result, StoreError, from_ms, opt_from_ms};
+
+/// Where a change came from, recorded on the timeline (R2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// api, hl7, fhir, csv, staff, demo, system
+    pub channel: String,
+    /// e.g. the HL7 message control id or a request id
+    pub reference: Option<String>,
+    /// the staff user or system account
+    pub actor: Option<String>,
+}
+
+impl Source {
+    pub fn new(channel: &str, actor: Option<&str>) -> Source {
+        Source { channel: channel.to_string(), reference: None, actor: actor.map(str::to_string) }
+    }
+
+    pub fn with_reference(mut self, reference: impl Into<String>) -> Source {
+        self.reference = Some(reference.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewPractice {
+    /// Stable code, e.g. the HL7 sending facility (MSH-4).
+    pub code: String,
+    pub name: String,
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Practice {
+    pub id: i64,
+    pub code: String,
+    pub name: String,
+    pub schedule: Schedule,
+    pub auto_invites_on: bool,
+    pub go_live_date: Option<Date>,
+    pub created_at: Timestamp,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PracticeRow {
+    id: i64,
+    code: String,
+    name: String,
+    schedule_json: String,
+    auto_invites_on: bool,
+    go_live_date: Option<String>,
+    created_at: i64,
+}
+
+impl PracticeRow {
+    pub(crate) fn into_practice(self) -> Result<Practice> {
+        let schedule = serde_json::from_str(&self.schedule_json)
+            .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", self.id)))?;
+        let go_live_date = self
+            .go_live_date
+            .map(|d| d.parse::<Date>())
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("practice {} go-live date: {e}", self.id)))?;
+        Ok(Practice {
+            id: self.id,
+            code: self.code,
+            name: self.name,
+            schedule,
+            auto_invites_on: self.auto_invites_on,
+            go_live_date,
+            created_at: from_ms(self.created_at)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Patient {
+    pub id: i64,
+    pub practice_id: i64,
+    pub mrn: String,
+    pub demographics: Demographics,
+    pub preferred_language: Option<String>,
+    pub activated_at: Option<Timestamp>,
+    pub deceased: bool,
+    pub response: Option<PatientResponse>,
+    pub email_opted_out: bool,
+    pub sms_opted_out: bool,
+    pub fields_confirmed_at: Option<Timestamp>,
+    pub fields_confirmed_by: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Patient {
+    /// What the rules need to know, with R1 evaluated on `today` (the
+    /// practice's local date).
+    pub fn facts(&self, today: Date) -> PatientFacts {
+        let checked = check(&self.demographics, today);
+        let has_cell_phone = checked.valid.as_ref().is_some_and(|v| v.cell_phone.is_some())
+            || (self.demographics.cell_phone.is_some()
+                && !checked.problems.iter().any(|p| p.field == enroll_core::Field::CellPhone));
+        PatientFacts {
+            activated: self.activated_at.is_some(),
+            deceased: self.deceased,
+            response: self.response,
+            email_opted_out: self.email_opted_out,
+            sms_opted_out: self.sms_opted_out,
+            has_cell_phone,
+            missing: checked.blocking(),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PatientRow {
+    id: i64,
+    practice_id: i64,
+    mrn: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    date_of_birth: Option<String>,
+    birth_sex: Option<String>,
+    zip: Option<String>,
+    email: Option<String>,
+    cell_phone: Option<String>,
+    preferred_language: Option<String>,
+    activated_at: Option<i64>,
+    deceased: bool,
+    response: Option<String>,
+    email_opted_out: bool,
+    sms_opted_out: bool,
+    fields_confirmed_at: Option<i64>,
+    fields_confirmed_by: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+pub(crate) const PATIENT_COLUMNS: &str = "id, practice_id, mrn, first_name, last_name, \
+    date_of_birth, birth_sex, zip, email, cell_phone, preferred_language, activated_at, \
+    deceased, response, email_opted_out, sms_opted_out, fields_confirmed_at, \
+    fields_confirmed_by, created_at, updated_at";
+
+impl PatientRow {
+    pub(crate) fn into_patient(self) -> Result<Patient> {
+        let response = match self.response.as_deref() {
+            None => None,
+            Some("declined") => Some(PatientResponse::Declined),
+            Some("deferred") => Some(PatientResponse::Deferred),
+            Some(other) => {
+                return Err(StoreError::Corrupt(format!("patient {} response {other:?}", self.id)));
+            }
+        };
+        Ok(Patient {
+            id: self.id,
+            practice_id: self.practice_id,
+            mrn: self.mrn,
+            demographics: Demographics {
+                first_name: self.first_name,
+                last_name: self.last_name,
+                date_of_birth: self.date_of_birth,
+                birth_sex: self.birth_sex,
+                zip: self.zip,
+                email: self.email,
+                cell_phone: self.cell_phone,
+            },
+            preferred_language: self.preferred_language,
+            activated_at: opt_from_ms(self.activated_at)?,
+            deceased: self.deceased,
+            response,
+            email_opted_out: self.email_opted_out,
+            sms_opted_out: self.sms_opted_out,
+            fields_confirmed_at: opt_from_ms(self.fields_confirmed_at)?,
+            fields_confirmed_by: self.fields_confirmed_by,
+            created_at: from_ms(self.created_at)?,
+            updated_at: from_ms(self.updated_at)?,
+        })
+    }
+}
+
+/// The result of creating or updating a patient: the record as stored and
+/// what each trigger led to.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaveOutcome {
+    pub patient: Patient,
+    pub created: bool,
+    pub triggers: Vec<TriggerOutcome>,
+}
+
+/// Patient search; every given filter must match.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PatientQuery {
+    /// "smi" matches a first or last name starting with it; "smith, jo"
+    /// matches last name "smith*" and first name "jo*".
+    pub name: Option<String>,
+    /// ISO date, exact.
+    pub dob: Option<String>,
+    /// Exact.
+    pub mrn: Option<String>,
+    pub practice_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InviteKind {
+    Auto,
+    Manual,
+}
+
+impl InviteKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            InviteKind::Auto => "auto",
+            InviteKind::Manual => "manual",
+        }
+    }
+}
+
+/// The life of an invite in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InviteState {
+    /// Auto invite waiting for the practice's schedule to open; not counted yet.
+    Scheduled,
+    /// Decided and counted toward the cap; waiting for delivery.
+    Queued,
+    Sent,
+    /// Failed permanently; does not count toward the cap.
+    Failed,
+    /// Not sent because of the cap; `next_possible_at` says when one can be.
+    Suppressed,
+    Cancelled,
+}
+
+impl InviteState {
+    pub fn key(self) -> &'static str {
+        match self {
+            InviteState::Scheduled => "scheduled",
+            InviteState::Queued => "queued",
+            InviteState::Sent => "sent",
+            InviteState::Failed => "failed",
+            InviteState::Suppressed => "suppressed",
+            InviteState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<InviteState> {
+        [
+            InviteState::Scheduled,
+            InviteState::Queued,
+            InviteState::Sent,
+            InviteState::Failed,
+            InviteState::Suppressed,
+            InviteState::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.key() == raw)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Invite {
+    pub id: i64,
+    pub patient_id: i64,
+    pub practice_id: i64,
+    pub kind: InviteKind,
+    pub state: InviteState,
+    pub trigger: Option<String>,
+    pub created_at: Timestamp,
+    pub due_at: Timestamp,
+    pub counted_at: Option<Timestamp>,
+    pub sent_at: Option<Timestamp>,
+    pub attempts: i64,
+    pub failure_reason: Option<String>,
+    pub next_possible_at: Option<Timestamp>,
+    pub actor: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct InviteRow {
+    id: i64,
+    patient_id: i64,
+    practice_id: i64,
+    kind: String,
+    state: String,
+    trigger_kind: Option<String>,
+    created_at: i64,
+    due_at: i64,
+    counted_at: Option<i64>,
+    sent_at: Option<i64>,
+    attempts: i64,
+    failure_reason: Option<String>,
+    next_possible_at: Option<i64>,
+    actor: Option<String>,
+}
+
+pub(crate) const INVITE_COLUMNS: &str = "id, patient_id, practice_id, kind, state, trigger_kind, \
+    created_at, due_at, counted_at, sent_at, attempts, failure_reason, next_possible_at, actor";
+
+impl InviteRow {
+    pub(crate) fn into_invite(self) -> Result<Invite> {
+        let kind = match self.kind.as_str() {
+            "auto" => InviteKind::Auto,
+            "manual" => InviteKind::Manual,
+            other => return Err(StoreError::Corrupt(format!("invite {} kind {other:?}", self.id))),
+        };
+        let state = InviteState::parse(&self.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("invite {} state {:?}", self.id, self.state)))?;
+        Ok(Invite {
+            id: self.id,
+            patient_id: self.patient_id,
+            practice_id: self.practice_id,
+            kind,
+            state,
+            trigger: self.trigger_kind,
+            created_at: from_ms(self.created_at)?,
+            due_at: from_ms(self.due_at)?,
+            counted_at: opt_from_ms(self.counted_at)?,
+            sent_at: opt_from_ms(self.sent_at)?,
+            attempts: self.attempts,
+            failure_reason: self.failure_reason,
+            next_possible_at: opt_from_ms(self.next_possible_at)?,
+            actor: self.actor,
+        })
+    }
+}
+
+/// One line of the patient's append-only timeline (also the audit trail of
+/// changes). `detail` holds field names and decisions, never field values.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    pub id: i64,
+    pub at: Timestamp,
+    pub kind: String,
+    pub detail: serde_json::Value,
+    pub source: String,
+    pub reference: Option<String>,
+    pub actor: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TimelineRow {
+    id: i64,
+    at: i64,
+    kind: String,
+    detail: String,
+    source: String,
+    reference: Option<String>,
+    actor: Option<String>,
+}
+
+impl TimelineRow {
+    pub(crate) fn into_entry(self) -> Result<TimelineEntry> {
+        let detail = serde_json::from_str(&self.detail)
+            .map_err(|e| StoreError::Corrupt(format!("timeline {} detail: {e}", self.id)))?;
+        Ok(TimelineEntry {
+            id: self.id,
+            at: from_ms(self.at)?,
+            kind: self.kind,
+            detail,
+            source: self.source,
+            reference: self.reference,
+            actor: self.actor,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub patient_id: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    pub(crate) id: i64,
+    pub(crate) at: i64,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) patient_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StaffUser {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+}

@@ -1,0 +1,162 @@
+//! Reading patients, their invites and their timeline.
+
+use enroll_core::{CAP_WINDOW, InviteSummary, StaffStatus, sends_in_window, staff_status};
+use jiff::Timestamp;
+
+use crate::model::{
+    INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow, TimelineRow,
+};
+use crate::{
+    Invite, Patient, PatientQuery, Result, Store, StoreError, TimelineEntry, on_pool, to_ms,
+};
+
+/// Search results are capped so a one-letter search stays cheap.
+const MAX_SEARCH_RESULTS: i64 = 200;
+
+impl Store {
+    pub async fn patient(&self, id: i64) -> Result<Option<Patient>> {
+        let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1");
+        let row: Option<PatientRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
+        row.map(PatientRow::into_patient).transpose()
+    }
+
+    /// Patients matching every given filter, ordered by last then first name.
+    pub async fn search_patients(&self, query: &PatientQuery) -> Result<Vec<Patient>> {
+        let (last, first) = name_prefixes(query.name.as_deref());
+        let limit = query.limit.unwrap_or(50).clamp(1, MAX_SEARCH_RESULTS);
+        // A single name word matches either name; "last, first" matches both.
+        let sql = format!(
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE \
+             (CAST($1 AS TEXT) IS NULL OR last_name_lc LIKE $1 OR (CAST($2 AS TEXT) IS NULL AND first_name_lc LIKE $1)) \
+             AND (CAST($2 AS TEXT) IS NULL OR first_name_lc LIKE $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR date_of_birth = $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR mrn = $4) \
+             AND (CAST($5 AS BIGINT) IS NULL OR practice_id = $5) \
+             ORDER BY last_name_lc, first_name_lc, id LIMIT $6"
+        );
+        let rows: Vec<PatientRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(last)
+                .bind(first)
+                .bind(query.dob.as_deref().map(str::trim))
+                .bind(query.mrn.as_deref().map(str::trim))
+                .bind(query.practice_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })?;
+        rows.into_iter().map(PatientRow::into_patient).collect()
+    }
+
+    pub async fn patient_invites(&self, patient_id: i64) -> Result<Vec<Invite>> {
+        let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE patient_id = $1 ORDER BY id");
+        let rows: Vec<InviteRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(patient_id).fetch_all(pool).await)?;
+        rows.into_iter().map(InviteRow::into_invite).collect()
+    }
+
+    pub async fn patient_timeline(&self, patient_id: i64) -> Result<Vec<TimelineEntry>> {
+        let rows: Vec<TimelineRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, at, kind, detail, source, reference, actor FROM timeline \
+                 WHERE patient_id = $1 ORDER BY id",
+            )
+            .bind(patient_id)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(TimelineRow::into_entry).collect()
+    }
+
+    /// The status staff see (R14), computed from the record and its invites.
+    pub async fn patient_status(&self, patient: &Patient, now: Timestamp) -> Result<StaffStatus> {
+        let practice = self.practice(patient.practice_id).await?.ok_or(StoreError::NotFound("practice"))?;
+        let schedule = practice
+            .schedule
+            .validate()
+            .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id)))?;
+        let invites = self.patient_invites(patient.id).await?;
+        let counted: Vec<Timestamp> = invites
+            .iter()
+            .filter(|i| i.counts_toward_cap())
+            .filter_map(|i| i.counted_at)
+            .filter(|t| *t > now - CAP_WINDOW)
+            .collect();
+        let latest = invites.last().map(|i| InviteSummary {
+            state: i.state.key().to_string(),
+            created_at: i.created_at,
+            failure_reason: i.failure_reason.clone(),
+        });
+        Ok(staff_status(
+            &patient.facts(schedule.local_date(now)),
+            practice.auto_invites_on,
+            latest.as_ref(),
+            sends_in_window(&counted, now),
+        ))
+    }
+
+    /// Counts patients, for `enroll doctor` and the demo.
+    pub async fn count_patients(&self) -> Result<i64> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM patients").fetch_one(pool).await)?)
+    }
+
+    /// Invites in a state, oldest due first (work lists; the dispatcher).
+    pub async fn invites_in_state(&self, state: crate::InviteState, limit: i64) -> Result<Vec<Invite>> {
+        let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE state = $1 ORDER BY due_at, id LIMIT $2");
+        let rows: Vec<InviteRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(state.key()).bind(limit).fetch_all(pool).await)?;
+        rows.into_iter().map(InviteRow::into_invite).collect()
+    }
+
+    /// Sends counted toward the cap at or after `since`, all patients (tests, dashboards).
+    pub async fn counted_sends_since(&self, patient_id: i64, since: Timestamp) -> Result<i64> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM invites WHERE patient_id = $1 AND counted_at >= $2 \
+                 AND state NOT IN ('failed', 'cancelled')",
+            )
+            .bind(patient_id)
+            .bind(to_ms(since))
+            .fetch_one(pool)
+            .await
+        })?)
+    }
+}
+
+impl Invite {
+    /// R7: a send counts once handed to (or queued for) a channel; a
+    /// permanent failure or a cancelled invite does not.
+    pub fn counts_toward_cap(&self) -> bool {
+        self.counted_at.is_some()
+            && !matches!(self.state, crate::InviteState::Failed | crate::InviteState::Cancelled)
+    }
+}
+
+/// LIKE patterns for the name filter: ("smith%", None) for "smith",
+/// ("smith%", "jo%") for "smith, jo". LIKE wildcards typed by the user are
+/// dropped so they cannot widen the search.
+fn name_prefixes(name: Option<&str>) -> (Option<String>, Option<String>) {
+    let Some(name) = name else { return (None, None) };
+    let clean = |s: &str| -> Option<String> {
+        let s: String = s.trim().to_lowercase().chars().filter(|c| *c != '%' && *c != '_').collect();
+        (!s.is_empty()).then(|| format!("{s}%"))
+    };
+    match name.split_once(',') {
+        Some((last, first)) => (clean(last), clean(first)),
+        None => (clean(name), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_prefixes;
+
+    #[test]
+    fn name_filter_splits_last_and_first() {
+        assert_eq!(name_prefixes(Some("Smith")), (Some("smith%".into()), None));
+        assert_eq!(name_prefixes(Some(" smith , Jo ")), (Some("smith%".into()), Some("jo%".into())));
+        assert_eq!(name_prefixes(Some("%_")), (None, None));
+        assert_eq!(name_prefixes(None), (None, None));
+    }
+}

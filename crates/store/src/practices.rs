@@ -1,0 +1,88 @@
+//! Practices: time zone, Auto Invite Schedule, the go-live switch (R3, R5).
+
+use enroll_core::Schedule;
+use jiff::Timestamp;
+use jiff::civil::Date;
+
+use crate::model::PracticeRow;
+use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms};
+
+impl Store {
+    pub async fn create_practice(&self, new: &NewPractice, now: Timestamp) -> Result<Practice> {
+        let schedule_json = schedule_json(&new.schedule)?;
+        let row: std::result::Result<PracticeRow, sqlx::Error> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "INSERT INTO practices (code, name, schedule_json, created_at) VALUES ($1, $2, $3, $4) \
+                 RETURNING *",
+            )
+            .bind(&new.code)
+            .bind(&new.name)
+            .bind(&schedule_json)
+            .bind(to_ms(now))
+            .fetch_one(pool)
+            .await
+        });
+        row?.into_practice()
+    }
+
+    pub async fn practice(&self, id: i64) -> Result<Option<Practice>> {
+        let row: Option<PracticeRow> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT * FROM practices WHERE id = $1").bind(id).fetch_optional(pool).await
+        })?;
+        row.map(PracticeRow::into_practice).transpose()
+    }
+
+    pub async fn practice_by_code(&self, code: &str) -> Result<Option<Practice>> {
+        let row: Option<PracticeRow> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT * FROM practices WHERE code = $1").bind(code).fetch_optional(pool).await
+        })?;
+        row.map(PracticeRow::into_practice).transpose()
+    }
+
+    pub async fn practices(&self) -> Result<Vec<Practice>> {
+        let rows: Vec<PracticeRow> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT * FROM practices ORDER BY id").fetch_all(pool).await
+        })?;
+        rows.into_iter().map(PracticeRow::into_practice).collect()
+    }
+
+    /// Turns auto invites on or off (R3). Turning them on does not queue the
+    /// backlog: only triggers from now on are decided.
+    pub async fn set_auto_invites(&self, practice_id: i64, on: bool, go_live: Option<Date>) -> Result<Practice> {
+        let go_live = go_live.map(|d| d.to_string());
+        let changed = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE practices SET auto_invites_on = $1, go_live_date = COALESCE($2, go_live_date) WHERE id = $3",
+            )
+            .bind(on)
+            .bind(&go_live)
+            .bind(practice_id)
+            .execute(pool)
+            .await
+        })?;
+        if changed.rows_affected() == 0 {
+            return Err(StoreError::NotFound("practice"));
+        }
+        self.practice(practice_id).await?.ok_or(StoreError::NotFound("practice"))
+    }
+
+    /// Replaces the schedule (callers validate it first).
+    pub async fn set_schedule(&self, practice_id: i64, schedule: &Schedule) -> Result<Practice> {
+        let json = schedule_json(schedule)?;
+        let changed = on_pool!(self, pool => {
+            sqlx::query("UPDATE practices SET schedule_json = $1 WHERE id = $2")
+                .bind(&json)
+                .bind(practice_id)
+                .execute(pool)
+                .await
+        })?;
+        if changed.rows_affected() == 0 {
+            return Err(StoreError::NotFound("practice"));
+        }
+        self.practice(practice_id).await?.ok_or(StoreError::NotFound("practice"))
+    }
+}
+
+fn schedule_json(schedule: &Schedule) -> Result<String> {
+    serde_json::to_string(schedule).map_err(|e| StoreError::Corrupt(format!("schedule: {e}")))
+}
