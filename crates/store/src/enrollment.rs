@@ -8,6 +8,7 @@
 //! are therefore serialised, and neither can make a 5th send (R7) or a second
 //! queued auto invite (R6).
 
+use sqlx::AssertSqlSafe;
 use enroll_core::{
     CAP_WINDOW, Decision, Demographics, PracticeRules, Refusal, SendHistory, Trigger,
     changed_required_fields, decide_auto, decide_manual,
@@ -257,7 +258,7 @@ impl Store {
                 .bind(to_ms(now))
                 .bind(patient_id)
                 .execute(c)
-                .await
+                .await.map(|r| r.rows_affected())
         })?;
         tx.timeline(patient_id, now, "activated", json!({}), source).await?;
         tx.cancel_pending(patient_id, "the patient activated the portal account", source, now).await?;
@@ -314,7 +315,7 @@ impl Tx {
     async fn patient(&mut self, patient_id: i64) -> Result<Patient> {
         let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1");
         let row: Option<PatientRow> =
-            on_tx!(self, c => sqlx::query_as(&sql).bind(patient_id).fetch_optional(c).await)?;
+            on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_optional(c).await)?;
         row.ok_or(StoreError::NotFound("patient"))?.into_patient()
     }
 
@@ -381,7 +382,7 @@ impl Tx {
             .bind(to_ms(now))
             .bind(id)
             .execute(c)
-            .await
+            .await.map(|r| r.rows_affected())
         })?;
         Ok(())
     }
@@ -466,7 +467,7 @@ impl Tx {
         );
         let counted_at = new.counted.then(|| to_ms(now));
         let row: InviteRow = on_tx!(self, c => {
-            sqlx::query_as(&sql)
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(patient.id)
                 .bind(patient.practice_id)
                 .bind(new.kind.key())
@@ -487,7 +488,7 @@ impl Tx {
     async fn invite_by_key(&mut self, patient_id: i64, key: &str) -> Result<Option<Invite>> {
         let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE patient_id = $1 AND idempotency_key = $2");
         let row: Option<InviteRow> =
-            on_tx!(self, c => sqlx::query_as(&sql).bind(patient_id).bind(key).fetch_optional(c).await)?;
+            on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).bind(key).fetch_optional(c).await)?;
         row.map(InviteRow::into_invite).transpose()
     }
 
@@ -505,7 +506,7 @@ impl Tx {
              WHERE patient_id = $2 AND state IN ({states}) RETURNING id"
         );
         let ids: Vec<i64> =
-            on_tx!(self, c => sqlx::query_scalar(&sql).bind(reason).bind(patient_id).fetch_all(c).await)?;
+            on_tx!(self, c => sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(reason).bind(patient_id).fetch_all(c).await)?;
         for id in ids {
             self.timeline(patient_id, now, "invite_cancelled", json!({ "invite_id": id, "reason": reason }), source)
                 .await?;
@@ -543,7 +544,7 @@ impl Tx {
             .bind(&source.reference)
             .bind(&source.actor)
             .execute(c)
-            .await
+            .await.map(|r| r.rows_affected())
         })?;
         Ok(())
     }

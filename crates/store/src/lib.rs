@@ -127,7 +127,7 @@ impl Store {
 
     /// A round trip to the database, for `/readyz` and `enroll doctor`.
     pub async fn ping(&self) -> Result<()> {
-        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await)?;
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Reading patients, their invites and their timeline.
 
+use sqlx::AssertSqlSafe;
 use enroll_core::{CAP_WINDOW, InviteSummary, StaffStatus, sends_in_window, staff_status};
 use jiff::Timestamp;
 
@@ -17,7 +18,7 @@ impl Store {
     pub async fn patient(&self, id: i64) -> Result<Option<Patient>> {
         let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1");
         let row: Option<PatientRow> =
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
+            on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(pool).await)?;
         row.map(PatientRow::into_patient).transpose()
     }
 
@@ -36,7 +37,7 @@ impl Store {
              ORDER BY last_name_lc, first_name_lc, id LIMIT $6"
         );
         let rows: Vec<PatientRow> = on_pool!(self, pool => {
-            sqlx::query_as(&sql)
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(last)
                 .bind(first)
                 .bind(query.dob.as_deref().map(str::trim))
@@ -52,7 +53,7 @@ impl Store {
     pub async fn patient_invites(&self, patient_id: i64) -> Result<Vec<Invite>> {
         let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE patient_id = $1 ORDER BY id");
         let rows: Vec<InviteRow> =
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(patient_id).fetch_all(pool).await)?;
+            on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_all(pool).await)?;
         rows.into_iter().map(InviteRow::into_invite).collect()
     }
 
@@ -87,6 +88,7 @@ impl Store {
             state: i.state.key().to_string(),
             created_at: i.created_at,
             failure_reason: i.failure_reason.clone(),
+            next_possible_at: i.next_possible_at,
         });
         Ok(staff_status(
             &patient.facts(schedule.local_date(now)),
@@ -105,7 +107,7 @@ impl Store {
     pub async fn invites_in_state(&self, state: crate::InviteState, limit: i64) -> Result<Vec<Invite>> {
         let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE state = $1 ORDER BY due_at, id LIMIT $2");
         let rows: Vec<InviteRow> =
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(state.key()).bind(limit).fetch_all(pool).await)?;
+            on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(state.key()).bind(limit).fetch_all(pool).await)?;
         rows.into_iter().map(InviteRow::into_invite).collect()
     }
 

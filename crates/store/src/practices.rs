@@ -58,9 +58,9 @@ impl Store {
             .bind(&go_live)
             .bind(practice_id)
             .execute(pool)
-            .await
+            .await.map(|r| r.rows_affected())
         })?;
-        if changed.rows_affected() == 0 {
+        if changed == 0 {
             return Err(StoreError::NotFound("practice"));
         }
         self.practice(practice_id).await?.ok_or(StoreError::NotFound("practice"))
@@ -74,9 +74,9 @@ impl Store {
                 .bind(&json)
                 .bind(practice_id)
                 .execute(pool)
-                .await
+                .await.map(|r| r.rows_affected())
         })?;
-        if changed.rows_affected() == 0 {
+        if changed == 0 {
             return Err(StoreError::NotFound("practice"));
         }
         self.practice(practice_id).await?.ok_or(StoreError::NotFound("practice"))

@@ -80,7 +80,7 @@ impl Store {
                 .bind(action)
                 .bind(patient_id)
                 .execute(pool)
-                .await
+                .await.map(|r| r.rows_affected())
         })?;
         Ok(())
     }
