@@ -35,6 +35,11 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
 }
 
+/// The keys a file or an `ENROLL_*` variable may set. Other `ENROLL_*`
+/// variables (for example the test suite's `ENROLL_TEST_POSTGRES_URL`) are
+/// not configuration and are ignored rather than refused.
+const KEYS: [&str; 2] = ["database_url", "listen"];
+
 /// Loads the configuration, explaining a bad file or key in words.
 pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -45,7 +50,7 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config
         figment = figment.merge(Toml::file(path));
     }
     figment
-        .merge(Env::prefixed("ENROLL_"))
+        .merge(Env::prefixed("ENROLL_").only(&KEYS))
         .merge(Serialized::defaults(overrides))
         .extract()
         .map_err(|e| anyhow::anyhow!("configuration is not valid: {e}\n(keys: database_url, listen; environment: ENROLL_DATABASE_URL, ENROLL_LISTEN)"))
@@ -76,6 +81,19 @@ mod tests {
         std::fs::write(&file, "databse_url = \"sqlite://x\"\n").expect("write");
         let err = load(Some(&file), &Overrides::default()).expect_err("unknown key");
         assert!(err.to_string().contains("databse_url"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_other_enroll_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("enroll.toml", "database_url = \"sqlite://file.db\"")?;
+            jail.set_env("ENROLL_DATABASE_URL", "postgres://u@h/db");
+            jail.set_env("ENROLL_TEST_POSTGRES_URL", "postgres://elsewhere");
+            let config = load(Some(Path::new("enroll.toml")), &Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.database_url, "postgres://u@h/db");
+            Ok(())
+        });
     }
 
     #[test]

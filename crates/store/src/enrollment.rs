@@ -434,8 +434,6 @@ impl Tx {
         let history = self.send_history(patient_id, now).await?;
         let rules = PracticeRules { auto_invites_on: practice.auto_invites_on, schedule: &schedule };
         let decision = decide_auto(&trigger, &facts, &rules, &history, now);
-        self.timeline(patient_id, now, "trigger", json!({ "trigger": trigger, "decision": decision }), source)
-            .await?;
         let key = trigger.key();
         let new = match &decision {
             Decision::SendNow => Some(NewInvite::auto(InviteState::Queued, key, now)),
@@ -450,6 +448,8 @@ impl Tx {
             Some(new) => Some(self.insert_invite(&patient, &new, source, now).await?.id),
             None => None,
         };
+        let detail = json!({ "trigger": trigger, "decision": decision, "invite_id": invite_id });
+        self.timeline(patient_id, now, "trigger", detail, source).await?;
         Ok(TriggerOutcome { trigger, decision, invite_id })
     }
 

@@ -18,6 +18,8 @@ mod model;
 mod patients;
 mod practices;
 mod staff;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,0 +1,136 @@
+//! Throwaway databases for tests (feature `testing`), on both engines.
+//!
+//! SQLite: a fresh file in a temporary folder, removed when the `TestDb` is
+//! dropped. PostgreSQL: a fresh database on the server named by
+//! `ENROLL_TEST_POSTGRES_URL` (an admin URL such as
+//! `postgres://enroll@127.0.0.1:54329/postgres`, which `scripts/test`
+//! provides from a throwaway cluster). Without that variable the PostgreSQL
+//! half of a test is skipped with a message, unless
+//! `ENROLL_REQUIRE_POSTGRES=1` (set by `scripts/test` and CI), in which case
+//! it fails: CI must never pass by silently skipping an engine.
+
+use jiff::Timestamp;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+use crate::{NewPractice, Practice, Store};
+use enroll_core::Schedule;
+
+/// The engines a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
+
+/// A migrated, empty database that lives as long as this value.
+pub struct TestDb {
+    pub store: Store,
+    pub url: String,
+    // Keeps the SQLite folder alive; deleted on drop.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A fresh database, or `None` when PostgreSQL is not configured and not
+    /// required (the caller then skips that engine).
+    pub async fn new(engine: Engine) -> Option<TestDb> {
+        let (url, dir) = match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().expect("create a temporary folder");
+                let url = format!("sqlite://{}", dir.path().join("enroll.db").display());
+                (url, Some(dir))
+            }
+            Engine::Postgres => (fresh_postgres_database().await?, None),
+        };
+        let store = Store::connect(&url).await.expect("connect to the test database");
+        store.migrate().await.expect("migrate the test database");
+        Some(TestDb { store, url, _dir: dir })
+    }
+
+    /// A practice open every day 00:00-23:59 in New York, auto invites on,
+    /// so a trigger sends at once unless a test sets another schedule.
+    pub async fn always_open_practice(&self, code: &str, now: Timestamp) -> Practice {
+        let mut schedule = Schedule::office_hours("America/New_York");
+        schedule.windows = jiff::civil::Weekday::Monday
+            .cycle_forward()
+            .take(7)
+            .map(|weekday| enroll_core::Window {
+                weekday,
+                opens: jiff::civil::time(0, 0, 0, 0),
+                closes: jiff::civil::time(23, 59, 0, 0),
+            })
+            .collect();
+        let practice = self
+            .store
+            .create_practice(
+                &NewPractice { code: code.to_string(), name: format!("Practice {code}"), schedule },
+                now,
+            )
+            .await
+            .expect("create the test practice");
+        self.store
+            .set_auto_invites(practice.id, true, Some(jiff::tz::TimeZone::UTC.to_datetime(now).date()))
+            .await
+            .expect("turn auto invites on")
+    }
+}
+
+async fn fresh_postgres_database() -> Option<String> {
+    let Ok(admin_url) = std::env::var("ENROLL_TEST_POSTGRES_URL") else {
+        if std::env::var("ENROLL_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+            panic!(
+                "ENROLL_REQUIRE_POSTGRES=1 but ENROLL_TEST_POSTGRES_URL is not set: \
+                 run the tests with scripts/test, which starts a throwaway PostgreSQL"
+            );
+        }
+        eprintln!("skipping PostgreSQL: set ENROLL_TEST_POSTGRES_URL or run scripts/test");
+        return None;
+    };
+    let name = format!("enroll_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to ENROLL_TEST_POSTGRES_URL: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+    let _ = admin.close().await;
+    Some(replace_database(&admin_url, &name))
+}
+
+/// `postgres://u@h:p/postgres?x=y` with the database `name` instead.
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_and_path = &base[scheme_end..];
+    let host = host_and_path.split('/').next().unwrap_or(host_and_path);
+    let mut out = format!("{}{}/{}", &base[..scheme_end], host, name);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn replaces_the_database_of_a_url() {
+        let cases = [
+            ("postgres://u@h:5/postgres", "postgres://u@h:5/t1"),
+            ("postgres://u@h:5", "postgres://u@h:5/t1"),
+            ("postgres://u:p@h/db?sslmode=disable", "postgres://u:p@h/t1?sslmode=disable"),
+        ];
+        for (given, expected) in cases {
+            assert_eq!(replace_database(given, "t1"), expected, "{given}");
+        }
+    }
+}
