@@ -27,7 +27,7 @@ pub(crate) async fn show(
 
 pub(crate) async fn create(
     State(state): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     JsonBody(new): JsonBody<NewPractice>,
 ) -> Result<(StatusCode, Json<Practice>), ApiError> {
     if new.code.trim().is_empty() || new.name.trim().is_empty() {
@@ -41,6 +41,7 @@ pub(crate) async fn create(
         });
     }
     let practice = state.store.create_practice(&new, state.clock.now()).await?;
+    state.store.audit(&staff.0.username, "practice.create", None, state.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(practice)))
 }
 
@@ -53,21 +54,26 @@ pub(crate) struct AutoInvites {
 /// R3: turning auto invites on does not invite the backlog.
 pub(crate) async fn set_auto_invites(
     State(state): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<AutoInvites>,
 ) -> Result<Json<Practice>, ApiError> {
-    Ok(Json(state.store.set_auto_invites(id, body.on, body.go_live_date).await?))
+    let practice = state.store.set_auto_invites(id, body.on, body.go_live_date).await?;
+    let action = if body.on { "practice.auto_invites_on" } else { "practice.auto_invites_off" };
+    state.store.audit(&staff.0.username, action, None, state.clock.now()).await?;
+    Ok(Json(practice))
 }
 
 pub(crate) async fn set_schedule(
     State(state): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     Path(id): Path<i64>,
     JsonBody(schedule): JsonBody<Schedule>,
 ) -> Result<Json<Practice>, ApiError> {
     check_schedule(&schedule)?;
-    Ok(Json(state.store.set_schedule(id, &schedule).await?))
+    let practice = state.store.set_schedule(id, &schedule).await?;
+    state.store.audit(&staff.0.username, "practice.schedule", None, state.clock.now()).await?;
+    Ok(Json(practice))
 }
 
 fn check_schedule(schedule: &Schedule) -> Result<(), ApiError> {
