@@ -60,27 +60,32 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config
 mod tests {
     use super::*;
 
+    // figment::Jail runs each test in its own folder with its own
+    // environment, one at a time, so environment variables set by one test
+    // never leak into another.
+
     #[test]
     fn file_then_flags_override_defaults() {
-        let dir = std::env::temp_dir().join(format!("enroll-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("enroll.toml");
-        std::fs::write(&file, "database_url = \"sqlite:///tmp/x.db\"\nlisten = \"127.0.0.1:9000\"\n").expect("write");
-        let config = load(Some(&file), &Overrides::default()).expect("valid");
-        assert_eq!(config.database_url, "sqlite:///tmp/x.db");
-        assert_eq!(config.listen.port(), 9000);
-        let flags = Overrides { listen: Some("127.0.0.1:9100".parse().expect("addr")), ..Overrides::default() };
-        assert_eq!(load(Some(&file), &flags).expect("valid").listen.port(), 9100);
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("enroll.toml", "database_url = \"sqlite:///tmp/x.db\"\nlisten = \"127.0.0.1:9000\"\n")?;
+            let file = Path::new("enroll.toml");
+            let config = load(Some(file), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.database_url, "sqlite:///tmp/x.db");
+            assert_eq!(config.listen.port(), 9000);
+            let flags = Overrides { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))), ..Overrides::default() };
+            assert_eq!(load(Some(file), &flags).map_err(|e| e.to_string())?.listen.port(), 9100);
+            Ok(())
+        });
     }
 
     #[test]
     fn unknown_key_is_explained() {
-        let dir = std::env::temp_dir().join(format!("enroll-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("enroll.toml");
-        std::fs::write(&file, "databse_url = \"sqlite://x\"\n").expect("write");
-        let err = load(Some(&file), &Overrides::default()).expect_err("unknown key");
-        assert!(err.to_string().contains("databse_url"), "{err}");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("enroll.toml", "databse_url = \"sqlite://x\"\n")?;
+            let err = load(Some(Path::new("enroll.toml")), &Overrides::default()).expect_err("unknown key");
+            assert!(err.to_string().contains("databse_url"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
@@ -98,7 +103,11 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error() {
-        let err = load(Some(Path::new("/nonexistent/enroll.toml")), &Overrides::default()).expect_err("missing");
-        assert!(err.to_string().contains("does not exist"));
+        figment::Jail::expect_with(|_| {
+            let err = load(Some(Path::new("/nonexistent/enroll.toml")), &Overrides::default())
+                .expect_err("missing");
+            assert!(err.to_string().contains("does not exist"));
+            Ok(())
+        });
     }
 }

@@ -101,7 +101,33 @@ enum PracticeCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_words(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that the
+/// message before it already quotes (sqlx and our store both say it).
+fn error_words(e: &anyhow::Error) -> String {
+    let mut words = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !words.contains(&text) {
+            if !words.is_empty() {
+                words.push_str(": ");
+            }
+            words.push_str(&text);
+        }
+    }
+    words
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("ENROLL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
@@ -225,7 +251,7 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
             c
         }
         Err(e) => {
-            println!("FAIL  {e:#}");
+            println!("FAIL  {}", error_words(&e));
             bail!("1 problem found");
         }
     };
@@ -249,7 +275,8 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
         }
         Err(e) => {
             failures += 1;
-            println!("FAIL  {e:#}");
+            println!("FAIL  {}", error_words(&e));
+            println!("      {}", database_hint(&config.database_url));
         }
     }
     if failures > 0 {
@@ -257,6 +284,17 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
     }
     println!("everything checked is in order");
     Ok(())
+}
+
+/// What to check when the database cannot be opened.
+fn database_hint(url: &str) -> &'static str {
+    if url.starts_with("sqlite:") {
+        "check that the folder of the SQLite file exists and that this user may write to it"
+    } else if url.starts_with("postgres") {
+        "check that PostgreSQL is running at that host and port, and the user, password and database name"
+    } else {
+        "set database_url to sqlite://PATH or postgres://USER:PASSWORD@HOST/DB"
+    }
 }
 
 async fn demo(data_dir: &Path, port: u16, count: usize, seed: u64, reset: bool) -> anyhow::Result<()> {
