@@ -92,6 +92,7 @@ macro_rules! on_tx {
         }
     };
 }
+pub(crate) use on_tx;
 
 impl Store {
     /// Starts a write transaction that other writers queue behind.
@@ -268,7 +269,7 @@ impl Store {
 }
 
 /// The practice's local date at `now` (R1's "today").
-fn local_today(practice: &Practice, now: Timestamp) -> Result<jiff::civil::Date> {
+pub(crate) fn local_today(practice: &Practice, now: Timestamp) -> Result<jiff::civil::Date> {
     let schedule = practice
         .schedule
         .validate()
@@ -287,7 +288,7 @@ impl Tx {
 
     /// Serialises writers of one patient. SQLite already holds the database
     /// write lock (`BEGIN IMMEDIATE`); PostgreSQL locks the row.
-    async fn lock_patient(&mut self, patient_id: i64) -> Result<()> {
+    pub(crate) async fn lock_patient(&mut self, patient_id: i64) -> Result<()> {
         let found: Option<i64> = match self {
             Tx::Sqlite(t) => {
                 sqlx::query_scalar("SELECT id FROM patients WHERE id = $1")
@@ -305,21 +306,21 @@ impl Tx {
         found.map(|_| ()).ok_or(StoreError::NotFound("patient"))
     }
 
-    async fn practice(&mut self, practice_id: i64) -> Result<Practice> {
+    pub(crate) async fn practice(&mut self, practice_id: i64) -> Result<Practice> {
         let row: Option<PracticeRow> = on_tx!(self, c => {
             sqlx::query_as("SELECT * FROM practices WHERE id = $1").bind(practice_id).fetch_optional(c).await
         })?;
         row.ok_or(StoreError::NotFound("practice"))?.into_practice()
     }
 
-    async fn patient(&mut self, patient_id: i64) -> Result<Patient> {
+    pub(crate) async fn patient(&mut self, patient_id: i64) -> Result<Patient> {
         let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1");
         let row: Option<PatientRow> =
             on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_optional(c).await)?;
         row.ok_or(StoreError::NotFound("patient"))?.into_patient()
     }
 
-    async fn patient_id_by_mrn(&mut self, practice_id: i64, mrn: &str) -> Result<Option<i64>> {
+    pub(crate) async fn patient_id_by_mrn(&mut self, practice_id: i64, mrn: &str) -> Result<Option<i64>> {
         Ok(on_tx!(self, c => {
             sqlx::query_scalar("SELECT id FROM patients WHERE practice_id = $1 AND mrn = $2")
                 .bind(practice_id)
@@ -329,7 +330,7 @@ impl Tx {
         })?)
     }
 
-    async fn insert_patient(
+    pub(crate) async fn insert_patient(
         &mut self,
         practice_id: i64,
         mrn: &str,
@@ -363,7 +364,7 @@ impl Tx {
         }
     }
 
-    async fn write_demographics(&mut self, id: i64, d: &Demographics, now: Timestamp) -> Result<()> {
+    pub(crate) async fn write_demographics(&mut self, id: i64, d: &Demographics, now: Timestamp) -> Result<()> {
         on_tx!(self, c => {
             sqlx::query(
                 "UPDATE patients SET first_name = $1, last_name = $2, first_name_lc = $3, \
@@ -389,7 +390,7 @@ impl Tx {
 
     /// The counted sends of the last 30 days and whether an auto invite is
     /// still waiting (R6, R7).
-    async fn send_history(&mut self, patient_id: i64, now: Timestamp) -> Result<SendHistory> {
+    pub(crate) async fn send_history(&mut self, patient_id: i64, now: Timestamp) -> Result<SendHistory> {
         let since = to_ms(now) - CAP_WINDOW.as_millis() as i64;
         let counted: Vec<i64> = on_tx!(self, c => {
             sqlx::query_scalar(
@@ -417,7 +418,7 @@ impl Tx {
     }
 
     /// R3-R8 for one trigger: decide, then record the decision.
-    async fn apply_trigger(
+    pub(crate) async fn apply_trigger(
         &mut self,
         practice: &Practice,
         patient_id: i64,
@@ -485,7 +486,7 @@ impl Tx {
         row.into_invite()
     }
 
-    async fn invite_by_key(&mut self, patient_id: i64, key: &str) -> Result<Option<Invite>> {
+    pub(crate) async fn invite_by_key(&mut self, patient_id: i64, key: &str) -> Result<Option<Invite>> {
         let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE patient_id = $1 AND idempotency_key = $2");
         let row: Option<InviteRow> =
             on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).bind(key).fetch_optional(c).await)?;
@@ -493,7 +494,7 @@ impl Tx {
     }
 
     /// Cancels invites in the given states, with one timeline line each.
-    async fn cancel_in_states(
+    pub(crate) async fn cancel_in_states(
         &mut self,
         patient_id: i64,
         states: &str,
@@ -514,11 +515,11 @@ impl Tx {
         Ok(())
     }
 
-    async fn cancel_scheduled(&mut self, patient_id: i64, reason: &str, source: &Source, now: Timestamp) -> Result<()> {
+    pub(crate) async fn cancel_scheduled(&mut self, patient_id: i64, reason: &str, source: &Source, now: Timestamp) -> Result<()> {
         self.cancel_in_states(patient_id, "'scheduled'", reason, source, now).await
     }
 
-    async fn cancel_pending(&mut self, patient_id: i64, reason: &str, source: &Source, now: Timestamp) -> Result<()> {
+    pub(crate) async fn cancel_pending(&mut self, patient_id: i64, reason: &str, source: &Source, now: Timestamp) -> Result<()> {
         self.cancel_in_states(patient_id, "'scheduled', 'queued'", reason, source, now).await
     }
 

@@ -15,6 +15,7 @@
 
 mod enrollment;
 mod model;
+mod outbox;
 mod patients;
 mod practices;
 mod staff;
@@ -29,6 +30,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use enrollment::{EnrollOutcome, TriggerOutcome};
+pub use outbox::{
+    Channel, ChannelResult, DeliveryJob, DeliveryPolicy, DeliveryReport, FailedDelivery, Finished, Prepared,
+};
 pub use model::{
     AuditEntry, Invite, InviteKind, InviteState, NewPractice, Patient, PatientQuery, Practice,
     SaveOutcome, Source, StaffUser, TimelineEntry,
