@@ -10,16 +10,28 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use enroll_core::Schedule;
-use enroll_server::{AppState, SystemClock};
+use enroll_notify::{
+    EmailSender, HttpSmsSender, SmsConfig, SmsSender, SmtpConfig, SmtpMailer, SmtpSecurity,
+    Templates,
+};
+use enroll_server::{
+    AppState, Clock, Dispatcher, LINK_SECRET_SETTING, Links, Mailbox, SystemClock,
+};
+use enroll_store::DeliveryPolicy;
 use enroll_store::{NewPractice, Source, Store, hash_token};
 use jiff::Timestamp;
-use rand::Rng;
+use rand::{Rng, RngCore};
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Overrides};
 
 #[derive(Parser)]
-#[command(name = "enroll", version, about = "Gets a practice's patients onto its patient portal")]
+#[command(
+    name = "enroll",
+    version,
+    about = "Gets a practice's patients onto its patient portal"
+)]
 struct Cli {
     /// TOML configuration file (keys: database_url, listen).
     #[arg(long, global = true, env = "ENROLL_CONFIG")]
@@ -130,7 +142,8 @@ fn error_words(e: &anyhow::Error) -> String {
 async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("ENROLL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+            EnvFilter::try_from_env("ENROLL_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -140,37 +153,81 @@ async fn run() -> anyhow::Result<()> {
             let config = load_config(&cli.config, &cli.database_url, listen)?;
             serve(&config).await
         }
-        Command::Demo { data_dir, port, patients, seed, reset } => {
-            demo(&data_dir, port, patients, seed, reset).await
-        }
+        Command::Demo {
+            data_dir,
+            port,
+            patients,
+            seed,
+            reset,
+        } => demo(&data_dir, port, patients, seed, reset).await,
         Command::Migrate => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
             let store = open(&config.database_url).await?;
-            println!("migrations applied ({} in all) to the {} database", store.applied_migrations().await?, store.engine());
+            println!(
+                "migrations applied ({} in all) to the {} database",
+                store.applied_migrations().await?,
+                store.engine()
+            );
             Ok(())
         }
         Command::Doctor => doctor(&cli.config, &cli.database_url).await,
-        Command::User { command: UserCommand::Add { username, display_name, role } } => {
+        Command::User {
+            command:
+                UserCommand::Add {
+                    username,
+                    display_name,
+                    role,
+                },
+        } => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
             let store = open(&config.database_url).await?;
             let token = add_user(&store, &username, display_name.as_deref(), &role).await?;
             println!("API token for {username} (shown once; store it safely):\n{token}");
             Ok(())
         }
-        Command::Practice { command: PracticeCommand::Add { code, name, time_zone } } => {
+        Command::Practice {
+            command:
+                PracticeCommand::Add {
+                    code,
+                    name,
+                    time_zone,
+                },
+        } => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
             let store = open(&config.database_url).await?;
             let schedule = Schedule::office_hours(&time_zone);
             schedule.validate().context("the practice's schedule")?;
-            let practice = store.create_practice(&NewPractice { code, name, schedule }, Timestamp::now()).await?;
-            println!("practice {} created (id {}), auto invites off", practice.code, practice.id);
+            let practice = store
+                .create_practice(
+                    &NewPractice {
+                        code,
+                        name,
+                        schedule,
+                    },
+                    Timestamp::now(),
+                )
+                .await?;
+            println!(
+                "practice {} created (id {}), auto invites off",
+                practice.code, practice.id
+            );
             Ok(())
         }
     }
 }
 
-fn load_config(file: &Option<PathBuf>, database_url: &Option<String>, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
-    config::load(file.as_deref(), &Overrides { database_url: database_url.clone(), listen })
+fn load_config(
+    file: &Option<PathBuf>,
+    database_url: &Option<String>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<Config> {
+    config::load(
+        file.as_deref(),
+        &Overrides {
+            database_url: database_url.clone(),
+            listen,
+        },
+    )
 }
 
 /// Connects and migrates.
@@ -196,7 +253,23 @@ fn redact(url: &str) -> String {
 
 async fn serve(config: &Config) -> anyhow::Result<()> {
     let store = open(&config.database_url).await?;
-    let state = AppState { store: store.clone(), clock: Arc::new(SystemClock) };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let links = Links::new(&config.public_url(), &link_secret(&store).await?);
+    let email: Arc<dyn EmailSender> = Arc::new(
+        SmtpMailer::new(&smtp_config(&config.smtp)?)
+            .map_err(|e| anyhow::anyhow!("SMTP settings: {e}"))?,
+    );
+    let sms: Option<Arc<dyn SmsSender>> = if config.sms.enabled() {
+        let sender = HttpSmsSender::new(&sms_config(&config.sms))
+            .map_err(|e| anyhow::anyhow!("SMS settings: {e}"))?;
+        Some(Arc::new(sender))
+    } else {
+        None
+    };
+    let mut state = AppState::new(store.clone(), clock.clone(), links.clone());
+    state.sms_webhook_secret = config.sms.webhook_secret.clone();
+    let dispatcher = dispatcher(&state, email, sms, &config.email_from, &config.delivery)
+        .spawn(Duration::from_millis(config.delivery.poll_interval_ms));
     let server = enroll_server::spawn(config.listen, state)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -204,21 +277,96 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     println!("Enroll is serving on http://{}", server.addr);
     wait_for_shutdown().await;
     server.stop().await?;
+    dispatcher.stop().await;
     store.close().await;
     Ok(())
+}
+
+/// The secret that signs unsubscribe links: made once, kept in the database
+/// so every instance and every restart uses the same one.
+async fn link_secret(store: &Store) -> anyhow::Result<Vec<u8>> {
+    let mut fresh = [0u8; 32];
+    rand::rng().fill_bytes(&mut fresh);
+    let secret = store
+        .setting_or_insert(LINK_SECRET_SETTING, &hex::encode(fresh))
+        .await?;
+    hex::decode(secret).context("the stored link-signing secret is not hex")
+}
+
+fn dispatcher(
+    state: &AppState,
+    email: Arc<dyn EmailSender>,
+    sms: Option<Arc<dyn SmsSender>>,
+    email_from: &str,
+    settings: &config::DeliverySettings,
+) -> Dispatcher {
+    let policy = DeliveryPolicy {
+        max_attempts: settings.max_attempts.max(1),
+        sms_enabled: sms.is_some(),
+        ..DeliveryPolicy::default()
+    };
+    Dispatcher {
+        store: state.store.clone(),
+        clock: state.clock.clone(),
+        email,
+        sms,
+        templates: Arc::new(Templates::builtin()),
+        links: state.links.clone(),
+        email_from: email_from.to_string(),
+        policy,
+        worker: format!(
+            "enroll-{}-{:08x}",
+            std::process::id(),
+            rand::rng().next_u32()
+        ),
+        batch: settings.batch.max(1),
+        concurrency: settings.concurrency.max(1),
+    }
+}
+
+fn smtp_config(settings: &config::SmtpSettings) -> anyhow::Result<SmtpConfig> {
+    let security = match settings.security.to_ascii_lowercase().as_str() {
+        "plain" | "none" => SmtpSecurity::Plain,
+        "starttls" => SmtpSecurity::StartTls,
+        "tls" | "ssl" | "implicit" => SmtpSecurity::Tls,
+        other => bail!("smtp.security {other:?} is not known: use starttls, tls or plain"),
+    };
+    Ok(SmtpConfig {
+        host: settings.host.clone(),
+        port: settings.port,
+        security,
+        username: settings.username.clone(),
+        password: settings.password.clone(),
+        pool_size: settings.pool_size.max(1),
+        timeout_secs: settings.timeout_secs.max(1),
+    })
+}
+
+fn sms_config(settings: &config::SmsSettings) -> SmsConfig {
+    SmsConfig {
+        base_url: settings
+            .base_url
+            .clone()
+            .unwrap_or_else(|| "https://api.twilio.com".into()),
+        account_sid: settings.account_sid.clone(),
+        auth_token: settings.auth_token.clone(),
+        from: settings.from.clone(),
+        timeout_secs: 15,
+    }
 }
 
 async fn wait_for_shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -232,13 +380,24 @@ fn new_token() -> String {
     hex::encode(rand::rng().random::<[u8; 32]>())
 }
 
-async fn add_user(store: &Store, username: &str, display_name: Option<&str>, role: &str) -> anyhow::Result<String> {
+async fn add_user(
+    store: &Store,
+    username: &str,
+    display_name: Option<&str>,
+    role: &str,
+) -> anyhow::Result<String> {
     if username.trim().is_empty() {
         bail!("the username must not be blank");
     }
     let token = new_token();
     store
-        .put_staff_user(username.trim(), display_name.unwrap_or(username), role, &hash_token(&token), Timestamp::now())
+        .put_staff_user(
+            username.trim(),
+            display_name.unwrap_or(username),
+            role,
+            &hash_token(&token),
+            Timestamp::now(),
+        )
         .await?;
     Ok(token)
 }
@@ -247,7 +406,11 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
     let mut failures = 0;
     let config = match load_config(file, database_url, None) {
         Ok(c) => {
-            println!("ok    configuration: database {} , listen {}", redact(&c.database_url), c.listen);
+            println!(
+                "ok    configuration: database {} , listen {}",
+                redact(&c.database_url),
+                c.listen
+            );
             c
         }
         Err(e) => {
@@ -257,14 +420,22 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
     };
     match open(&config.database_url).await {
         Ok(store) => {
-            println!("ok    database: {} reachable, {} migrations applied", store.engine(), store.applied_migrations().await?);
+            println!(
+                "ok    database: {} reachable, {} migrations applied",
+                store.engine(),
+                store.applied_migrations().await?
+            );
             for practice in store.practices().await? {
                 match practice.schedule.validate() {
                     Ok(_) => println!(
                         "ok    practice {}: schedule in {}, auto invites {}",
                         practice.code,
                         practice.schedule.time_zone,
-                        if practice.auto_invites_on { "on" } else { "off" }
+                        if practice.auto_invites_on {
+                            "on"
+                        } else {
+                            "off"
+                        }
                     ),
                     Err(e) => {
                         failures += 1;
@@ -279,11 +450,39 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
             println!("      {}", database_hint(&config.database_url));
         }
     }
+    failures += check_smtp(&config).await;
     if failures > 0 {
         bail!("{failures} problem(s) found");
     }
     println!("everything checked is in order");
     Ok(())
+}
+
+/// Connects to the SMTP server the way the dispatcher will; 1 on failure.
+async fn check_smtp(config: &Config) -> usize {
+    let where_ = format!(
+        "{}:{} ({})",
+        config.smtp.host, config.smtp.port, config.smtp.security
+    );
+    let mailer = smtp_config(&config.smtp)
+        .and_then(|c| SmtpMailer::new(&c).map_err(|e| anyhow::anyhow!("{e}")));
+    let result = match mailer {
+        Ok(mailer) => mailer.check().await.map_err(|e| anyhow::anyhow!("{e}")),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            println!("ok    smtp: {where_} answers");
+            0
+        }
+        Err(e) => {
+            println!("FAIL  smtp: {where_}: {}", error_words(&e));
+            println!(
+                "      invites cannot be emailed: check [smtp] host, port, security and credentials"
+            );
+            1
+        }
+    }
 }
 
 /// What to check when the database cannot be opened.
@@ -297,8 +496,15 @@ fn database_hint(url: &str) -> &'static str {
     }
 }
 
-async fn demo(data_dir: &Path, port: u16, count: usize, seed: u64, reset: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+async fn demo(
+    data_dir: &Path,
+    port: u16,
+    count: usize,
+    seed: u64,
+    reset: bool,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let db_path = data_dir.join("enroll.db");
     if reset {
         for suffix in ["", "-wal", "-shm"] {
@@ -310,44 +516,93 @@ async fn demo(data_dir: &Path, port: u16, count: usize, seed: u64, reset: bool) 
     if store.count_patients().await? == 0 {
         load_demo_data(&store, count, seed, now).await?;
     } else {
-        println!("Reusing the demo database in {} (run with --reset to start again)", data_dir.display());
+        println!(
+            "Reusing the demo database in {} (run with --reset to start again)",
+            data_dir.display()
+        );
     }
     let token = add_user(&store, "demo", Some("Demo front desk"), "admin").await?;
-    let state = AppState { store: store.clone(), clock: Arc::new(SystemClock) };
-    let server = enroll_server::spawn(SocketAddr::from(([127, 0, 0, 1], port)), state)
-        .await
+    // Bind first, so the links in the invites carry the real port.
+    let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
         .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port 0)"))?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let links = Links::new(&format!("http://{addr}"), &link_secret(&store).await?);
+    let mailbox = Arc::new(Mailbox::default());
+    let mut state = AppState::new(store.clone(), clock, links);
+    state.mailbox = Some(mailbox.clone());
+    let settings = config::DeliverySettings {
+        poll_interval_ms: 500,
+        ..config::DeliverySettings::default()
+    };
+    let running = dispatcher(
+        &state,
+        mailbox.clone(),
+        Some(mailbox),
+        "Riverside Family Medicine <portal@riverside.example>",
+        &settings,
+    )
+    .spawn(Duration::from_millis(settings.poll_interval_ms));
+    let server = enroll_server::spawn(addr, state)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (try --port 0)"))?;
     print_demo_banner(server.addr, &token);
     wait_for_shutdown().await;
     server.stop().await?;
+    running.stop().await;
     store.close().await;
     Ok(())
 }
 
-async fn load_demo_data(store: &Store, count: usize, seed: u64, now: Timestamp) -> anyhow::Result<()> {
+async fn load_demo_data(
+    store: &Store,
+    count: usize,
+    seed: u64,
+    now: Timestamp,
+) -> anyhow::Result<()> {
     let schedule = Schedule::office_hours("America/New_York");
     let practice = store
         .create_practice(
-            &NewPractice { code: "RIVERSIDE".into(), name: "Riverside Family Medicine".into(), schedule: schedule.clone() },
+            &NewPractice {
+                code: "RIVERSIDE".into(),
+                name: "Riverside Family Medicine".into(),
+                schedule: schedule.clone(),
+            },
             now,
         )
         .await?;
-    let today = schedule.validate().context("demo schedule")?.local_date(now);
+    let today = schedule
+        .validate()
+        .context("demo schedule")?
+        .local_date(now);
     let source = Source::new("demo", Some("demo-loader"));
     for patient in synthetic::patients(seed, count, today) {
-        let saved = store.create_patient(practice.id, &patient.mrn, &patient.demographics, &source, now).await?;
+        let saved = store
+            .create_patient(
+                practice.id,
+                &patient.mrn,
+                &patient.demographics,
+                &source,
+                now,
+            )
+            .await?;
         if patient.activated {
             store.mark_activated(saved.patient.id, &source, now).await?;
         }
     }
-    println!("Loaded {count} synthetic patients into practice RIVERSIDE (id {}); auto invites are off until you turn them on", practice.id);
+    println!(
+        "Loaded {count} synthetic patients into practice RIVERSIDE (id {}); auto invites are off until you turn them on",
+        practice.id
+    );
     Ok(())
 }
 
 fn print_demo_banner(addr: SocketAddr, token: &str) {
     println!(
         "\nEnroll demo is running on http://{addr}\n\
-         API token (user demo): {token}\n\n\
+         API token (user demo): {token}\n\
+         Mailbox (every email and text the demo sends): http://{addr}/mailbox\n\n\
          Try:\n  \
          curl -H 'Authorization: Bearer {token}' 'http://{addr}/api/patients?name=smi'\n  \
          curl -H 'Authorization: Bearer {token}' http://{addr}/api/patients/1\n  \
@@ -362,7 +617,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted_from_database_urls() {
-        assert_eq!(redact("postgres://enroll:secret@db/enroll"), "postgres://enroll:***@db/enroll");
+        assert_eq!(
+            redact("postgres://enroll:secret@db/enroll"),
+            "postgres://enroll:***@db/enroll"
+        );
         assert_eq!(redact("sqlite://enroll.db"), "sqlite://enroll.db");
     }
 }

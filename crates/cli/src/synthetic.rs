@@ -17,13 +17,41 @@ const FIRST_NAMES: &[&str] = &[
 ];
 
 const LAST_NAMES: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
-    "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor",
-    "Moore", "Jackson", "Martin", "Lee", "Nguyen", "O'Brien", "Patel", "Kim", "Okafor",
-    "Müller", "Chen", "Ramírez", "Cohen",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Nguyen",
+    "O'Brien",
+    "Patel",
+    "Kim",
+    "Okafor",
+    "Müller",
+    "Chen",
+    "Ramírez",
+    "Cohen",
 ];
 
-const ZIPS: &[&str] = &["02139", "02144", "02453", "01701", "02116", "02474", "01890", "02155"];
+const ZIPS: &[&str] = &[
+    "02139", "02144", "02453", "01701", "02116", "02474", "01890", "02155",
+];
 
 const MAIL_DOMAINS: &[&str] = &["example.com", "example.org", "example.net"];
 
@@ -48,7 +76,9 @@ fn patient(rng: &mut StdRng, index: usize, today: Date) -> SyntheticPatient {
     let first = pick(rng, FIRST_NAMES);
     let last = pick(rng, LAST_NAMES);
     let days_old = rng.random_range(0..(today.year() as i64 - 1930) * 365);
-    let dob = today.checked_sub(jiff::Span::new().days(days_old)).unwrap_or(today);
+    let dob = today
+        .checked_sub(jiff::Span::new().days(days_old))
+        .unwrap_or(today);
     let email_user: String = format!("{}.{}{}", first, last, index)
         .to_lowercase()
         .chars()
@@ -99,9 +129,19 @@ mod tests {
         let a = patients(7, 1000, today);
         let b = patients(7, 1000, today);
         assert_eq!(a.len(), 1000);
-        assert!(a.iter().zip(&b).all(|(x, y)| x.demographics == y.demographics && x.mrn == y.mrn));
-        let incomplete = a.iter().filter(|p| check(&p.demographics, today).valid.is_none()).count();
-        assert!((80..=250).contains(&incomplete), "{incomplete} incomplete charts");
+        assert!(
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| x.demographics == y.demographics && x.mrn == y.mrn)
+        );
+        let incomplete = a
+            .iter()
+            .filter(|p| check(&p.demographics, today).valid.is_none())
+            .count();
+        assert!(
+            (80..=250).contains(&incomplete),
+            "{incomplete} incomplete charts"
+        );
         let activated = a.iter().filter(|p| p.activated).count();
         assert!((5..=60).contains(&activated), "{activated} activated");
         let no_email = a.iter().filter(|p| p.demographics.email.is_none()).count();

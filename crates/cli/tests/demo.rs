@@ -32,8 +32,14 @@ async fn start_demo(data_dir: &std::path::Path) -> (Child, String, String) {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(120), read).await.expect("the demo starts within 2 minutes");
-    (child, url.expect("the demo prints its URL"), token.expect("the demo prints a token"))
+    tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect("the demo starts within 2 minutes");
+    (
+        child,
+        url.expect("the demo prints its URL"),
+        token.expect("the demo prints a token"),
+    )
 }
 
 #[tokio::test]
@@ -45,11 +51,18 @@ async fn the_demo_serves_1000_patients_and_enroll_now_names_the_missing_email() 
         let request = http.get(format!("{url}{path}")).bearer_auth(&token);
         async move {
             let response = request.send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
 
-    assert_eq!(get("/api/patients/1000".into()).await.0, 200, "1,000 patients");
+    assert_eq!(
+        get("/api/patients/1000".into()).await.0,
+        200,
+        "1,000 patients"
+    );
     assert_eq!(get("/api/patients/1001".into()).await.0, 404, "and no more");
 
     // Find a synthetic patient whose only problem is the missing email.
@@ -66,7 +79,12 @@ async fn the_demo_serves_1000_patients_and_enroll_now_names_the_missing_email() 
         }
     }
     let id = without_email.expect("the demo data has patients without an email");
-    let response = http.post(format!("{url}/api/patients/{id}/enroll")).bearer_auth(&token).send().await.unwrap();
+    let response = http
+        .post(format!("{url}/api/patients/{id}/enroll"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 422);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "missing_fields");
@@ -76,44 +94,80 @@ async fn the_demo_serves_1000_patients_and_enroll_now_names_the_missing_email() 
 
     // A second start reuses the data and prints a fresh token.
     let (mut child, url, token) = start_demo(dir.path()).await;
-    let response = http.get(format!("{url}/api/patients/1000")).bearer_auth(&token).send().await.unwrap();
+    let response = http
+        .get(format!("{url}/api/patients/1000"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    let again = http.get(format!("{url}/api/patients/1001")).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(again.status().as_u16(), 404, "the restart did not load the patients twice");
+    let again = http
+        .get(format!("{url}/api/patients/1001"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status().as_u16(),
+        404,
+        "the restart did not load the patients twice"
+    );
     child.kill().await.unwrap();
 }
 
 #[test]
 fn doctor_explains_a_database_it_cannot_open() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_enroll"))
-        .args(["--database-url", "sqlite:///nonexistent-folder/x/enroll.db", "doctor"])
+        .args([
+            "--database-url",
+            "sqlite:///nonexistent-folder/x/enroll.db",
+            "doctor",
+        ])
+        .env("ENROLL_SMTP__PORT", "1")
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("FAIL  cannot open the database"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  cannot open the database"),
+        "{stdout}"
+    );
     assert!(stdout.contains("check that the folder"), "{stdout}");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.starts_with("error: 1 problem(s) found"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: 2 problem(s) found"),
+        "the database and the SMTP server: {stderr}"
+    );
 }
 
 #[test]
-fn doctor_passes_on_a_fresh_database() {
+fn doctor_checks_the_database_and_explains_an_unreachable_smtp_server() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("enroll.db").display());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_enroll"))
         .args(["--database-url", &url, "doctor"])
+        .env("ENROLL_SMTP__PORT", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("everything checked is in order"), "{stdout}");
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok    database: sqlite reachable"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL  smtp: localhost:1 (plain)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("check [smtp] host, port"), "{stdout}");
 }
 
 #[tokio::test]
 async fn migrate_and_doctor_work_on_both_engines() {
     for engine in enroll_store::testing::ENGINES {
-        let Some(db) = enroll_store::testing::TestDb::new(engine).await else { continue };
+        let Some(db) = enroll_store::testing::TestDb::new(engine).await else {
+            continue;
+        };
         let run = |args: &[&str]| {
             std::process::Command::new(env!("CARGO_BIN_EXE_enroll"))
                 .args(["--database-url", &db.url])
@@ -122,15 +176,57 @@ async fn migrate_and_doctor_work_on_both_engines() {
                 .unwrap()
         };
         let migrate = run(&["migrate"]);
-        assert!(migrate.status.success(), "{engine:?}: {}", String::from_utf8_lossy(&migrate.stderr));
-        let added = run(&["practice", "add", "--code", "LAKE", "--name", "Lakeside", "--time-zone", "America/Chicago"]);
-        assert!(added.status.success(), "{engine:?}: {}", String::from_utf8_lossy(&added.stderr));
-        let bad_zone = run(&["practice", "add", "--code", "MOON", "--name", "Moon", "--time-zone", "Moon/Base"]);
+        assert!(
+            migrate.status.success(),
+            "{engine:?}: {}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+        let added = run(&[
+            "practice",
+            "add",
+            "--code",
+            "LAKE",
+            "--name",
+            "Lakeside",
+            "--time-zone",
+            "America/Chicago",
+        ]);
+        assert!(
+            added.status.success(),
+            "{engine:?}: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        let bad_zone = run(&[
+            "practice",
+            "add",
+            "--code",
+            "MOON",
+            "--name",
+            "Moon",
+            "--time-zone",
+            "Moon/Base",
+        ]);
         assert!(!bad_zone.status.success());
-        assert!(String::from_utf8_lossy(&bad_zone.stderr).contains("unknown time zone \"Moon/Base\""), "{engine:?}");
+        assert!(
+            String::from_utf8_lossy(&bad_zone.stderr).contains("unknown time zone \"Moon/Base\""),
+            "{engine:?}"
+        );
         let doctor = run(&["doctor"]);
         let stdout = String::from_utf8_lossy(&doctor.stdout);
-        assert!(doctor.status.success(), "{engine:?}: {stdout}");
-        assert!(stdout.contains("practice LAKE: schedule in America/Chicago, auto invites off"), "{engine:?}: {stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "ok    database: {}",
+                if engine == enroll_store::testing::Engine::Sqlite {
+                    "sqlite"
+                } else {
+                    "postgres"
+                }
+            )),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("practice LAKE: schedule in America/Chicago, auto invites off"),
+            "{engine:?}: {stdout}"
+        );
     }
 }

@@ -114,9 +114,7 @@ impl Demographics {
         // phone from being canonicalised, and nothing depends on "today"
         // (a future date of birth is still the same text).
         Demographics {
-            first_name: normalize(&self.first_name, |v| {
-                PersonName::parse(v).map(|n| n.0)
-            }),
+            first_name: normalize(&self.first_name, |v| PersonName::parse(v).map(|n| n.0)),
             last_name: normalize(&self.last_name, |v| PersonName::parse(v).map(|n| n.0)),
             date_of_birth: normalize(&self.date_of_birth, |v| {
                 parse_iso_date(v).map(|d| d.to_string())
@@ -392,8 +390,13 @@ fn parse_iso_date(raw: &str) -> Result<Date, Problem> {
 /// The oldest age R1 accepts.
 pub const MAX_AGE_YEARS: i16 = 130;
 
-/// R1 for the date of birth: a real date, not after `today`, and not
-/// before `today` minus 130 years (a typo such as 1802 for 1982).
+/// R1 for the date of birth: a real date, not after `today`, and an age
+/// of at most 130 (completed years) on `today`, which catches typos such as
+/// 1802 for 1982.
+///
+/// "Age <= 130" is the age people state: someone is 130 until the day
+/// before their 131st birthday, so a date of birth is rejected only once
+/// that birthday has come.
 fn parse_date_of_birth(raw: &str, today: Date) -> Result<Date, Problem> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
@@ -403,13 +406,13 @@ fn parse_date_of_birth(raw: &str, today: Date) -> Result<Date, Problem> {
     if date > today {
         return Err(Problem::invalid("is in the future"));
     }
-    // `checked_sub` clamps Feb 29 to Feb 28 in a common year; if `today` is
-    // so close to the calendar's start that it overflows, every date is fine.
-    let earliest = today.checked_sub(jiff::Span::new().years(MAX_AGE_YEARS));
-    if let Ok(earliest) = earliest
-        && date < earliest
+    // `checked_add` puts the birthday of Feb 29 on Feb 28 in a common year;
+    // a birthday past the calendar's end has not come yet.
+    let too_old_from = date.checked_add(jiff::Span::new().years(MAX_AGE_YEARS + 1));
+    if let Ok(too_old_from) = too_old_from
+        && too_old_from <= today
     {
-        return Err(Problem::invalid("is more than 130 years ago"));
+        return Err(Problem::invalid("gives an age over 130 years"));
     }
     Ok(date)
 }
@@ -467,21 +470,43 @@ pub fn check(demographics: &Demographics, today: Date) -> Checked {
     let mut problems = Vec::new();
     /// Keeps the value, or records the problem (blank is Missing in every
     /// parser, and an absent value reads as blank).
-    fn take<T>(problems: &mut Vec<FieldProblem>, field: Field, result: Result<T, Problem>) -> Option<T> {
+    fn take<T>(
+        problems: &mut Vec<FieldProblem>,
+        field: Field,
+        result: Result<T, Problem>,
+    ) -> Option<T> {
         result
             .map_err(|problem| problems.push(FieldProblem { field, problem }))
             .ok()
     }
     let raw = |field: Field| demographics.get(field).unwrap_or("");
 
-    let first_name = take(&mut problems, Field::FirstName, PersonName::parse(raw(Field::FirstName)));
-    let last_name = take(&mut problems, Field::LastName, PersonName::parse(raw(Field::LastName)));
-    let date_of_birth = take(&mut problems, Field::DateOfBirth,
+    let first_name = take(
+        &mut problems,
+        Field::FirstName,
+        PersonName::parse(raw(Field::FirstName)),
+    );
+    let last_name = take(
+        &mut problems,
+        Field::LastName,
+        PersonName::parse(raw(Field::LastName)),
+    );
+    let date_of_birth = take(
+        &mut problems,
+        Field::DateOfBirth,
         parse_date_of_birth(raw(Field::DateOfBirth), today),
     );
-    let birth_sex = take(&mut problems, Field::BirthSex, BirthSex::parse(raw(Field::BirthSex)));
+    let birth_sex = take(
+        &mut problems,
+        Field::BirthSex,
+        BirthSex::parse(raw(Field::BirthSex)),
+    );
     let zip = take(&mut problems, Field::Zip, Zip::parse(raw(Field::Zip)));
-    let email = take(&mut problems, Field::Email, EmailAddress::parse(raw(Field::Email)));
+    let email = take(
+        &mut problems,
+        Field::Email,
+        EmailAddress::parse(raw(Field::Email)),
+    );
     // Optional: blank means "no cell phone", not a problem; an invalid one
     // is reported (never silently dropped) but does not block.
     let cell_phone = match E164Phone::parse(raw(Field::CellPhone)) {
@@ -497,18 +522,425 @@ pub fn check(demographics: &Demographics, today: Date) -> Checked {
     };
 
     let valid = match (first_name, last_name, date_of_birth, birth_sex, zip, email) {
-        (Some(first_name), Some(last_name), Some(date_of_birth), Some(birth_sex), Some(zip), Some(email)) => {
-            Some(ValidFields {
-                first_name,
-                last_name,
-                date_of_birth,
-                birth_sex,
-                zip,
-                email,
-                cell_phone,
-            })
-        }
+        (
+            Some(first_name),
+            Some(last_name),
+            Some(date_of_birth),
+            Some(birth_sex),
+            Some(zip),
+            Some(email),
+        ) => Some(ValidFields {
+            first_name,
+            last_name,
+            date_of_birth,
+            birth_sex,
+            zip,
+            email,
+            cell_phone,
+        }),
         _ => None,
     };
     Checked { problems, valid }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    /// The practice's local date in every R1 test.
+    const TODAY: Date = date(2026, 11, 25);
+
+    /// A record with all six required fields complete and no cell phone.
+    fn complete() -> Demographics {
+        Demographics {
+            first_name: Some("Ada".into()),
+            last_name: Some("Lovelace".into()),
+            date_of_birth: Some("1985-12-10".into()),
+            birth_sex: Some("F".into()),
+            zip: Some("02139".into()),
+            email: Some("ada@example.org".into()),
+            cell_phone: None,
+        }
+    }
+
+    fn with(field: Field, value: Option<&str>) -> Demographics {
+        let mut d = complete();
+        let slot = match field {
+            Field::FirstName => &mut d.first_name,
+            Field::LastName => &mut d.last_name,
+            Field::DateOfBirth => &mut d.date_of_birth,
+            Field::BirthSex => &mut d.birth_sex,
+            Field::Zip => &mut d.zip,
+            Field::Email => &mut d.email,
+            Field::CellPhone => &mut d.cell_phone,
+        };
+        *slot = value.map(str::to_string);
+        d
+    }
+
+    #[test]
+    fn r1_complete_record_is_valid() {
+        let checked = check(&complete(), TODAY);
+        assert_eq!(checked.problems, vec![]);
+        assert!(checked.is_complete());
+        let valid = checked.valid.unwrap();
+        assert_eq!(valid.first_name.as_str(), "Ada");
+        assert_eq!(valid.last_name.as_str(), "Lovelace");
+        assert_eq!(valid.date_of_birth, date(1985, 12, 10));
+        assert_eq!(valid.birth_sex, BirthSex::Female);
+        assert_eq!(valid.zip.as_str(), "02139");
+        assert_eq!(valid.email.as_str(), "ada@example.org");
+        assert_eq!(valid.cell_phone, None);
+    }
+
+    /// R1: each required field absent, empty or blank is `Missing`, named,
+    /// blocking, and the message uses the field's label.
+    #[test]
+    fn r1_each_required_field_missing() {
+        for field in Field::REQUIRED {
+            for (row, value) in [
+                ("absent", None),
+                ("empty", Some("")),
+                ("blank", Some(" \t ")),
+            ] {
+                let name = format!("{} {row}", field.key());
+                let checked = check(&with(field, value), TODAY);
+                let expected = vec![FieldProblem {
+                    field,
+                    problem: Problem::Missing,
+                }];
+                assert_eq!(checked.problems, expected, "{name}");
+                assert_eq!(checked.blocking(), expected, "{name}");
+                assert!(!checked.is_complete(), "{name}");
+                assert_eq!(checked.problem(field), Some(&Problem::Missing), "{name}");
+                let message = checked.problems[0].message();
+                assert_eq!(message, format!("{} is missing", field.label()), "{name}");
+            }
+        }
+    }
+
+    /// R1: present but invalid values. `reason` is a fragment the staff
+    /// words must contain (`None`: any reason).
+    #[test]
+    fn r1_invalid_values() {
+        #[rustfmt::skip]
+        let rows: &[(&str, Field, &str, Option<&str>)] = &[
+            ("email without domain", Field::Email, "bob@", Some("nothing after the @")),
+            ("email without @", Field::Email, "no-at-sign", Some("no @")),
+            ("email with a space", Field::Email, "bob smith@example.org", Some("spaces")),
+            ("email with a tab", Field::Email, "bob\t@example.org", Some("spaces")),
+            ("email without local part", Field::Email, "@example.org", Some("nothing before the @")),
+            ("email domain without dot", Field::Email, "bob@localhost", Some("no dot")),
+            ("email IP literal", Field::Email, "bob@[192.168.0.1]", None),
+            ("email double dot", Field::Email, "bob@example..org", None),
+            ("email two @", Field::Email, "bob@@example.org", None),
+            ("email display name", Field::Email, "<bob@example.org>", None),
+            ("zip four digits", Field::Zip, "1234", Some("not a US ZIP code")),
+            ("zip letters", Field::Zip, "ABCDE", Some("not a US ZIP code")),
+            ("zip six digits", Field::Zip, "123456", Some("not a US ZIP code")),
+            ("zip+4 short", Field::Zip, "12345-678", Some("not a US ZIP code")),
+            ("zip+4 with space", Field::Zip, "12345 6789", Some("not a US ZIP code")),
+            ("zip+4 dash misplaced", Field::Zip, "1234-56789", Some("not a US ZIP code")),
+            ("zip fullwidth digits", Field::Zip, "\u{ff11}\u{ff12}\u{ff13}\u{ff14}\u{ff15}", Some("not a US ZIP code")),
+            ("zip non-ASCII 10 bytes", Field::Zip, "1234\u{e9}6789", Some("not a US ZIP code")),
+            ("dob tomorrow", Field::DateOfBirth, "2026-11-26", Some("in the future")),
+            ("dob next year", Field::DateOfBirth, "2027-01-01", Some("in the future")),
+            ("dob 30 February", Field::DateOfBirth, "1990-02-30", Some("not a real date")),
+            ("dob 29 February common year", Field::DateOfBirth, "1991-02-29", Some("not a real date")),
+            ("dob month 13", Field::DateOfBirth, "1990-13-01", Some("not a real date")),
+            ("dob day 00", Field::DateOfBirth, "1990-01-00", Some("not a real date")),
+            ("dob US format", Field::DateOfBirth, "03/04/1990", Some("YYYY-MM-DD")),
+            ("dob short parts", Field::DateOfBirth, "1990-1-5", Some("YYYY-MM-DD")),
+            ("dob with time", Field::DateOfBirth, "1990-01-05T00:00", Some("YYYY-MM-DD")),
+            ("dob words", Field::DateOfBirth, "yesterday!", Some("YYYY-MM-DD")),
+            ("dob 131 years old", Field::DateOfBirth, "1895-11-25", Some("130")),
+            ("dob typo 1802", Field::DateOfBirth, "1802-06-01", Some("130")),
+            ("birth sex HL7 U", Field::BirthSex, "U", Some("F, M or UNK")),
+            ("birth sex HL7 O", Field::BirthSex, "O", Some("F, M or UNK")),
+            ("birth sex HL7 A", Field::BirthSex, "A", Some("F, M or UNK")),
+            ("birth sex X", Field::BirthSex, "X", Some("F, M or UNK")),
+            ("birth sex misspelt", Field::BirthSex, "femal", Some("F, M or UNK")),
+            ("birth sex other", Field::BirthSex, "other", Some("F, M or UNK")),
+            ("first name control char", Field::FirstName, "Ada\u{7}", Some("control")),
+            ("last name newline", Field::LastName, "Love\nlace", Some("control")),
+        ];
+        for &(name, field, value, reason) in rows {
+            let checked = check(&with(field, Some(value)), TODAY);
+            assert_eq!(checked.problems.len(), 1, "{name}: {:?}", checked.problems);
+            let problem = &checked.problems[0];
+            assert_eq!(problem.field, field, "{name}");
+            let Problem::Invalid(words) = &problem.problem else {
+                panic!("{name}: expected Invalid, got {:?}", problem.problem);
+            };
+            assert!(!words.is_empty(), "{name}");
+            if let Some(reason) = reason {
+                assert!(words.contains(reason), "{name}: {words:?} lacks {reason:?}");
+            }
+            assert_eq!(
+                checked.blocking(),
+                checked.problems,
+                "{name}: required field blocks"
+            );
+            assert!(checked.valid.is_none(), "{name}");
+            let message = problem.message();
+            assert!(
+                message.starts_with(&format!("{} is invalid: ", field.label())),
+                "{name}: {message:?}"
+            );
+        }
+    }
+
+    /// R1: accepted values and the canonical form they are kept in.
+    #[test]
+    fn r1_accepted_values_and_canonical_form() {
+        #[rustfmt::skip]
+        let rows: &[(&str, Field, &str, &str)] = &[
+            ("zip 5", Field::Zip, "02139", "02139"),
+            ("zip 5 padded", Field::Zip, " 02139 ", "02139"),
+            ("zip+4", Field::Zip, "12345-6789", "12345-6789"),
+            ("zip 9 digits", Field::Zip, "123456789", "12345-6789"),
+            ("email domain lower-cased, local kept", Field::Email, " Ada.L@Example.ORG ", "Ada.L@example.org"),
+            ("email plus tag", Field::Email, "ada+portal@mail.example.org", "ada+portal@mail.example.org"),
+            ("birth sex f", Field::BirthSex, "f", "F"),
+            ("birth sex female", Field::BirthSex, "Female", "F"),
+            ("birth sex M", Field::BirthSex, "M", "M"),
+            ("birth sex male", Field::BirthSex, " MALE ", "M"),
+            ("birth sex UNK", Field::BirthSex, "UNK", "UNK"),
+            ("birth sex unknown", Field::BirthSex, "unknown", "UNK"),
+            ("dob today", Field::DateOfBirth, "2026-11-25", "2026-11-25"),
+            ("dob padded", Field::DateOfBirth, " 1985-12-10 ", "1985-12-10"),
+            ("dob 29 February leap year", Field::DateOfBirth, "2000-02-29", "2000-02-29"),
+            ("dob exactly 130 years", Field::DateOfBirth, "1896-11-25", "1896-11-25"),
+            ("dob aged 130, a day before 131", Field::DateOfBirth, "1895-11-26", "1895-11-26"),
+            ("first name trimmed", Field::FirstName, "  Mary Ann ", "Mary Ann"),
+            ("last name non-ASCII", Field::LastName, "Ó Briain", "Ó Briain"),
+        ];
+        for &(name, field, value, canonical) in rows {
+            let record = with(field, Some(value));
+            let checked = check(&record, TODAY);
+            assert_eq!(checked.problems, vec![], "{name}");
+            let valid = checked.valid.expect(name);
+            let kept = match field {
+                Field::FirstName => valid.first_name.as_str().to_string(),
+                Field::LastName => valid.last_name.as_str().to_string(),
+                Field::DateOfBirth => valid.date_of_birth.to_string(),
+                Field::BirthSex => valid.birth_sex.code().to_string(),
+                Field::Zip => valid.zip.as_str().to_string(),
+                Field::Email => valid.email.as_str().to_string(),
+                Field::CellPhone => unreachable!(),
+            };
+            assert_eq!(kept, canonical, "{name}: parsed value");
+            assert_eq!(
+                record.normalized().get(field),
+                Some(canonical),
+                "{name}: normalized()"
+            );
+        }
+    }
+
+    /// R1: the cell phone is optional; an invalid one is reported, never
+    /// dropped silently, and never blocks; a valid one is kept as E.164.
+    #[test]
+    fn r1_cell_phone() {
+        // (name, value, Ok(E.164 kept) or Err(fragment of the reason))
+        type Row<'a> = (&'a str, Option<&'a str>, Result<Option<&'a str>, &'a str>);
+        #[rustfmt::skip]
+        let rows: &[Row<'_>] = &[
+            ("absent", None, Ok(None)),
+            ("empty", Some(""), Ok(None)),
+            ("blank", Some("   "), Ok(None)),
+            ("US with punctuation", Some("(617) 253-1000"), Ok(Some("+16172531000"))),
+            ("US dashes", Some("617-253-1000"), Ok(Some("+16172531000"))),
+            ("US with +1", Some("+1 617 253 1000"), Ok(Some("+16172531000"))),
+            ("US with leading 1", Some("1-617-253-1000"), Ok(Some("+16172531000"))),
+            ("already E.164", Some("+16172531000"), Ok(Some("+16172531000"))),
+            ("too short", Some("12"), Err("not a")),
+            ("letters", Some("call me"), Err("not a")),
+            ("invalid area code", Some("123-456-7890"), Err("not a valid phone number")),
+            ("too many digits", Some("617-253-10000"), Err("not a")),
+            ("extension", Some("617-253-1000 ext. 12"), Err("extension")),
+        ];
+        for &(name, value, expected) in rows {
+            let checked = check(&with(Field::CellPhone, value), TODAY);
+            assert!(checked.is_complete(), "{name}: the cell phone never blocks");
+            assert_eq!(checked.blocking(), vec![], "{name}: nothing blocks");
+            let valid = checked.valid.as_ref().unwrap();
+            match expected {
+                Ok(e164) => {
+                    assert_eq!(checked.problems, vec![], "{name}");
+                    assert_eq!(
+                        valid.cell_phone.as_ref().map(E164Phone::as_str),
+                        e164,
+                        "{name}"
+                    );
+                }
+                Err(reason) => {
+                    assert_eq!(valid.cell_phone, None, "{name}");
+                    assert_eq!(checked.problems.len(), 1, "{name}: reported");
+                    let problem = &checked.problems[0];
+                    assert_eq!(problem.field, Field::CellPhone, "{name}");
+                    let Problem::Invalid(words) = &problem.problem else {
+                        panic!("{name}: expected Invalid, got {:?}", problem.problem);
+                    };
+                    assert!(words.contains(reason), "{name}: {words:?} lacks {reason:?}");
+                    assert!(
+                        problem.message().starts_with("cell phone is invalid: "),
+                        "{name}"
+                    );
+                    assert_eq!(
+                        checked.problem(Field::CellPhone),
+                        Some(&problem.problem),
+                        "{name}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every problem is listed, required fields in the order staff see
+    /// them, an invalid cell phone last and not blocking.
+    #[test]
+    fn r1_every_problem_listed_in_order() {
+        let record = Demographics {
+            first_name: None,
+            last_name: Some("  ".into()),
+            date_of_birth: Some("2030-01-01".into()),
+            birth_sex: Some("U".into()),
+            zip: Some("1234".into()),
+            email: Some("bob@".into()),
+            cell_phone: Some("12".into()),
+        };
+        let checked = check(&record, TODAY);
+        let fields: Vec<Field> = checked.problems.iter().map(|p| p.field).collect();
+        assert_eq!(fields, Field::ALL.to_vec());
+        assert_eq!(checked.problems[0].problem, Problem::Missing);
+        assert_eq!(checked.problems[1].problem, Problem::Missing);
+        assert!(
+            checked.problems[2..]
+                .iter()
+                .all(|p| matches!(p.problem, Problem::Invalid(_)))
+        );
+        let blocking: Vec<Field> = checked.blocking().iter().map(|p| p.field).collect();
+        assert_eq!(blocking, Field::REQUIRED.to_vec());
+        assert!(!checked.is_complete());
+        assert_eq!(checked.problem(Field::FirstName), Some(&Problem::Missing));
+    }
+
+    /// R12: problem texts reach logs, so they never repeat the value.
+    #[test]
+    fn r1_messages_never_contain_the_value() {
+        #[rustfmt::skip]
+        let rows: &[(&str, Field, &str)] = &[
+            ("email", Field::Email, "priv.ate@"),
+            ("email with space", Field::Email, "priv ate@example.org"),
+            ("email domain", Field::Email, "private@nodot"),
+            ("zip", Field::Zip, "9Z9Z9"),
+            ("dob future", Field::DateOfBirth, "2999-07-04"),
+            ("dob shape", Field::DateOfBirth, "07/04/1976"),
+            ("birth sex", Field::BirthSex, "Xylo"),
+            ("cell phone", Field::CellPhone, "555-PRIVATE"),
+            ("name", Field::FirstName, "Priv\u{1}ate"),
+        ];
+        for &(name, field, value) in rows {
+            let checked = check(&with(field, Some(value)), TODAY);
+            let problem = checked
+                .problems
+                .iter()
+                .find(|p| p.field == field)
+                .expect(name);
+            let message = problem.message();
+            assert!(message.contains(field.label()), "{name}: {message:?}");
+            assert!(
+                !message.contains(value),
+                "{name}: {message:?} repeats the value"
+            );
+            let json = serde_json::to_string(problem).unwrap();
+            assert!(!json.contains(value), "{name}: {json} repeats the value");
+        }
+    }
+
+    #[test]
+    fn field_keys_and_labels() {
+        let keys: Vec<&str> = Field::ALL.iter().map(|f| f.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                "first_name",
+                "last_name",
+                "date_of_birth",
+                "birth_sex",
+                "zip",
+                "email",
+                "cell_phone"
+            ]
+        );
+        for field in Field::ALL {
+            let json = serde_json::to_string(&field).unwrap();
+            assert_eq!(
+                json,
+                format!("\"{}\"", field.key()),
+                "{field:?}: serde name is the key"
+            );
+            assert_eq!(
+                field.is_required(),
+                Field::REQUIRED.contains(&field),
+                "{field:?}"
+            );
+        }
+        let labels: std::collections::BTreeSet<&str> =
+            Field::ALL.iter().map(|f| f.label()).collect();
+        assert_eq!(labels.len(), Field::ALL.len(), "labels are distinct");
+    }
+
+    /// `normalized` keeps what does not parse (trimmed) and drops blanks.
+    #[test]
+    fn normalized_keeps_unparsable_values() {
+        let record = Demographics {
+            first_name: Some("  ".into()),
+            last_name: None,
+            date_of_birth: Some(" 1990-2-3 ".into()),
+            birth_sex: Some(" u ".into()),
+            zip: Some("1234".into()),
+            email: Some("bob@".into()),
+            cell_phone: Some(" 617.253.1000 ".into()),
+        };
+        let expected = Demographics {
+            first_name: None,
+            last_name: None,
+            date_of_birth: Some("1990-2-3".into()),
+            birth_sex: Some("u".into()),
+            zip: Some("1234".into()),
+            email: Some("bob@".into()),
+            cell_phone: Some("+16172531000".into()),
+        };
+        assert_eq!(record.normalized(), expected);
+        assert_eq!(expected.normalized(), expected, "idempotent");
+    }
+
+    /// Age is counted in completed years (R1: age <= 130), including for
+    /// a birthday on 29 February and at the ends of the calendar.
+    #[test]
+    fn r1_dob_age_limit() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, Date, bool)] = &[
+            ("130 today", "1896-11-25", TODAY, true),
+            ("130, 131 tomorrow", "1895-11-26", TODAY, true),
+            ("131 today", "1895-11-25", TODAY, false),
+            ("131 and a day", "1895-11-24", TODAY, false),
+            ("born 29 Feb, day before 131st birthday (Feb 28)", "1896-02-29", date(2027, 2, 27), true),
+            ("born 29 Feb, 131st birthday on Feb 28", "1896-02-29", date(2027, 2, 28), false),
+            ("birthday past the calendar's end", "9999-12-31", date(9999, 12, 31), true),
+            ("more than 130 years before 9999", "2000-01-01", date(9999, 12, 31), false),
+        ];
+        for &(name, dob, today, accepted) in rows {
+            match (accepted, parse_date_of_birth(dob, today)) {
+                (true, Ok(d)) => assert_eq!(d.to_string(), dob, "{name}"),
+                (false, Err(Problem::Invalid(words))) => {
+                    assert!(words.contains("130"), "{name}: {words}")
+                }
+                (_, other) => panic!("{name}: got {other:?}"),
+            }
+        }
+    }
 }

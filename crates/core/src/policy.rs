@@ -36,7 +36,8 @@ impl PatientFacts {
     /// cell phone, by SMS, so the patient is unreachable only when email is
     /// opted out and there is no cell phone that has not opted out.
     pub fn is_opted_out(&self) -> bool {
-        self.email_opted_out && !(self.has_cell_phone && !self.sms_opted_out)
+        let reachable_by_sms = self.has_cell_phone && !self.sms_opted_out;
+        self.email_opted_out && !reachable_by_sms
     }
 }
 
@@ -67,7 +68,9 @@ pub enum Ineligible {
     Deferred,
     /// Email opted out, and no cell phone that has not opted out.
     OptedOut,
-    MissingFields { problems: Vec<FieldProblem> },
+    MissingFields {
+        problems: Vec<FieldProblem>,
+    },
     /// The schedule has no open window at all.
     ScheduleNeverOpens,
     /// For the status (R14): eligible, but no invite is queued or sent
@@ -75,7 +78,9 @@ pub enum Ineligible {
     NotYetInvited,
     /// For the status (R14): the last auto invite was suppressed by the cap
     /// (R7); a send becomes possible at `next_possible_at`.
-    CapReached { next_possible_at: Timestamp },
+    CapReached {
+        next_possible_at: Timestamp,
+    },
 }
 
 impl Ineligible {
@@ -134,11 +139,17 @@ fn cap_words(next_possible_at: Timestamp) -> String {
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Refusal {
     AlreadyActive,
-    MissingFields { problems: Vec<FieldProblem> },
-    CapReached { next_possible_at: Timestamp },
+    MissingFields {
+        problems: Vec<FieldProblem>,
+    },
+    CapReached {
+        next_possible_at: Timestamp,
+    },
     Deceased,
     /// The patient declined or deferred: staff must remove the response first.
-    PatientResponded { response: PatientResponse },
+    PatientResponded {
+        response: PatientResponse,
+    },
     OptedOut,
 }
 
@@ -272,5 +283,407 @@ pub fn decide_manual(patient: &PatientFacts, history: &SendHistory, now: Timesta
     match refusal {
         Some(refusal) => Decision::Refused { refusal },
         None => Decision::SendNow,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::{Field, Problem};
+    use crate::schedule::{Schedule, Window};
+    use jiff::SignedDuration;
+    use jiff::civil::{Time, Weekday};
+
+    const HOUR: SignedDuration = SignedDuration::from_hours(1);
+    const DAY: SignedDuration = SignedDuration::from_hours(24);
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn office(tz: &str) -> ValidSchedule {
+        Schedule::office_hours(tz).validate().unwrap()
+    }
+
+    fn sunday(tz: &str, opens: (i8, i8), closes: (i8, i8)) -> ValidSchedule {
+        Schedule {
+            time_zone: tz.to_string(),
+            windows: vec![Window {
+                weekday: Weekday::Sunday,
+                opens: Time::constant(opens.0, opens.1, 0, 0),
+                closes: Time::constant(closes.0, closes.1, 0, 0),
+            }],
+            closed_dates: vec![],
+        }
+        .validate()
+        .unwrap()
+    }
+
+    fn missing(fields: &[Field]) -> Vec<FieldProblem> {
+        fields
+            .iter()
+            .map(|&field| FieldProblem {
+                field,
+                problem: Problem::Missing,
+            })
+            .collect()
+    }
+
+    fn eligible() -> PatientFacts {
+        PatientFacts::default()
+    }
+
+    fn facts(edit: impl FnOnce(&mut PatientFacts)) -> PatientFacts {
+        let mut f = eligible();
+        edit(&mut f);
+        f
+    }
+
+    fn sent(sends: Vec<Timestamp>) -> SendHistory {
+        SendHistory {
+            counted_sends: sends,
+            auto_invite_pending: false,
+        }
+    }
+
+    /// Monday 10:00 in New York, inside office hours.
+    fn monday_10() -> Timestamp {
+        ts("2026-11-23T10:00:00-05:00")
+    }
+
+    fn four_sends_before(t: Timestamp) -> Vec<Timestamp> {
+        vec![t - DAY * 20, t - DAY * 10, t - DAY * 5, t - HOUR]
+    }
+
+    fn queue(at: &str) -> Decision {
+        Decision::Queue { at: ts(at) }
+    }
+
+    fn not_invited(reasons: Vec<Ineligible>) -> Decision {
+        Decision::NotInvited { reasons }
+    }
+
+    #[test]
+    fn r4_is_opted_out() {
+        #[rustfmt::skip]
+        let rows = [
+            // (name, email out, has cell, sms out, opted out)
+            ("reachable by email", false, false, false, false),
+            ("email and SMS", false, true, false, false),
+            ("email, SMS opted out", false, true, true, false),
+            ("stale SMS opt-out, no phone", false, false, true, false),
+            ("email out, no phone", true, false, false, true),
+            ("email out, phone not opted out: reachable", true, true, false, false),
+            ("email out, phone opted out", true, true, true, true),
+            ("email out, SMS out, no phone", true, false, true, true),
+        ];
+        for (name, email_opted_out, has_cell_phone, sms_opted_out, expected) in rows {
+            let f = PatientFacts {
+                email_opted_out,
+                has_cell_phone,
+                sms_opted_out,
+                ..eligible()
+            };
+            assert_eq!(f.is_opted_out(), expected, "{name}");
+        }
+    }
+
+    /// R3, R4, R6, R5, R7 for an auto trigger, in that order.
+    #[test]
+    fn r3_to_r7_decide_auto() {
+        let ny = office("America/New_York");
+        let now = monday_10();
+        let evening = ts("2026-11-23T18:00:00-05:00");
+        let all_bad = facts(|f| {
+            f.activated = true;
+            f.deceased = true;
+            f.response = Some(PatientResponse::Declined);
+            f.email_opted_out = true;
+            f.missing = missing(&[Field::Email, Field::Zip]);
+        });
+        // Capped at Monday 18:00; the oldest send leaves the window on
+        // Tuesday 06:00, before the 08:00 opening.
+        let oldest = ts("2026-10-25T07:00:00-04:00");
+        let expires_overnight = vec![oldest, evening - DAY * 3, evening - DAY, evening - HOUR];
+        #[rustfmt::skip]
+        let rows: Vec<(&str, bool, PatientFacts, SendHistory, Timestamp, Decision)> = vec![
+            ("eligible, inside the schedule", true, eligible(), sent(vec![]), now, Decision::SendNow),
+            ("at the opening instant", true, eligible(), sent(vec![]), ts("2026-11-23T08:00:00-05:00"), Decision::SendNow),
+            ("outside: queued for the next opening", true, eligible(), sent(vec![]), evening, queue("2026-11-24T08:00:00-05:00")),
+            ("Friday evening: queued for Monday", true, eligible(), sent(vec![]), ts("2026-11-20T17:00:00-05:00"), queue("2026-11-23T08:00:00-05:00")),
+            ("auto invites off", false, eligible(), sent(vec![]), now, not_invited(vec![Ineligible::AutoInvitesOff])),
+            ("activated", true, facts(|f| f.activated = true), sent(vec![]), now, not_invited(vec![Ineligible::AlreadyActive])),
+            ("deceased", true, facts(|f| f.deceased = true), sent(vec![]), now, not_invited(vec![Ineligible::Deceased])),
+            ("declined", true, facts(|f| f.response = Some(PatientResponse::Declined)), sent(vec![]), now, not_invited(vec![Ineligible::Declined])),
+            ("deferred", true, facts(|f| f.response = Some(PatientResponse::Deferred)), sent(vec![]), now, not_invited(vec![Ineligible::Deferred])),
+            ("opted out, no phone", true, facts(|f| f.email_opted_out = true), sent(vec![]), now, not_invited(vec![Ineligible::OptedOut])),
+            ("email opted out, phone reachable", true, facts(|f| { f.email_opted_out = true; f.has_cell_phone = true; }), sent(vec![]), now, Decision::SendNow),
+            ("missing fields", true, facts(|f| f.missing = missing(&[Field::Email])), sent(vec![]),
+                now, not_invited(vec![Ineligible::MissingFields { problems: missing(&[Field::Email]) }])),
+            ("every reason listed", false, all_bad.clone(), sent(vec![]), now, not_invited(vec![
+                Ineligible::AutoInvitesOff, Ineligible::AlreadyActive, Ineligible::Deceased,
+                Ineligible::Declined, Ineligible::OptedOut,
+                Ineligible::MissingFields { problems: missing(&[Field::Email, Field::Zip]) },
+            ])),
+            ("ineligible beats pending and cap", true, facts(|f| f.deceased = true),
+                SendHistory { counted_sends: four_sends_before(now), auto_invite_pending: true },
+                now, not_invited(vec![Ineligible::Deceased])),
+            ("auto off, even when capped", false, eligible(), sent(four_sends_before(now)), now, not_invited(vec![Ineligible::AutoInvitesOff])),
+            ("pending auto invite: coalesced", true, eligible(),
+                SendHistory { counted_sends: vec![], auto_invite_pending: true }, now, Decision::Coalesced),
+            ("pending beats cap", true, eligible(),
+                SendHistory { counted_sends: four_sends_before(evening), auto_invite_pending: true }, evening, Decision::Coalesced),
+            ("cap reached inside the schedule", true, eligible(), sent(four_sends_before(now)), now,
+                Decision::Suppressed { next_possible_at: now - DAY * 20 + DAY * 30 }),
+            ("three sends: not capped", true, eligible(), sent(four_sends_before(now)[1..].to_vec()), now, Decision::SendNow),
+            ("capped now, free at the next opening", true, eligible(), sent(expires_overnight), evening,
+                queue("2026-11-24T08:00:00-05:00")),
+            ("capped at the next opening", true, eligible(), sent(four_sends_before(evening)), evening,
+                Decision::Suppressed { next_possible_at: evening - DAY * 20 + DAY * 30 }),
+            ("a future send caps the send time", true, eligible(),
+                sent(vec![evening - DAY * 5, evening - DAY * 3, evening - DAY, ts("2026-11-24T09:00:00-05:00")]),
+                evening, Decision::Suppressed { next_possible_at: evening - DAY * 5 + DAY * 30 }),
+        ];
+        let triggers = [
+            Trigger::ChartAdded,
+            Trigger::RequiredFieldsChanged {
+                fields: vec![Field::Zip],
+            },
+            Trigger::NewEncounter,
+            Trigger::NewAppointment,
+        ];
+        for (name, auto_invites_on, patient, history, at, expected) in &rows {
+            let practice = PracticeRules {
+                auto_invites_on: *auto_invites_on,
+                schedule: &ny,
+            };
+            for trigger in &triggers {
+                let got = decide_auto(trigger, patient, &practice, history, *at);
+                assert_eq!(&got, expected, "{name} ({})", trigger.key());
+            }
+        }
+    }
+
+    #[test]
+    fn r5_decide_auto_schedule_never_opens() {
+        let empty = Schedule {
+            time_zone: "America/New_York".into(),
+            windows: vec![],
+            closed_dates: vec![],
+        }
+        .validate()
+        .unwrap();
+        let practice = PracticeRules {
+            auto_invites_on: true,
+            schedule: &empty,
+        };
+        let got = decide_auto(
+            &Trigger::ChartAdded,
+            &eligible(),
+            &practice,
+            &sent(vec![]),
+            monday_10(),
+        );
+        assert_eq!(got, not_invited(vec![Ineligible::ScheduleNeverOpens]));
+    }
+
+    /// R5 across DST changes: a trigger outside the schedule queues for the
+    /// next opening in local wall-clock time.
+    #[test]
+    fn r5_decide_auto_across_dst() {
+        #[rustfmt::skip]
+        let rows: Vec<(&str, ValidSchedule, &str, Decision)> = vec![
+            ("Saturday 22:00 queues to Monday", office("America/New_York"),
+                "2026-11-21T22:00:00-05:00", queue("2026-11-23T08:00:00-05:00")),
+            ("Saturday 22:00 EDT, fall-back weekend: Monday 08:00 EST", office("America/New_York"),
+                "2026-10-31T22:00:00-04:00", queue("2026-11-02T08:00:00-05:00")),
+            ("Saturday 22:00 EST, spring-forward weekend: Monday 08:00 EDT", office("America/New_York"),
+                "2026-03-07T22:00:00-05:00", queue("2026-03-09T08:00:00-04:00")),
+            ("first 01:30 of the repeated hour", office("America/New_York"),
+                "2026-11-01T01:30:00-04:00", queue("2026-11-02T08:00:00-05:00")),
+            ("second 01:30 of the repeated hour", office("America/New_York"),
+                "2026-11-01T01:30:00-05:00", queue("2026-11-02T08:00:00-05:00")),
+            ("second 01:30, Sunday window 01:00-02:00: still open", sunday("America/New_York", (1, 0), (2, 0)),
+                "2026-11-01T01:30:00-05:00", Decision::SendNow),
+            ("00:30 EDT, Sunday window 01:00-02:00", sunday("America/New_York", (1, 0), (2, 0)),
+                "2026-11-01T00:30:00-04:00", queue("2026-11-01T01:00:00-04:00")),
+            ("second 01:15, Sunday window 00:00-01:30: closed, next week", sunday("America/New_York", (0, 0), (1, 30)),
+                "2026-11-01T01:15:00-05:00", queue("2026-11-08T00:00:00-05:00")),
+            ("before the gap, window 02:00-04:00 opens at 03:00 EDT", sunday("America/New_York", (2, 0), (4, 0)),
+                "2026-03-08T01:30:00-05:00", queue("2026-03-08T03:00:00-04:00")),
+            ("Sydney before the gap", sunday("Australia/Sydney", (2, 0), (4, 0)),
+                "2026-10-04T01:30:00+10:00", queue("2026-10-04T03:00:00+11:00")),
+            ("Sydney Friday evening, fall-back weekend", office("Australia/Sydney"),
+                "2026-04-03T18:00:00+11:00", queue("2026-04-06T08:00:00+10:00")),
+            ("Sydney Saturday, spring-forward weekend", office("Australia/Sydney"),
+                "2026-10-03T12:00:00+10:00", queue("2026-10-05T08:00:00+11:00")),
+        ];
+        for (name, schedule, now, expected) in &rows {
+            let practice = PracticeRules {
+                auto_invites_on: true,
+                schedule,
+            };
+            let got = decide_auto(
+                &Trigger::NewAppointment,
+                &eligible(),
+                &practice,
+                &sent(vec![]),
+                ts(now),
+            );
+            assert_eq!(&got, expected, "{name}");
+        }
+    }
+
+    /// R9 and R7 for Enroll Now: the first refusal in the documented order
+    /// wins; the schedule, the auto switch and a pending auto invite do not
+    /// matter.
+    #[test]
+    fn r9_decide_manual() {
+        let now = ts("2026-11-22T03:00:00-05:00"); // Sunday night
+        let capped = four_sends_before(now);
+        let next = now - DAY * 20 + DAY * 30;
+        let everything = |f: &mut PatientFacts| {
+            f.activated = true;
+            f.deceased = true;
+            f.response = Some(PatientResponse::Deferred);
+            f.email_opted_out = true;
+            f.missing = missing(&[Field::DateOfBirth, Field::Email]);
+        };
+        let refused = |refusal| Decision::Refused { refusal };
+        #[rustfmt::skip]
+        let rows: Vec<(&str, PatientFacts, SendHistory, Decision)> = vec![
+            ("eligible, outside any schedule", eligible(), sent(vec![]), Decision::SendNow),
+            ("a pending auto invite does not matter", eligible(),
+                SendHistory { counted_sends: vec![], auto_invite_pending: true }, Decision::SendNow),
+            ("three sends", eligible(), sent(capped[1..].to_vec()), Decision::SendNow),
+            ("email opted out, phone reachable", facts(|f| { f.email_opted_out = true; f.has_cell_phone = true; }),
+                sent(vec![]), Decision::SendNow),
+            ("already active first", facts(everything), sent(capped.clone()), refused(Refusal::AlreadyActive)),
+            ("then deceased", facts(|f| { everything(f); f.activated = false; }), sent(capped.clone()), refused(Refusal::Deceased)),
+            ("then responded (deferred)", facts(|f| { everything(f); f.activated = false; f.deceased = false; }),
+                sent(capped.clone()), refused(Refusal::PatientResponded { response: PatientResponse::Deferred })),
+            ("declined", facts(|f| f.response = Some(PatientResponse::Declined)), sent(vec![]),
+                refused(Refusal::PatientResponded { response: PatientResponse::Declined })),
+            ("then opted out", facts(|f| { f.email_opted_out = true; f.missing = missing(&[Field::Zip]); }),
+                sent(capped.clone()), refused(Refusal::OptedOut)),
+            ("then missing fields, all listed", facts(|f| f.missing = missing(&[Field::FirstName, Field::BirthSex, Field::Email])),
+                sent(capped.clone()), refused(Refusal::MissingFields { problems: missing(&[Field::FirstName, Field::BirthSex, Field::Email]) })),
+            ("then the cap", eligible(), sent(capped.clone()), refused(Refusal::CapReached { next_possible_at: next })),
+        ];
+        for (name, patient, history, expected) in &rows {
+            assert_eq!(&decide_manual(patient, history, now), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn r4_r9_messages_are_words_without_data() {
+        let problems = vec![
+            FieldProblem {
+                field: Field::Zip,
+                problem: Problem::Missing,
+            },
+            FieldProblem {
+                field: Field::Email,
+                problem: Problem::Invalid("has nothing after the @".into()),
+            },
+            FieldProblem {
+                field: Field::Zip,
+                problem: Problem::Invalid("again".into()),
+            },
+        ];
+        let at = ts("2026-12-13T15:00:00Z");
+        assert_eq!(
+            Ineligible::MissingFields {
+                problems: problems.clone()
+            }
+            .message(),
+            "missing or invalid: ZIP code, email address"
+        );
+        assert_eq!(
+            Refusal::MissingFields { problems }.message(),
+            "missing or invalid: ZIP code, email address"
+        );
+        let cap = Refusal::CapReached {
+            next_possible_at: at,
+        }
+        .message();
+        assert!(
+            cap.contains("4 invites") && cap.contains("2026-12-13T15:00:00Z"),
+            "{cap}"
+        );
+        assert_eq!(
+            cap,
+            Ineligible::CapReached {
+                next_possible_at: at
+            }
+            .message()
+        );
+        assert!(
+            Refusal::AlreadyActive
+                .message()
+                .starts_with("already active")
+        );
+        for (response, verb) in [
+            (PatientResponse::Declined, "declined"),
+            (PatientResponse::Deferred, "deferred"),
+        ] {
+            let words = Refusal::PatientResponded { response }.message();
+            assert!(
+                words.contains(verb) && words.contains("remove the patient's response"),
+                "{words}"
+            );
+        }
+        assert!(Refusal::OptedOut.message().contains("opted out"));
+        assert!(Refusal::Deceased.message().contains("deceased"));
+
+        let reasons = [
+            Ineligible::AutoInvitesOff,
+            Ineligible::AlreadyActive,
+            Ineligible::Deceased,
+            Ineligible::Declined,
+            Ineligible::Deferred,
+            Ineligible::OptedOut,
+            Ineligible::MissingFields {
+                problems: missing(&[Field::Email]),
+            },
+            Ineligible::ScheduleNeverOpens,
+            Ineligible::NotYetInvited,
+            Ineligible::CapReached {
+                next_possible_at: at,
+            },
+        ];
+        let words: std::collections::BTreeSet<String> =
+            reasons.iter().map(Ineligible::message).collect();
+        assert_eq!(words.len(), reasons.len(), "every reason has its own words");
+        assert!(words.iter().all(|w| !w.is_empty()));
+        assert_eq!(
+            Ineligible::AutoInvitesOff.message(),
+            "auto invites are off for this practice"
+        );
+    }
+
+    #[test]
+    fn decisions_as_json() {
+        let at = ts("2026-11-24T13:00:00Z");
+        assert_eq!(
+            serde_json::to_value(Decision::Queue { at }).unwrap(),
+            serde_json::json!({"decision": "queue", "at": "2026-11-24T13:00:00Z"})
+        );
+        assert_eq!(
+            serde_json::to_value(Decision::NotInvited {
+                reasons: vec![Ineligible::AutoInvitesOff]
+            })
+            .unwrap(),
+            serde_json::json!({"decision": "not_invited", "reasons": [{"reason": "auto_invites_off"}]})
+        );
+        assert_eq!(
+            serde_json::to_value(Decision::Refused {
+                refusal: Refusal::PatientResponded {
+                    response: PatientResponse::Declined
+                }
+            })
+            .unwrap(),
+            serde_json::json!({"decision": "refused", "refusal": {"reason": "patient_responded", "response": "declined"}})
+        );
     }
 }

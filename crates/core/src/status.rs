@@ -93,10 +93,10 @@ pub fn staff_status(
     if patient.is_opted_out() {
         return StaffStatus::OptedOut;
     }
-    if let Some(invite) = latest_invite {
-        if let Some(status) = status_from_invite(invite, sends_in_30_days) {
-            return status;
-        }
+    if let Some(invite) = latest_invite
+        && let Some(status) = status_from_invite(invite, sends_in_30_days)
+    {
+        return status;
     }
     StaffStatus::NotEnrolled {
         reasons: not_enrolled_reasons(patient, auto_invites_on, latest_invite),
@@ -149,4 +149,141 @@ fn not_enrolled_reasons(
         _ => reasons.push(Ineligible::NotYetInvited),
     }
     reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::{Field, FieldProblem, Problem};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn invite(state: &str) -> InviteSummary {
+        InviteSummary {
+            state: state.to_string(),
+            created_at: ts("2026-11-20T14:00:00Z"),
+            failure_reason: None,
+            next_possible_at: None,
+        }
+    }
+
+    fn facts(edit: impl FnOnce(&mut PatientFacts)) -> PatientFacts {
+        let mut f = PatientFacts::default();
+        edit(&mut f);
+        f
+    }
+
+    fn missing_email() -> Vec<FieldProblem> {
+        vec![FieldProblem {
+            field: Field::Email,
+            problem: Problem::Invalid("has nothing after the @".into()),
+        }]
+    }
+
+    /// R14: precedence of the statuses, and the words staff read.
+    #[test]
+    fn r14_staff_status() {
+        let failed = InviteSummary {
+            failure_reason: Some("the mail server rejected the address".into()),
+            ..invite("failed")
+        };
+        let suppressed = InviteSummary {
+            next_possible_at: Some(ts("2026-12-01T13:00:00Z")),
+            ..invite("suppressed")
+        };
+        let everything = |f: &mut PatientFacts| {
+            f.activated = true;
+            f.deceased = true;
+            f.response = Some(PatientResponse::Declined);
+            f.email_opted_out = true;
+            f.missing = missing_email();
+        };
+        let pending = |delivery: &str| StaffStatus::Pending {
+            invited_at: ts("2026-11-20T14:00:00Z"),
+            sends_in_30_days: 2,
+            delivery: delivery.to_string(),
+        };
+        // (name, patient, auto invites on, latest invite, status, words in it)
+        type Row<'a> = (
+            &'a str,
+            PatientFacts,
+            bool,
+            Option<InviteSummary>,
+            StaffStatus,
+            &'a [&'a str],
+        );
+        #[rustfmt::skip]
+        let rows: Vec<Row<'_>> = vec![
+            ("active first", facts(everything), false, Some(failed.clone()), StaffStatus::Active, &["Active"]),
+            ("then deceased", facts(|f| { everything(f); f.activated = false; }), true, Some(invite("sent")),
+                StaffStatus::Deceased, &["Deceased", "never invited"]),
+            ("then declined", facts(|f| { everything(f); f.activated = false; f.deceased = false; }), true, None,
+                StaffStatus::Declined, &["Declined", "remove the patient's response"]),
+            ("deferred", facts(|f| f.response = Some(PatientResponse::Deferred)), true, Some(invite("sent")),
+                StaffStatus::Deferred, &["Deferred"]),
+            ("then opted out", facts(|f| { f.email_opted_out = true; f.missing = missing_email(); }), true, Some(failed.clone()),
+                StaffStatus::OptedOut, &["Opted out", "opted out of email"]),
+            ("email opted out, reachable by SMS: pending", facts(|f| { f.email_opted_out = true; f.has_cell_phone = true; }),
+                true, Some(invite("sent")), pending("sent"), &["Pending"]),
+            ("delivery failed with the reason", facts(|f| f.missing = missing_email()), true, Some(failed),
+                StaffStatus::DeliveryFailed { reason: "the mail server rejected the address".into() },
+                &["Delivery failed: the mail server rejected the address", "send again"]),
+            ("delivery failed without a reason", PatientFacts::default(), true, Some(invite("failed")),
+                StaffStatus::DeliveryFailed { reason: "the invite could not be delivered".into() }, &["could not be delivered"]),
+            ("pending: sent", PatientFacts::default(), true, Some(invite("sent")), pending("sent"),
+                &["Pending: invited 2026-11-20T14:00:00Z", "2 of 4 sends in 30 days", "sent"]),
+            ("pending: queued", PatientFacts::default(), true, Some(invite("queued")), pending("waiting for delivery"),
+                &["2 of 4 sends", "waiting for delivery"]),
+            ("pending: scheduled, even with auto invites now off", PatientFacts::default(), false, Some(invite("scheduled")),
+                pending("waiting for the Auto Invite Schedule to open"), &["Auto Invite Schedule"]),
+            ("not enrolled: missing fields and auto off", facts(|f| f.missing = missing_email()), false, None,
+                StaffStatus::NotEnrolled { reasons: vec![
+                    Ineligible::MissingFields { problems: missing_email() },
+                    Ineligible::AutoInvitesOff,
+                    Ineligible::NotYetInvited,
+                ] },
+                &["Not enrolled: ", "missing or invalid: email address", "auto invites are off"]),
+            ("not enrolled: nothing sent yet", PatientFacts::default(), true, None,
+                StaffStatus::NotEnrolled { reasons: vec![Ineligible::NotYetInvited] }, &["Not enrolled: no invite is waiting or sent"]),
+            ("not enrolled: cancelled", PatientFacts::default(), true, Some(invite("cancelled")),
+                StaffStatus::NotEnrolled { reasons: vec![Ineligible::NotYetInvited] }, &["no invite"]),
+            ("not enrolled: suppressed by the cap", PatientFacts::default(), true, Some(suppressed),
+                StaffStatus::NotEnrolled { reasons: vec![Ineligible::CapReached { next_possible_at: ts("2026-12-01T13:00:00Z") }] },
+                &["4 invites were already sent", "2026-12-01T13:00:00Z"]),
+            ("suppressed without a time", PatientFacts::default(), true, Some(invite("suppressed")),
+                StaffStatus::NotEnrolled { reasons: vec![Ineligible::NotYetInvited] }, &["no invite"]),
+        ];
+        for (name, patient, auto_on, latest, expected, words) in &rows {
+            let got = staff_status(patient, *auto_on, latest.as_ref(), 2);
+            assert_eq!(&got, expected, "{name}");
+            let text = got.words();
+            for fragment in *words {
+                assert!(
+                    text.contains(fragment),
+                    "{name}: {text:?} lacks {fragment:?}"
+                );
+            }
+            assert!(!text.contains("ada@"), "{name}: no patient data");
+        }
+    }
+
+    #[test]
+    fn r14_status_json() {
+        let status = StaffStatus::Pending {
+            invited_at: ts("2026-11-20T14:00:00Z"),
+            sends_in_30_days: 3,
+            delivery: "sent".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&status).unwrap(),
+            serde_json::json!({"status": "pending", "invited_at": "2026-11-20T14:00:00Z",
+                "sends_in_30_days": 3, "delivery": "sent"})
+        );
+        assert_eq!(
+            serde_json::to_value(StaffStatus::OptedOut).unwrap(),
+            serde_json::json!({"status": "opted_out"})
+        );
+    }
 }

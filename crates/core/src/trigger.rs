@@ -10,7 +10,9 @@ pub enum Trigger {
     ChartAdded,
     /// Only required fields: a change to any other field (cell phone
     /// included) is not a trigger.
-    RequiredFieldsChanged { fields: Vec<Field> },
+    RequiredFieldsChanged {
+        fields: Vec<Field>,
+    },
     NewEncounter,
     NewAppointment,
 }
@@ -49,4 +51,129 @@ pub fn changed_required_fields(old: &Demographics, new: &Demographics) -> Vec<Fi
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Demographics {
+        Demographics {
+            first_name: Some("Ada".into()),
+            last_name: Some("Lovelace".into()),
+            date_of_birth: Some("1985-12-10".into()),
+            birth_sex: Some("F".into()),
+            zip: Some("02139".into()),
+            email: Some("ada@example.org".into()),
+            cell_phone: Some("617-253-1000".into()),
+        }
+    }
+
+    fn set(mut d: Demographics, field: Field, value: Option<&str>) -> Demographics {
+        let slot = match field {
+            Field::FirstName => &mut d.first_name,
+            Field::LastName => &mut d.last_name,
+            Field::DateOfBirth => &mut d.date_of_birth,
+            Field::BirthSex => &mut d.birth_sex,
+            Field::Zip => &mut d.zip,
+            Field::Email => &mut d.email,
+            Field::CellPhone => &mut d.cell_phone,
+        };
+        *slot = value.map(str::to_string);
+        d
+    }
+
+    /// R2(b): which edits are changes of a required field. Values are
+    /// compared normalized (trimmed, canonical spelling, email case-blind).
+    #[test]
+    fn r2_changed_required_fields() {
+        use Field::*;
+        #[rustfmt::skip]
+        let rows: &[(&str, Field, Option<&str>, &[Field])] = &[
+            ("first name", FirstName, Some("Augusta"), &[FirstName]),
+            ("last name", LastName, Some("King"), &[LastName]),
+            ("date of birth", DateOfBirth, Some("1985-12-11"), &[DateOfBirth]),
+            ("birth sex", BirthSex, Some("M"), &[BirthSex]),
+            ("zip", Zip, Some("02140"), &[Zip]),
+            ("zip to zip+4", Zip, Some("02139-4307"), &[Zip]),
+            ("email", Email, Some("ada@example.com"), &[Email]),
+            ("email local part", Email, Some("ada2@example.org"), &[Email]),
+            ("first name removed", FirstName, None, &[FirstName]),
+            ("email removed", Email, None, &[Email]),
+            ("email blanked", Email, Some("  "), &[Email]),
+            ("valid to invalid zip", Zip, Some("0213"), &[Zip]),
+            ("name case is a change", LastName, Some("LOVELACE"), &[LastName]),
+            ("cell phone changed", CellPhone, Some("617-253-1001"), &[]),
+            ("cell phone removed", CellPhone, None, &[]),
+            ("cell phone made invalid", CellPhone, Some("12"), &[]),
+            ("cell phone respelt", CellPhone, Some("+1 (617) 253-1000"), &[]),
+            ("unchanged", FirstName, Some("Ada"), &[]),
+            ("name whitespace only", FirstName, Some("  Ada \t"), &[]),
+            ("email whitespace only", Email, Some(" ada@example.org "), &[]),
+            ("email case only", Email, Some("ADA@Example.ORG"), &[]),
+            ("birth sex spelling", BirthSex, Some("female"), &[]),
+            ("birth sex case", BirthSex, Some("f"), &[]),
+            ("zip padded", Zip, Some(" 02139 "), &[]),
+            ("dob padded", DateOfBirth, Some("1985-12-10 "), &[]),
+        ];
+        for &(name, field, value, expected) in rows {
+            let new = set(base(), field, value);
+            assert_eq!(
+                changed_required_fields(&base(), &new),
+                expected,
+                "{name}: old -> new"
+            );
+            assert_eq!(
+                changed_required_fields(&new, &base()),
+                expected,
+                "{name}: new -> old"
+            );
+        }
+    }
+
+    #[test]
+    fn r2_zip_respellings_and_several_changes() {
+        let nine = set(base(), Field::Zip, Some("123456789"));
+        let plus4 = set(base(), Field::Zip, Some("12345-6789"));
+        assert_eq!(changed_required_fields(&nine, &plus4), vec![]);
+
+        let empty = Demographics::default();
+        assert_eq!(
+            changed_required_fields(&empty, &base()),
+            Field::REQUIRED.to_vec(),
+            "all six, in the order staff see them, cell phone never"
+        );
+        let mut new = set(base(), Field::Email, Some("new@example.org"));
+        new = set(new, Field::FirstName, Some("Augusta"));
+        new = set(new, Field::CellPhone, None);
+        assert_eq!(
+            changed_required_fields(&base(), &new),
+            vec![Field::FirstName, Field::Email]
+        );
+        assert_eq!(changed_required_fields(&empty, &empty), vec![]);
+    }
+
+    #[test]
+    fn r2_trigger_keys_are_distinct_and_match_serde() {
+        let triggers = [
+            Trigger::ChartAdded,
+            Trigger::RequiredFieldsChanged {
+                fields: vec![Field::Email],
+            },
+            Trigger::NewEncounter,
+            Trigger::NewAppointment,
+        ];
+        let keys: std::collections::BTreeSet<&str> = triggers.iter().map(Trigger::key).collect();
+        assert_eq!(keys.len(), 4);
+        for trigger in &triggers {
+            let json = serde_json::to_value(trigger).unwrap();
+            assert_eq!(json["kind"], trigger.key(), "{trigger:?}");
+            let back: Trigger = serde_json::from_value(json).unwrap();
+            assert_eq!(&back, trigger);
+        }
+        assert_eq!(
+            serde_json::to_value(&triggers[1]).unwrap(),
+            serde_json::json!({"kind": "required_fields_changed", "fields": ["email"]})
+        );
+    }
 }

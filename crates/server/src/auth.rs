@@ -23,7 +23,11 @@ impl FromRequestParts<AppState> for Staff {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let user = state.store.staff_by_token(token).await?.ok_or(ApiError::Unauthorized)?;
+        let user = state
+            .store
+            .staff_by_token(token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
         Ok(Staff(user))
     }
 }

@@ -12,14 +12,19 @@ use serde_json::{Value, json};
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("sign in first: send the header `Authorization: Bearer <token>` (create a token with `enroll user add`)")]
+    #[error(
+        "sign in first: send the header `Authorization: Bearer <token>` (create a token with `enroll user add`)"
+    )]
     Unauthorized,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("some fields are missing or invalid")]
-    InvalidFields { message: String, problems: Vec<FieldProblem> },
+    InvalidFields {
+        message: String,
+        problems: Vec<FieldProblem>,
+    },
     #[error("Enroll Now refused")]
     Refused(Refusal),
     #[error("internal error")]
@@ -42,10 +47,27 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, String, Value) {
         match self {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone(), Value::Null),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string(), Value::Null),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", self.to_string(), Value::Null),
-            ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone(), Value::Null),
+            ApiError::BadRequest(m) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                m.clone(),
+                Value::Null,
+            ),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                self.to_string(),
+                Value::Null,
+            ),
+            ApiError::NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                self.to_string(),
+                Value::Null,
+            ),
+            ApiError::Conflict { code, message } => {
+                (StatusCode::CONFLICT, code, message.clone(), Value::Null)
+            }
             ApiError::InvalidFields { message, problems } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_fields",
@@ -76,9 +98,12 @@ fn refusal_parts(refusal: &Refusal) -> (StatusCode, &'static str, String, Value)
         ),
         Refusal::AlreadyActive => (StatusCode::CONFLICT, "already_active", message, Value::Null),
         Refusal::Deceased => (StatusCode::CONFLICT, "deceased", message, Value::Null),
-        Refusal::PatientResponded { response } => {
-            (StatusCode::CONFLICT, "patient_responded", message, json!({ "response": response }))
-        }
+        Refusal::PatientResponded { response } => (
+            StatusCode::CONFLICT,
+            "patient_responded",
+            message,
+            json!({ "response": response }),
+        ),
         Refusal::OptedOut => (StatusCode::CONFLICT, "opted_out", message, Value::Null),
         Refusal::CapReached { next_possible_at } => (
             StatusCode::TOO_MANY_REQUESTS,

@@ -7,7 +7,11 @@
 mod api;
 mod auth;
 pub mod clock;
+pub mod dispatcher;
 mod error;
+pub mod links;
+pub mod mailbox;
+mod pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,19 +20,39 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use enroll_store::Store;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 pub use clock::{Clock, SystemClock, TestClock};
+pub use dispatcher::{Dispatcher, RoundSummary, RunningDispatcher};
 pub use error::ApiError;
+pub use links::{LINK_SECRET_SETTING, Links};
+pub use mailbox::Mailbox;
 
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    pub links: Links,
+    /// Only in `enroll demo`: the page that shows what was "sent".
+    pub mailbox: Option<Arc<Mailbox>>,
+    /// The secret path segment of the inbound SMS webhook; none = no webhook.
+    pub sms_webhook_secret: Option<String>,
+}
+
+impl AppState {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, links: Links) -> AppState {
+        AppState {
+            store,
+            clock,
+            links,
+            mailbox: None,
+            sms_webhook_secret: None,
+        }
+    }
 }
 
 /// The whole HTTP application.
@@ -37,6 +61,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api", api::router())
+        .route("/a/{token}", get(pages::activate))
+        .route(
+            "/unsubscribe/{invite}/{signature}",
+            get(pages::unsubscribe_form).post(pages::unsubscribe),
+        )
+        .route("/mailbox", get(pages::mailbox_page))
+        .route("/mailbox.json", get(pages::mailbox_json))
+        .route("/webhooks/sms/{secret}", post(pages::sms_webhook))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -88,5 +120,9 @@ pub async fn spawn(addr: SocketAddr, state: AppState) -> std::io::Result<Running
             })
             .await
     });
-    Ok(RunningServer { addr, shutdown, task })
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task,
+    })
 }

@@ -8,7 +8,6 @@
 //! are therefore serialised, and neither can make a 5th send (R7) or a second
 //! queued auto invite (R6).
 
-use sqlx::AssertSqlSafe;
 use enroll_core::{
     CAP_WINDOW, Decision, Demographics, PracticeRules, Refusal, SendHistory, Trigger,
     changed_required_fields, decide_auto, decide_manual,
@@ -16,6 +15,7 @@ use enroll_core::{
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
+use sqlx::AssertSqlSafe;
 use sqlx::{Postgres, Sqlite, Transaction};
 
 use crate::model::{
@@ -40,8 +40,13 @@ pub struct TriggerOutcome {
 pub enum EnrollOutcome {
     /// An invite was recorded; `replayed` is true when this request repeated
     /// an earlier one with the same idempotency key (no new send).
-    Queued { invite: Invite, replayed: bool },
-    Refused { refusal: Refusal },
+    Queued {
+        invite: Invite,
+        replayed: bool,
+    },
+    Refused {
+        refusal: Refusal,
+    },
 }
 
 /// An invite about to be written to the outbox.
@@ -114,7 +119,8 @@ impl Store {
         source: &Source,
         now: Timestamp,
     ) -> Result<SaveOutcome> {
-        self.save_patient(practice_id, mrn, demographics, source, now, true).await
+        self.save_patient(practice_id, mrn, demographics, source, now, true)
+            .await
     }
 
     /// Creates a patient; `DuplicateMrn` when the MRN is already known.
@@ -126,7 +132,8 @@ impl Store {
         source: &Source,
         now: Timestamp,
     ) -> Result<SaveOutcome> {
-        self.save_patient(practice_id, mrn, demographics, source, now, false).await
+        self.save_patient(practice_id, mrn, demographics, source, now, false)
+            .await
     }
 
     async fn save_patient(
@@ -149,8 +156,14 @@ impl Store {
                 let old = tx.patient(id).await?;
                 tx.write_demographics(id, &demographics, now).await?;
                 let fields = changed_required_fields(&old.demographics, &demographics);
-                tx.timeline(id, now, "demographics_updated", json!({ "required_fields_changed": fields }), source)
-                    .await?;
+                tx.timeline(
+                    id,
+                    now,
+                    "demographics_updated",
+                    json!({ "required_fields_changed": fields }),
+                    source,
+                )
+                .await?;
                 let triggers = if fields.is_empty() {
                     vec![]
                 } else {
@@ -159,18 +172,28 @@ impl Store {
                 (id, false, triggers)
             }
             None => {
-                let id = tx.insert_patient(practice_id, mrn, &demographics, now).await?;
-                tx.timeline(id, now, "chart_added", json!({}), source).await?;
+                let id = tx
+                    .insert_patient(practice_id, mrn, &demographics, now)
+                    .await?;
+                tx.timeline(id, now, "chart_added", json!({}), source)
+                    .await?;
                 (id, true, vec![Trigger::ChartAdded])
             }
         };
         let mut outcomes = Vec::with_capacity(triggers.len());
         for trigger in triggers {
-            outcomes.push(tx.apply_trigger(&practice, patient_id, trigger, source, now).await?);
+            outcomes.push(
+                tx.apply_trigger(&practice, patient_id, trigger, source, now)
+                    .await?,
+            );
         }
         let patient = tx.patient(patient_id).await?;
         tx.commit().await?;
-        Ok(SaveOutcome { patient, created, triggers: outcomes })
+        Ok(SaveOutcome {
+            patient,
+            created,
+            triggers: outcomes,
+        })
     }
 
     /// Updates a known patient by id (the API's PUT).
@@ -181,8 +204,12 @@ impl Store {
         source: &Source,
         now: Timestamp,
     ) -> Result<SaveOutcome> {
-        let patient = self.patient(patient_id).await?.ok_or(StoreError::NotFound("patient"))?;
-        self.upsert_patient(patient.practice_id, &patient.mrn, demographics, source, now).await
+        let patient = self
+            .patient(patient_id)
+            .await?
+            .ok_or(StoreError::NotFound("patient"))?;
+        self.upsert_patient(patient.practice_id, &patient.mrn, demographics, source, now)
+            .await
     }
 
     /// A new encounter or appointment (R2 c, d) for a known patient.
@@ -197,7 +224,9 @@ impl Store {
         tx.lock_patient(patient_id).await?;
         let patient = tx.patient(patient_id).await?;
         let practice = tx.practice(patient.practice_id).await?;
-        let outcome = tx.apply_trigger(&practice, patient_id, trigger, source, now).await?;
+        let outcome = tx
+            .apply_trigger(&practice, patient_id, trigger, source, now)
+            .await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -217,7 +246,10 @@ impl Store {
             && let Some(invite) = tx.invite_by_key(patient_id, key).await?
         {
             tx.commit().await?;
-            return Ok(EnrollOutcome::Queued { invite, replayed: true });
+            return Ok(EnrollOutcome::Queued {
+                invite,
+                replayed: true,
+            });
         }
         let patient = tx.patient(patient_id).await?;
         let practice = tx.practice(patient.practice_id).await?;
@@ -225,12 +257,19 @@ impl Store {
         let history = tx.send_history(patient_id, now).await?;
         let outcome = match decide_manual(&patient.facts(today), &history, now) {
             Decision::Refused { refusal } => {
-                tx.timeline(patient_id, now, "enroll_now_refused", json!({ "refusal": refusal, "message": refusal.message() }), source)
-                    .await?;
+                tx.timeline(
+                    patient_id,
+                    now,
+                    "enroll_now_refused",
+                    json!({ "refusal": refusal, "message": refusal.message() }),
+                    source,
+                )
+                .await?;
                 EnrollOutcome::Refused { refusal }
             }
             _ => {
-                tx.cancel_scheduled(patient_id, "superseded by Enroll Now", source, now).await?;
+                tx.cancel_scheduled(patient_id, "superseded by Enroll Now", source, now)
+                    .await?;
                 let new = NewInvite {
                     kind: InviteKind::Manual,
                     state: InviteState::Queued,
@@ -241,9 +280,18 @@ impl Store {
                     idempotency_key,
                 };
                 let invite = tx.insert_invite(&patient, &new, source, now).await?;
-                tx.timeline(patient_id, now, "invite_queued", json!({ "invite_id": invite.id, "kind": "manual" }), source)
-                    .await?;
-                EnrollOutcome::Queued { invite, replayed: false }
+                tx.timeline(
+                    patient_id,
+                    now,
+                    "invite_queued",
+                    json!({ "invite_id": invite.id, "kind": "manual" }),
+                    source,
+                )
+                .await?;
+                EnrollOutcome::Queued {
+                    invite,
+                    replayed: false,
+                }
             }
         };
         tx.commit().await?;
@@ -251,7 +299,12 @@ impl Store {
     }
 
     /// Marks the patient active (R10's end): cancels every queued invite.
-    pub async fn mark_activated(&self, patient_id: i64, source: &Source, now: Timestamp) -> Result<()> {
+    pub async fn mark_activated(
+        &self,
+        patient_id: i64,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         tx.lock_patient(patient_id).await?;
         on_tx!(&mut tx, c => {
@@ -261,8 +314,15 @@ impl Store {
                 .execute(c)
                 .await.map(|r| r.rows_affected())
         })?;
-        tx.timeline(patient_id, now, "activated", json!({}), source).await?;
-        tx.cancel_pending(patient_id, "the patient activated the portal account", source, now).await?;
+        tx.timeline(patient_id, now, "activated", json!({}), source)
+            .await?;
+        tx.cancel_pending(
+            patient_id,
+            "the patient activated the portal account",
+            source,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -315,12 +375,15 @@ impl Tx {
 
     pub(crate) async fn patient(&mut self, patient_id: i64) -> Result<Patient> {
         let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1");
-        let row: Option<PatientRow> =
-            on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_optional(c).await)?;
+        let row: Option<PatientRow> = on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_optional(c).await)?;
         row.ok_or(StoreError::NotFound("patient"))?.into_patient()
     }
 
-    pub(crate) async fn patient_id_by_mrn(&mut self, practice_id: i64, mrn: &str) -> Result<Option<i64>> {
+    pub(crate) async fn patient_id_by_mrn(
+        &mut self,
+        practice_id: i64,
+        mrn: &str,
+    ) -> Result<Option<i64>> {
         Ok(on_tx!(self, c => {
             sqlx::query_scalar("SELECT id FROM patients WHERE practice_id = $1 AND mrn = $2")
                 .bind(practice_id)
@@ -364,7 +427,12 @@ impl Tx {
         }
     }
 
-    pub(crate) async fn write_demographics(&mut self, id: i64, d: &Demographics, now: Timestamp) -> Result<()> {
+    pub(crate) async fn write_demographics(
+        &mut self,
+        id: i64,
+        d: &Demographics,
+        now: Timestamp,
+    ) -> Result<()> {
         on_tx!(self, c => {
             sqlx::query(
                 "UPDATE patients SET first_name = $1, last_name = $2, first_name_lc = $3, \
@@ -390,7 +458,11 @@ impl Tx {
 
     /// The counted sends of the last 30 days and whether an auto invite is
     /// still waiting (R6, R7).
-    pub(crate) async fn send_history(&mut self, patient_id: i64, now: Timestamp) -> Result<SendHistory> {
+    pub(crate) async fn send_history(
+        &mut self,
+        patient_id: i64,
+        now: Timestamp,
+    ) -> Result<SendHistory> {
         let since = to_ms(now) - CAP_WINDOW.as_millis() as i64;
         let counted: Vec<i64> = on_tx!(self, c => {
             sqlx::query_scalar(
@@ -412,7 +484,10 @@ impl Tx {
             .await
         })?;
         Ok(SendHistory {
-            counted_sends: counted.into_iter().map(crate::from_ms).collect::<Result<_>>()?,
+            counted_sends: counted
+                .into_iter()
+                .map(crate::from_ms)
+                .collect::<Result<_>>()?,
             auto_invite_pending: pending > 0,
         })
     }
@@ -433,7 +508,10 @@ impl Tx {
         let patient = self.patient(patient_id).await?;
         let facts = patient.facts(schedule.local_date(now));
         let history = self.send_history(patient_id, now).await?;
-        let rules = PracticeRules { auto_invites_on: practice.auto_invites_on, schedule: &schedule };
+        let rules = PracticeRules {
+            auto_invites_on: practice.auto_invites_on,
+            schedule: &schedule,
+        };
         let decision = decide_auto(&trigger, &facts, &rules, &history, now);
         let key = trigger.key();
         let new = match &decision {
@@ -450,8 +528,13 @@ impl Tx {
             None => None,
         };
         let detail = json!({ "trigger": trigger, "decision": decision, "invite_id": invite_id });
-        self.timeline(patient_id, now, "trigger", detail, source).await?;
-        Ok(TriggerOutcome { trigger, decision, invite_id })
+        self.timeline(patient_id, now, "trigger", detail, source)
+            .await?;
+        Ok(TriggerOutcome {
+            trigger,
+            decision,
+            invite_id,
+        })
     }
 
     async fn insert_invite(
@@ -486,10 +569,15 @@ impl Tx {
         row.into_invite()
     }
 
-    pub(crate) async fn invite_by_key(&mut self, patient_id: i64, key: &str) -> Result<Option<Invite>> {
-        let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE patient_id = $1 AND idempotency_key = $2");
-        let row: Option<InviteRow> =
-            on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).bind(key).fetch_optional(c).await)?;
+    pub(crate) async fn invite_by_key(
+        &mut self,
+        patient_id: i64,
+        key: &str,
+    ) -> Result<Option<Invite>> {
+        let sql = format!(
+            "SELECT {INVITE_COLUMNS} FROM invites WHERE patient_id = $1 AND idempotency_key = $2"
+        );
+        let row: Option<InviteRow> = on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).bind(key).fetch_optional(c).await)?;
         row.map(InviteRow::into_invite).transpose()
     }
 
@@ -506,21 +594,40 @@ impl Tx {
             "UPDATE invites SET state = 'cancelled', failure_reason = $1 \
              WHERE patient_id = $2 AND state IN ({states}) RETURNING id"
         );
-        let ids: Vec<i64> =
-            on_tx!(self, c => sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(reason).bind(patient_id).fetch_all(c).await)?;
+        let ids: Vec<i64> = on_tx!(self, c => sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(reason).bind(patient_id).fetch_all(c).await)?;
         for id in ids {
-            self.timeline(patient_id, now, "invite_cancelled", json!({ "invite_id": id, "reason": reason }), source)
-                .await?;
+            self.timeline(
+                patient_id,
+                now,
+                "invite_cancelled",
+                json!({ "invite_id": id, "reason": reason }),
+                source,
+            )
+            .await?;
         }
         Ok(())
     }
 
-    pub(crate) async fn cancel_scheduled(&mut self, patient_id: i64, reason: &str, source: &Source, now: Timestamp) -> Result<()> {
-        self.cancel_in_states(patient_id, "'scheduled'", reason, source, now).await
+    pub(crate) async fn cancel_scheduled(
+        &mut self,
+        patient_id: i64,
+        reason: &str,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.cancel_in_states(patient_id, "'scheduled'", reason, source, now)
+            .await
     }
 
-    pub(crate) async fn cancel_pending(&mut self, patient_id: i64, reason: &str, source: &Source, now: Timestamp) -> Result<()> {
-        self.cancel_in_states(patient_id, "'scheduled', 'queued'", reason, source, now).await
+    pub(crate) async fn cancel_pending(
+        &mut self,
+        patient_id: i64,
+        reason: &str,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.cancel_in_states(patient_id, "'scheduled', 'queued'", reason, source, now)
+            .await
     }
 
     /// Appends one line to the patient's timeline.

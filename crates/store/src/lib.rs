@@ -18,6 +18,7 @@ mod model;
 mod outbox;
 mod patients;
 mod practices;
+mod settings;
 mod staff;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -30,13 +31,15 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use enrollment::{EnrollOutcome, TriggerOutcome};
-pub use outbox::{
-    Channel, ChannelResult, DeliveryJob, DeliveryPolicy, DeliveryReport, FailedDelivery, Finished, Prepared,
-};
 pub use model::{
     AuditEntry, Invite, InviteKind, InviteState, NewPractice, Patient, PatientQuery, Practice,
     SaveOutcome, Source, StaffUser, TimelineEntry,
 };
+pub use outbox::{
+    Channel, ChannelResult, DeliveryJob, DeliveryPolicy, DeliveryReport, FailedDelivery, Finished,
+    Prepared,
+};
+pub use settings::ActivationLink;
 pub use staff::hash_token;
 
 /// Errors of the storage layer. Messages never contain patient data.

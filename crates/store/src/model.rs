@@ -21,7 +21,11 @@ pub struct Source {
 
 impl Source {
     pub fn new(channel: &str, actor: Option<&str>) -> Source {
-        Source { channel: channel.to_string(), reference: None, actor: actor.map(str::to_string) }
+        Source {
+            channel: channel.to_string(),
+            reference: None,
+            actor: actor.map(str::to_string),
+        }
     }
 
     pub fn with_reference(mut self, reference: impl Into<String>) -> Source {
@@ -104,9 +108,15 @@ impl Patient {
     /// practice's local date).
     pub fn facts(&self, today: Date) -> PatientFacts {
         let checked = check(&self.demographics, today);
-        let has_cell_phone = checked.valid.as_ref().is_some_and(|v| v.cell_phone.is_some())
+        let has_cell_phone = checked
+            .valid
+            .as_ref()
+            .is_some_and(|v| v.cell_phone.is_some())
             || (self.demographics.cell_phone.is_some()
-                && !checked.problems.iter().any(|p| p.field == enroll_core::Field::CellPhone));
+                && !checked
+                    .problems
+                    .iter()
+                    .any(|p| p.field == enroll_core::Field::CellPhone));
         PatientFacts {
             activated: self.activated_at.is_some(),
             deceased: self.deceased,
@@ -155,7 +165,10 @@ impl PatientRow {
             Some("declined") => Some(PatientResponse::Declined),
             Some("deferred") => Some(PatientResponse::Deferred),
             Some(other) => {
-                return Err(StoreError::Corrupt(format!("patient {} response {other:?}", self.id)));
+                return Err(StoreError::Corrupt(format!(
+                    "patient {} response {other:?}",
+                    self.id
+                )));
             }
         };
         Ok(Patient {
@@ -310,10 +323,16 @@ impl InviteRow {
         let kind = match self.kind.as_str() {
             "auto" => InviteKind::Auto,
             "manual" => InviteKind::Manual,
-            other => return Err(StoreError::Corrupt(format!("invite {} kind {other:?}", self.id))),
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "invite {} kind {other:?}",
+                    self.id
+                )));
+            }
         };
-        let state = InviteState::parse(&self.state)
-            .ok_or_else(|| StoreError::Corrupt(format!("invite {} state {:?}", self.id, self.state)))?;
+        let state = InviteState::parse(&self.state).ok_or_else(|| {
+            StoreError::Corrupt(format!("invite {} state {:?}", self.id, self.state))
+        })?;
         Ok(Invite {
             id: self.id,
             patient_id: self.patient_id,

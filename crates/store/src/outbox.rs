@@ -34,6 +34,8 @@ pub struct DeliveryPolicy {
     pub longest_retry: SignedDuration,
     /// Lifetime of the activation link (R10: 30 days by default).
     pub link_lifetime: SignedDuration,
+    /// False when no SMS provider is configured: invites go by email only.
+    pub sms_enabled: bool,
 }
 
 impl Default for DeliveryPolicy {
@@ -44,6 +46,7 @@ impl Default for DeliveryPolicy {
             first_retry: SignedDuration::from_secs(30),
             longest_retry: SignedDuration::from_hours(1),
             link_lifetime: SignedDuration::from_hours(30 * 24),
+            sms_enabled: false,
         }
     }
 }
@@ -54,7 +57,8 @@ impl DeliveryPolicy {
     /// together (an SMTP server down) do not come back in one burst.
     pub fn retry_delay(&self, attempt: i64, jitter: f64) -> SignedDuration {
         let doublings = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let base = self.first_retry.as_secs_f64() * f64::from(2u32.saturating_pow(doublings.min(20)));
+        let base =
+            self.first_retry.as_secs_f64() * f64::from(2u32.saturating_pow(doublings.min(20)));
         let capped = base.min(self.longest_retry.as_secs_f64());
         let spread = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
         SignedDuration::from_secs_f64(capped * spread)
@@ -102,7 +106,9 @@ pub enum Prepared {
     Send(DeliveryJob),
     /// Nothing to send now; the invite was rescheduled, suppressed,
     /// cancelled, or is no longer this dispatcher's.
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 /// What one channel said.
@@ -122,8 +128,12 @@ pub struct DeliveryReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finished {
     Sent,
-    Retry { at: Timestamp },
-    Failed { reason: String },
+    Retry {
+        at: Timestamp,
+    },
+    Failed {
+        reason: String,
+    },
     /// Another dispatcher finished the invite first (our lease ran out).
     AlreadyDone,
 }
@@ -201,7 +211,9 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let Some(invite) = tx.claimed_invite(invite_id, worker, now).await? else {
             tx.commit().await?;
-            return Ok(Prepared::Skipped { reason: "no longer claimed by this dispatcher".into() });
+            return Ok(Prepared::Skipped {
+                reason: "no longer claimed by this dispatcher".into(),
+            });
         };
         tx.lock_patient(invite.patient_id).await?;
         let prepared = tx.prepare_locked(&invite, policy, now).await?;
@@ -270,7 +282,9 @@ impl Store {
     /// Records an email opt-out (the unsubscribe page) for the patient the
     /// invite went to. Returns false for an unknown invite.
     pub async fn opt_out_email_by_invite(&self, invite_id: i64, now: Timestamp) -> Result<bool> {
-        let Some(invite) = self.invite_by_id(invite_id).await? else { return Ok(false) };
+        let Some(invite) = self.invite_by_id(invite_id).await? else {
+            return Ok(false);
+        };
         let mut tx = self.begin_write().await?;
         tx.lock_patient(invite.patient_id).await?;
         on_tx!(&mut tx, c => {
@@ -282,21 +296,37 @@ impl Store {
                 .map(|r| r.rows_affected())
         })?;
         let source = Source::new("patient", None).with_reference(format!("invite {invite_id}"));
-        tx.timeline(invite.patient_id, now, "email_opted_out", json!({ "invite_id": invite_id }), &source).await?;
+        tx.timeline(
+            invite.patient_id,
+            now,
+            "email_opted_out",
+            json!({ "invite_id": invite_id }),
+            &source,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Records an SMS opt-out (STOP) or opt-in (START) for every patient whose
     /// cell phone is `e164`. Returns how many patients it concerned.
-    pub async fn set_sms_opt_out_by_phone(&self, e164: &str, opted_out: bool, now: Timestamp) -> Result<usize> {
+    pub async fn set_sms_opt_out_by_phone(
+        &self,
+        e164: &str,
+        opted_out: bool,
+        now: Timestamp,
+    ) -> Result<usize> {
         let ids: Vec<i64> = crate::on_pool!(self, pool => {
             sqlx::query_scalar("SELECT id FROM patients WHERE cell_phone = $1 ORDER BY id")
                 .bind(e164)
                 .fetch_all(pool)
                 .await
         })?;
-        let kind = if opted_out { "sms_opted_out" } else { "sms_opted_in" };
+        let kind = if opted_out {
+            "sms_opted_out"
+        } else {
+            "sms_opted_in"
+        };
         let source = Source::new("sms", None).with_reference("inbound text");
         for &id in &ids {
             let mut tx = self.begin_write().await?;
@@ -340,10 +370,18 @@ impl FailedRow {
             patient_id: self.patient_id,
             first_name: self.first_name,
             last_name: self.last_name,
-            state: if retrying { InviteState::Queued } else { InviteState::Failed },
+            state: if retrying {
+                InviteState::Queued
+            } else {
+                InviteState::Failed
+            },
             created_at: from_ms(self.created_at)?,
             attempts: self.attempts,
-            next_retry_at: if retrying { Some(from_ms(self.due_at)?) } else { None },
+            next_retry_at: if retrying {
+                Some(from_ms(self.due_at)?)
+            } else {
+                None
+            },
             channel: self.channel,
             address: self.address,
             reason: self.failure_reason,
@@ -363,7 +401,12 @@ fn trigger_from_key(key: Option<&str>) -> Trigger {
 }
 
 impl Tx {
-    async fn claimed_invite(&mut self, invite_id: i64, worker: &str, now: Timestamp) -> Result<Option<Invite>> {
+    async fn claimed_invite(
+        &mut self,
+        invite_id: i64,
+        worker: &str,
+        now: Timestamp,
+    ) -> Result<Option<Invite>> {
         let sql = format!(
             "SELECT {INVITE_COLUMNS} FROM invites WHERE id = $1 AND claimed_by = $2 AND claimed_until >= $3 \
              AND state IN ('scheduled', 'queued')"
@@ -374,7 +417,12 @@ impl Tx {
         row.map(InviteRow::into_invite).transpose()
     }
 
-    async fn prepare_locked(&mut self, invite: &Invite, policy: &DeliveryPolicy, now: Timestamp) -> Result<Prepared> {
+    async fn prepare_locked(
+        &mut self,
+        invite: &Invite,
+        policy: &DeliveryPolicy,
+        now: Timestamp,
+    ) -> Result<Prepared> {
         let patient = self.patient(invite.patient_id).await?;
         let practice = self.practice(invite.practice_id).await?;
         let today = local_today(&practice, now)?;
@@ -385,27 +433,36 @@ impl Tx {
             // An auto invite waiting for the schedule: the whole decision
             // again, as if its trigger happened now (R4-R7), except that it
             // does not coalesce with itself.
-            let schedule = practice
-                .schedule
-                .validate()
-                .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id)))?;
+            let schedule = practice.schedule.validate().map_err(|e| {
+                StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id))
+            })?;
             let mut history = self.send_history(patient.id, now).await?;
             history.auto_invite_pending = false;
-            let rules = PracticeRules { auto_invites_on: practice.auto_invites_on, schedule: &schedule };
+            let rules = PracticeRules {
+                auto_invites_on: practice.auto_invites_on,
+                schedule: &schedule,
+            };
             let trigger = trigger_from_key(invite.trigger.as_deref());
             match decide_auto(&trigger, &facts, &rules, &history, now) {
                 Decision::SendNow => self.count_now(invite.id, now).await?,
                 Decision::Queue { at } => {
                     self.reschedule(invite.id, at).await?;
                     let detail = json!({ "invite_id": invite.id, "due_at": at });
-                    self.timeline(patient.id, now, "invite_rescheduled", detail, &source).await?;
-                    return Ok(Prepared::Skipped { reason: "outside the schedule".into() });
+                    self.timeline(patient.id, now, "invite_rescheduled", detail, &source)
+                        .await?;
+                    return Ok(Prepared::Skipped {
+                        reason: "outside the schedule".into(),
+                    });
                 }
                 Decision::Suppressed { next_possible_at } => {
                     self.suppress(invite.id, next_possible_at).await?;
-                    let detail = json!({ "invite_id": invite.id, "next_possible_at": next_possible_at });
-                    self.timeline(patient.id, now, "invite_suppressed", detail, &source).await?;
-                    return Ok(Prepared::Skipped { reason: "cap reached".into() });
+                    let detail =
+                        json!({ "invite_id": invite.id, "next_possible_at": next_possible_at });
+                    self.timeline(patient.id, now, "invite_suppressed", detail, &source)
+                        .await?;
+                    return Ok(Prepared::Skipped {
+                        reason: "cap reached".into(),
+                    });
                 }
                 Decision::NotInvited { reasons } => {
                     let words: Vec<String> = reasons.iter().map(|r| r.message()).collect();
@@ -415,23 +472,34 @@ impl Tx {
                     return self.cancel_one(invite, "superseded", now).await;
                 }
             }
-        } else if let Decision::Refused { refusal } = decide_manual(&facts, &SendHistory::default(), now) {
+        } else if let Decision::Refused { refusal } =
+            decide_manual(&facts, &SendHistory::default(), now)
+        {
             // Already counted: only whether the patient may still be invited
             // matters (activated, opted out, lost a field meanwhile...).
             return self.cancel_one(invite, &refusal.message(), now).await;
         }
 
         let Some(valid) = check(&patient.demographics, today).valid else {
-            return self.cancel_one(invite, "required fields are missing", now).await;
+            return self
+                .cancel_one(invite, "required fields are missing", now)
+                .await;
         };
-        let (email, cell_phone) = self.channels(&valid, &facts, now).await?;
+        let (email, cell_phone) = self
+            .channels(&valid, &facts, policy.sms_enabled, now)
+            .await?;
         if email.is_none() && cell_phone.is_none() {
             // Email opted out and the number has had its texts for now (R13).
-            let at = now.checked_add(SignedDuration::from_hours(24)).unwrap_or(Timestamp::MAX);
+            let at = now
+                .checked_add(SignedDuration::from_hours(24))
+                .unwrap_or(Timestamp::MAX);
             self.reschedule(invite.id, at).await?;
             let detail = json!({ "invite_id": invite.id, "due_at": at, "reason": "SMS limit for this number" });
-            self.timeline(patient.id, now, "invite_rescheduled", detail, &source).await?;
-            return Ok(Prepared::Skipped { reason: "SMS limit".into() });
+            self.timeline(patient.id, now, "invite_rescheduled", detail, &source)
+                .await?;
+            return Ok(Prepared::Skipped {
+                reason: "SMS limit".into(),
+            });
         }
         let resumed = self.mark_interrupted(invite.id, now).await?;
         let attempt = invite.attempts + 1;
@@ -445,17 +513,29 @@ impl Tx {
                 .map(|r| r.rows_affected())
         })?;
         let token = new_token();
-        let sent_to = email.clone().or_else(|| cell_phone.clone()).unwrap_or_default();
-        self.insert_token(invite, &token, &sent_to, now, policy.link_lifetime).await?;
+        let sent_to = email
+            .clone()
+            .or_else(|| cell_phone.clone())
+            .unwrap_or_default();
+        self.insert_token(invite, &token, &sent_to, now, policy.link_lifetime)
+            .await?;
         for (channel, address) in [(Channel::Email, &email), (Channel::Sms, &cell_phone)] {
             if let Some(address) = address {
-                self.insert_delivery(invite, channel, address, attempt, now).await?;
+                self.insert_delivery(invite, channel, address, attempt, now)
+                    .await?;
             }
         }
         if resumed {
             let detail = json!({ "invite_id": invite.id, "attempt": attempt,
                 "note": "the previous attempt stopped after handing the invite over; sending again with the same Message-ID" });
-            self.timeline(patient.id, now, "invite_resent_after_interruption", detail, &source).await?;
+            self.timeline(
+                patient.id,
+                now,
+                "invite_resent_after_interruption",
+                detail,
+                &source,
+            )
+            .await?;
         }
         Ok(Prepared::Send(DeliveryJob {
             invite_id: invite.id,
@@ -479,15 +559,21 @@ impl Tx {
         &mut self,
         valid: &ValidFields,
         facts: &enroll_core::PatientFacts,
+        sms_enabled: bool,
         now: Timestamp,
     ) -> Result<(Option<String>, Option<String>)> {
         let email = (!facts.email_opted_out).then(|| valid.email.as_str().to_string());
         let mut cell_phone = None;
         if let Some(phone) = &valid.cell_phone
+            && sms_enabled
             && !facts.sms_opted_out
         {
-            let day = self.texts_to(phone.as_str(), now - SignedDuration::from_hours(24)).await?;
-            let week = self.texts_to(phone.as_str(), now - SignedDuration::from_hours(7 * 24)).await?;
+            let day = self
+                .texts_to(phone.as_str(), now - SignedDuration::from_hours(24))
+                .await?;
+            let week = self
+                .texts_to(phone.as_str(), now - SignedDuration::from_hours(7 * 24))
+                .await?;
             if day < SMS_PER_DAY && week < SMS_PER_WEEK {
                 cell_phone = Some(phone.as_str().to_string());
             }
@@ -547,7 +633,12 @@ impl Tx {
         Ok(())
     }
 
-    async fn cancel_one(&mut self, invite: &Invite, reason: &str, now: Timestamp) -> Result<Prepared> {
+    async fn cancel_one(
+        &mut self,
+        invite: &Invite,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Prepared> {
         on_tx!(self, c => {
             sqlx::query(
                 "UPDATE invites SET state = 'cancelled', failure_reason = $1, claimed_by = NULL, \
@@ -560,8 +651,17 @@ impl Tx {
             .map(|r| r.rows_affected())
         })?;
         let detail = json!({ "invite_id": invite.id, "reason": reason });
-        self.timeline(invite.patient_id, now, "invite_cancelled", detail, &system()).await?;
-        Ok(Prepared::Skipped { reason: reason.to_string() })
+        self.timeline(
+            invite.patient_id,
+            now,
+            "invite_cancelled",
+            detail,
+            &system(),
+        )
+        .await?;
+        Ok(Prepared::Skipped {
+            reason: reason.to_string(),
+        })
     }
 
     /// Marks `sending` rows of an earlier attempt as interrupted; true if any.
@@ -675,12 +775,16 @@ impl Tx {
         jitter: f64,
         now: Timestamp,
     ) -> Result<Finished> {
-        let results: Vec<(Channel, &ChannelResult)> = [(Channel::Email, &report.email), (Channel::Sms, &report.sms)]
-            .into_iter()
-            .filter_map(|(channel, r)| r.as_ref().map(|r| (channel, r)))
+        let results: Vec<(Channel, &ChannelResult)> =
+            [(Channel::Email, &report.email), (Channel::Sms, &report.sms)]
+                .into_iter()
+                .filter_map(|(channel, r)| r.as_ref().map(|r| (channel, r)))
+                .collect();
+        let sent: Vec<Channel> = results
+            .iter()
+            .filter(|(_, r)| matches!(r, ChannelResult::Sent { .. }))
+            .map(|(c, _)| *c)
             .collect();
-        let sent: Vec<Channel> =
-            results.iter().filter(|(_, r)| matches!(r, ChannelResult::Sent { .. })).map(|(c, _)| *c).collect();
         let transient = results.iter().find_map(|(c, r)| match r {
             ChannelResult::Transient(e) => Some(format!("{}: {e}", c.key())),
             _ => None,
@@ -692,15 +796,19 @@ impl Tx {
         let source = system();
         if !sent.is_empty() {
             let note = permanent.clone().or(transient.clone());
-            self.set_final(job.invite_id, "sent", Some(now), note.as_deref()).await?;
+            self.set_final(job.invite_id, "sent", Some(now), note.as_deref())
+                .await?;
             let detail = json!({ "invite_id": job.invite_id, "channels": sent, "attempt": job.attempt, "other_channel": note });
-            self.timeline(job.patient_id, now, "invite_sent", detail, &source).await?;
+            self.timeline(job.patient_id, now, "invite_sent", detail, &source)
+                .await?;
             return Ok(Finished::Sent);
         }
         if let Some(reason) = transient
             && job.attempt < policy.max_attempts
         {
-            let at = now.checked_add(policy.retry_delay(job.attempt, jitter)).unwrap_or(Timestamp::MAX);
+            let at = now
+                .checked_add(policy.retry_delay(job.attempt, jitter))
+                .unwrap_or(Timestamp::MAX);
             on_tx!(self, c => {
                 sqlx::query(
                     "UPDATE invites SET due_at = $1, failure_reason = $2, claimed_by = NULL, claimed_until = NULL \
@@ -714,10 +822,22 @@ impl Tx {
                 .map(|r| r.rows_affected())
             })?;
             let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "retry_at": at, "reason": reason });
-            self.timeline(job.patient_id, now, "invite_retry_scheduled", detail, &source).await?;
+            self.timeline(
+                job.patient_id,
+                now,
+                "invite_retry_scheduled",
+                detail,
+                &source,
+            )
+            .await?;
             return Ok(Finished::Retry { at });
         }
-        let reason = match (permanent, results.iter().any(|(_, r)| matches!(r, ChannelResult::Transient(_)))) {
+        let reason = match (
+            permanent,
+            results
+                .iter()
+                .any(|(_, r)| matches!(r, ChannelResult::Transient(_))),
+        ) {
             (Some(p), false) => p,
             (p, _) => format!(
                 "gave up after {} attempts{}",
@@ -725,13 +845,22 @@ impl Tx {
                 p.map(|p| format!(" ({p})")).unwrap_or_default()
             ),
         };
-        self.set_final(job.invite_id, "failed", None, Some(&reason)).await?;
-        let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
-        self.timeline(job.patient_id, now, "invite_failed", detail, &source).await?;
+        self.set_final(job.invite_id, "failed", None, Some(&reason))
+            .await?;
+        let detail =
+            json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
+        self.timeline(job.patient_id, now, "invite_failed", detail, &source)
+            .await?;
         Ok(Finished::Failed { reason })
     }
 
-    async fn set_final(&mut self, invite_id: i64, state: &str, sent_at: Option<Timestamp>, note: Option<&str>) -> Result<()> {
+    async fn set_final(
+        &mut self,
+        invite_id: i64,
+        state: &str,
+        sent_at: Option<Timestamp>,
+        note: Option<&str>,
+    ) -> Result<()> {
         on_tx!(self, c => {
             sqlx::query(
                 "UPDATE invites SET state = $1, sent_at = $2, failure_reason = $3, claimed_by = NULL, \
@@ -749,12 +878,14 @@ impl Tx {
     }
 }
 
-/// 256 random bits, hex: an unguessable activation token (R10).
+/// 128 random bits (R10's minimum), base64url: 22 characters, so that the
+/// activation link fits in a 160-character text (R13).
 fn new_token() -> String {
+    use base64::Engine;
     use rand::RngCore;
-    let mut bytes = [0u8; 32];
+    let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -774,7 +905,10 @@ mod tests {
         ];
         for (attempt, jitter, seconds) in cases {
             let delay = policy.retry_delay(attempt, jitter).as_secs_f64();
-            assert!((delay - seconds).abs() < 0.01, "attempt {attempt} jitter {jitter}: {delay}");
+            assert!(
+                (delay - seconds).abs() < 0.01,
+                "attempt {attempt} jitter {jitter}: {delay}"
+            );
         }
     }
 }

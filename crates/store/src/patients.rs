@@ -1,12 +1,10 @@
 //! Reading patients, their invites and their timeline.
 
-use sqlx::AssertSqlSafe;
 use enroll_core::{CAP_WINDOW, InviteSummary, StaffStatus, sends_in_window, staff_status};
 use jiff::Timestamp;
+use sqlx::AssertSqlSafe;
 
-use crate::model::{
-    INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow, TimelineRow,
-};
+use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow, TimelineRow};
 use crate::{
     Invite, Patient, PatientQuery, Result, Store, StoreError, TimelineEntry, on_pool, to_ms,
 };
@@ -17,8 +15,7 @@ const MAX_SEARCH_RESULTS: i64 = 200;
 impl Store {
     pub async fn patient(&self, id: i64) -> Result<Option<Patient>> {
         let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1");
-        let row: Option<PatientRow> =
-            on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(pool).await)?;
+        let row: Option<PatientRow> = on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(pool).await)?;
         row.map(PatientRow::into_patient).transpose()
     }
 
@@ -52,8 +49,7 @@ impl Store {
 
     pub async fn patient_invites(&self, patient_id: i64) -> Result<Vec<Invite>> {
         let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE patient_id = $1 ORDER BY id");
-        let rows: Vec<InviteRow> =
-            on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_all(pool).await)?;
+        let rows: Vec<InviteRow> = on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_all(pool).await)?;
         rows.into_iter().map(InviteRow::into_invite).collect()
     }
 
@@ -72,7 +68,10 @@ impl Store {
 
     /// The status staff see (R14), computed from the record and its invites.
     pub async fn patient_status(&self, patient: &Patient, now: Timestamp) -> Result<StaffStatus> {
-        let practice = self.practice(patient.practice_id).await?.ok_or(StoreError::NotFound("practice"))?;
+        let practice = self
+            .practice(patient.practice_id)
+            .await?
+            .ok_or(StoreError::NotFound("practice"))?;
         let schedule = practice
             .schedule
             .validate()
@@ -100,14 +99,21 @@ impl Store {
 
     /// Counts patients, for `enroll doctor` and the demo.
     pub async fn count_patients(&self) -> Result<i64> {
-        Ok(on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM patients").fetch_one(pool).await)?)
+        Ok(
+            on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM patients").fetch_one(pool).await)?,
+        )
     }
 
     /// Invites in a state, oldest due first (work lists; the dispatcher).
-    pub async fn invites_in_state(&self, state: crate::InviteState, limit: i64) -> Result<Vec<Invite>> {
-        let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE state = $1 ORDER BY due_at, id LIMIT $2");
-        let rows: Vec<InviteRow> =
-            on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(state.key()).bind(limit).fetch_all(pool).await)?;
+    pub async fn invites_in_state(
+        &self,
+        state: crate::InviteState,
+        limit: i64,
+    ) -> Result<Vec<Invite>> {
+        let sql = format!(
+            "SELECT {INVITE_COLUMNS} FROM invites WHERE state = $1 ORDER BY due_at, id LIMIT $2"
+        );
+        let rows: Vec<InviteRow> = on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(state.key()).bind(limit).fetch_all(pool).await)?;
         rows.into_iter().map(InviteRow::into_invite).collect()
     }
 
@@ -131,7 +137,10 @@ impl Invite {
     /// permanent failure or a cancelled invite does not.
     pub fn counts_toward_cap(&self) -> bool {
         self.counted_at.is_some()
-            && !matches!(self.state, crate::InviteState::Failed | crate::InviteState::Cancelled)
+            && !matches!(
+                self.state,
+                crate::InviteState::Failed | crate::InviteState::Cancelled
+            )
     }
 }
 
@@ -139,9 +148,16 @@ impl Invite {
 /// ("smith%", "jo%") for "smith, jo". LIKE wildcards typed by the user are
 /// dropped so they cannot widen the search.
 fn name_prefixes(name: Option<&str>) -> (Option<String>, Option<String>) {
-    let Some(name) = name else { return (None, None) };
+    let Some(name) = name else {
+        return (None, None);
+    };
     let clean = |s: &str| -> Option<String> {
-        let s: String = s.trim().to_lowercase().chars().filter(|c| *c != '%' && *c != '_').collect();
+        let s: String = s
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| *c != '%' && *c != '_')
+            .collect();
         (!s.is_empty()).then(|| format!("{s}%"))
     };
     match name.split_once(',') {
@@ -157,7 +173,10 @@ mod tests {
     #[test]
     fn name_filter_splits_last_and_first() {
         assert_eq!(name_prefixes(Some("Smith")), (Some("smith%".into()), None));
-        assert_eq!(name_prefixes(Some(" smith , Jo ")), (Some("smith%".into()), Some("jo%".into())));
+        assert_eq!(
+            name_prefixes(Some(" smith , Jo ")),
+            (Some("smith%".into()), Some("jo%".into()))
+        );
         assert_eq!(name_prefixes(Some("%_")), (None, None));
         assert_eq!(name_prefixes(None), (None, None));
     }

@@ -48,7 +48,12 @@ impl Store {
 
     /// Turns auto invites on or off (R3). Turning them on does not queue the
     /// backlog: only triggers from now on are decided.
-    pub async fn set_auto_invites(&self, practice_id: i64, on: bool, go_live: Option<Date>) -> Result<Practice> {
+    pub async fn set_auto_invites(
+        &self,
+        practice_id: i64,
+        on: bool,
+        go_live: Option<Date>,
+    ) -> Result<Practice> {
         let go_live = go_live.map(|d| d.to_string());
         let changed = on_pool!(self, pool => {
             sqlx::query(
@@ -63,7 +68,9 @@ impl Store {
         if changed == 0 {
             return Err(StoreError::NotFound("practice"));
         }
-        self.practice(practice_id).await?.ok_or(StoreError::NotFound("practice"))
+        self.practice(practice_id)
+            .await?
+            .ok_or(StoreError::NotFound("practice"))
     }
 
     /// Replaces the schedule (callers validate it first).
@@ -79,7 +86,9 @@ impl Store {
         if changed == 0 {
             return Err(StoreError::NotFound("practice"));
         }
-        self.practice(practice_id).await?.ok_or(StoreError::NotFound("practice"))
+        self.practice(practice_id)
+            .await?
+            .ok_or(StoreError::NotFound("practice"))
     }
 }
 

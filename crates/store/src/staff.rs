@@ -22,7 +22,12 @@ struct StaffRow {
 
 impl From<StaffRow> for StaffUser {
     fn from(r: StaffRow) -> StaffUser {
-        StaffUser { id: r.id, username: r.username, display_name: r.display_name, role: r.role }
+        StaffUser {
+            id: r.id,
+            username: r.username,
+            display_name: r.display_name,
+            role: r.role,
+        }
     }
 }
 
@@ -72,7 +77,13 @@ impl Store {
     }
 
     /// Records that `actor` did `action` (view, search, update...) on a patient.
-    pub async fn audit(&self, actor: &str, action: &str, patient_id: Option<i64>, now: Timestamp) -> Result<()> {
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        patient_id: Option<i64>,
+        now: Timestamp,
+    ) -> Result<()> {
         on_pool!(self, pool => {
             sqlx::query("INSERT INTO audit_log (at, actor, action, patient_id) VALUES ($1, $2, $3, $4)")
                 .bind(to_ms(now))
@@ -98,7 +109,13 @@ impl Store {
         })?;
         rows.into_iter()
             .map(|r| {
-                Ok(AuditEntry { id: r.id, at: from_ms(r.at)?, actor: r.actor, action: r.action, patient_id: r.patient_id })
+                Ok(AuditEntry {
+                    id: r.id,
+                    at: from_ms(r.at)?,
+                    actor: r.actor,
+                    action: r.action,
+                    patient_id: r.patient_id,
+                })
             })
             .collect()
     }

@@ -45,12 +45,18 @@ impl TestDb {
             }
             Engine::Postgres => (fresh_postgres_database().await?, None),
         };
-        let store = Store::connect(&url).await.expect("connect to the test database");
+        let store = Store::connect(&url)
+            .await
+            .expect("connect to the test database");
         store.migrate().await.expect("migrate the test database");
-        Some(TestDb { store, url, _dir: dir })
+        Some(TestDb {
+            store,
+            url,
+            _dir: dir,
+        })
     }
 
-    /// A practice open every day 00:00-23:59 in New York, auto invites on,
+    /// A practice open all day every day in New York (a window closing at 00:00 runs to midnight), auto invites on,
     /// so a trigger sends at once unless a test sets another schedule.
     pub async fn always_open_practice(&self, code: &str, now: Timestamp) -> Practice {
         let mut schedule = Schedule::office_hours("America/New_York");
@@ -60,19 +66,27 @@ impl TestDb {
             .map(|weekday| enroll_core::Window {
                 weekday,
                 opens: jiff::civil::time(0, 0, 0, 0),
-                closes: jiff::civil::time(23, 59, 0, 0),
+                closes: jiff::civil::time(0, 0, 0, 0),
             })
             .collect();
         let practice = self
             .store
             .create_practice(
-                &NewPractice { code: code.to_string(), name: format!("Practice {code}"), schedule },
+                &NewPractice {
+                    code: code.to_string(),
+                    name: format!("Practice {code}"),
+                    schedule,
+                },
                 now,
             )
             .await
             .expect("create the test practice");
         self.store
-            .set_auto_invites(practice.id, true, Some(jiff::tz::TimeZone::UTC.to_datetime(now).date()))
+            .set_auto_invites(
+                practice.id,
+                true,
+                Some(jiff::tz::TimeZone::UTC.to_datetime(now).date()),
+            )
             .await
             .expect("turn auto invites on")
     }
@@ -127,7 +141,10 @@ mod tests {
         let cases = [
             ("postgres://u@h:5/postgres", "postgres://u@h:5/t1"),
             ("postgres://u@h:5", "postgres://u@h:5/t1"),
-            ("postgres://u:p@h/db?sslmode=disable", "postgres://u:p@h/t1?sslmode=disable"),
+            (
+                "postgres://u:p@h/db?sslmode=disable",
+                "postgres://u:p@h/t1?sslmode=disable",
+            ),
         ];
         for (given, expected) in cases {
             assert_eq!(replace_database(given, "t1"), expected, "{given}");

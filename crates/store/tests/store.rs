@@ -38,8 +38,19 @@ async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
     }
 }
 
-async fn new_patient(store: &Store, practice_id: i64, mrn: &str, d: &Demographics, now: Timestamp) -> i64 {
-    store.create_patient(practice_id, mrn, d, &api(), now).await.unwrap().patient.id
+async fn new_patient(
+    store: &Store,
+    practice_id: i64,
+    mrn: &str,
+    d: &Demographics,
+    now: Timestamp,
+) -> i64 {
+    store
+        .create_patient(practice_id, mrn, d, &api(), now)
+        .await
+        .unwrap()
+        .patient
+        .id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,7 +60,10 @@ async fn racing_enroll_now_never_makes_a_fifth_send() {
         let practice = db.always_open_practice("RACE", now).await;
         // Auto invites off, so the chart-added trigger sends nothing and all
         // four sends are left for the racing clicks.
-        db.store.set_auto_invites(practice.id, false, None).await.unwrap();
+        db.store
+            .set_auto_invites(practice.id, false, None)
+            .await
+            .unwrap();
         let id = new_patient(&db.store, practice.id, "M1", &complete("Ana", "Race"), now).await;
         let store = Arc::new(db.store.clone());
         let tasks: Vec<_> = (0..40)
@@ -64,14 +78,22 @@ async fn racing_enroll_now_never_makes_a_fifth_send() {
         let (mut queued, mut capped) = (0, 0);
         for task in tasks {
             match task.await.unwrap().unwrap() {
-                EnrollOutcome::Queued { replayed: false, .. } => queued += 1,
-                EnrollOutcome::Refused { refusal: Refusal::CapReached { .. } } => capped += 1,
+                EnrollOutcome::Queued {
+                    replayed: false, ..
+                } => queued += 1,
+                EnrollOutcome::Refused {
+                    refusal: Refusal::CapReached { .. },
+                } => capped += 1,
                 other => panic!("{engine:?}: unexpected {other:?}"),
             }
         }
         assert_eq!((queued, capped), (4, 36), "{engine:?}");
         let invites = db.store.patient_invites(id).await.unwrap();
-        assert_eq!(invites.iter().filter(|i| i.counts_toward_cap()).count(), 4, "{engine:?}");
+        assert_eq!(
+            invites.iter().filter(|i| i.counts_toward_cap()).count(),
+            4,
+            "{engine:?}"
+        );
     })
     .await;
 }
@@ -81,13 +103,20 @@ async fn racing_retries_with_one_idempotency_key_make_one_invite() {
     on_each_engine(async |engine, db| {
         let now = wednesday_afternoon();
         let practice = db.always_open_practice("IDEM", now).await;
-        db.store.set_auto_invites(practice.id, false, None).await.unwrap();
+        db.store
+            .set_auto_invites(practice.id, false, None)
+            .await
+            .unwrap();
         let id = new_patient(&db.store, practice.id, "M1", &complete("Bo", "Twice"), now).await;
         let store = Arc::new(db.store.clone());
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(async move { store.enroll_now(id, Some("double-click"), &api(), now).await })
+                tokio::spawn(async move {
+                    store
+                        .enroll_now(id, Some("double-click"), &api(), now)
+                        .await
+                })
             })
             .collect();
         let mut ids = Vec::new();
@@ -102,9 +131,17 @@ async fn racing_retries_with_one_idempotency_key_make_one_invite() {
             }
         }
         ids.dedup();
-        assert_eq!(ids.len(), 1, "{engine:?}: every retry returns the first invite");
+        assert_eq!(
+            ids.len(),
+            1,
+            "{engine:?}: every retry returns the first invite"
+        );
         assert_eq!(first_requests, 1, "{engine:?}");
-        assert_eq!(db.store.patient_invites(id).await.unwrap().len(), 1, "{engine:?}");
+        assert_eq!(
+            db.store.patient_invites(id).await.unwrap().len(),
+            1,
+            "{engine:?}"
+        );
     })
     .await;
 }
@@ -121,9 +158,15 @@ async fn racing_triggers_and_clicks_keep_the_cap_and_one_pending_auto_invite() {
                 let store = store.clone();
                 tokio::spawn(async move {
                     if i % 2 == 0 {
-                        store.record_trigger(id, Trigger::NewEncounter, &api(), now).await.map(|_| ())
+                        store
+                            .record_trigger(id, Trigger::NewEncounter, &api(), now)
+                            .await
+                            .map(|_| ())
                     } else {
-                        store.enroll_now(id, Some(&format!("k{i}")), &api(), now).await.map(|_| ())
+                        store
+                            .enroll_now(id, Some(&format!("k{i}")), &api(), now)
+                            .await
+                            .map(|_| ())
                     }
                 })
             })
@@ -139,7 +182,10 @@ async fn racing_triggers_and_clicks_keep_the_cap_and_one_pending_auto_invite() {
             .filter(|i| i.kind == enroll_store::InviteKind::Auto)
             .filter(|i| matches!(i.state, InviteState::Queued | InviteState::Scheduled))
             .count();
-        assert!(pending_auto <= 1, "{engine:?}: R6 allows one pending auto invite, found {pending_auto}");
+        assert!(
+            pending_auto <= 1,
+            "{engine:?}: R6 allows one pending auto invite, found {pending_auto}"
+        );
     })
     .await;
 }
@@ -149,23 +195,38 @@ async fn the_cap_frees_a_send_thirty_days_after_the_oldest() {
     on_each_engine(async |engine, db| {
         let start = wednesday_afternoon();
         let practice = db.always_open_practice("CAP", start).await;
-        db.store.set_auto_invites(practice.id, false, None).await.unwrap();
+        db.store
+            .set_auto_invites(practice.id, false, None)
+            .await
+            .unwrap();
         let id = new_patient(&db.store, practice.id, "M1", &complete("Di", "Cap"), start).await;
         for day in 0..4 {
             let at = start + SignedDuration::from_hours(24 * day);
             let outcome = db.store.enroll_now(id, None, &api(), at).await.unwrap();
-            assert!(matches!(outcome, EnrollOutcome::Queued { .. }), "{engine:?} day {day}");
+            assert!(
+                matches!(outcome, EnrollOutcome::Queued { .. }),
+                "{engine:?} day {day}"
+            );
         }
         let day_29 = start + SignedDuration::from_hours(24 * 29);
         match db.store.enroll_now(id, None, &api(), day_29).await.unwrap() {
-            EnrollOutcome::Refused { refusal: Refusal::CapReached { next_possible_at } } => {
-                assert_eq!(next_possible_at, start + SignedDuration::from_hours(24 * 30), "{engine:?}");
+            EnrollOutcome::Refused {
+                refusal: Refusal::CapReached { next_possible_at },
+            } => {
+                assert_eq!(
+                    next_possible_at,
+                    start + SignedDuration::from_hours(24 * 30),
+                    "{engine:?}"
+                );
             }
             other => panic!("{engine:?}: expected the cap, got {other:?}"),
         }
         let day_30 = start + SignedDuration::from_hours(24 * 30);
         let outcome = db.store.enroll_now(id, None, &api(), day_30).await.unwrap();
-        assert!(matches!(outcome, EnrollOutcome::Queued { .. }), "{engine:?}: the oldest send left the window");
+        assert!(
+            matches!(outcome, EnrollOutcome::Queued { .. }),
+            "{engine:?}: the oldest send left the window"
+        );
     })
     .await;
 }
@@ -186,38 +247,73 @@ async fn triggers_outside_the_schedule_wait_for_the_next_opening() {
             )
             .await
             .unwrap();
-        db.store.set_auto_invites(practice.id, true, None).await.unwrap();
+        db.store
+            .set_auto_invites(practice.id, true, None)
+            .await
+            .unwrap();
         let saved = db
             .store
-            .create_patient(practice.id, "M1", &complete("Eve", "Night"), &api(), friday_night)
+            .create_patient(
+                practice.id,
+                "M1",
+                &complete("Eve", "Night"),
+                &api(),
+                friday_night,
+            )
             .await
             .unwrap();
         let monday_open: Timestamp = "2026-11-30T13:00:00Z".parse().unwrap(); // Mon 08:00 EST
         assert_eq!(saved.triggers.len(), 1, "{engine:?}");
-        assert_eq!(saved.triggers[0].decision, Decision::Queue { at: monday_open }, "{engine:?}");
+        assert_eq!(
+            saved.triggers[0].decision,
+            Decision::Queue { at: monday_open },
+            "{engine:?}"
+        );
         let invites = db.store.patient_invites(saved.patient.id).await.unwrap();
         assert_eq!(invites.len(), 1);
         assert_eq!(invites[0].state, InviteState::Scheduled);
         assert_eq!(invites[0].due_at, monday_open);
-        assert_eq!(invites[0].counted_at, None, "{engine:?}: counted only when sent");
+        assert_eq!(
+            invites[0].counted_at, None,
+            "{engine:?}: counted only when sent"
+        );
 
         // A second trigger coalesces with the waiting invite (R6).
         let outcome = db
             .store
-            .record_trigger(saved.patient.id, Trigger::NewAppointment, &api(), friday_night)
+            .record_trigger(
+                saved.patient.id,
+                Trigger::NewAppointment,
+                &api(),
+                friday_night,
+            )
             .await
             .unwrap();
         assert_eq!(outcome.decision, Decision::Coalesced, "{engine:?}");
 
         // Enroll Now replaces the waiting auto invite and goes at once.
-        let EnrollOutcome::Queued { invite, .. } =
-            db.store.enroll_now(saved.patient.id, None, &api(), friday_night).await.unwrap()
+        let EnrollOutcome::Queued { invite, .. } = db
+            .store
+            .enroll_now(saved.patient.id, None, &api(), friday_night)
+            .await
+            .unwrap()
         else {
             panic!("{engine:?}: Enroll Now refused");
         };
         assert_eq!(invite.state, InviteState::Queued);
-        let states: Vec<_> = db.store.patient_invites(saved.patient.id).await.unwrap().iter().map(|i| i.state).collect();
-        assert_eq!(states, [InviteState::Cancelled, InviteState::Queued], "{engine:?}");
+        let states: Vec<_> = db
+            .store
+            .patient_invites(saved.patient.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.state)
+            .collect();
+        assert_eq!(
+            states,
+            [InviteState::Cancelled, InviteState::Queued],
+            "{engine:?}"
+        );
     })
     .await;
 }
@@ -229,29 +325,57 @@ async fn only_a_required_field_change_is_a_trigger() {
         let practice = db.always_open_practice("DIFF", now).await;
         let mut d = complete("Fay", "Diff");
         d.email = None;
-        let saved = db.store.create_patient(practice.id, "M1", &d, &api(), now).await.unwrap();
+        let saved = db
+            .store
+            .create_patient(practice.id, "M1", &d, &api(), now)
+            .await
+            .unwrap();
         assert!(
             matches!(&saved.triggers[0].decision, Decision::NotInvited { .. }),
             "{engine:?}: no email, no invite"
         );
         d.cell_phone = Some("+1 617 555 0199".into());
         let later = now + SignedDuration::from_mins(5);
-        let saved = db.store.update_patient(saved.patient.id, &d, &api(), later).await.unwrap();
-        assert!(saved.triggers.is_empty(), "{engine:?}: a cell-phone-only change is not a trigger");
+        let saved = db
+            .store
+            .update_patient(saved.patient.id, &d, &api(), later)
+            .await
+            .unwrap();
+        assert!(
+            saved.triggers.is_empty(),
+            "{engine:?}: a cell-phone-only change is not a trigger"
+        );
         d.email = Some("fay@example.org".into());
-        let saved = db.store.update_patient(saved.patient.id, &d, &api(), later).await.unwrap();
+        let saved = db
+            .store
+            .update_patient(saved.patient.id, &d, &api(), later)
+            .await
+            .unwrap();
         assert_eq!(saved.triggers.len(), 1, "{engine:?}");
-        assert_eq!(saved.triggers[0].decision, Decision::SendNow, "{engine:?}: the email completed the chart");
+        assert_eq!(
+            saved.triggers[0].decision,
+            Decision::SendNow,
+            "{engine:?}: the email completed the chart"
+        );
         let timeline = db.store.patient_timeline(saved.patient.id).await.unwrap();
         let kinds: Vec<&str> = timeline.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(
             kinds,
-            ["chart_added", "trigger", "demographics_updated", "demographics_updated", "trigger"],
+            [
+                "chart_added",
+                "trigger",
+                "demographics_updated",
+                "demographics_updated",
+                "trigger"
+            ],
             "{engine:?}"
         );
         let last = &timeline[4].detail;
         assert_eq!(last["decision"]["decision"], "send_now", "{engine:?}");
-        assert_eq!(last["trigger"]["kind"], "required_fields_changed", "{engine:?}");
+        assert_eq!(
+            last["trigger"]["kind"], "required_fields_changed",
+            "{engine:?}"
+        );
         assert!(last["invite_id"].is_i64(), "{engine:?}: {last}");
     })
     .await;
@@ -262,14 +386,33 @@ async fn activation_cancels_waiting_invites_and_refuses_enroll_now() {
     on_each_engine(async |engine, db| {
         let now = wednesday_afternoon();
         let practice = db.always_open_practice("ACT", now).await;
-        let saved = db.store.create_patient(practice.id, "M1", &complete("Gus", "Active"), &api(), now).await.unwrap();
+        let saved = db
+            .store
+            .create_patient(practice.id, "M1", &complete("Gus", "Active"), &api(), now)
+            .await
+            .unwrap();
         assert_eq!(saved.triggers[0].decision, Decision::SendNow, "{engine:?}");
-        db.store.mark_activated(saved.patient.id, &api(), now).await.unwrap();
+        db.store
+            .mark_activated(saved.patient.id, &api(), now)
+            .await
+            .unwrap();
         let invites = db.store.patient_invites(saved.patient.id).await.unwrap();
-        assert!(invites.iter().all(|i| i.state == InviteState::Cancelled), "{engine:?}: {invites:?}");
-        let outcome = db.store.enroll_now(saved.patient.id, None, &api(), now).await.unwrap();
         assert!(
-            matches!(outcome, EnrollOutcome::Refused { refusal: Refusal::AlreadyActive }),
+            invites.iter().all(|i| i.state == InviteState::Cancelled),
+            "{engine:?}: {invites:?}"
+        );
+        let outcome = db
+            .store
+            .enroll_now(saved.patient.id, None, &api(), now)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                EnrollOutcome::Refused {
+                    refusal: Refusal::AlreadyActive
+                }
+            ),
             "{engine:?}: {outcome:?}"
         );
     })
@@ -284,8 +427,14 @@ async fn mrn_is_unique_per_practice_and_search_finds_patients() {
         let b = db.always_open_practice("B", now).await;
         new_patient(&db.store, a.id, "M1", &complete("Hana", "Smith"), now).await;
         new_patient(&db.store, b.id, "M1", &complete("Hugo", "Smithers"), now).await;
-        let duplicate = db.store.create_patient(a.id, "M1", &complete("X", "Y"), &api(), now).await;
-        assert!(matches!(duplicate, Err(StoreError::DuplicateMrn)), "{engine:?}");
+        let duplicate = db
+            .store
+            .create_patient(a.id, "M1", &complete("X", "Y"), &api(), now)
+            .await;
+        assert!(
+            matches!(duplicate, Err(StoreError::DuplicateMrn)),
+            "{engine:?}"
+        );
 
         let search = |query: PatientQuery| {
             let store = db.store.clone();
@@ -301,13 +450,30 @@ async fn mrn_is_unique_per_practice_and_search_finds_patients() {
                 names
             }
         };
-        let by_name = PatientQuery { name: Some("SMITH".into()), ..Default::default() };
-        assert_eq!(search(by_name).await, ["Hana", "Hugo"], "{engine:?}: prefix, any case");
-        let by_full_name = PatientQuery { name: Some("smith, ha".into()), ..Default::default() };
+        let by_name = PatientQuery {
+            name: Some("SMITH".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            search(by_name).await,
+            ["Hana", "Hugo"],
+            "{engine:?}: prefix, any case"
+        );
+        let by_full_name = PatientQuery {
+            name: Some("smith, ha".into()),
+            ..Default::default()
+        };
         assert_eq!(search(by_full_name).await, ["Hana"], "{engine:?}");
-        let by_mrn_in_b = PatientQuery { mrn: Some("M1".into()), practice_id: Some(b.id), ..Default::default() };
+        let by_mrn_in_b = PatientQuery {
+            mrn: Some("M1".into()),
+            practice_id: Some(b.id),
+            ..Default::default()
+        };
         assert_eq!(search(by_mrn_in_b).await, ["Hugo"], "{engine:?}");
-        let by_dob = PatientQuery { dob: Some("1980-02-29".into()), ..Default::default() };
+        let by_dob = PatientQuery {
+            dob: Some("1980-02-29".into()),
+            ..Default::default()
+        };
         assert_eq!(search(by_dob).await.len(), 2, "{engine:?}");
     })
     .await;
@@ -317,7 +483,10 @@ async fn mrn_is_unique_per_practice_and_search_finds_patients() {
 async fn migrating_twice_is_harmless() {
     on_each_engine(async |engine, db| {
         db.store.migrate().await.unwrap();
-        assert!(db.store.applied_migrations().await.unwrap() >= 1, "{engine:?}");
+        assert!(
+            db.store.applied_migrations().await.unwrap() >= 1,
+            "{engine:?}"
+        );
         db.store.ping().await.unwrap();
     })
     .await;

@@ -1,6 +1,7 @@
 //! The JSON API under `/api`. Every route needs a staff token, and every
 //! view or change of a patient is written to the audit log.
 
+mod deliveries;
 mod json;
 mod patients;
 mod practices;
@@ -14,14 +15,22 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/practices", get(practices::list).post(practices::create))
         .route("/practices/{id}", get(practices::show))
-        .route("/practices/{id}/auto-invites", put(practices::set_auto_invites))
+        .route(
+            "/practices/{id}/auto-invites",
+            put(practices::set_auto_invites),
+        )
         .route("/practices/{id}/schedule", put(practices::set_schedule))
         .route("/patients", get(patients::search).post(patients::create))
         .route("/patients/{id}", get(patients::show).put(patients::update))
         .route("/patients/{id}/timeline", get(patients::timeline))
         .route("/patients/{id}/invites", get(patients::invites))
         .route("/patients/{id}/encounters", post(patients::new_encounter))
-        .route("/patients/{id}/appointments", post(patients::new_appointment))
+        .route(
+            "/patients/{id}/appointments",
+            post(patients::new_appointment),
+        )
         .route("/patients/{id}/enroll", post(patients::enroll_now))
         .route("/audit", get(patients::audit_log))
+        .route("/deliveries/failed", get(deliveries::failed))
+        .route("/deliveries/resend", post(deliveries::resend))
 }

@@ -51,13 +51,31 @@ pub(crate) async fn create(
     if mrn.is_empty() {
         return Err(ApiError::BadRequest("mrn must not be blank".into()));
     }
-    state.store.practice(new.practice_id).await?.ok_or(ApiError::NotFound("practice"))?;
+    state
+        .store
+        .practice(new.practice_id)
+        .await?
+        .ok_or(ApiError::NotFound("practice"))?;
     let now = state.clock.now();
     let outcome = state
         .store
-        .create_patient(new.practice_id, mrn, &new.demographics, &source(&staff), now)
+        .create_patient(
+            new.practice_id,
+            mrn,
+            &new.demographics,
+            &source(&staff),
+            now,
+        )
         .await?;
-    state.store.audit(&staff.0.username, "patient.create", Some(outcome.patient.id), now).await?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "patient.create",
+            Some(outcome.patient.id),
+            now,
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(outcome)))
 }
 
@@ -68,8 +86,14 @@ pub(crate) async fn update(
     JsonBody(demographics): JsonBody<Demographics>,
 ) -> Result<Json<SaveOutcome>, ApiError> {
     let now = state.clock.now();
-    let outcome = state.store.update_patient(id, &demographics, &source(&staff), now).await?;
-    state.store.audit(&staff.0.username, "patient.update", Some(id), now).await?;
+    let outcome = state
+        .store
+        .update_patient(id, &demographics, &source(&staff), now)
+        .await?;
+    state
+        .store
+        .audit(&staff.0.username, "patient.update", Some(id), now)
+        .await?;
     Ok(Json(outcome))
 }
 
@@ -79,17 +103,33 @@ pub(crate) async fn show(
     Path(id): Path<i64>,
 ) -> Result<Json<PatientView>, ApiError> {
     let now = state.clock.now();
-    let patient = state.store.patient(id).await?.ok_or(ApiError::NotFound("patient"))?;
-    state.store.audit(&staff.0.username, "patient.view", Some(id), now).await?;
+    let patient = state
+        .store
+        .patient(id)
+        .await?
+        .ok_or(ApiError::NotFound("patient"))?;
+    state
+        .store
+        .audit(&staff.0.username, "patient.view", Some(id), now)
+        .await?;
     let status = state.store.patient_status(&patient, now).await?;
-    let practice = state.store.practice(patient.practice_id).await?.ok_or(ApiError::NotFound("practice"))?;
+    let practice = state
+        .store
+        .practice(patient.practice_id)
+        .await?
+        .ok_or(ApiError::NotFound("practice"))?;
     let today = practice
         .schedule
         .validate()
         .map_err(|e| ApiError::Internal(Box::new(e)))?
         .local_date(now);
     let problems = problems_json(&check(&patient.demographics, today).problems);
-    Ok(Json(PatientView { status_words: status.words(), patient, status, problems }))
+    Ok(Json(PatientView {
+        status_words: status.words(),
+        patient,
+        status,
+        problems,
+    }))
 }
 
 pub(crate) async fn search(
@@ -98,10 +138,15 @@ pub(crate) async fn search(
     Query(query): Query<PatientQuery>,
 ) -> Result<Json<Vec<Patient>>, ApiError> {
     if query.name.is_none() && query.dob.is_none() && query.mrn.is_none() {
-        return Err(ApiError::BadRequest("give at least one of name, dob or mrn".into()));
+        return Err(ApiError::BadRequest(
+            "give at least one of name, dob or mrn".into(),
+        ));
     }
     let found = state.store.search_patients(&query).await?;
-    state.store.audit(&staff.0.username, "patient.search", None, state.clock.now()).await?;
+    state
+        .store
+        .audit(&staff.0.username, "patient.search", None, state.clock.now())
+        .await?;
     Ok(Json(found))
 }
 
@@ -110,8 +155,20 @@ pub(crate) async fn timeline(
     staff: Staff,
     Path(id): Path<i64>,
 ) -> Result<Json<Vec<TimelineEntry>>, ApiError> {
-    state.store.patient(id).await?.ok_or(ApiError::NotFound("patient"))?;
-    state.store.audit(&staff.0.username, "patient.timeline", Some(id), state.clock.now()).await?;
+    state
+        .store
+        .patient(id)
+        .await?
+        .ok_or(ApiError::NotFound("patient"))?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "patient.timeline",
+            Some(id),
+            state.clock.now(),
+        )
+        .await?;
     Ok(Json(state.store.patient_timeline(id).await?))
 }
 
@@ -120,8 +177,20 @@ pub(crate) async fn invites(
     staff: Staff,
     Path(id): Path<i64>,
 ) -> Result<Json<Vec<Invite>>, ApiError> {
-    state.store.patient(id).await?.ok_or(ApiError::NotFound("patient"))?;
-    state.store.audit(&staff.0.username, "patient.invites", Some(id), state.clock.now()).await?;
+    state
+        .store
+        .patient(id)
+        .await?
+        .ok_or(ApiError::NotFound("patient"))?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "patient.invites",
+            Some(id),
+            state.clock.now(),
+        )
+        .await?;
     Ok(Json(state.store.patient_invites(id).await?))
 }
 
@@ -148,8 +217,14 @@ async fn record(
     trigger: Trigger,
 ) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
     let now = state.clock.now();
-    let outcome = state.store.record_trigger(id, trigger, &source(&staff), now).await?;
-    state.store.audit(&staff.0.username, "patient.trigger", Some(id), now).await?;
+    let outcome = state
+        .store
+        .record_trigger(id, trigger, &source(&staff), now)
+        .await?;
+    state
+        .store
+        .audit(&staff.0.username, "patient.trigger", Some(id), now)
+        .await?;
     Ok((StatusCode::CREATED, Json(outcome)))
 }
 
@@ -169,20 +244,34 @@ pub(crate) async fn enroll_now(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let now = state.clock.now();
-    let outcome = state.store.enroll_now(id, key.as_deref(), &source(&staff), now).await?;
-    state.store.audit(&staff.0.username, "patient.enroll_now", Some(id), now).await?;
+    let outcome = state
+        .store
+        .enroll_now(id, key.as_deref(), &source(&staff), now)
+        .await?;
+    state
+        .store
+        .audit(&staff.0.username, "patient.enroll_now", Some(id), now)
+        .await?;
     Ok(match outcome {
         EnrollOutcome::Queued { invite, replayed } => {
-            let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+            let status = if replayed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             (status, Json(Enrolled { invite, replayed })).into_response()
         }
         EnrollOutcome::Refused { refusal } => {
             let retry_after = match &refusal {
-                Refusal::CapReached { next_possible_at } => Some((next_possible_at.as_second() - now.as_second()).max(1)),
+                Refusal::CapReached { next_possible_at } => {
+                    Some((next_possible_at.as_second() - now.as_second()).max(1))
+                }
                 _ => None,
             };
             let mut response = ApiError::Refused(refusal).into_response();
-            if let Some(value) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            if let Some(value) =
+                retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+            {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
             response
@@ -191,7 +280,9 @@ pub(crate) async fn enroll_now(
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let key = value
         .to_str()
         .map_err(|_| ApiError::BadRequest("Idempotency-Key must be plain ASCII text".into()))?
@@ -215,5 +306,10 @@ pub(crate) async fn audit_log(
     _staff: Staff,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    Ok(Json(state.store.audit_log(q.patient_id, q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+    Ok(Json(
+        state
+            .store
+            .audit_log(q.patient_id, q.limit.unwrap_or(100).clamp(1, 1000))
+            .await?,
+    ))
 }

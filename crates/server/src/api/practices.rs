@@ -13,7 +13,10 @@ use super::json::JsonBody;
 use crate::auth::Staff;
 use crate::{ApiError, AppState};
 
-pub(crate) async fn list(State(state): State<AppState>, _staff: Staff) -> Result<Json<Vec<Practice>>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _staff: Staff,
+) -> Result<Json<Vec<Practice>>, ApiError> {
     Ok(Json(state.store.practices().await?))
 }
 
@@ -22,7 +25,13 @@ pub(crate) async fn show(
     _staff: Staff,
     Path(id): Path<i64>,
 ) -> Result<Json<Practice>, ApiError> {
-    Ok(Json(state.store.practice(id).await?.ok_or(ApiError::NotFound("practice"))?))
+    Ok(Json(
+        state
+            .store
+            .practice(id)
+            .await?
+            .ok_or(ApiError::NotFound("practice"))?,
+    ))
 }
 
 pub(crate) async fn create(
@@ -31,17 +40,32 @@ pub(crate) async fn create(
     JsonBody(new): JsonBody<NewPractice>,
 ) -> Result<(StatusCode, Json<Practice>), ApiError> {
     if new.code.trim().is_empty() || new.name.trim().is_empty() {
-        return Err(ApiError::BadRequest("a practice needs a non-blank code and name".into()));
+        return Err(ApiError::BadRequest(
+            "a practice needs a non-blank code and name".into(),
+        ));
     }
     check_schedule(&new.schedule)?;
-    if state.store.practice_by_code(new.code.trim()).await?.is_some() {
+    if state
+        .store
+        .practice_by_code(new.code.trim())
+        .await?
+        .is_some()
+    {
         return Err(ApiError::Conflict {
             code: "duplicate_practice",
             message: "a practice with this code already exists".into(),
         });
     }
     let practice = state.store.create_practice(&new, state.clock.now()).await?;
-    state.store.audit(&staff.0.username, "practice.create", None, state.clock.now()).await?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "practice.create",
+            None,
+            state.clock.now(),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(practice)))
 }
 
@@ -58,9 +82,19 @@ pub(crate) async fn set_auto_invites(
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<AutoInvites>,
 ) -> Result<Json<Practice>, ApiError> {
-    let practice = state.store.set_auto_invites(id, body.on, body.go_live_date).await?;
-    let action = if body.on { "practice.auto_invites_on" } else { "practice.auto_invites_off" };
-    state.store.audit(&staff.0.username, action, None, state.clock.now()).await?;
+    let practice = state
+        .store
+        .set_auto_invites(id, body.on, body.go_live_date)
+        .await?;
+    let action = if body.on {
+        "practice.auto_invites_on"
+    } else {
+        "practice.auto_invites_off"
+    };
+    state
+        .store
+        .audit(&staff.0.username, action, None, state.clock.now())
+        .await?;
     Ok(Json(practice))
 }
 
@@ -72,10 +106,21 @@ pub(crate) async fn set_schedule(
 ) -> Result<Json<Practice>, ApiError> {
     check_schedule(&schedule)?;
     let practice = state.store.set_schedule(id, &schedule).await?;
-    state.store.audit(&staff.0.username, "practice.schedule", None, state.clock.now()).await?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "practice.schedule",
+            None,
+            state.clock.now(),
+        )
+        .await?;
     Ok(Json(practice))
 }
 
 fn check_schedule(schedule: &Schedule) -> Result<(), ApiError> {
-    schedule.validate().map(|_| ()).map_err(|e| ApiError::BadRequest(format!("schedule: {e}")))
+    schedule
+        .validate()
+        .map(|_| ())
+        .map_err(|e| ApiError::BadRequest(format!("schedule: {e}")))
 }

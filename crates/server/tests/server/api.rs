@@ -1,119 +1,11 @@
-//! The JSON API over real HTTP (reqwest → axum on 127.0.0.1), with a test
-//! clock, on a SQLite file and on PostgreSQL.
+//! The JSON API: patients, Enroll Now refusals, idempotency, audit.
 
-use std::sync::Arc;
-
-use enroll_server::{AppState, RunningServer, TestClock};
-use enroll_store::testing::{ENGINES, Engine, TestDb};
+use enroll_server::Clock;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "test-token-of-frida";
-
-struct TestApp {
-    engine: Engine,
-    db: TestDb,
-    clock: Arc<TestClock>,
-    server: Option<RunningServer>,
-    base: String,
-    http: reqwest::Client,
-    practice_id: i64,
-}
-
-/// Wednesday 2026-11-25 10:00 in New York: inside office hours.
-fn wednesday_morning() -> Timestamp {
-    "2026-11-25T15:00:00Z".parse().unwrap()
-}
-
-impl TestApp {
-    async fn start(engine: Engine) -> Option<TestApp> {
-        let db = TestDb::new(engine).await?;
-        let now = wednesday_morning();
-        let practice = db.always_open_practice("TEST", now).await;
-        db.store
-            .put_staff_user("frida", "Frida Front Desk", "staff", &enroll_store::hash_token(TOKEN), now)
-            .await
-            .unwrap();
-        let clock = Arc::new(TestClock::new(now));
-        let state = AppState { store: db.store.clone(), clock: clock.clone() };
-        let server = enroll_server::spawn("127.0.0.1:0".parse().unwrap(), state).await.unwrap();
-        let base = format!("http://{}", server.addr);
-        Some(TestApp {
-            engine,
-            db,
-            clock,
-            server: Some(server),
-            base,
-            http: reqwest::Client::new(),
-            practice_id: practice.id,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn enroll(&self, id: i64) -> (StatusCode, Value) {
-        self.post(&format!("/api/patients/{id}/enroll"), json!({})).await
-    }
-
-    /// Creates a patient with every required field; `overrides` replace keys.
-    async fn patient(&self, mrn: &str, overrides: Value) -> i64 {
-        let mut body = json!({
-            "practice_id": self.practice_id,
-            "mrn": mrn,
-            "first_name": "Rosa",
-            "last_name": "Parks",
-            "date_of_birth": "1990-07-04",
-            "birth_sex": "F",
-            "zip": "10027",
-            "email": "rosa@example.org",
-        });
-        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), overrides) {
-            body.extend(extra);
-        }
-        let (status, saved) = self.post("/api/patients", body).await;
-        assert_eq!(status, StatusCode::CREATED, "{:?}: {saved}", self.engine);
-        saved["patient"]["id"].as_i64().unwrap()
-    }
-
-    async fn stop(mut self) {
-        if let Some(server) = self.server.take() {
-            server.stop().await.unwrap();
-        }
-        self.db.store.close().await;
-    }
-}
-
-/// Runs `test` against a fresh app on each available engine.
-async fn on_each_engine(test: impl AsyncFn(&TestApp)) {
-    for engine in ENGINES {
-        if let Some(app) = TestApp::start(engine).await {
-            test(&app).await;
-            app.stop().await;
-        }
-    }
-}
+use crate::{TOKEN, on_each_engine};
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -135,10 +27,18 @@ async fn the_api_needs_a_valid_token() {
                 request = request.bearer_auth(token);
             }
             let response = request.send().await.unwrap();
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{:?} token {token:?}", app.engine);
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{:?} token {token:?}",
+                app.engine
+            );
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["code"], "unauthorized");
-            assert!(body["message"].as_str().unwrap().contains("Authorization"), "{body}");
+            assert!(
+                body["message"].as_str().unwrap().contains("Authorization"),
+                "{body}"
+            );
         }
     })
     .await;
@@ -149,17 +49,40 @@ async fn enroll_now_with_a_missing_email_answers_422_naming_email() {
     on_each_engine(async |app| {
         let id = app.patient("M-NOEMAIL", json!({ "email": null })).await;
         let (status, body) = app.enroll(id).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}: {body}", app.engine);
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{:?}: {body}",
+            app.engine
+        );
         assert_eq!(body["code"], "missing_fields");
         assert_eq!(body["problems"][0]["field"], "email", "{body}");
-        assert_eq!(body["problems"][0]["problem"]["reason"], "missing", "{body}");
-        assert!(body["message"].as_str().unwrap().contains("email"), "{body}");
+        assert_eq!(
+            body["problems"][0]["problem"]["reason"], "missing",
+            "{body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("email"),
+            "{body}"
+        );
 
-        let id = app.patient("M-BADZIP", json!({ "zip": "1234", "email": "x@" })).await;
+        let id = app
+            .patient("M-BADZIP", json!({ "zip": "1234", "email": "x@" }))
+            .await;
         let (status, body) = app.enroll(id).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-        let fields: Vec<&str> = body["problems"].as_array().unwrap().iter().map(|p| p["field"].as_str().unwrap()).collect();
-        assert_eq!(fields, ["zip", "email"], "{:?}: every invalid field is named", app.engine);
+        let fields: Vec<&str> = body["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            ["zip", "email"],
+            "{:?}: every invalid field is named",
+            app.engine
+        );
     })
     .await;
 }
@@ -168,7 +91,15 @@ async fn enroll_now_with_a_missing_email_answers_422_naming_email() {
 async fn enroll_now_for_an_active_patient_answers_409() {
     on_each_engine(async |app| {
         let id = app.patient("M-ACTIVE", json!({})).await;
-        app.db.store.mark_activated(id, &enroll_store::Source::new("portal", None), enroll_server::Clock::now(app.clock.as_ref())).await.unwrap();
+        app.db
+            .store
+            .mark_activated(
+                id,
+                &enroll_store::Source::new("portal", None),
+                app.clock.now(),
+            )
+            .await
+            .unwrap();
         let (status, body) = app.enroll(id).await;
         assert_eq!(status, StatusCode::CONFLICT, "{:?}: {body}", app.engine);
         assert_eq!(body["code"], "already_active");
@@ -181,7 +112,7 @@ async fn the_fifth_send_in_thirty_days_answers_429_with_the_next_time() {
     on_each_engine(async |app| {
         // The chart-added trigger sends the first invite (auto invites on).
         let id = app.patient("M-CAP", json!({})).await;
-        let first_send = enroll_server::Clock::now(app.clock.as_ref());
+        let first_send = app.clock.now();
         for _ in 0..3 {
             app.clock.advance(SignedDuration::from_hours(24));
             let (status, body) = app.enroll(id).await;
@@ -195,17 +126,39 @@ async fn the_fifth_send_in_thirty_days_answers_429_with_the_next_time() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{:?}", app.engine);
-        let retry_after: i64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{:?}",
+            app.engine
+        );
+        let retry_after: i64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "cap_reached");
         let next: Timestamp = body["next_possible_at"].as_str().unwrap().parse().unwrap();
-        assert_eq!(next, first_send + SignedDuration::from_hours(30 * 24), "{body}");
-        assert_eq!(retry_after, 26 * 24 * 3600, "Retry-After counts from the request time");
+        assert_eq!(
+            next,
+            first_send + SignedDuration::from_hours(30 * 24),
+            "{body}"
+        );
+        assert_eq!(
+            retry_after,
+            26 * 24 * 3600,
+            "Retry-After counts from the request time"
+        );
 
         app.clock.set(next);
         let (status, _) = app.enroll(id).await;
-        assert_eq!(status, StatusCode::CREATED, "{:?}: possible again at the time given", app.engine);
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{:?}: possible again at the time given",
+            app.engine
+        );
     })
     .await;
 }
@@ -214,10 +167,14 @@ async fn the_fifth_send_in_thirty_days_answers_429_with_the_next_time() {
 async fn a_repeated_idempotency_key_makes_one_invite() {
     on_each_engine(async |app| {
         let id = app.patient("M-IDEM", json!({ "email": null })).await;
-        app.call(reqwest::Method::PUT, &format!("/api/patients/{id}"), Some(json!({
-            "first_name": "Rosa", "last_name": "Parks", "date_of_birth": "1990-07-04",
-            "birth_sex": "F", "zip": "10027", "email": "rosa@example.org"
-        })))
+        app.call(
+            reqwest::Method::PUT,
+            &format!("/api/patients/{id}"),
+            Some(json!({
+                "first_name": "Rosa", "last_name": "Parks", "date_of_birth": "1990-07-04",
+                "birth_sex": "F", "zip": "10027", "email": "rosa@example.org"
+            })),
+        )
         .await;
         let send = || async {
             let response = app
@@ -232,12 +189,22 @@ async fn a_repeated_idempotency_key_makes_one_invite() {
         };
         let (first_status, first) = send().await;
         let (second_status, second) = send().await;
-        assert_eq!(first_status, StatusCode::CREATED, "{:?}: {first}", app.engine);
+        assert_eq!(
+            first_status,
+            StatusCode::CREATED,
+            "{:?}: {first}",
+            app.engine
+        );
         assert_eq!(second_status, StatusCode::OK, "{second}");
         assert_eq!(second["replayed"], true);
         assert_eq!(first["invite"]["id"], second["invite"]["id"]);
         let (_, invites) = app.get(&format!("/api/patients/{id}/invites")).await;
-        let manual = invites.as_array().unwrap().iter().filter(|i| i["kind"] == "manual").count();
+        let manual = invites
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["kind"] == "manual")
+            .count();
         assert_eq!(manual, 1, "{:?}: {invites}", app.engine);
     })
     .await;
@@ -246,7 +213,12 @@ async fn a_repeated_idempotency_key_makes_one_invite() {
 #[tokio::test]
 async fn search_view_and_timeline_are_audited() {
     on_each_engine(async |app| {
-        let id = app.patient("M-AUD", json!({ "first_name": "Zelda", "last_name": "Quist" })).await;
+        let id = app
+            .patient(
+                "M-AUD",
+                json!({ "first_name": "Zelda", "last_name": "Quist" }),
+            )
+            .await;
         let (status, found) = app.get("/api/patients?name=quis").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
@@ -260,16 +232,38 @@ async fn search_view_and_timeline_are_audited() {
         let (status, view) = app.get(&format!("/api/patients/{id}")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(view["status"]["status"], "pending", "{view}");
-        assert!(view["status_words"].as_str().unwrap().starts_with("Pending"), "{view}");
+        assert!(
+            view["status_words"]
+                .as_str()
+                .unwrap()
+                .starts_with("Pending"),
+            "{view}"
+        );
         let (_, timeline) = app.get(&format!("/api/patients/{id}/timeline")).await;
         assert_eq!(timeline[0]["kind"], "chart_added");
         assert_eq!(timeline[0]["actor"], "frida");
 
         let (_, audit) = app.get(&format!("/api/audit?patient_id={id}")).await;
-        let mut actions: Vec<&str> = audit.as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+        let mut actions: Vec<&str> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["action"].as_str().unwrap())
+            .collect();
         actions.sort();
-        assert_eq!(actions, ["patient.create", "patient.timeline", "patient.view"], "{:?}", app.engine);
-        assert!(audit.as_array().unwrap().iter().all(|a| a["actor"] == "frida"));
+        assert_eq!(
+            actions,
+            ["patient.create", "patient.timeline", "patient.view"],
+            "{:?}",
+            app.engine
+        );
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["actor"] == "frida")
+        );
     })
     .await;
 }
@@ -291,9 +285,14 @@ async fn triggers_outside_office_hours_are_queued_for_the_opening() {
         let id = app.patient("M-SCHED", json!({})).await;
         let (_, invites) = app.get(&format!("/api/patients/{id}/invites")).await;
         assert_eq!(invites[0]["state"], "scheduled", "{invites}");
-        assert_eq!(invites[0]["due_at"], "2026-11-30T13:00:00Z", "next Monday 08:00 EST: {invites}");
+        assert_eq!(
+            invites[0]["due_at"], "2026-11-30T13:00:00Z",
+            "next Monday 08:00 EST: {invites}"
+        );
 
-        let (status, outcome) = app.post(&format!("/api/patients/{id}/encounters"), json!({})).await;
+        let (status, outcome) = app
+            .post(&format!("/api/patients/{id}/encounters"), json!({}))
+            .await;
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(outcome["decision"]["decision"], "coalesced", "{outcome}");
     })
@@ -312,7 +311,12 @@ async fn bad_input_gets_a_clear_json_error() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{:?}", app.engine);
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            app.engine
+        );
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "bad_request");
         assert!(!body["message"].as_str().unwrap().is_empty());
@@ -325,13 +329,21 @@ async fn bad_input_gets_a_clear_json_error() {
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(body["message"].as_str().unwrap().contains("Mars/Olympus"), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("Mars/Olympus"),
+            "{body}"
+        );
 
         let (status, body) = app.enroll(999_999).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         assert_eq!(body["code"], "not_found");
 
-        let (status, body) = app.post("/api/patients", json!({ "practice_id": app.practice_id, "mrn": "  " })).await;
+        let (status, body) = app
+            .post(
+                "/api/patients",
+                json!({ "practice_id": app.practice_id, "mrn": "  " }),
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     })
     .await;

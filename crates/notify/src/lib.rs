@@ -1,0 +1,266 @@
+//! Delivery building blocks of Enroll: the invite texts (email and SMS, English
+//! and Spanish, with per-practice overrides), an SMTP sender, an SMS sender for
+//! the widely used `Accounts/{sid}/Messages.json` provider API, and the SMS
+//! opt-out keywords (DESIGN.md R12, R13).
+//!
+//! Nothing here decides *whether* to send (the cap of R7 and the SMS limits of
+//! R13 live in the core and the store); this crate only renders and delivers,
+//! and tells the dispatcher whether a failure is worth retrying
+//! ([`DeliveryError::Transient`]) or not ([`DeliveryError::Permanent`]).
+//!
+//! Why these crates:
+//! - `minijinja`: admins edit invite templates at run time, so templates are
+//!   compiled from strings (not at build time as with askama); it has
+//!   auto-escaping by file extension and a strict-undefined mode, which makes an
+//!   override that names any variable other than the four allowed ones fail
+//!   validation (R12 guard).
+//! - `lettre` (default features off): the maintained async SMTP client with a
+//!   connection pool, STARTTLS/implicit TLS and a MIME builder; its errors tell
+//!   4xx from 5xx replies, which is exactly the transient/permanent split.
+//! - `hyper` + `hyper-util` + `hyper-rustls` (with `http-body-util`, `bytes`,
+//!   `form_urlencoded`, `base64`): the HTTP client for the SMS provider. All
+//!   were already in the dependency tree (under reqwest and axum). reqwest was
+//!   the first choice, but its only rustls feature without aws-lc
+//!   (`rustls-no-provider`) is unified into every crate's reqwest and makes each
+//!   `reqwest::Client::new()` panic unless the process installed a rustls
+//!   provider beforehand, which would break other crates' tests.
+//! - `rustls` with the `ring` provider and `rustls-platform-verifier`: one TLS
+//!   stack for both senders without OpenSSL or aws-lc (slow to build on 2
+//!   cores), configured explicitly so no process-wide default provider is
+//!   needed; the platform verifier trusts the system's CA store, so a relay
+//!   signed by a practice's own CA works once that CA is installed.
+//! - `async-trait`: object-safe async sender traits, so the dispatcher can hold
+//!   `Arc<dyn EmailSender>` and tests can swap in fakes.
+//! - `thiserror`, `serde`, `serde_json`, `tracing`: errors, configuration,
+//!   the provider's JSON answers and logs (which carry no PHI: no addresses,
+//!   phone numbers, names or message bodies).
+
+mod email;
+mod error;
+mod keywords;
+mod sms;
+mod templates;
+mod tls;
+
+use std::fmt;
+
+pub use email::{SmtpConfig, SmtpMailer, SmtpSecurity};
+pub use error::DeliveryError;
+pub use keywords::{SmsKeyword, is_opt_out_keyword};
+pub use sms::{HttpSmsSender, SmsConfig};
+pub use templates::{SMS_MAX_CHARS, TemplateError, TemplateKind, Templates};
+
+/// The language of an invite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Language {
+    #[default]
+    English,
+    Spanish,
+}
+
+impl Language {
+    /// Maps a chart's language preference to an invite language: "es", "spa",
+    /// "Spanish", "Español", "es-MX", "es_US" (any case, trimmed) give Spanish;
+    /// anything else, or nothing, gives English.
+    pub fn from_preference(preference: Option<&str>) -> Language {
+        let Some(raw) = preference else {
+            return Language::English;
+        };
+        let value = raw.trim().to_lowercase();
+        let spanish = matches!(
+            value.as_str(),
+            "es" | "spa" | "spanish" | "español" | "espanol" | "castellano"
+        ) || value.starts_with("es-")
+            || value.starts_with("es_");
+        if spanish {
+            Language::Spanish
+        } else {
+            Language::English
+        }
+    }
+
+    /// The ISO 639-1 code: "en" or "es".
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::English => "en",
+            Language::Spanish => "es",
+        }
+    }
+}
+
+/// Everything an invite may show (R12: first name and practice name, plus the
+/// two links). There are deliberately no fields for anything else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InviteContext {
+    pub first_name: String,
+    pub practice_name: String,
+    pub activation_url: String,
+    pub unsubscribe_url: String,
+    pub language: Language,
+}
+
+/// Redacts the first name (PHI) and the links (the activation link carries a
+/// secret token), so a stray `{:?}` in a log line leaks nothing.
+impl fmt::Debug for InviteContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InviteContext")
+            .field("first_name", &"<redacted>")
+            .field("practice_name", &self.practice_name)
+            .field("activation_url", &"<redacted>")
+            .field("unsubscribe_url", &"<redacted>")
+            .field("language", &self.language)
+            .finish()
+    }
+}
+
+/// A rendered invite email: a one-line subject, a plain-text and an HTML body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RenderedEmail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Shows sizes only: the parts contain the patient's first name and the
+/// activation link.
+impl fmt::Debug for RenderedEmail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RenderedEmail")
+            .field("subject_len", &self.subject.len())
+            .field("text_len", &self.text.len())
+            .field("html_len", &self.html.len())
+            .finish()
+    }
+}
+
+/// An email ready for an [`EmailSender`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingEmail {
+    /// The patient's address.
+    pub to: String,
+    /// The practice's sender, e.g. `"Main Street Clinic <invites@clinic.example>"`.
+    pub from: String,
+    /// Without angle brackets, e.g. `"invite-42@enroll.example"`; stable per
+    /// invite so a re-send after a crash carries the same id.
+    pub message_id: String,
+    /// The one-click unsubscribe URL (RFC 8058).
+    pub list_unsubscribe: String,
+    pub content: RenderedEmail,
+}
+
+/// Redacts the recipient (PHI).
+impl fmt::Debug for OutgoingEmail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingEmail")
+            .field("to", &"<redacted>")
+            .field("from", &self.from)
+            .field("message_id", &self.message_id)
+            .field("content", &self.content)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A text message ready for an [`SmsSender`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingSms {
+    /// The patient's cell phone in E.164 form, e.g. `"+16175550123"`.
+    pub to: String,
+    pub body: String,
+}
+
+/// Redacts the number and the body (PHI and the activation token).
+impl fmt::Debug for OutgoingSms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingSms")
+            .field("to", &"<redacted>")
+            .field("body_chars", &self.body.chars().count())
+            .finish()
+    }
+}
+
+/// Sends invite emails.
+#[async_trait::async_trait]
+pub trait EmailSender: Send + Sync {
+    async fn send_email(&self, email: &OutgoingEmail) -> Result<(), DeliveryError>;
+}
+
+/// Sends invite texts; returns the provider's message id.
+#[async_trait::async_trait]
+pub trait SmsSender: Send + Sync {
+    async fn send_sms(&self, sms: &OutgoingSms) -> Result<String, DeliveryError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_from_preference() {
+        for spanish in [
+            "es", "spa", "Spanish", "SPANISH", " es-MX ", "es_US", "Español", "espanol",
+        ] {
+            assert_eq!(
+                Language::from_preference(Some(spanish)),
+                Language::Spanish,
+                "{spanish}"
+            );
+        }
+        for english in [
+            "en",
+            "eng",
+            "English",
+            "",
+            "est",
+            "esperanto",
+            "fr",
+            "en-US",
+        ] {
+            assert_eq!(
+                Language::from_preference(Some(english)),
+                Language::English,
+                "{english}"
+            );
+        }
+        assert_eq!(Language::from_preference(None), Language::English);
+        assert_eq!(Language::Spanish.code(), "es");
+        assert_eq!(Language::English.code(), "en");
+    }
+
+    #[test]
+    fn debug_output_redacts_patient_data() {
+        let ctx = InviteContext {
+            first_name: "Maria".into(),
+            practice_name: "Main Street Clinic".into(),
+            activation_url: "https://enroll.example/activate/SECRET".into(),
+            unsubscribe_url: "https://enroll.example/unsubscribe/1/abc".into(),
+            language: Language::Spanish,
+        };
+        let shown = format!("{ctx:?}");
+        assert!(!shown.contains("Maria"));
+        assert!(!shown.contains("SECRET"));
+        assert!(shown.contains("Main Street Clinic"));
+
+        let email = OutgoingEmail {
+            to: "maria@example.org".into(),
+            from: "clinic@example.org".into(),
+            message_id: "invite-1@enroll.example".into(),
+            list_unsubscribe: ctx.unsubscribe_url.clone(),
+            content: RenderedEmail {
+                subject: "Hi Maria".into(),
+                text: "Hi Maria".into(),
+                html: "Hi Maria".into(),
+            },
+        };
+        let shown = format!("{email:?}");
+        assert!(!shown.contains("maria@example.org"));
+        assert!(!shown.contains("Maria"));
+
+        let sms = OutgoingSms {
+            to: "+16175550123".into(),
+            body: "Hi Maria".into(),
+        };
+        let shown = format!("{sms:?}");
+        assert!(!shown.contains("6175550123"));
+        assert!(!shown.contains("Maria"));
+    }
+}

@@ -1,0 +1,113 @@
+//! Failed deliveries for staff: the list, and sending again once the
+//! address is fixed (R7: a permanent failure did not count toward the cap).
+
+use axum::Json;
+use axum::extract::{Query, State};
+use enroll_store::{EnrollOutcome, FailedDelivery, Source};
+use serde::{Deserialize, Serialize};
+
+use super::json::JsonBody;
+use crate::auth::Staff;
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<i64>,
+}
+
+pub(crate) async fn failed(
+    State(state): State<AppState>,
+    staff: Staff,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<FailedDelivery>>, ApiError> {
+    let list = state
+        .store
+        .failed_deliveries(q.limit.unwrap_or(200).clamp(1, 1000))
+        .await?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "deliveries.failed_list",
+            None,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(list))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ResendRequest {
+    invite_ids: Vec<i64>,
+}
+
+/// The answer for one invite of a resend.
+#[derive(Serialize)]
+pub(crate) struct Resent {
+    invite_id: i64,
+    /// "queued", "refused" or "not_failed"
+    outcome: &'static str,
+    new_invite_id: Option<i64>,
+    message: Option<String>,
+}
+
+/// Sends again as an Enroll Now by the staff member, so every rule of R9
+/// applies (the fixed address must now be valid, the cap must allow it).
+/// The key `resend-<id>` makes a repeated request send nothing more.
+pub(crate) async fn resend(
+    State(state): State<AppState>,
+    staff: Staff,
+    JsonBody(request): JsonBody<ResendRequest>,
+) -> Result<Json<Vec<Resent>>, ApiError> {
+    if request.invite_ids.is_empty() || request.invite_ids.len() > 500 {
+        return Err(ApiError::BadRequest("give 1 to 500 invite_ids".into()));
+    }
+    let source = Source::new("api", Some(&staff.0.username));
+    let mut answers = Vec::with_capacity(request.invite_ids.len());
+    for invite_id in request.invite_ids {
+        let now = state.clock.now();
+        let invite = state
+            .store
+            .invite_by_id(invite_id)
+            .await?
+            .ok_or(ApiError::NotFound("invite"))?;
+        if invite.state != enroll_store::InviteState::Failed {
+            answers.push(Resent {
+                invite_id,
+                outcome: "not_failed",
+                new_invite_id: None,
+                message: Some("only a failed invite can be sent again".into()),
+            });
+            continue;
+        }
+        let key = format!("resend-{invite_id}");
+        let outcome = state
+            .store
+            .enroll_now(invite.patient_id, Some(&key), &source, now)
+            .await?;
+        state
+            .store
+            .audit(
+                &staff.0.username,
+                "patient.resend_invite",
+                Some(invite.patient_id),
+                now,
+            )
+            .await?;
+        answers.push(match outcome {
+            EnrollOutcome::Queued { invite: new, .. } => Resent {
+                invite_id,
+                outcome: "queued",
+                new_invite_id: Some(new.id),
+                message: None,
+            },
+            EnrollOutcome::Refused { refusal } => Resent {
+                invite_id,
+                outcome: "refused",
+                new_invite_id: None,
+                message: Some(refusal.message()),
+            },
+        });
+    }
+    Ok(Json(answers))
+}

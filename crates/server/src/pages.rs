@@ -1,0 +1,269 @@
+//! Pages for patients (the activation link's landing page, unsubscribe),
+//! the demo mailbox, and the SMS provider's inbound webhook.
+
+use std::sync::LazyLock;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Form, Json};
+use enroll_core::E164Phone;
+use enroll_notify::{SmsKeyword, is_opt_out_keyword};
+use minijinja::{Environment, context};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::mailbox::MailboxMessage;
+
+static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    // Our own templates, compiled in: a failure here is a bug caught by the tests.
+    for (name, source) in [
+        ("base.html", include_str!("../templates/base.html")),
+        ("message.html", include_str!("../templates/message.html")),
+        ("activate.html", include_str!("../templates/activate.html")),
+        (
+            "unsubscribe.html",
+            include_str!("../templates/unsubscribe.html"),
+        ),
+        ("mailbox.html", include_str!("../templates/mailbox.html")),
+    ] {
+        if let Err(e) = env.add_template(name, source) {
+            tracing::error!(template = name, error = %e, "page template does not compile");
+        }
+    }
+    env
+});
+
+fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    match PAGES.get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "page could not be rendered");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this page could not be shown",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn message(status: StatusCode, heading: &str, text: &str) -> Response {
+    render(status, "message.html", context! { heading, text })
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "page failed");
+    message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "Please try again in a few minutes.",
+    )
+}
+
+/// Where the invite's link leads (R10).
+pub(crate) async fn activate(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let link = match state.store.activation_link(&token).await {
+        Ok(Some(link)) => link,
+        Ok(None) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "This invitation link is not valid",
+                "Check that the whole link was copied, or ask your practice for a new invitation.",
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    let now = state.clock.now();
+    if link.used || link.expires_at <= now {
+        let text = format!(
+            "This invitation has expired or was already used. Ask {} for a new one.",
+            link.practice_name
+        );
+        return message(
+            StatusCode::GONE,
+            "This invitation can no longer be used",
+            &text,
+        );
+    }
+    let expires_on = link.expires_at.strftime("%B %-d, %Y").to_string();
+    render(
+        StatusCode::OK,
+        "activate.html",
+        context! { first_name => link.first_name, practice_name => link.practice_name, expires_on },
+    )
+}
+
+async fn unsubscribe_practice(
+    state: &AppState,
+    invite_id: i64,
+    signature: &str,
+) -> Result<String, Response> {
+    let not_found = || {
+        message(
+            StatusCode::NOT_FOUND,
+            "This link is not valid",
+            "Check that the whole link was copied.",
+        )
+    };
+    if !state.links.verify_unsubscribe(invite_id, signature) {
+        return Err(not_found());
+    }
+    let invite = state
+        .store
+        .invite_by_id(invite_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    let practice = state
+        .store
+        .practice(invite.practice_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    Ok(practice.name)
+}
+
+/// Shows the confirmation; opting out needs the POST (mail scanners follow
+/// links, they do not submit forms).
+pub(crate) async fn unsubscribe_form(
+    State(state): State<AppState>,
+    Path((invite_id, signature)): Path<(i64, String)>,
+) -> Response {
+    match unsubscribe_practice(&state, invite_id, &signature).await {
+        Ok(practice_name) => render(
+            StatusCode::OK,
+            "unsubscribe.html",
+            context! { practice_name, done => false },
+        ),
+        Err(page) => page,
+    }
+}
+
+/// The button of the page, and RFC 8058 one-click from the mail client.
+pub(crate) async fn unsubscribe(
+    State(state): State<AppState>,
+    Path((invite_id, signature)): Path<(i64, String)>,
+) -> Response {
+    let practice_name = match unsubscribe_practice(&state, invite_id, &signature).await {
+        Ok(name) => name,
+        Err(page) => return page,
+    };
+    match state
+        .store
+        .opt_out_email_by_invite(invite_id, state.clock.now())
+        .await
+    {
+        Ok(_) => render(
+            StatusCode::OK,
+            "unsubscribe.html",
+            context! { practice_name, done => true },
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct MailboxView {
+    #[serde(flatten)]
+    message: MailboxMessage,
+    links: Vec<String>,
+}
+
+fn mailbox_view(state: &AppState) -> Option<Vec<MailboxView>> {
+    let mailbox = state.mailbox.as_ref()?;
+    Some(
+        mailbox
+            .messages()
+            .into_iter()
+            .map(|message| {
+                let links = message
+                    .text
+                    .split_whitespace()
+                    .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+                    .map(|w| w.trim_end_matches(['.', ',', ')']).to_string())
+                    .collect();
+                MailboxView { message, links }
+            })
+            .collect(),
+    )
+}
+
+pub(crate) async fn mailbox_page(State(state): State<AppState>) -> Response {
+    match mailbox_view(&state) {
+        Some(messages) => render(StatusCode::OK, "mailbox.html", context! { messages }),
+        None => message(
+            StatusCode::NOT_FOUND,
+            "No mailbox",
+            "The mailbox exists only in `enroll demo`.",
+        ),
+    }
+}
+
+pub(crate) async fn mailbox_json(State(state): State<AppState>) -> Response {
+    match mailbox_view(&state) {
+        Some(messages) => Json(messages).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The form fields of an inbound text, as SMS providers post them.
+#[derive(Deserialize)]
+pub(crate) struct InboundSms {
+    #[serde(rename = "From")]
+    from: String,
+    #[serde(rename = "Body")]
+    body: String,
+}
+
+/// R13: STOP and friends opt the number out at once; START opts back in.
+/// The URL carries a secret (`sms.webhook_secret`) so only the provider,
+/// which was given the URL, can change opt-outs.
+pub(crate) async fn sms_webhook(
+    State(state): State<AppState>,
+    Path(secret): Path<String>,
+    Form(inbound): Form<InboundSms>,
+) -> Response {
+    let expected = state.sms_webhook_secret.as_deref().unwrap_or_default();
+    if expected.is_empty() || !constant_time_eq(expected.as_bytes(), secret.as_bytes()) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let Ok(phone) = E164Phone::parse(&inbound.from) else {
+        tracing::warn!("inbound text from a number that is not a valid phone number; ignored");
+        return twiml();
+    };
+    let opted_out = match is_opt_out_keyword(&inbound.body) {
+        Some(SmsKeyword::OptOut) => true,
+        Some(SmsKeyword::OptIn) => false,
+        None => return twiml(),
+    };
+    match state
+        .store
+        .set_sms_opt_out_by_phone(phone.as_str(), opted_out, state.clock.now())
+        .await
+    {
+        Ok(patients) => {
+            tracing::info!(patients, opted_out, "inbound text changed SMS consent");
+            twiml()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "recording an SMS opt-out failed");
+            // 500 makes the provider retry the webhook.
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// An empty answer in the provider's XML: no reply text.
+fn twiml() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+    )
+        .into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,561 @@
+//! Delivery: the dispatcher against real SMTP servers over TCP, the
+//! schedule, retries, interruptions, two dispatchers racing, unsubscribe and
+//! SMS consent.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use enroll_server::{Clock, RoundSummary};
+use enroll_store::{DeliveryPolicy, Prepared, Source};
+use jiff::{SignedDuration, Timestamp};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::smtp::SmtpState;
+use crate::{SMS_WEBHOOK_SECRET, TestApp, TestSmtp, on_each_engine};
+
+fn sent(n: usize) -> RoundSummary {
+    RoundSummary {
+        claimed: n,
+        sent: n,
+        ..RoundSummary::default()
+    }
+}
+
+#[tokio::test]
+async fn an_invite_is_emailed_with_its_links_and_no_other_phi() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
+        let id = app.patient("MRN-4711", json!({})).await;
+        assert_eq!(
+            dispatcher.run_round().await.unwrap(),
+            sent(1),
+            "{:?}",
+            app.engine
+        );
+
+        let mail = &smtp.received()[0];
+        assert_eq!(mail.to, ["rosa@example.org"]);
+        let invite = &app.invites(id).await[0];
+        assert_eq!(invite["state"], "sent", "{invite}");
+        let created: Timestamp = invite["created_at"].as_str().unwrap().parse().unwrap();
+        let message_id = app
+            .links()
+            .message_id(invite["id"].as_i64().unwrap(), created);
+        assert_eq!(mail.header("Message-ID"), Some(format!("<{message_id}>")));
+        let unsubscribe = mail.header("List-Unsubscribe").unwrap();
+        assert!(
+            unsubscribe.contains("http://invites.test/unsubscribe/"),
+            "{unsubscribe}"
+        );
+        assert!(
+            mail.data.contains("Rosa"),
+            "the first name greets the patient"
+        );
+        for phi in ["Parks", "1990-07-04", "10027", "MRN-4711"] {
+            assert!(
+                !mail.data.contains(phi),
+                "{:?}: the email must not contain {phi:?} (R12)",
+                app.engine
+            );
+        }
+        assert!(
+            app.timeline_kinds(id)
+                .await
+                .contains(&"invite_sent".to_string())
+        );
+
+        // The activation link in the email leads to a page for this patient.
+        let link = mail
+            .data
+            .split_whitespace()
+            .find_map(|w| w.find("http://invites.test/a/").map(|i| w[i..].to_string()))
+            .expect("an activation link");
+        let token: String = link
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        assert_eq!(token.len(), 22, "128 bits, base64url: {link}");
+        let page = app
+            .http
+            .get(app.url(&format!("/a/{token}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.text().await.unwrap().contains("Rosa"));
+        let bad = app
+            .http
+            .get(app.url("/a/AAAAAAAAAAAAAAAAAAAAAA"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auto_invites_wait_for_the_schedule_window() {
+    on_each_engine(async |app| {
+        let schedule = json!({
+            "time_zone": "America/New_York",
+            "windows": [{ "weekday": "monday", "opens": "08:00", "closes": "17:00" }],
+        });
+        app.call(
+            reqwest::Method::PUT,
+            &format!("/api/practices/{}/schedule", app.practice_id),
+            Some(schedule),
+        )
+        .await;
+        let smtp = TestSmtp::start().await;
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
+        let id = app.patient("M1", json!({})).await;
+        assert_eq!(
+            dispatcher.run_round().await.unwrap().claimed,
+            0,
+            "Wednesday: wait for Monday"
+        );
+
+        app.clock.set("2026-11-30T12:59:59Z".parse().unwrap()); // Monday 07:59:59 EST
+        assert_eq!(
+            dispatcher.run_round().await.unwrap().claimed,
+            0,
+            "{:?}: not yet open",
+            app.engine
+        );
+        app.clock.set("2026-11-30T13:00:00Z".parse().unwrap()); // Monday 08:00 EST
+        assert_eq!(
+            dispatcher.run_round().await.unwrap(),
+            sent(1),
+            "{:?}: sent when the window opens",
+            app.engine
+        );
+        assert_eq!(smtp.received().len(), 1);
+        let invite = &app.invites(id).await[0];
+        assert_eq!(
+            invite["counted_at"], "2026-11-30T13:00:00Z",
+            "counted when it was sent: {invite}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_rules_are_checked_again_when_sending() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
+        let id = app.patient("M1", json!({})).await;
+        // The email is removed before the dispatcher gets to the invite.
+        let (status, _) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/patients/{id}"),
+                Some(json!({ "first_name": "Rosa", "last_name": "Parks", "date_of_birth": "1990-07-04",
+                             "birth_sex": "F", "zip": "10027", "email": null })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let summary = dispatcher.run_round().await.unwrap();
+        assert_eq!((summary.claimed, summary.sent), (1, 0), "{:?}", app.engine);
+        assert!(smtp.received().is_empty());
+        let invite = &app.invites(id).await[0];
+        assert_eq!(invite["state"], "cancelled");
+        assert!(invite["failure_reason"].as_str().unwrap().contains("email"), "{invite}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn smtp_down_then_back_delivers_every_invite_exactly_once() {
+    on_each_engine(async |app| {
+        let state = Arc::new(SmtpState::default());
+        let mut smtp = TestSmtp::start_on("127.0.0.1:0".parse().unwrap(), state.clone()).await;
+        let addr = smtp.addr;
+        smtp.stop();
+        let dispatcher = app.dispatcher(addr, "w1");
+        let ids = [
+            app.patient("M1", json!({})).await,
+            app.patient("M2", json!({})).await,
+        ];
+        let summary = dispatcher.run_round().await.unwrap();
+        assert_eq!(
+            (summary.claimed, summary.retrying),
+            (2, 2),
+            "{:?}: SMTP is down",
+            app.engine
+        );
+        let invite = &app.invites(ids[0]).await[0];
+        assert_eq!(invite["state"], "queued");
+        assert_eq!(invite["attempts"], 1);
+        let (_, failed) = app.get("/api/deliveries/failed").await;
+        assert_eq!(
+            failed.as_array().unwrap().len(),
+            2,
+            "retrying invites are listed: {failed}"
+        );
+        assert!(failed[0]["next_retry_at"].is_string(), "{failed}");
+
+        assert_eq!(
+            dispatcher.run_round().await.unwrap().claimed,
+            0,
+            "not before the retry time"
+        );
+        let _smtp = TestSmtp::start_on(addr, state.clone()).await;
+        app.clock.advance(SignedDuration::from_mins(2));
+        assert_eq!(
+            dispatcher.run_round().await.unwrap(),
+            sent(2),
+            "{:?}: back up",
+            app.engine
+        );
+        app.clock.advance(SignedDuration::from_hours(2));
+        assert_eq!(dispatcher.run_round().await.unwrap().claimed, 0);
+        let received = state.received.lock().unwrap().clone();
+        let message_ids: HashSet<_> = received
+            .iter()
+            .filter_map(|m| m.header("Message-ID"))
+            .collect();
+        assert_eq!(
+            (received.len(), message_ids.len()),
+            (2, 2),
+            "{:?}: each invite arrived once",
+            app.engine
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rejected_address_fails_for_staff_does_not_count_and_can_be_sent_again() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        smtp.state
+            .reject
+            .lock()
+            .unwrap()
+            .insert("rosa@example.org".into());
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
+        let id = app.patient("M1", json!({})).await;
+        let summary = dispatcher.run_round().await.unwrap();
+        assert_eq!(
+            (summary.claimed, summary.failed),
+            (1, 1),
+            "{:?}",
+            app.engine
+        );
+        let (_, failed) = app.get("/api/deliveries/failed").await;
+        let row = &failed[0];
+        assert_eq!(row["patient_id"], id);
+        assert_eq!(row["state"], "failed");
+        assert_eq!(row["address"], "rosa@example.org");
+        assert_eq!(row["attempts"], 1);
+        assert!(row["reason"].as_str().unwrap().contains("550"), "{row}");
+        let view = app.get(&format!("/api/patients/{id}")).await.1;
+        assert_eq!(view["status"]["status"], "delivery_failed", "{view}");
+
+        // Four more sends fit in the cap: the failure did not count (R7).
+        smtp.state.reject.lock().unwrap().clear();
+        let invite_id = row["invite_id"].as_i64().unwrap();
+        let (status, answer) = app
+            .post(
+                "/api/deliveries/resend",
+                json!({ "invite_ids": [invite_id] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer[0]["outcome"], "queued", "{answer}");
+        let (_, again) = app
+            .post(
+                "/api/deliveries/resend",
+                json!({ "invite_ids": [invite_id] }),
+            )
+            .await;
+        assert_eq!(
+            again[0]["new_invite_id"], answer[0]["new_invite_id"],
+            "a repeated resend sends nothing more"
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                app.enroll(id).await.0,
+                StatusCode::CREATED,
+                "{:?}",
+                app.engine
+            );
+        }
+        assert_eq!(app.enroll(id).await.0, StatusCode::TOO_MANY_REQUESTS);
+        let summary = dispatcher.run_round().await.unwrap();
+        assert_eq!(summary.sent, 4, "{:?}: {summary:?}", app.engine);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_interrupted_attempt_is_sent_again_once_with_the_same_message_id() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let id = app.patient("M1", json!({})).await;
+        // A dispatcher claims the invite, records the attempt, hands it
+        // over... and its process dies before recording the outcome.
+        let now = app.clock.now();
+        let policy = DeliveryPolicy::default();
+        let claimed = app
+            .db
+            .store
+            .claim_due_invites("crashed", now, policy.lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        let Prepared::Send(job) = app
+            .db
+            .store
+            .prepare_delivery(claimed[0], "crashed", &policy, now)
+            .await
+            .unwrap()
+        else {
+            panic!("{:?}: the invite should be sent", app.engine);
+        };
+
+        let dispatcher = app.dispatcher(smtp.addr, "w2");
+        assert_eq!(
+            dispatcher.run_round().await.unwrap().claimed,
+            0,
+            "the lease still holds"
+        );
+        app.clock
+            .advance(policy.lease + SignedDuration::from_secs(1));
+        assert_eq!(
+            dispatcher.run_round().await.unwrap(),
+            sent(1),
+            "{:?}",
+            app.engine
+        );
+        app.clock.advance(SignedDuration::from_hours(1));
+        assert_eq!(
+            dispatcher.run_round().await.unwrap().claimed,
+            0,
+            "sent once more, not again"
+        );
+
+        let mail = &smtp.received()[0];
+        let expected = app.links().message_id(job.invite_id, job.invite_created_at);
+        assert_eq!(mail.header("Message-ID"), Some(format!("<{expected}>")));
+        let kinds = app.timeline_kinds(id).await;
+        assert!(
+            kinds.contains(&"invite_resent_after_interruption".to_string()),
+            "{:?}: {kinds:?}",
+            app.engine
+        );
+        assert_eq!(app.invites(id).await[0]["attempts"], 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_dispatchers_on_one_database_send_each_of_1000_invites_once() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let practice = app.practice_id;
+        let source = Source::new("test", None);
+        let now = app.clock.now();
+        for n in 0..1000 {
+            let mut d = enroll_core::Demographics {
+                first_name: Some(format!("Pat{n}")),
+                last_name: Some("Many".into()),
+                date_of_birth: Some("1970-01-01".into()),
+                birth_sex: Some("M".into()),
+                zip: Some("02134".into()),
+                email: Some(format!("pat{n}@example.org")),
+                cell_phone: None,
+            };
+            d.first_name = Some(format!("Pat{n}"));
+            app.db
+                .store
+                .create_patient(practice, &format!("R{n}"), &d, &source, now)
+                .await
+                .unwrap();
+        }
+        let race = |worker: &'static str| {
+            let mut dispatcher = app.dispatcher(smtp.addr, worker);
+            dispatcher.batch = 50;
+            async move {
+                let mut sent = 0;
+                loop {
+                    let summary = dispatcher.run_round().await.unwrap();
+                    if summary.claimed == 0 {
+                        return sent;
+                    }
+                    sent += summary.sent;
+                }
+            }
+        };
+        let (a, b) = tokio::join!(race("a"), race("b"));
+        let received = smtp.received();
+        let ids: HashSet<_> = received
+            .iter()
+            .filter_map(|m| m.header("Message-ID"))
+            .collect();
+        assert_eq!(a + b, 1000, "{:?}: a sent {a}, b sent {b}", app.engine);
+        assert_eq!(
+            (received.len(), ids.len()),
+            (1000, 1000),
+            "{:?}: each invite once",
+            app.engine
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_unsubscribe_link_records_the_email_opt_out() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let id = app.patient("M1", json!({})).await;
+        app.dispatcher(smtp.addr, "w1").run_round().await.unwrap();
+        let url = smtp.received()[0].header("List-Unsubscribe").unwrap();
+        let path = url
+            .trim_matches(['<', '>'])
+            .replace("http://invites.test", "");
+
+        let form = app.http.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(form.status(), StatusCode::OK);
+        assert!(form.text().await.unwrap().contains("<form method=\"post\""));
+        let view = app.get(&format!("/api/patients/{id}")).await.1;
+        assert_eq!(
+            view["patient"]["email_opted_out"], false,
+            "opening the link alone changes nothing"
+        );
+
+        let done = app.http.post(app.url(&path)).send().await.unwrap();
+        assert_eq!(done.status(), StatusCode::OK, "{:?}", app.engine);
+        let view = app.get(&format!("/api/patients/{id}")).await.1;
+        assert_eq!(view["patient"]["email_opted_out"], true);
+        assert!(
+            app.timeline_kinds(id)
+                .await
+                .contains(&"email_opted_out".to_string())
+        );
+
+        let forged = path
+            .rsplit_once('/')
+            .map(|(head, _)| format!("{head}/00112233445566778899aabbccddeeff"))
+            .unwrap();
+        let refused = app.http.post(app.url(&forged)).send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stop_and_start_texts_change_sms_consent_at_once() {
+    on_each_engine(async |app| {
+        let id = app
+            .patient("M1", json!({ "cell_phone": "(617) 555-0100" }))
+            .await;
+        let text = |secret: &str, body: &str| {
+            app.http
+                .post(app.url(&format!("/webhooks/sms/{secret}")))
+                .form(&[
+                    ("From", "+16175550100"),
+                    ("To", "+16175550000"),
+                    ("Body", body),
+                ])
+                .send()
+        };
+        let answer = text(SMS_WEBHOOK_SECRET, " Stop ").await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert!(answer.text().await.unwrap().contains("<Response>"));
+        let view = app.get(&format!("/api/patients/{id}")).await.1;
+        assert_eq!(view["patient"]["sms_opted_out"], true, "{:?}", app.engine);
+
+        text(SMS_WEBHOOK_SECRET, "hello?").await.unwrap();
+        assert_eq!(
+            app.get(&format!("/api/patients/{id}")).await.1["patient"]["sms_opted_out"],
+            true
+        );
+        text(SMS_WEBHOOK_SECRET, "START").await.unwrap();
+        assert_eq!(
+            app.get(&format!("/api/patients/{id}")).await.1["patient"]["sms_opted_out"],
+            false
+        );
+
+        let forged = text("guess", "STOP").await.unwrap();
+        assert_eq!(forged.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            app.get(&format!("/api/patients/{id}")).await.1["patient"]["sms_opted_out"],
+            false
+        );
+    })
+    .await;
+}
+
+/// Python's aiosmtpd, a third-party SMTP server, receives the invite into a
+/// maildir. `scripts/test` installs it and sets ENROLL_REQUIRE_AIOSMTPD=1.
+#[tokio::test]
+async fn a_third_party_smtp_server_receives_the_invite() {
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        assert_ne!(
+            std::env::var("ENROLL_REQUIRE_AIOSMTPD").as_deref(),
+            Ok("1"),
+            "aiosmtpd is required: pip install aiosmtpd"
+        );
+        eprintln!("skipping: python3 -m aiosmtpd is not installed");
+        return;
+    }
+    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+        return;
+    };
+    let maildir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut server = tokio::process::Command::new("python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+        ])
+        // aiosmtpd creates the maildir itself and refuses an empty folder.
+        .arg(maildir.path().join("maildir"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.patient("M1", json!({})).await;
+    assert_eq!(
+        app.dispatcher(addr, "w1").run_round().await.unwrap(),
+        sent(1)
+    );
+    let new = maildir.path().join("maildir").join("new");
+    let files: Vec<_> = std::fs::read_dir(&new).unwrap().collect();
+    assert_eq!(files.len(), 1, "one message in the maildir");
+    let message = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    assert!(message.contains("To: rosa@example.org"), "{message}");
+    assert!(message.contains("Message-ID: <invite-"), "{message}");
+    server.kill().await.unwrap();
+    app.stop().await;
+}
