@@ -12,7 +12,6 @@ use clap::{Parser, Subcommand};
 use enroll_core::Schedule;
 use enroll_notify::{
     EmailSender, HttpSmsSender, SmsConfig, SmsSender, SmtpConfig, SmtpMailer, SmtpSecurity,
-    Templates,
 };
 use enroll_server::{
     AppState, Clock, Dispatcher, LINK_SECRET_SETTING, Links, Mailbox, SystemClock,
@@ -268,6 +267,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     };
     let mut state = AppState::new(store.clone(), clock.clone(), links.clone());
     state.sms_webhook_secret = config.sms.webhook_secret.clone();
+    state.templates = enroll_server::templates::load(&store).await?;
     let dispatcher = dispatcher(&state, email, sms, &config.email_from, &config.delivery)
         .spawn(Duration::from_millis(config.delivery.poll_interval_ms));
     let server = enroll_server::spawn(config.listen, state)
@@ -310,7 +310,7 @@ fn dispatcher(
         clock: state.clock.clone(),
         email,
         sms,
-        templates: Arc::new(Templates::builtin()),
+        templates: state.templates.clone(),
         links: state.links.clone(),
         email_from: email_from.to_string(),
         policy,
@@ -532,6 +532,7 @@ async fn demo(
     let mailbox = Arc::new(Mailbox::default());
     let mut state = AppState::new(store.clone(), clock, links);
     state.mailbox = Some(mailbox.clone());
+    state.templates = enroll_server::templates::load(&store).await?;
     let settings = config::DeliverySettings {
         poll_interval_ms: 500,
         ..config::DeliverySettings::default()

@@ -90,6 +90,85 @@ async fn the_demo_serves_1000_patients_and_enroll_now_names_the_missing_email() 
     assert_eq!(body["code"], "missing_fields");
     assert_eq!(body["problems"][0]["field"], "email", "{body}");
 
+    // Auto invites on, then the missing email is filled in: a trigger (R2).
+    // Inside office hours it is sent at once, outside it waits (R5); the
+    // demo runs on the real clock, so the test accepts either and checks
+    // that the mailbox agrees with the decision.
+    let put = |path: String, body: Value| {
+        http.put(format!("{url}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let on = put(
+        "/api/practices/1/auto-invites".into(),
+        serde_json::json!({ "on": true }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(on.status().as_u16(), 200);
+    let (_, view) = get(format!("/api/patients/{id}")).await;
+    let mut fields = view["patient"]["demographics"].clone();
+    fields["email"] = Value::from("filled.in@example.org");
+    let saved: Value = put(format!("/api/patients/{id}"), fields)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let decision = saved["triggers"][0]["decision"]["decision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mailbox_to = |address: &'static str| {
+        let request = http.get(format!("{url}/mailbox.json"));
+        async move {
+            let messages: Value = request.send().await.unwrap().json().await.unwrap();
+            messages
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["to"] == address)
+                .cloned()
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut delivered = Vec::new();
+    // The dispatcher polls every 500 ms: 10 s is ample for a send, and 2 s
+    // shows that a waiting invite did not go out.
+    let polls = if decision == "send_now" { 50 } else { 10 };
+    for _ in 0..polls {
+        delivered = mailbox_to("filled.in@example.org").await;
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match decision.as_str() {
+        "send_now" => {
+            assert_eq!(
+                delivered.len(),
+                1,
+                "inside office hours the invite reaches the mailbox"
+            );
+            let link = delivered[0]["links"][0].as_str().unwrap().to_string();
+            let page = http.get(&link).send().await.unwrap();
+            assert_eq!(
+                page.status().as_u16(),
+                200,
+                "the activation link of {link} opens"
+            );
+        }
+        "queue" => assert!(
+            delivered.is_empty(),
+            "outside office hours the invite waits"
+        ),
+        other => panic!("unexpected decision {other}: {saved}"),
+    }
+    let page = http.get(format!("{url}/mailbox")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await.unwrap().contains("Demo mailbox"));
+
     child.kill().await.unwrap();
 
     // A second start reuses the data and prints a fresh token.

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use enroll_notify::{
     DeliveryError, EmailSender, InviteContext, Language, OutgoingEmail, OutgoingSms, SmsSender,
-    Templates,
 };
 use enroll_store::{
     ChannelResult, DeliveryJob, DeliveryPolicy, DeliveryReport, Finished, Prepared, Store,
@@ -23,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::links::Links;
+use crate::templates::SharedTemplates;
 
 /// What a dispatcher needs; cheap to clone.
 #[derive(Clone)]
@@ -31,7 +31,7 @@ pub struct Dispatcher {
     pub clock: Arc<dyn Clock>,
     pub email: Arc<dyn EmailSender>,
     pub sms: Option<Arc<dyn SmsSender>>,
-    pub templates: Arc<Templates>,
+    pub templates: SharedTemplates,
     pub links: Links,
     /// The address invites come from, e.g. `"Riverside Portal <portal@example.org>"`.
     pub email_from: String,
@@ -190,7 +190,12 @@ impl Dispatcher {
         to: &str,
         context: &InviteContext,
     ) -> ChannelResult {
-        let content = match self.templates.render_email(&job.practice_code, context) {
+        let rendered = self
+            .templates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .render_email(&job.practice_code, context);
+        let content = match rendered {
             Ok(content) => content,
             Err(e) => {
                 return ChannelResult::Permanent(format!(
@@ -222,7 +227,12 @@ impl Dispatcher {
         let Some(sender) = &self.sms else {
             return ChannelResult::Permanent("no SMS provider is configured".into());
         };
-        let body = match self.templates.render_sms(&job.practice_code, context) {
+        let rendered = self
+            .templates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .render_sms(&job.practice_code, context);
+        let body = match rendered {
             Ok(body) => body,
             Err(e) => {
                 return ChannelResult::Permanent(format!("the SMS text could not be made: {e}"));

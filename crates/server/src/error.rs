@@ -16,6 +16,8 @@ pub enum ApiError {
         "sign in first: send the header `Authorization: Bearer <token>` (create a token with `enroll user add`)"
     )]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
@@ -47,6 +49,12 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, String, Value) {
         match self {
+            ApiError::Forbidden(m) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                (*m).to_string(),
+                Value::Null,
+            ),
             ApiError::BadRequest(m) => (
                 StatusCode::BAD_REQUEST,
                 "bad_request",

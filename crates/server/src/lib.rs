@@ -12,6 +12,7 @@ mod error;
 pub mod links;
 pub mod mailbox;
 mod pages;
+pub mod templates;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use dispatcher::{Dispatcher, RoundSummary, RunningDispatcher};
 pub use error::ApiError;
 pub use links::{LINK_SECRET_SETTING, Links};
 pub use mailbox::Mailbox;
+pub use templates::SharedTemplates;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -41,6 +43,8 @@ pub struct AppState {
     pub mailbox: Option<Arc<Mailbox>>,
     /// The secret path segment of the inbound SMS webhook; none = no webhook.
     pub sms_webhook_secret: Option<String>,
+    /// Invite templates in force (built-in plus practice overrides).
+    pub templates: SharedTemplates,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
             links,
             mailbox: None,
             sms_webhook_secret: None,
+            templates: Arc::new(std::sync::RwLock::new(enroll_notify::Templates::builtin())),
         }
     }
 }

@@ -34,6 +34,39 @@ impl Store {
         })?)
     }
 
+    /// Stores `value` under `key`, replacing any earlier value.
+    pub async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Every setting whose key starts with `prefix`, by key.
+    pub async fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as("SELECT key, value FROM settings WHERE key LIKE $1 ESCAPE '\\' ORDER BY key")
+                .bind(&pattern)
+                .fetch_all(pool)
+                .await
+        })?)
+    }
+
     /// Stores `value` unless the key has one; returns the value in force, so
     /// that several instances starting together agree on one.
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {

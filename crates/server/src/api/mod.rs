@@ -5,6 +5,7 @@ mod deliveries;
 mod json;
 mod patients;
 mod practices;
+mod templates;
 
 use axum::Router;
 use axum::routing::{get, post, put};
@@ -20,6 +21,11 @@ pub(crate) fn router() -> Router<AppState> {
             put(practices::set_auto_invites),
         )
         .route("/practices/{id}/schedule", put(practices::set_schedule))
+        .route("/practices/{id}/templates/preview", get(templates::preview))
+        .route(
+            "/practices/{id}/templates/{language}/{kind}",
+            put(templates::put),
+        )
         .route("/patients", get(patients::search).post(patients::create))
         .route("/patients/{id}", get(patients::show).put(patients::update))
         .route("/patients/{id}/timeline", get(patients::timeline))

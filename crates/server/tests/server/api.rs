@@ -348,3 +348,84 @@ async fn bad_input_gets_a_clear_json_error() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn templates_preview_per_language_and_an_admin_override_applies_to_one_practice() {
+    on_each_engine(async |app| {
+        let path = format!("/api/practices/{}/templates/preview", app.practice_id);
+        let (status, english) = app.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{english}");
+        assert_eq!(english["language"], "en");
+        assert!(english["email"]["text"].as_str().unwrap().contains("Alex"));
+        assert!(
+            english["sms"].as_str().unwrap().contains("STOP"),
+            "{english}"
+        );
+        let (_, spanish) = app.get(&format!("{path}?language=es")).await;
+        assert_ne!(
+            spanish["email"]["subject"], english["email"]["subject"],
+            "{spanish}"
+        );
+        let (status, _) = app.get(&format!("{path}?language=fr")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        let put_path = format!("/api/practices/{}/templates/en/subject", app.practice_id);
+        let body =
+            json!({ "source": "{{ first_name }}, your {{ practice_name }} portal is ready" });
+        let (status, refused) = app
+            .call(reqwest::Method::PUT, &put_path, Some(body.clone()))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "front desk staff cannot: {refused}"
+        );
+
+        let admin = |body: Value| {
+            app.http
+                .put(app.url(&put_path))
+                .bearer_auth(crate::ADMIN_TOKEN)
+                .json(&body)
+                .send()
+        };
+        let response = admin(body).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{:?}", app.engine);
+        let saved: Value = response.json().await.unwrap();
+        assert_eq!(
+            saved["email"]["subject"],
+            "Alex, your Practice TEST portal is ready"
+        );
+        let (_, again) = app.get(&path).await;
+        assert_eq!(
+            again["email"]["subject"], saved["email"]["subject"],
+            "in force for the preview and the dispatcher"
+        );
+
+        let leaky = admin(json!({ "source": "{{ last_name }}" })).await.unwrap();
+        assert_eq!(
+            leaky.status(),
+            StatusCode::BAD_REQUEST,
+            "R12: only the first name and practice name"
+        );
+        let message: Value = leaky.json().await.unwrap();
+        assert!(
+            message["message"]
+                .as_str()
+                .unwrap()
+                .contains("may use only first_name, practice_name"),
+            "{message}"
+        );
+        let stored = app
+            .db
+            .store
+            .settings_with_prefix("template/")
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.len(),
+            1,
+            "the override is kept for restarts: {stored:?}"
+        );
+    })
+    .await;
+}

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 pub use smtp::TestSmtp;
 
 pub const TOKEN: &str = "test-token-of-frida";
+pub const ADMIN_TOKEN: &str = "test-token-of-ada";
 pub const SMS_WEBHOOK_SECRET: &str = "hook-secret";
 
 pub struct TestApp {
@@ -26,6 +27,7 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub practice_id: i64,
+    pub templates: enroll_server::SharedTemplates,
 }
 
 /// Wednesday 2026-11-25 10:00 in New York: inside office hours.
@@ -52,6 +54,17 @@ impl TestApp {
         let links = Links::new("http://invites.test", b"test secret");
         let mut state = AppState::new(db.store.clone(), clock.clone(), links);
         state.sms_webhook_secret = Some(SMS_WEBHOOK_SECRET.to_string());
+        db.store
+            .put_staff_user(
+                "ada",
+                "Ada Admin",
+                "admin",
+                &enroll_store::hash_token(ADMIN_TOKEN),
+                now,
+            )
+            .await
+            .unwrap();
+        let templates = state.templates.clone();
         let server = enroll_server::spawn("127.0.0.1:0".parse().unwrap(), state)
             .await
             .unwrap();
@@ -64,6 +77,7 @@ impl TestApp {
             base,
             http: reqwest::Client::new(),
             practice_id: practice.id,
+            templates,
         })
     }
 
@@ -164,7 +178,7 @@ impl TestApp {
             clock: self.clock.clone(),
             email: Arc::new(mailer),
             sms: None,
-            templates: Arc::new(enroll_notify::Templates::builtin()),
+            templates: self.templates.clone(),
             links: self.links(),
             email_from: "Test Practice <portal@practice.test>".into(),
             policy: enroll_store::DeliveryPolicy::default(),

@@ -1,0 +1,143 @@
+//! Invite templates per practice and language (R12): preview, and saving an
+//! override (administrators only).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use enroll_notify::{InviteContext, Language, RenderedEmail};
+use serde::{Deserialize, Serialize};
+
+use super::json::JsonBody;
+use crate::auth::Staff;
+use crate::templates::{parse_language, save};
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+pub(crate) struct PreviewQuery {
+    language: Option<String>,
+    first_name: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Preview {
+    language: &'static str,
+    email: EmailPreview,
+    /// The text message, or `None` with `sms_problem` saying why this
+    /// practice's SMS template cannot make one (too long, for example).
+    sms: Option<String>,
+    sms_problem: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EmailPreview {
+    subject: String,
+    text: String,
+    html: String,
+}
+
+impl From<RenderedEmail> for EmailPreview {
+    fn from(e: RenderedEmail) -> EmailPreview {
+        EmailPreview {
+            subject: e.subject,
+            text: e.text,
+            html: e.html,
+        }
+    }
+}
+
+/// What a patient of this practice would receive, with sample links.
+pub(crate) async fn preview(
+    State(state): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<i64>,
+    Query(q): Query<PreviewQuery>,
+) -> Result<Json<Preview>, ApiError> {
+    let practice = state
+        .store
+        .practice(id)
+        .await?
+        .ok_or(ApiError::NotFound("practice"))?;
+    let language = match q.language.as_deref() {
+        None => Language::English,
+        Some(raw) => parse_language(raw).ok_or_else(|| {
+            ApiError::BadRequest(format!("unknown language {raw:?}: use en or es"))
+        })?,
+    };
+    let context = InviteContext {
+        first_name: q.first_name.unwrap_or_else(|| "Alex".into()),
+        practice_name: practice.name.clone(),
+        activation_url: state.links.activation_url("SAMPLE-TOKEN-22-CHARSX"),
+        unsubscribe_url: state.links.unsubscribe_url(0),
+        language,
+    };
+    let templates = state
+        .templates
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let email = templates
+        .render_email(&practice.code, &context)
+        .map_err(|e| ApiError::BadRequest(format!("the email template cannot be rendered: {e}")))?;
+    let (sms, sms_problem) = match templates.render_sms(&practice.code, &context) {
+        Ok(text) => (Some(text), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    Ok(Json(Preview {
+        language: language.code(),
+        email: email.into(),
+        sms,
+        sms_problem,
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TemplateSource {
+    source: String,
+}
+
+/// `PUT /api/practices/{id}/templates/{language}/{kind}` with `{"source": "..."}`.
+pub(crate) async fn put(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path((id, language, kind)): Path<(i64, String, String)>,
+    JsonBody(body): JsonBody<TemplateSource>,
+) -> Result<Json<Preview>, ApiError> {
+    if staff.0.role != "admin" {
+        return Err(ApiError::Forbidden(
+            "only an administrator can change invite templates",
+        ));
+    }
+    let practice = state
+        .store
+        .practice(id)
+        .await?
+        .ok_or(ApiError::NotFound("practice"))?;
+    save(
+        &state.store,
+        &state.templates,
+        &practice.code,
+        &language,
+        &kind,
+        &body.source,
+    )
+    .await?
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "practice.template",
+            None,
+            state.clock.now(),
+        )
+        .await?;
+    preview(
+        State(state),
+        staff,
+        Path(id),
+        Query(PreviewQuery {
+            language: Some(language),
+            first_name: None,
+        }),
+    )
+    .await
+}
