@@ -3,6 +3,7 @@
 
 mod api;
 mod delivery;
+mod sms;
 mod smtp;
 
 use std::sync::Arc;

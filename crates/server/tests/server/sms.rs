@@ -1,0 +1,140 @@
+//! Texts through the dispatcher to an SMS provider stand-in served over HTTP
+//! on loopback (the provider API shape of R13 / issue 4), with the per-number
+//! limits of R13 and STOP.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use enroll_notify::{HttpSmsSender, SmsConfig};
+use jiff::SignedDuration;
+use serde_json::{Value, json};
+
+use crate::{SMS_WEBHOOK_SECRET, TestApp, TestSmtp, on_each_engine};
+
+#[derive(Clone, Default)]
+struct Provider {
+    texts: Arc<Mutex<Vec<(String, std::collections::HashMap<String, String>)>>>,
+}
+
+async fn messages(
+    State(provider): State<Provider>,
+    Path(account): Path<String>,
+    Form(form): Form<std::collections::HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    let mut texts = provider.texts.lock().unwrap();
+    texts.push((account, form));
+    (
+        StatusCode::CREATED,
+        Json(json!({ "sid": format!("SM{}", texts.len()), "status": "queued" })),
+    )
+}
+
+async fn start_provider() -> (String, Provider) {
+    let provider = Provider::default();
+    let app = Router::new()
+        .route(
+            "/2010-04-01/Accounts/{account}/Messages.json",
+            post(messages),
+        )
+        .with_state(provider.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, provider)
+}
+
+fn texting_dispatcher(
+    app: &TestApp,
+    smtp: &TestSmtp,
+    provider_url: &str,
+) -> enroll_server::Dispatcher {
+    let mut dispatcher = app.dispatcher(smtp.addr, "w1");
+    let config = SmsConfig {
+        base_url: provider_url.to_string(),
+        account_sid: "AC0123456789".into(),
+        auth_token: "token".into(),
+        from: "+16175550000".into(),
+        timeout_secs: 5,
+    };
+    dispatcher.sms = Some(Arc::new(HttpSmsSender::new(&config).unwrap()));
+    dispatcher.policy.sms_enabled = true;
+    dispatcher
+}
+
+#[tokio::test]
+async fn invites_are_texted_within_the_r13_limits_and_stop_ends_them() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let (url, provider) = start_provider().await;
+        let dispatcher = texting_dispatcher(app, &smtp, &url);
+        let id = app
+            .patient("M1", json!({ "cell_phone": "617-555-0100" }))
+            .await;
+        assert_eq!(
+            dispatcher.run_round().await.unwrap().sent,
+            1,
+            "{:?}",
+            app.engine
+        );
+        {
+            let texts = provider.texts.lock().unwrap();
+            assert_eq!(texts.len(), 1, "{:?}: one text", app.engine);
+            let (account, form) = &texts[0];
+            assert_eq!(account, "AC0123456789");
+            assert_eq!(form["To"], "+16175550100");
+            assert_eq!(form["From"], "+16175550000");
+            let body = &form["Body"];
+            assert!(
+                body.chars().count() <= 160,
+                "R13: {} characters: {body}",
+                body.chars().count()
+            );
+            assert!(
+                body.contains("Practice TEST") && body.contains("STOP") && body.contains("Rosa"),
+                "{body}"
+            );
+            assert!(!body.contains("Parks"), "R12: {body}");
+        }
+        assert_eq!(smtp.received().len(), 1, "the email went too");
+
+        // A second invite the same day: email only (R13: one text a day).
+        app.clock.advance(SignedDuration::from_hours(2));
+        assert_eq!(app.enroll(id).await.0, reqwest::StatusCode::CREATED);
+        dispatcher.run_round().await.unwrap();
+        assert_eq!(
+            provider.texts.lock().unwrap().len(),
+            1,
+            "{:?}: no second text within 24 h",
+            app.engine
+        );
+        assert_eq!(smtp.received().len(), 2);
+
+        // The next day the number may be texted again.
+        app.clock.advance(SignedDuration::from_hours(23));
+        assert_eq!(app.enroll(id).await.0, reqwest::StatusCode::CREATED);
+        dispatcher.run_round().await.unwrap();
+        assert_eq!(provider.texts.lock().unwrap().len(), 2, "{:?}", app.engine);
+
+        // STOP: the number is never texted again; email goes on.
+        app.http
+            .post(app.url(&format!("/webhooks/sms/{SMS_WEBHOOK_SECRET}")))
+            .form(&[("From", "+16175550100"), ("Body", "STOP")])
+            .send()
+            .await
+            .unwrap();
+        app.clock.advance(SignedDuration::from_hours(25));
+        assert_eq!(app.enroll(id).await.0, reqwest::StatusCode::CREATED);
+        assert_eq!(dispatcher.run_round().await.unwrap().sent, 1);
+        assert_eq!(
+            provider.texts.lock().unwrap().len(),
+            2,
+            "{:?}: opted out",
+            app.engine
+        );
+        assert_eq!(smtp.received().len(), 4);
+    })
+    .await;
+}
