@@ -429,3 +429,65 @@ async fn templates_preview_per_language_and_an_admin_override_applies_to_one_pra
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_fifth_auto_invite_in_thirty_days_is_suppressed_with_a_visible_reason() {
+    on_each_engine(async |app| {
+        // Four Enroll Nows while auto invites are off (R7 counts both kinds).
+        let switch_path = format!("/api/practices/{}/auto-invites", app.practice_id);
+        let switch = async |on: bool| {
+            app.call(
+                reqwest::Method::PUT,
+                &switch_path,
+                Some(json!({ "on": on })),
+            )
+            .await
+        };
+        switch(false).await;
+        let id = app.patient("M-FIFTH", json!({})).await;
+        for _ in 0..4 {
+            app.clock.advance(SignedDuration::from_hours(1));
+            assert_eq!(app.enroll(id).await.0, StatusCode::CREATED);
+        }
+        let first = app.invites(id).await[0]["created_at"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        app.clock.advance(SignedDuration::from_hours(1));
+        switch(true).await;
+        let (status, outcome) = app
+            .post(&format!("/api/patients/{id}/appointments"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(
+            outcome["decision"]["decision"], "suppressed",
+            "{:?}: {outcome}",
+            app.engine
+        );
+        let first: Timestamp = first.parse().unwrap();
+        let next: Timestamp = outcome["decision"]["next_possible_at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(next, first + SignedDuration::from_hours(30 * 24));
+
+        let (_, view) = app.get(&format!("/api/patients/{id}")).await;
+        let words = view["status_words"].as_str().unwrap();
+        assert!(
+            words.contains("4 invites were already sent in the last 30 days"),
+            "{words}"
+        );
+        assert!(
+            words.contains(&next.to_string()),
+            "the time a send becomes possible: {words}"
+        );
+        let invites = app.invites(id).await;
+        assert_eq!(
+            invites.last().unwrap()["state"],
+            "suppressed",
+            "{invites:?}"
+        );
+    })
+    .await;
+}
