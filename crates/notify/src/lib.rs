@@ -40,6 +40,8 @@ mod error;
 mod keywords;
 mod sms;
 mod templates;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tls;
 
 use std::fmt;

@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use enroll_notify::testing::SmtpSink;
 use enroll_notify::{
     DeliveryError, EmailSender, HttpSmsSender, InviteContext, Language, OutgoingEmail, OutgoingSms,
     SmsConfig, SmsSender, SmtpConfig, SmtpMailer, SmtpSecurity, TemplateError, TemplateKind,
     Templates,
 };
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 // ---------------------------------------------------------------- templates
 
@@ -371,125 +371,20 @@ fn sms_length_limit() {
 
 // ---------------------------------------------------------------- SMTP
 
-#[derive(Debug, Default, Clone)]
-struct Received {
-    mail_from: String,
-    rcpt_to: Vec<String>,
-    data: String,
+/// The shared SMTP sink (`enroll_notify::testing`, feature `testing`) with
+/// the faults these tests use: 550 for "reject-me", 451 for "busy", no
+/// answer at all for "stall".
+async fn start_smtp_stub() -> SmtpSink {
+    let sink = SmtpSink::start().await;
+    let address = |local: &str| format!("{local}@patients.example");
+    lock(&sink.state.reject).insert(address("reject-me"));
+    lock(&sink.state.defer).insert(address("busy"));
+    lock(&sink.state.stall).insert(address("stall"));
+    sink
 }
 
-/// A tiny SMTP server: EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP,
-/// QUIT. RCPT answers 550 for addresses containing "reject" and 451 for those
-/// containing "busy", quoting the address as real servers do, and never
-/// answers for those containing "stall".
-struct SmtpStub {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-const STUB_AUTH_PLAIN: &str = "AGVucm9sbAByaWdodC1wYXNzd29yZA=="; // \0enroll\0right-password
-
-async fn start_smtp_stub() -> SmtpStub {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let store = Arc::clone(&received);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve_smtp(stream, Arc::clone(&store)));
-        }
-    });
-    SmtpStub { addr, received }
-}
-
-async fn serve_smtp(stream: TcpStream, store: Arc<Mutex<Vec<Received>>>) {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    if write
-        .write_all(b"220 stub.test ESMTP ready\r\n")
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut current = Received::default();
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let command = line.trim_end().to_owned();
-        let upper = command.to_ascii_uppercase();
-        let reply = if upper.starts_with("EHLO") {
-            "250-stub.test\r\n250-AUTH PLAIN\r\n250 SIZE 10000000\r\n".to_owned()
-        } else if upper.starts_with("HELO") || upper == "NOOP" {
-            "250 OK\r\n".to_owned()
-        } else if upper.starts_with("AUTH PLAIN") {
-            if command.ends_with(STUB_AUTH_PLAIN) {
-                "235 2.7.0 Authentication successful\r\n".to_owned()
-            } else {
-                "535 5.7.8 Authentication credentials invalid\r\n".to_owned()
-            }
-        } else if upper.starts_with("MAIL FROM:") {
-            current = Received {
-                mail_from: command["MAIL FROM:".len()..].to_owned(),
-                ..Received::default()
-            };
-            "250 2.1.0 OK\r\n".to_owned()
-        } else if upper.starts_with("RCPT TO:") {
-            let to = command["RCPT TO:".len()..].to_owned();
-            if to.contains("stall") {
-                std::future::pending::<()>().await;
-                return;
-            } else if to.contains("reject") {
-                format!("550 5.1.1 {to}: Recipient address rejected: User unknown\r\n")
-            } else if to.contains("busy") {
-                format!("451 4.3.0 {to}: Temporary lookup failure\r\n")
-            } else {
-                current.rcpt_to.push(to);
-                "250 2.1.5 OK\r\n".to_owned()
-            }
-        } else if upper == "DATA" {
-            if write
-                .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let mut data = String::new();
-            loop {
-                let mut data_line = String::new();
-                match reader.read_line(&mut data_line).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-                if data_line == ".\r\n" {
-                    break;
-                }
-                // Undo dot-stuffing (RFC 5321 4.5.2).
-                match data_line.strip_prefix('.') {
-                    Some(rest) if rest.starts_with('.') => data.push_str(rest),
-                    _ => data.push_str(&data_line),
-                }
-            }
-            current.data = data;
-            store.lock().unwrap().push(std::mem::take(&mut current));
-            "250 2.0.0 Ok: queued\r\n".to_owned()
-        } else if upper == "RSET" {
-            current = Received::default();
-            "250 2.0.0 OK\r\n".to_owned()
-        } else if upper == "QUIT" {
-            let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
-            return;
-        } else {
-            "502 5.5.2 Command not recognized\r\n".to_owned()
-        };
-        if write.write_all(reply.as_bytes()).await.is_err() {
-            return;
-        }
-    }
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap()
 }
 
 fn smtp_config(addr: SocketAddr) -> SmtpConfig {
@@ -541,13 +436,13 @@ async fn smtp_delivers_a_complete_message() {
     // A re-send (say after a crash) carries the same Message-ID.
     mailer.send_email(&email).await.unwrap();
 
-    let received = stub.received.lock().unwrap().clone();
+    let received = stub.received();
     assert_eq!(received.len(), 2);
     let first = &received[0];
-    assert_eq!(first.mail_from, "<invites@clinic.example>");
+    assert_eq!(first.mail_from, "invites@clinic.example");
     assert_eq!(
-        first.rcpt_to,
-        vec!["<maria.delacroix@patients.example>".to_owned()]
+        first.to,
+        vec!["maria.delacroix@patients.example".to_owned()]
     );
     let data = unfold_qp(&first.data);
     assert!(
@@ -580,6 +475,7 @@ async fn smtp_delivers_a_complete_message() {
 #[tokio::test]
 async fn smtp_logs_in_when_configured() {
     let stub = start_smtp_stub().await;
+    stub.state.require_login("enroll", "right-password");
     let mut config = smtp_config(stub.addr);
     config.username = Some("enroll".to_owned());
     config.password = Some("right-password".to_owned());
@@ -588,7 +484,7 @@ async fn smtp_logs_in_when_configured() {
         .send_email(&invite_email("maria@patients.example"))
         .await
         .unwrap();
-    assert_eq!(stub.received.lock().unwrap().len(), 1);
+    assert_eq!(stub.count(), 1);
 
     config.password = Some("wrong-password".to_owned());
     let mailer = SmtpMailer::new(&config).unwrap();
@@ -599,7 +495,7 @@ async fn smtp_logs_in_when_configured() {
     assert!(err.is_permanent(), "{err}");
     assert!(err.to_string().contains("535"), "{err}");
     assert!(err.to_string().contains("username and password"), "{err}");
-    assert_eq!(stub.received.lock().unwrap().len(), 1);
+    assert_eq!(stub.count(), 1);
 }
 
 #[tokio::test]
@@ -630,12 +526,9 @@ async fn smtp_550_is_permanent_451_is_transient() {
         .send_email(&invite_email("ok@patients.example"))
         .await
         .unwrap();
-    let received = stub.received.lock().unwrap().clone();
+    let received = stub.received();
     assert_eq!(received.len(), 1);
-    assert_eq!(
-        received[0].rcpt_to,
-        vec!["<ok@patients.example>".to_owned()]
-    );
+    assert_eq!(received[0].to, vec!["ok@patients.example".to_owned()]);
 }
 
 #[tokio::test]
@@ -651,7 +544,7 @@ async fn smtp_malformed_addresses_are_permanent() {
     let mut email = invite_email("maria@patients.example");
     email.from = "not an address".to_owned();
     assert!(mailer.send_email(&email).await.unwrap_err().is_permanent());
-    assert!(stub.received.lock().unwrap().is_empty());
+    assert!(stub.received().is_empty());
 }
 
 #[tokio::test]
@@ -719,13 +612,13 @@ async fn smtp_stall_mid_conversation_is_transient_and_the_pool_recovers() {
         .await
         .unwrap();
     mailer.check().await.unwrap();
-    let received = stub.received.lock().unwrap().clone();
-    let recipients: Vec<_> = received.iter().map(|r| r.rcpt_to.clone()).collect();
+    let received = stub.received();
+    let recipients: Vec<_> = received.iter().map(|r| r.to.clone()).collect();
     assert_eq!(
         recipients,
         vec![
-            vec!["<first@patients.example>".to_owned()],
-            vec!["<after@patients.example>".to_owned()]
+            vec!["first@patients.example".to_owned()],
+            vec!["after@patients.example".to_owned()]
         ]
     );
 }

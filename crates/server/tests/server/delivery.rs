@@ -13,8 +13,8 @@ use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::smtp::SmtpState;
 use crate::{SMS_WEBHOOK_SECRET, TestApp, TestSmtp, on_each_engine};
+use enroll_notify::testing::SmtpSinkState as SmtpState;
 
 fn sent(n: usize) -> RoundSummary {
     RoundSummary {

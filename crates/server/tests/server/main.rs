@@ -4,17 +4,16 @@
 mod api;
 mod delivery;
 mod sms;
-mod smtp;
 
 use std::sync::Arc;
 
+pub use enroll_notify::testing::SmtpSink as TestSmtp;
 use enroll_server::{AppState, Dispatcher, Links, RunningServer, TestClock};
 
 use enroll_store::testing::{ENGINES, Engine, TestDb};
 use jiff::Timestamp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-pub use smtp::TestSmtp;
 
 pub const TOKEN: &str = "test-token-of-frida";
 pub const ADMIN_TOKEN: &str = "test-token-of-ada";

@@ -14,9 +14,12 @@ use serde_json::{Value, json};
 
 use crate::{SMS_WEBHOOK_SECRET, TestApp, TestSmtp, on_each_engine};
 
+/// The form fields of one text, with the account it was posted to.
+type PostedText = (String, std::collections::HashMap<String, String>);
+
 #[derive(Clone, Default)]
 struct Provider {
-    texts: Arc<Mutex<Vec<(String, std::collections::HashMap<String, String>)>>>,
+    texts: Arc<Mutex<Vec<PostedText>>>,
 }
 
 async fn messages(

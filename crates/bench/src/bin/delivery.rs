@@ -1,0 +1,608 @@
+//! Delivery benchmark: N due invites delivered by the real dispatcher to a
+//! local SMTP server, on SQLite and on PostgreSQL.
+//!
+//!     cargo run --release -p enroll-bench --bin delivery -- [--invites 10000] [--postgres-url URL]
+//!
+//! For each SMTP server (the in-process `enroll_notify::testing::SmtpSink`,
+//! and Python's aiosmtpd when `python3 -c 'import aiosmtpd'` works):
+//!
+//! 1. ceiling: N emails sent straight through `SmtpMailer` (same pool size
+//!    and concurrency as the dispatcher, no database): what the server
+//!    (and our SMTP client) can take, in messages per second;
+//! 2. per engine: a fresh database with an always-open practice (auto
+//!    invites on) and N complete patients, so N invites are queued ("setup",
+//!    timed apart); then `Dispatcher::run_round` until a round claims
+//!    nothing, timed: invites per second. The server must have received
+//!    exactly N distinct Message-IDs of this run, each once.
+//!
+//! Peak memory is the process's VmHWM (/proc/self/status), reset before
+//! each delivery phase (`echo 5 > /proc/self/clear_refs`); it is for the
+//! whole process, which also holds the in-process sink and its received
+//! headers.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use enroll_core::Demographics;
+use enroll_notify::testing::{SmtpSink, SmtpSinkState};
+use enroll_notify::{
+    EmailSender, InviteContext, Language, OutgoingEmail, SmtpConfig, SmtpMailer, SmtpSecurity,
+    Templates,
+};
+use enroll_server::{Clock, Dispatcher, Links, RoundSummary, SystemClock};
+use enroll_store::testing::{Engine, TestDb};
+use enroll_store::{DeliveryPolicy, Source};
+use futures::StreamExt;
+use sqlx::Connection;
+
+/// Delivers N due invites to a local SMTP server and reports invites per
+/// second and peak memory, on SQLite and PostgreSQL.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Invites to deliver per run.
+    #[arg(long, default_value_t = 10_000)]
+    invites: usize,
+    /// Admin URL of a scratch PostgreSQL server (a fresh database is
+    /// created and dropped); without it, only SQLite runs.
+    #[arg(long, env = "ENROLL_TEST_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Invites claimed per dispatcher round.
+    #[arg(long, default_value_t = 200)]
+    batch: i64,
+    /// Invites in flight at once (dispatcher), messages in flight (ceiling).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// SMTP connections kept in lettre's pool (default: --concurrency).
+    #[arg(long)]
+    pool_size: Option<u32>,
+    /// Concurrent `create_patient` calls during setup.
+    #[arg(long, default_value_t = 8)]
+    setup_concurrency: usize,
+    /// Skip aiosmtpd even when it is installed.
+    #[arg(long)]
+    no_aiosmtpd: bool,
+    /// Only these engines (sqlite, postgres); default: both when possible.
+    #[arg(long, value_delimiter = ',')]
+    engines: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(url) = &args.postgres_url {
+        // SAFETY: no other thread exists yet (the runtime is built below).
+        unsafe { std::env::set_var("ENROLL_TEST_POSTGRES_URL", url) };
+    }
+    // `enroll_store::testing` fails instead of skipping when this is set.
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("ENROLL_REQUIRE_POSTGRES") };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+struct Row {
+    engine: &'static str,
+    server: &'static str,
+    invites: usize,
+    setup_secs: f64,
+    secs: f64,
+    ceiling: f64,
+    peak_rss_mib: f64,
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    ensure!(args.invites > 0, "--invites must be at least 1");
+    let pool_size = args.pool_size.unwrap_or(args.concurrency as u32).max(1);
+    let mut engines = Vec::new();
+    let wanted = |name: &str| args.engines.is_empty() || args.engines.iter().any(|e| e == name);
+    if wanted("sqlite") {
+        engines.push(Engine::Sqlite);
+    }
+    if wanted("postgres") {
+        if args.postgres_url.is_some() {
+            engines.push(Engine::Postgres);
+        } else {
+            eprintln!(
+                "note: no --postgres-url (or ENROLL_TEST_POSTGRES_URL): PostgreSQL is not measured"
+            );
+        }
+    }
+
+    let mut servers = vec![SmtpServer::sink().await];
+    if !args.no_aiosmtpd {
+        match SmtpServer::aiosmtpd().await {
+            Ok(Some(server)) => servers.push(server),
+            Ok(None) => eprintln!("note: python3 -m aiosmtpd is not installed: skipped"),
+            Err(e) => eprintln!("note: aiosmtpd did not start: {e:#}"),
+        }
+    }
+
+    eprintln!(
+        "{} invites per run, batch {}, concurrency {}, SMTP pool {}, {} CPUs",
+        args.invites,
+        args.batch,
+        args.concurrency,
+        pool_size,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut rows = Vec::new();
+    let mut run_no = 0;
+    for server in &servers {
+        run_no += 1;
+        let tag = format!("ceiling-{run_no}.bench.test");
+        let ceiling = measure_ceiling(server, &args, pool_size, &tag).await?;
+        eprintln!(
+            "{}: ceiling {:.0} msgs/s ({} messages in {:.2} s)",
+            server.name(),
+            ceiling.rate(),
+            args.invites,
+            ceiling.secs
+        );
+        for &engine in &engines {
+            run_no += 1;
+            let tag = format!("run-{run_no}.bench.test");
+            let Some(mut row) = measure_dispatcher(server, engine, &args, pool_size, &tag).await?
+            else {
+                continue;
+            };
+            row.ceiling = ceiling.rate();
+            eprintln!(
+                "{} / {}: {} invites in {:.2} s = {:.0} invites/s (setup {:.1} s)",
+                row.engine,
+                row.server,
+                row.invites,
+                row.secs,
+                row.invites as f64 / row.secs,
+                row.setup_secs
+            );
+            rows.push(row);
+        }
+    }
+    for server in servers {
+        server.stop();
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| engine     | SMTP server         | invites | seconds | invites/s | ceiling msgs/s | ratio to ceiling | peak RSS MiB | setup s |"
+    );
+    println!(
+        "|------------|---------------------|--------:|--------:|----------:|---------------:|-----------------:|-------------:|--------:|"
+    );
+    for row in rows {
+        let rate = row.invites as f64 / row.secs;
+        println!(
+            "| {:<10} | {:<19} | {:>7} | {:>7.2} | {:>9.0} | {:>14.0} | {:>16.2} | {:>12.1} | {:>7.1} |",
+            row.engine,
+            row.server,
+            row.invites,
+            row.secs,
+            rate,
+            row.ceiling,
+            rate / row.ceiling,
+            row.peak_rss_mib,
+            row.setup_secs
+        );
+    }
+    println!();
+    println!(
+        "ceiling: the same number of emails sent straight through SmtpMailer to the same server, \
+         with no database; peak RSS: VmHWM of this whole process during the delivery phase \
+         (includes the in-process sink); setup (creating the patients, which queues the invites) \
+         is not part of the rate."
+    );
+}
+
+// ---------------------------------------------------------------- SMTP servers
+
+enum SmtpServer {
+    Sink(SmtpSink),
+    Aiosmtpd {
+        addr: SocketAddr,
+        child: Child,
+        ids: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+}
+
+/// An aiosmtpd handler that answers 250 and appends each Message-ID to the
+/// file named by ENROLL_BENCH_IDS (so the run can be checked), nothing more.
+const AIOSMTPD_HANDLER: &str = r#"
+import os
+
+class Handler:
+    def __init__(self):
+        self.out = open(os.environ["ENROLL_BENCH_IDS"], "a", buffering=1)
+
+    async def handle_DATA(self, server, session, envelope):
+        head = envelope.content.split(b"\r\n\r\n", 1)[0]
+        for line in head.split(b"\r\n"):
+            if line[:11].lower() == b"message-id:":
+                self.out.write(line[11:].strip().decode("ascii", "replace") + "\n")
+                break
+        return "250 2.0.0 OK"
+"#;
+
+impl SmtpServer {
+    async fn sink() -> SmtpServer {
+        let sink = SmtpSink::start_on(
+            "127.0.0.1:0".parse().expect("an address"),
+            Arc::new(SmtpSinkState::headers_only()),
+        )
+        .await;
+        SmtpServer::Sink(sink)
+    }
+
+    /// `python3 -m aiosmtpd` with a handler that only records Message-IDs;
+    /// `None` when aiosmtpd is not installed.
+    async fn aiosmtpd() -> anyhow::Result<Option<SmtpServer>> {
+        let installed = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            return Ok(None);
+        }
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("enroll_bench_sink.py"), AIOSMTPD_HANDLER)?;
+        let ids = dir.path().join("message-ids.txt");
+        std::fs::write(&ids, "")?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut child = Command::new("python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &addr.to_string(),
+                "-c",
+                "enroll_bench_sink.Handler",
+            ])
+            .env("PYTHONPATH", dir.path())
+            .env("ENROLL_BENCH_IDS", &ids)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start python3 -m aiosmtpd")?;
+        let started = Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("aiosmtpd exited: {status}");
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                bail!("aiosmtpd did not listen on {addr} within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Some(SmtpServer::Aiosmtpd {
+            addr,
+            child,
+            ids,
+            _dir: dir,
+        }))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            SmtpServer::Sink(_) => "SmtpSink (in-proc)",
+            SmtpServer::Aiosmtpd { .. } => "aiosmtpd (python)",
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            SmtpServer::Sink(sink) => sink.addr,
+            SmtpServer::Aiosmtpd { addr, .. } => *addr,
+        }
+    }
+
+    /// How many messages of the run `tag` arrived, and how many distinct
+    /// Message-IDs they carry (Message-IDs end in `@<tag>>`).
+    fn received(&self, tag: &str) -> anyhow::Result<(usize, usize)> {
+        let suffix = format!("@{tag}>");
+        let ids: Vec<String> = match self {
+            SmtpServer::Sink(sink) => {
+                let ids = sink
+                    .received()
+                    .iter()
+                    .filter_map(|m| m.header("Message-ID"))
+                    .filter(|id| id.ends_with(&suffix))
+                    .collect();
+                // Frees the headers before the next run (peak memory).
+                sink.clear();
+                ids
+            }
+            SmtpServer::Aiosmtpd { ids, .. } => std::fs::read_to_string(ids)?
+                .lines()
+                .filter(|id| id.ends_with(&suffix))
+                .map(str::to_string)
+                .collect(),
+        };
+        let distinct: HashSet<&String> = ids.iter().collect();
+        Ok((ids.len(), distinct.len()))
+    }
+
+    fn stop(self) {
+        match self {
+            SmtpServer::Sink(mut sink) => sink.stop(),
+            SmtpServer::Aiosmtpd { mut child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn smtp_config(addr: SocketAddr, pool_size: u32) -> SmtpConfig {
+    SmtpConfig {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        security: SmtpSecurity::Plain,
+        username: None,
+        password: None,
+        pool_size,
+        timeout_secs: 30,
+    }
+}
+
+// ---------------------------------------------------------------- ceiling
+
+struct Timed {
+    count: usize,
+    secs: f64,
+}
+
+impl Timed {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.secs
+    }
+}
+
+/// N invite emails (rendered once) straight through `SmtpMailer`.
+async fn measure_ceiling(
+    server: &SmtpServer,
+    args: &Args,
+    pool_size: u32,
+    tag: &str,
+) -> anyhow::Result<Timed> {
+    let mailer = SmtpMailer::new(&smtp_config(server.addr(), pool_size))?;
+    let content = Templates::builtin().render_email(
+        "BENCH",
+        &InviteContext {
+            first_name: "Rosa".into(),
+            practice_name: "Practice BENCH".into(),
+            activation_url: "http://bench.test/a/Zq3vX9kLm2Pw7RtY8uBn4H".into(),
+            unsubscribe_url: "http://bench.test/unsubscribe/1/9f86d081884c7d65".into(),
+            language: Language::English,
+        },
+    )?;
+    let started = Instant::now();
+    let mut sends = futures::stream::iter(0..args.invites)
+        .map(|i| {
+            let email = OutgoingEmail {
+                to: format!("patient{i}@bench.test"),
+                from: "Practice BENCH <portal@bench.test>".into(),
+                message_id: format!("ceiling-{i}@{tag}"),
+                list_unsubscribe: format!("http://bench.test/unsubscribe/{i}/9f86d081884c7d65"),
+                content: content.clone(),
+            };
+            let mailer = &mailer;
+            async move { mailer.send_email(&email).await }
+        })
+        .buffer_unordered(args.concurrency.max(1));
+    let mut failures = 0;
+    while let Some(result) = sends.next().await {
+        if let Err(e) = result {
+            failures += 1;
+            if failures <= 3 {
+                eprintln!("ceiling: a send failed: {e}");
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(sends);
+    ensure!(failures == 0, "{failures} sends failed in the ceiling run");
+    let (total, distinct) = server.received(tag)?;
+    ensure!(
+        (total, distinct) == (args.invites, args.invites),
+        "ceiling: the server received {total} messages with {distinct} distinct Message-IDs, expected {}",
+        args.invites
+    );
+    Ok(Timed {
+        count: args.invites,
+        secs,
+    })
+}
+
+// ---------------------------------------------------------------- dispatcher
+
+async fn measure_dispatcher(
+    server: &SmtpServer,
+    engine: Engine,
+    args: &Args,
+    pool_size: u32,
+    tag: &str,
+) -> anyhow::Result<Option<Row>> {
+    let engine_name = match engine {
+        Engine::Sqlite => "sqlite",
+        Engine::Postgres => "postgres",
+    };
+    let Some(db) = TestDb::new(engine).await else {
+        return Ok(None);
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    // Setup: N complete patients in an always-open practice with auto
+    // invites on; creating each queues one invite.
+    let setup_started = Instant::now();
+    let practice_id = db.always_open_practice("BENCH", clock.now()).await.id;
+    let source = Source::new("bench", None);
+    let mut creates = futures::stream::iter(0..args.invites)
+        .map(|i| {
+            let store = db.store.clone();
+            let source = source.clone();
+            let clock = clock.clone();
+            async move {
+                let demographics = Demographics {
+                    first_name: Some("Rosa".into()),
+                    last_name: Some(format!("Parks{i}")),
+                    date_of_birth: Some("1990-07-04".into()),
+                    birth_sex: Some("F".into()),
+                    zip: Some("10027".into()),
+                    email: Some(format!("patient{i}@bench.test")),
+                    cell_phone: None,
+                };
+                store
+                    .create_patient(
+                        practice_id,
+                        &format!("MRN-{i}"),
+                        &demographics,
+                        &source,
+                        clock.now(),
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(args.setup_concurrency.max(1));
+    while let Some(saved) = creates.next().await {
+        saved.context("create a patient")?;
+    }
+    drop(creates);
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+
+    // Delivery: the real dispatcher, one round after the other.
+    let mailer = SmtpMailer::new(&smtp_config(server.addr(), pool_size))?;
+    let dispatcher = Dispatcher {
+        store: db.store.clone(),
+        clock: clock.clone(),
+        email: Arc::new(mailer),
+        sms: None,
+        templates: Arc::new(RwLock::new(Templates::builtin())),
+        links: Links::new(&format!("http://{tag}"), b"bench secret"),
+        email_from: "Practice BENCH <portal@bench.test>".into(),
+        policy: DeliveryPolicy::default(),
+        worker: format!("bench-{tag}"),
+        batch: args.batch,
+        concurrency: args.concurrency,
+    };
+    let hwm_reset = reset_peak_rss();
+    let started = Instant::now();
+    let mut total = RoundSummary::default();
+    let mut rounds = 0;
+    loop {
+        let summary = dispatcher.run_round().await?;
+        if summary.claimed == 0 {
+            break;
+        }
+        rounds += 1;
+        total.claimed += summary.claimed;
+        total.sent += summary.sent;
+        total.retrying += summary.retrying;
+        total.failed += summary.failed;
+        total.skipped += summary.skipped;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let peak_rss_mib = peak_rss_kib().map_or(f64::NAN, |kib| kib as f64 / 1024.0);
+    if !hwm_reset {
+        eprintln!("note: VmHWM could not be reset: peak RSS is since the process started");
+    }
+    ensure!(
+        total.sent == args.invites && total.claimed == args.invites,
+        "{engine_name}: expected {} invites sent in one claim each, got {total:?} in {rounds} rounds",
+        args.invites
+    );
+    let (received, distinct) = server.received(tag)?;
+    ensure!(
+        (received, distinct) == (args.invites, args.invites),
+        "{engine_name}: the server received {received} messages with {distinct} distinct Message-IDs, expected {}",
+        args.invites
+    );
+
+    drop(dispatcher);
+    let url = db.url.clone();
+    db.store.close().await;
+    drop(db);
+    if engine == Engine::Postgres {
+        drop_postgres_database(&url).await?;
+    }
+    Ok(Some(Row {
+        engine: engine_name,
+        server: server.name(),
+        invites: args.invites,
+        setup_secs,
+        secs,
+        ceiling: f64::NAN,
+        peak_rss_mib,
+    }))
+}
+
+/// Drops the benchmark's database (named in `url`) from the admin database.
+async fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
+    let Ok(admin_url) = std::env::var("ENROLL_TEST_POSTGRES_URL") else {
+        return Ok(());
+    };
+    let name = url
+        .split('?')
+        .next()
+        .and_then(|base| base.rsplit('/').next())
+        .unwrap_or_default();
+    ensure!(
+        name.starts_with("enroll_test_") && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "unexpected benchmark database name {name:?}"
+    );
+    let mut admin = sqlx::postgres::PgConnection::connect(&admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- memory
+
+/// Resets VmHWM to the current RSS (Linux >= 4.0); false if not possible.
+fn reset_peak_rss() -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/clear_refs")
+        .and_then(|mut f| f.write_all(b"5"))
+        .is_ok()
+}
+
+/// VmHWM of /proc/self/status, in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    status_field(Path::new("/proc/self/status"), "VmHWM")
+}
+
+fn status_field(path: &Path, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    let fields: HashMap<&str, &str> = status
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .collect();
+    fields
+        .get(field)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,823 @@
+//! From a parsed message to the events Enroll acts on (DESIGN.md section 3).
+//!
+//! | message | event |
+//! | --- | --- |
+//! | ADT^A04, ADT^A28 (and A01 without a visit number) | [`Hl7Event::PatientUpsert`]: chart added, or an update when the MRN is known |
+//! | ADT^A08, ADT^A31 | [`Hl7Event::PatientUpdate`] |
+//! | ADT^A01, ADT^A04 with PV1-19 | [`Hl7Event::Encounter`] (carries the patient too) |
+//! | ADT^A40 | [`Hl7Event::Merge`] (PID = surviving, MRG-1 = merged) |
+//! | SIU^S12 | [`Hl7Event::Appointment`] |
+//! | SIU^S13, S14, S15 | [`Hl7Event::AppointmentChange`] (recorded, no trigger) |
+//!
+//! Anything else is an [`Hl7Error`] that leads to AR; a bad field (PID-7
+//! that is not a date, no patient identifier) leads to AE.
+
+use crate::error::{ErrorCode, Hl7Error};
+use crate::parse::{Component, Delimiters, Field, Message, Repetition, Segment};
+use enroll_core::{Demographics, Field as DemographicField};
+use std::borrow::Cow;
+
+/// Where birth sex comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BirthSexSource {
+    /// An OBX with LOINC 76689-9 (sex assigned at birth) when the message
+    /// has one with a value, else PID-8 (administrative sex).
+    #[default]
+    ObxThenPid8,
+    /// PID-8 only.
+    Pid8Only,
+}
+
+/// Per-sender (per-practice) choices for the mapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingOptions {
+    /// Where birth sex comes from.
+    pub birth_sex_source: BirthSexSource,
+    /// When set, the MRN is the PID-3 (MRG-1) identifier whose assigning
+    /// authority (CX-4, namespace or universal id, any case) is this one, and
+    /// a message without one is an error (AE). When not set: the first
+    /// identifier of type MR (then MRN, PI, PT), else the first identifier
+    /// that is not a social security number.
+    pub mrn_assigning_authority: Option<String>,
+}
+
+/// An HD (hierarchic designator): MSH-3 to MSH-6, CX-4.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HierarchicDesignator {
+    /// HD-1, e.g. `NORTHCLINIC`.
+    pub namespace_id: String,
+    /// HD-2, e.g. an OID.
+    pub universal_id: String,
+    /// HD-3, e.g. `ISO`.
+    pub universal_id_type: String,
+}
+
+impl HierarchicDesignator {
+    fn from_field(field: Option<Field<'_>>) -> Self {
+        let rep = field.and_then(|f| f.repetition(1));
+        let part = |n| owned(rep.and_then(|r| r.text_of(n))).unwrap_or_default();
+        HierarchicDesignator {
+            namespace_id: part(1),
+            universal_id: part(2),
+            universal_id_type: part(3),
+        }
+    }
+
+    /// True when all three parts are empty.
+    pub fn is_empty(&self) -> bool {
+        self.namespace_id.is_empty() && self.universal_id.is_empty()
+    }
+}
+
+/// The facts of MSH that routing, storage and the ACK need. Read leniently:
+/// a missing field is an empty string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// MSH-3.
+    pub sending_application: HierarchicDesignator,
+    /// MSH-4: chooses the practice.
+    pub sending_facility: HierarchicDesignator,
+    /// MSH-5.
+    pub receiving_application: HierarchicDesignator,
+    /// MSH-6.
+    pub receiving_facility: HierarchicDesignator,
+    /// MSH-7.1, the sender's timestamp as sent (HL7 DTM).
+    pub timestamp: String,
+    /// MSH-9.1, e.g. `ADT`.
+    pub message_type: String,
+    /// MSH-9.2 (EVN-1 when MSH-9.2 is empty), e.g. `A04`.
+    pub trigger_event: String,
+    /// MSH-9.3, e.g. `ADT_A01` (empty before 2.3.1).
+    pub message_structure: String,
+    /// MSH-10, the sender's message control id.
+    pub control_id: String,
+    /// MSH-11.1, `P`, `T` or `D`.
+    pub processing_id: String,
+    /// MSH-12.1, e.g. `2.5.1`.
+    pub version: String,
+    /// MSH-18 (first repetition) as sent.
+    pub charset: String,
+    /// MSH-1 and MSH-2.
+    pub delimiters: Delimiters,
+}
+
+impl Header {
+    /// Read MSH. Never fails.
+    pub fn from_message(msg: &Message<'_>) -> Header {
+        let msh = msg.segment("MSH").map(|s| s.field_table());
+        let field = |n| msh.as_ref().and_then(|s| s.field(n));
+        let text = |n, c| owned(msh.as_ref().and_then(|s| s.text(n, c))).unwrap_or_default();
+        let mut trigger_event = text(9, 2);
+        if trigger_event.is_empty() {
+            trigger_event =
+                owned(msg.segment("EVN").and_then(|s| s.text(1, 1))).unwrap_or_default();
+        }
+        Header {
+            sending_application: HierarchicDesignator::from_field(field(3)),
+            sending_facility: HierarchicDesignator::from_field(field(4)),
+            receiving_application: HierarchicDesignator::from_field(field(5)),
+            receiving_facility: HierarchicDesignator::from_field(field(6)),
+            timestamp: text(7, 1),
+            message_type: text(9, 1),
+            trigger_event,
+            message_structure: text(9, 3),
+            control_id: text(10, 0),
+            processing_id: text(11, 1),
+            version: text(12, 1),
+            charset: field(18)
+                .and_then(|f| f.repetition(1))
+                .and_then(|r| r.text())
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
+            delimiters: msg.delimiters(),
+        }
+    }
+
+    /// Read the MSH of a message that does not parse as a whole (so that
+    /// its AR can still swap sender and receiver and echo MSH-10). `None`
+    /// when even the first line is not a usable MSH.
+    pub fn salvage(text: &str) -> Option<Header> {
+        let text = text.trim_start_matches(|c: char| {
+            c.is_ascii_whitespace() || c == '\u{b}' || c == '\u{feff}'
+        });
+        let first = text.split(['\r', '\n']).next()?;
+        Message::parse(first).ok().map(|m| Header::from_message(&m))
+    }
+}
+
+/// The patient that a message is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientData {
+    /// The medical record number (PID-3, chosen by [`MappingOptions`]).
+    pub mrn: String,
+    /// Its assigning authority (CX-4 namespace, or universal id).
+    pub assigning_authority: Option<String>,
+    /// The fields of R1: names from PID-5 (the legal name when flagged),
+    /// DOB from PID-7 as `YYYY-MM-DD`, birth sex (`F`, `M`, `UNK`, or the
+    /// code as sent so that validation flags it), ZIP from PID-11, email
+    /// and cell phone from PID-40 / PID-13. `None` is "not sent".
+    pub demographics: Demographics,
+    /// PID-15: the language code (CWE-1, else its text).
+    pub preferred_language: Option<String>,
+    /// PID-30 = `Y`, or a PID-29 date without PID-30 = `N`.
+    pub deceased: bool,
+    /// PID-29 as `YYYY-MM-DD`.
+    pub deceased_date: Option<String>,
+    /// Fields the sender sent as the HL7 null `""`: "delete this value".
+    pub nulled: Vec<DemographicField>,
+}
+
+/// What changed about an appointment (SIU S13-S15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppointmentChangeKind {
+    /// S13.
+    Rescheduled,
+    /// S14.
+    Modified,
+    /// S15.
+    Cancelled,
+}
+
+/// What a message means for Enroll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hl7Event {
+    /// A04 (without a visit number), A28, A01 without a visit number: chart
+    /// added, or an update when the MRN is already known.
+    PatientUpsert {
+        /// The patient.
+        patient: PatientData,
+    },
+    /// A08, A31: update of a known patient.
+    PatientUpdate {
+        /// The patient.
+        patient: PatientData,
+    },
+    /// A01 or A04 with a visit number (PV1-19): a new encounter. The
+    /// patient data is applied as for an upsert.
+    Encounter {
+        /// The patient.
+        patient: PatientData,
+        /// PV1-19.1.
+        visit_number: String,
+        /// PV1-2 (`O` outpatient, `I` inpatient, ...).
+        patient_class: Option<String>,
+        /// PV1-44.1, admit date/time as sent (HL7 DTM, local to the sender).
+        admitted_at: Option<String>,
+    },
+    /// A40: `merged_mrn` (MRG-1) merges into `surviving_mrn` (PID-3).
+    Merge {
+        /// PID-3.
+        surviving_mrn: String,
+        /// MRG-1.
+        merged_mrn: String,
+        /// Assigning authority of the surviving MRN.
+        assigning_authority: Option<String>,
+        /// Assigning authority of the merged MRN.
+        merged_assigning_authority: Option<String>,
+        /// The surviving patient's PID.
+        patient: PatientData,
+    },
+    /// S12: a new appointment.
+    Appointment {
+        /// The patient.
+        patient: PatientData,
+        /// SCH-2.1 (filler id), else SCH-1.1 (placer id).
+        appointment_id: String,
+        /// SCH-11.4, else AIS-4 / AIG-8 / AIL-6 / AIP-6, as sent (HL7 DTM).
+        starts_at: Option<String>,
+    },
+    /// S13-S15: recorded, never a trigger.
+    AppointmentChange {
+        /// The patient.
+        patient: PatientData,
+        /// As for [`Hl7Event::Appointment`].
+        appointment_id: String,
+        /// Rescheduled, modified or cancelled.
+        change: AppointmentChangeKind,
+        /// As for [`Hl7Event::Appointment`].
+        starts_at: Option<String>,
+    },
+}
+
+impl Hl7Event {
+    /// The patient the event is about.
+    pub fn patient(&self) -> &PatientData {
+        match self {
+            Hl7Event::PatientUpsert { patient }
+            | Hl7Event::PatientUpdate { patient }
+            | Hl7Event::Encounter { patient, .. }
+            | Hl7Event::Merge { patient, .. }
+            | Hl7Event::Appointment { patient, .. }
+            | Hl7Event::AppointmentChange { patient, .. } => patient,
+        }
+    }
+}
+
+/// True for 2.3 to 2.8.x (`2.3`, `2.3.1`, `2.5.1`, `2.8.2`, ...).
+pub fn is_supported_version(version: &str) -> bool {
+    let mut parts = version.trim().split('.');
+    let major = parts.next();
+    let minor = parts.next().and_then(|m| m.parse::<u8>().ok());
+    major == Some("2")
+        && matches!(minor, Some(3..=8))
+        && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+enum Kind {
+    Upsert,
+    Update,
+    EncounterIfVisit,
+    Merge,
+    Appointment,
+    Change(AppointmentChangeKind),
+}
+
+/// Map a parsed message to its event. `header` is
+/// [`Header::from_message`] of the same message.
+pub fn map_event(
+    msg: &Message<'_>,
+    header: &Header,
+    options: &MappingOptions,
+) -> Result<Hl7Event, Hl7Error> {
+    if header.message_type.is_empty() {
+        return Err(Hl7Error::field(
+            "MSH",
+            9,
+            "the message type is missing",
+            ErrorCode::RequiredFieldMissing,
+        ));
+    }
+    if !is_supported_version(&header.version) {
+        return Err(Hl7Error::UnsupportedVersion {
+            version: header.version.clone(),
+        });
+    }
+    // Upper case on the stack (codes are three letters).
+    let upper = |s: &str| -> [u8; 3] {
+        let mut code = [0u8; 3];
+        if let Ok(b) = <[u8; 3]>::try_from(s.trim().as_bytes()) {
+            code = b.map(|c| c.to_ascii_uppercase());
+        }
+        code
+    };
+    let message_type = upper(&header.message_type);
+    let trigger = upper(&header.trigger_event);
+    let unsupported_event = || Hl7Error::UnsupportedEvent {
+        message_type: header.message_type.clone(),
+        trigger_event: header.trigger_event.clone(),
+    };
+    let kind = match &message_type {
+        b"ADT" => match &trigger {
+            b"A04" | b"A01" => Kind::EncounterIfVisit,
+            b"A28" => Kind::Upsert,
+            b"A08" | b"A31" => Kind::Update,
+            b"A40" => Kind::Merge,
+            _ => return Err(unsupported_event()),
+        },
+        b"SIU" => match &trigger {
+            b"S12" => Kind::Appointment,
+            b"S13" => Kind::Change(AppointmentChangeKind::Rescheduled),
+            b"S14" => Kind::Change(AppointmentChangeKind::Modified),
+            b"S15" => Kind::Change(AppointmentChangeKind::Cancelled),
+            _ => return Err(unsupported_event()),
+        },
+        _ => {
+            return Err(Hl7Error::UnsupportedMessageType {
+                message_type: header.message_type.clone(),
+                trigger_event: header.trigger_event.clone(),
+            });
+        }
+    };
+    if header.control_id.is_empty() {
+        return Err(Hl7Error::field(
+            "MSH",
+            10,
+            "the message control id is missing",
+            ErrorCode::RequiredFieldMissing,
+        ));
+    }
+
+    let pid = msg
+        .segment("PID")
+        .ok_or(Hl7Error::MissingSegment { segment: "PID" })?;
+    let patient = patient_data(msg, pid, options)?;
+    Ok(match kind {
+        Kind::Upsert => Hl7Event::PatientUpsert { patient },
+        Kind::Update => Hl7Event::PatientUpdate { patient },
+        Kind::EncounterIfVisit => {
+            let pv1 = msg.segment("PV1");
+            match pv1.and_then(|s| s.text(19, 1)) {
+                Some(visit) => Hl7Event::Encounter {
+                    patient,
+                    visit_number: visit.trim().to_string(),
+                    patient_class: owned(pv1.and_then(|s| s.text(2, 1))),
+                    admitted_at: owned(pv1.and_then(|s| s.text(44, 1))),
+                },
+                None => Hl7Event::PatientUpsert { patient },
+            }
+        }
+        Kind::Merge => {
+            let mrg = msg
+                .segment("MRG")
+                .ok_or(Hl7Error::MissingSegment { segment: "MRG" })?;
+            let (merged_mrn, merged_assigning_authority) = mrg
+                .field(1)
+                .and_then(|f| pick_identifier(f, options))
+                .ok_or_else(|| {
+                    Hl7Error::field(
+                        "MRG",
+                        1,
+                        "no prior patient identifier",
+                        ErrorCode::RequiredFieldMissing,
+                    )
+                })?;
+            Hl7Event::Merge {
+                surviving_mrn: patient.mrn.clone(),
+                merged_mrn,
+                assigning_authority: patient.assigning_authority.clone(),
+                merged_assigning_authority,
+                patient,
+            }
+        }
+        Kind::Appointment | Kind::Change(_) => {
+            let sch = msg
+                .segment("SCH")
+                .ok_or(Hl7Error::MissingSegment { segment: "SCH" })?;
+            let appointment_id = sch
+                .text(2, 1)
+                .or_else(|| sch.text(1, 1))
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    Hl7Error::field(
+                        "SCH",
+                        2,
+                        "no appointment id (SCH-2 or SCH-1)",
+                        ErrorCode::RequiredFieldMissing,
+                    )
+                })?;
+            let starts_at = owned(
+                sch.field(11)
+                    .and_then(|f| f.component(4))
+                    .and_then(|c| c.text())
+                    .or_else(|| first_text(msg, &[("AIS", 4), ("AIG", 8), ("AIL", 6), ("AIP", 6)])),
+            );
+            match kind {
+                Kind::Change(change) => Hl7Event::AppointmentChange {
+                    patient,
+                    appointment_id,
+                    change,
+                    starts_at,
+                },
+                _ => Hl7Event::Appointment {
+                    patient,
+                    appointment_id,
+                    starts_at,
+                },
+            }
+        }
+    })
+}
+
+fn first_text<'a>(msg: &Message<'a>, places: &[(&str, usize)]) -> Option<Cow<'a, str>> {
+    places.iter().find_map(|(segment, field)| {
+        msg.segments(segment)
+            .find_map(|s| s.field(*field)?.component(1)?.text())
+    })
+}
+
+fn owned(value: Option<Cow<'_, str>>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn patient_data(
+    msg: &Message<'_>,
+    pid: Segment<'_>,
+    options: &MappingOptions,
+) -> Result<PatientData, Hl7Error> {
+    let pid = pid.field_table();
+    let mut nulled = Vec::new();
+    let is_null = |n: usize| pid.field(n).is_some_and(|f| f.is_null());
+
+    let (mrn, assigning_authority) = pid
+        .field(3)
+        .and_then(|f| pick_identifier(f, options))
+        .ok_or_else(|| {
+            let reason = if options.mrn_assigning_authority.is_some() {
+                "no patient identifier from the configured assigning authority"
+            } else {
+                "no patient identifier"
+            };
+            Hl7Error::field("PID", 3, reason, ErrorCode::RequiredFieldMissing)
+        })?;
+
+    // PID-5: the legal name (XPN-7 = L) when one is flagged, else the first.
+    let name = pid.field(5).and_then(|f| {
+        f.repetitions()
+            .find(|r| eq_text(r.text_of(7), "L") && !r.is_empty())
+            .or_else(|| f.repetition(1))
+    });
+    let last_name = owned(
+        name.and_then(|r| r.component(1))
+            .and_then(|c| c.subcomponent(1))
+            .and_then(|s| s.text()),
+    );
+    let first_name = owned(name.and_then(|r| r.text_of(2)));
+    if is_null(5) {
+        nulled.extend([DemographicField::FirstName, DemographicField::LastName]);
+    }
+
+    let date_of_birth = match pid
+        .field(7)
+        .and_then(|f| f.component(1))
+        .and_then(|c| c.text())
+    {
+        None => None,
+        Some(raw) => dtm_to_date(raw.trim()).map_err(|NotADate| {
+            Hl7Error::field("PID", 7, "not a date", ErrorCode::DataTypeError)
+        })?,
+    };
+    if is_null(7) {
+        nulled.push(DemographicField::DateOfBirth);
+    }
+
+    let from_obx = match options.birth_sex_source {
+        BirthSexSource::ObxThenPid8 => birth_sex_from_obx(msg),
+        BirthSexSource::Pid8Only => None,
+    };
+    let birth_sex = from_obx.or_else(|| pid.text(8, 1).and_then(|s| map_sex(&s)));
+    if is_null(8) && birth_sex.is_none() {
+        nulled.push(DemographicField::BirthSex);
+    }
+
+    let zip = pid.field(11).and_then(|f| {
+        let zip_of = |r: &Repetition<'_>| owned(r.text_of(5));
+        f.repetitions()
+            .find(|r| eq_text(r.text_of(7), "H") && zip_of(r).is_some())
+            .or_else(|| f.repetitions().find(|r| zip_of(r).is_some()))
+            .and_then(|r| zip_of(&r))
+    });
+    if is_null(11) {
+        nulled.push(DemographicField::Zip);
+    }
+
+    // Telecoms: PID-40 (v2.7+) first, then PID-13.
+    let telecoms = || {
+        [40, 13]
+            .into_iter()
+            .filter_map(|n| pid.field(n))
+            .flat_map(|f| f.repetitions())
+    };
+    let email = telecoms().find_map(|r| email_of(&r));
+    let cell_phone = telecoms().find_map(|r| cell_phone_of(&r));
+    if is_null(13) && pid.field(40).is_none_or(|f| f.is_empty() || f.is_null()) {
+        nulled.extend([DemographicField::Email, DemographicField::CellPhone]);
+    }
+
+    let preferred_language = owned(pid.text(15, 1).or_else(|| pid.text(15, 2)));
+
+    let deceased_date = match pid
+        .field(29)
+        .and_then(|f| f.component(1))
+        .and_then(|c| c.text())
+    {
+        None => None,
+        Some(raw) => dtm_to_date(raw.trim()).map_err(|NotADate| {
+            Hl7Error::field("PID", 29, "not a date", ErrorCode::DataTypeError)
+        })?,
+    };
+    let indicator = pid.text(30, 1).map(|s| s.trim().to_ascii_uppercase());
+    let deceased = match indicator.as_deref() {
+        Some("Y") => true,
+        Some("N") => false,
+        _ => deceased_date.is_some(),
+    };
+
+    Ok(PatientData {
+        mrn,
+        assigning_authority,
+        demographics: Demographics {
+            first_name,
+            last_name,
+            date_of_birth,
+            birth_sex,
+            zip,
+            email,
+            cell_phone,
+        },
+        preferred_language,
+        deceased,
+        deceased_date,
+        nulled,
+    })
+}
+
+fn eq_text(value: Option<Cow<'_, str>>, wanted: &str) -> bool {
+    value.is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
+}
+
+/// Choose the MRN among the repetitions of a CX field (PID-3, MRG-1).
+fn pick_identifier(field: Field<'_>, options: &MappingOptions) -> Option<(String, Option<String>)> {
+    struct Cx<'a> {
+        id: Cow<'a, str>,
+        namespace: Option<Cow<'a, str>>,
+        universal: Option<Cow<'a, str>>,
+        kind: Option<Cow<'a, str>>,
+    }
+    let ids: Vec<Cx<'_>> = field
+        .repetitions()
+        .filter_map(|r| {
+            let [id, _, _, authority, kind] = r.component_array();
+            let sub = |n| {
+                non_blank(
+                    authority
+                        .and_then(|a| a.subcomponent(n))
+                        .map(|s| s.as_component()),
+                )
+            };
+            Some(Cx {
+                id: non_blank(id)?,
+                namespace: sub(1),
+                universal: sub(2),
+                kind: non_blank(kind),
+            })
+        })
+        .collect();
+    let kind_is = |cx: &Cx<'_>, wanted: &str| {
+        cx.kind
+            .as_deref()
+            .is_some_and(|k| k.trim().eq_ignore_ascii_case(wanted))
+    };
+    let chosen = match &options.mrn_assigning_authority {
+        Some(wanted) => ids.iter().find(|cx| {
+            [&cx.namespace, &cx.universal].iter().any(|v| {
+                v.as_deref()
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted.trim()))
+            })
+        }),
+        None => ["MR", "MRN", "PI", "PT"]
+            .iter()
+            .find_map(|kind| ids.iter().find(|cx| kind_is(cx, kind)))
+            .or_else(|| ids.iter().find(|cx| !kind_is(cx, "SS"))),
+    }?;
+    let authority = chosen
+        .namespace
+        .as_deref()
+        .or(chosen.universal.as_deref())
+        .map(|a| a.trim().to_string());
+    Some((chosen.id.trim().to_string(), authority))
+}
+
+fn text(c: Option<Component<'_>>) -> Option<Cow<'_, str>> {
+    c?.text()
+}
+
+/// Text that is not only spaces.
+fn non_blank(c: Option<Component<'_>>) -> Option<Cow<'_, str>> {
+    text(c).filter(|t| !t.trim().is_empty())
+}
+
+/// Email from an XTN: use code NET or equipment Internet, address in XTN-4
+/// (older senders put it in XTN-1).
+fn email_of(r: &Repetition<'_>) -> Option<String> {
+    let [number, use_code, equipment, address]: [Option<Component<'_>>; 4] = r.component_array();
+    let is_email = eq_text(text(use_code), "NET")
+        || eq_text(text(equipment), "Internet")
+        || eq_text(text(equipment), "X.400");
+    if !is_email {
+        return None;
+    }
+    let address =
+        owned(text(address)).or_else(|| owned(text(number)).filter(|s| s.contains('@')))?;
+    let address = match address.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("mailto:") => address[7..].trim().to_string(),
+        _ => address,
+    };
+    Some(address).filter(|a| !a.is_empty())
+}
+
+/// Cell phone from an XTN with equipment type CP (any use code: PRN, ORN,
+/// ...): `+<country><area><local>` from XTN-5/6/7, else the unformatted
+/// XTN-12, else the formatted XTN-1.
+fn cell_phone_of(r: &Repetition<'_>) -> Option<String> {
+    let c: [Option<Component<'_>>; 12] = r.component_array();
+    let text = |n: usize| c[n - 1].and_then(|c| c.text());
+    if !eq_text(text(3), "CP") {
+        return None;
+    }
+    if let Some(local) = owned(text(7)) {
+        let mut number = String::new();
+        if let Some(country) = owned(text(5)) {
+            number.push('+');
+            number.push_str(country.trim_start_matches('+'));
+        }
+        if let Some(area) = owned(text(6)) {
+            number.push_str(&area);
+        }
+        number.push_str(&local);
+        return Some(number);
+    }
+    owned(text(12)).or_else(|| owned(text(1)))
+}
+
+/// Birth sex from an OBX whose OBX-3 is LOINC 76689-9 (code in CWE-1 or
+/// the alternate CWE-4) and whose OBX-5 has a value.
+fn birth_sex_from_obx(msg: &Message<'_>) -> Option<String> {
+    msg.segments("OBX").find_map(|obx| {
+        let id = obx.field(3)?.repetition(1)?;
+        let loinc = |code: usize, system: usize| {
+            eq_text(id.text_of(code), "76689-9")
+                && id.text_of(system).is_none_or(|s| {
+                    s.trim().eq_ignore_ascii_case("LN") || s.trim().eq_ignore_ascii_case("LOINC")
+                })
+        };
+        if !(loinc(1, 3) || loinc(4, 6)) {
+            return None;
+        }
+        let value = obx.field(5)?.component(1)?.text()?;
+        map_sex(&value)
+    })
+}
+
+/// F and M as they are; an explicit unknown (`U`, `UNK`, `ASKU`) is `UNK`;
+/// any other code is kept (upper case) so that validation flags it.
+fn map_sex(code: &str) -> Option<String> {
+    let code = code.trim().to_ascii_uppercase();
+    let mapped = match code.as_str() {
+        "" => return None,
+        "F" | "FEMALE" => "F",
+        "M" | "MALE" => "M",
+        "U" | "UNK" | "UNKNOWN" | "ASKU" => "UNK",
+        _ => return Some(code),
+    };
+    Some(mapped.to_string())
+}
+
+/// A value that is not an HL7 date/time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a date")]
+pub struct NotADate;
+
+/// An HL7 DTM/TS (`YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`) to an ISO date
+/// `YYYY-MM-DD`. `Ok(None)` for a valid value without a day (`1985`,
+/// `198503`): a real HL7 value, but not a full date of birth. `Err` for
+/// anything that is not a DTM or not a real calendar date.
+pub fn dtm_to_date(raw: &str) -> Result<Option<String>, NotADate> {
+    let (main, zone) = match raw.find(['+', '-']) {
+        Some(p) => (&raw[..p], Some(&raw[p + 1..])),
+        None => (raw, None),
+    };
+    if let Some(zone) = zone
+        && (zone.len() != 4 || !zone.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(NotADate);
+    }
+    let (digits, fraction) = match main.split_once('.') {
+        Some((d, f)) => (d, Some(f)),
+        None => (main, None),
+    };
+    if !digits.bytes().all(|b| b.is_ascii_digit())
+        || !matches!(digits.len(), 4 | 6 | 8 | 10 | 12 | 14)
+        || fraction.is_some_and(|f| {
+            digits.len() != 14
+                || f.is_empty()
+                || f.len() > 4
+                || !f.bytes().all(|b| b.is_ascii_digit())
+        })
+    {
+        return Err(NotADate);
+    }
+    let num = |range: std::ops::Range<usize>| -> u32 {
+        digits.get(range).and_then(|s| s.parse().ok()).unwrap_or(0)
+    };
+    let year = num(0..4);
+    if digits.len() >= 6 && !(1..=12).contains(&num(4..6)) {
+        return Err(NotADate);
+    }
+    if digits.len() >= 8 {
+        let (month, day) = (num(4..6), num(6..8));
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let days = match month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        if day == 0 || day > days || year == 0 {
+            return Err(NotADate);
+        }
+    }
+    if (digits.len() >= 10 && num(8..10) > 23)
+        || (digits.len() >= 12 && num(10..12) > 59)
+        || (digits.len() >= 14 && num(12..14) > 59)
+    {
+        return Err(NotADate);
+    }
+    if digits.len() < 8 {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{}-{}-{}",
+        &digits[0..4],
+        &digits[4..6],
+        &digits[6..8]
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(dtm_to_date("19850317"), Ok(Some("1985-03-17".into())));
+        assert_eq!(
+            dtm_to_date("198503171230-0500"),
+            Ok(Some("1985-03-17".into()))
+        );
+        assert_eq!(dtm_to_date("20240229"), Ok(Some("2024-02-29".into())));
+        assert_eq!(
+            dtm_to_date("20240229103000.1234+0100"),
+            Ok(Some("2024-02-29".into()))
+        );
+        assert_eq!(dtm_to_date("1985"), Ok(None));
+        assert_eq!(dtm_to_date("198503"), Ok(None));
+        for bad in [
+            "20230229",
+            "19851301",
+            "19850300",
+            "1985031",
+            "March 3",
+            "1985-03-17",
+            "19850317+05",
+            "1985031725",
+            "00000101",
+            "19850317.5",
+            "",
+        ] {
+            assert_eq!(dtm_to_date(bad), Err(NotADate), "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions() {
+        for ok in [
+            "2.3", "2.3.1", "2.4", "2.5.1", "2.6", "2.7.1", "2.8", "2.8.2",
+        ] {
+            assert!(is_supported_version(ok), "{ok}");
+        }
+        for bad in ["2.2", "2.9", "3.0", "", "2", "2.5.", "2.x", "v2.5"] {
+            assert!(!is_supported_version(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sexes() {
+        assert_eq!(map_sex("f").as_deref(), Some("F"));
+        assert_eq!(map_sex("U").as_deref(), Some("UNK"));
+        assert_eq!(map_sex("O").as_deref(), Some("O"));
+        assert_eq!(map_sex(" "), None);
+    }
+}
