@@ -26,6 +26,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::{DeliveryError, OutgoingEmail};
+
 /// One message as the sink received it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReceivedMail {
@@ -79,6 +81,13 @@ pub struct SmtpSinkState {
     pub credentials: Mutex<Option<(String, String)>>,
     /// Keep only the header block of each message (benchmarks).
     pub headers_only: AtomicBool,
+}
+
+/// The message [`SmtpMailer`](crate::SmtpMailer) sends for `email` (the
+/// same headers and MIME structure), for other SMTP clients in tests and
+/// benchmarks.
+pub fn build_message(email: &OutgoingEmail) -> Result<lettre::Message, DeliveryError> {
+    crate::email::build_message(email)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -4,11 +4,13 @@
 //!     cargo run --release -p enroll-bench --bin delivery -- [--invites 10000] [--postgres-url URL]
 //!
 //! For each SMTP server (the in-process `enroll_notify::testing::SmtpSink`,
-//! and Python's aiosmtpd when `python3 -c 'import aiosmtpd'` works):
+//! and Python's aiosmtpd when `python3 -c 'import aiosmtpd'` works) and
+//! each SMTP client (`SmtpMailer` as shipped, and `NodelayMailer`, the same
+//! lettre client with `TCP_NODELAY`; see `enroll_bench::NodelayMailer`):
 //!
-//! 1. ceiling: N emails sent straight through `SmtpMailer` (same pool size
+//! 1. ceiling: N emails sent straight through the client (same pool size
 //!    and concurrency as the dispatcher, no database): what the server
-//!    (and our SMTP client) can take, in messages per second;
+//!    and the client can take, in messages per second;
 //! 2. per engine: a fresh database with an always-open practice (auto
 //!    invites on) and N complete patients, so N invites are queued ("setup",
 //!    timed apart); then `Dispatcher::run_round` until a round claims
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
+use enroll_bench::NodelayMailer;
 use enroll_core::Demographics;
 use enroll_notify::testing::{SmtpSink, SmtpSinkState};
 use enroll_notify::{
@@ -65,12 +68,52 @@ struct Args {
     /// Concurrent `create_patient` calls during setup.
     #[arg(long, default_value_t = 8)]
     setup_concurrency: usize,
+    /// SMTP clients: shipped (`SmtpMailer`), nodelay (`NodelayMailer`).
+    #[arg(long, value_delimiter = ',', default_values_t = [Client::Shipped, Client::Nodelay])]
+    clients: Vec<Client>,
     /// Skip aiosmtpd even when it is installed.
     #[arg(long)]
     no_aiosmtpd: bool,
     /// Only these engines (sqlite, postgres); default: both when possible.
     #[arg(long, value_delimiter = ',')]
     engines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Client {
+    /// `enroll_notify::SmtpMailer`, what `enroll serve` uses.
+    Shipped,
+    /// `enroll_bench::NodelayMailer`: the same with `TCP_NODELAY`.
+    Nodelay,
+}
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Client::Shipped => "shipped",
+            Client::Nodelay => "nodelay",
+        })
+    }
+}
+
+impl Client {
+    fn name(self) -> &'static str {
+        match self {
+            Client::Shipped => "SmtpMailer",
+            Client::Nodelay => "+TCP_NODELAY",
+        }
+    }
+
+    fn mailer(self, addr: SocketAddr, pool_size: u32) -> anyhow::Result<Arc<dyn EmailSender>> {
+        Ok(match self {
+            Client::Shipped => Arc::new(SmtpMailer::new(&smtp_config(addr, pool_size))?),
+            Client::Nodelay => Arc::new(NodelayMailer::new(
+                addr,
+                pool_size as usize,
+                Duration::from_secs(30),
+            )),
+        })
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +134,7 @@ fn main() -> anyhow::Result<()> {
 struct Row {
     engine: &'static str,
     server: &'static str,
+    client: &'static str,
     invites: usize,
     setup_secs: f64,
     secs: f64,
@@ -136,34 +180,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut run_no = 0;
     for server in &servers {
-        run_no += 1;
-        let tag = format!("ceiling-{run_no}.bench.test");
-        let ceiling = measure_ceiling(server, &args, pool_size, &tag).await?;
-        eprintln!(
-            "{}: ceiling {:.0} msgs/s ({} messages in {:.2} s)",
-            server.name(),
-            ceiling.rate(),
-            args.invites,
-            ceiling.secs
-        );
-        for &engine in &engines {
+        for &client in &args.clients {
             run_no += 1;
-            let tag = format!("run-{run_no}.bench.test");
-            let Some(mut row) = measure_dispatcher(server, engine, &args, pool_size, &tag).await?
-            else {
-                continue;
-            };
-            row.ceiling = ceiling.rate();
+            let tag = format!("ceiling-{run_no}.bench.test");
+            let ceiling = measure_ceiling(server, client, &args, pool_size, &tag).await?;
             eprintln!(
-                "{} / {}: {} invites in {:.2} s = {:.0} invites/s (setup {:.1} s)",
-                row.engine,
-                row.server,
-                row.invites,
-                row.secs,
-                row.invites as f64 / row.secs,
-                row.setup_secs
+                "{} / {}: ceiling {:.0} msgs/s ({} messages in {:.2} s)",
+                server.name(),
+                client.name(),
+                ceiling.rate(),
+                args.invites,
+                ceiling.secs
             );
-            rows.push(row);
+            for &engine in &engines {
+                run_no += 1;
+                let tag = format!("run-{run_no}.bench.test");
+                let Some(mut row) =
+                    measure_dispatcher(server, client, engine, &args, pool_size, &tag).await?
+                else {
+                    continue;
+                };
+                row.ceiling = ceiling.rate();
+                eprintln!(
+                    "{} / {} / {}: {} invites in {:.2} s = {:.0} invites/s (setup {:.1} s)",
+                    row.engine,
+                    row.server,
+                    row.client,
+                    row.invites,
+                    row.secs,
+                    row.invites as f64 / row.secs,
+                    row.setup_secs
+                );
+                rows.push(row);
+            }
         }
     }
     for server in servers {
@@ -176,17 +225,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| engine     | SMTP server         | invites | seconds | invites/s | ceiling msgs/s | ratio to ceiling | peak RSS MiB | setup s |"
+        "| engine   | SMTP server        | SMTP client  | invites | seconds | invites/s | ceiling msgs/s | ratio to ceiling | peak RSS MiB | setup s |"
     );
     println!(
-        "|------------|---------------------|--------:|--------:|----------:|---------------:|-----------------:|-------------:|--------:|"
+        "|----------|--------------------|--------------|--------:|--------:|----------:|---------------:|-----------------:|-------------:|--------:|"
     );
     for row in rows {
         let rate = row.invites as f64 / row.secs;
         println!(
-            "| {:<10} | {:<19} | {:>7} | {:>7.2} | {:>9.0} | {:>14.0} | {:>16.2} | {:>12.1} | {:>7.1} |",
+            "| {:<8} | {:<18} | {:<12} | {:>7} | {:>7.2} | {:>9.0} | {:>14.0} | {:>16.2} | {:>12.1} | {:>7.1} |",
             row.engine,
             row.server,
+            row.client,
             row.invites,
             row.secs,
             rate,
@@ -198,8 +248,9 @@ fn print_table(rows: &[Row]) {
     }
     println!();
     println!(
-        "ceiling: the same number of emails sent straight through SmtpMailer to the same server, \
-         with no database; peak RSS: VmHWM of this whole process during the delivery phase \
+        "ceiling: the same number of emails sent straight through the same SMTP client to the same \
+         server, with no database; SmtpMailer: enroll_notify's sender as shipped; +TCP_NODELAY: \
+         the same lettre client with TCP_NODELAY (enroll_bench::NodelayMailer); peak RSS: VmHWM of this whole process during the delivery phase \
          (includes the in-process sink); setup (creating the patients, which queues the invites) \
          is not part of the rate."
     );
@@ -304,7 +355,7 @@ impl SmtpServer {
     fn name(&self) -> &'static str {
         match self {
             SmtpServer::Sink(_) => "SmtpSink (in-proc)",
-            SmtpServer::Aiosmtpd { .. } => "aiosmtpd (python)",
+            SmtpServer::Aiosmtpd { .. } => "aiosmtpd (Python)",
         }
     }
 
@@ -377,14 +428,15 @@ impl Timed {
     }
 }
 
-/// N invite emails (rendered once) straight through `SmtpMailer`.
+/// N invite emails (rendered once) straight through the client.
 async fn measure_ceiling(
     server: &SmtpServer,
+    client: Client,
     args: &Args,
     pool_size: u32,
     tag: &str,
 ) -> anyhow::Result<Timed> {
-    let mailer = SmtpMailer::new(&smtp_config(server.addr(), pool_size))?;
+    let mailer = client.mailer(server.addr(), pool_size)?;
     let content = Templates::builtin().render_email(
         "BENCH",
         &InviteContext {
@@ -437,6 +489,7 @@ async fn measure_ceiling(
 
 async fn measure_dispatcher(
     server: &SmtpServer,
+    client: Client,
     engine: Engine,
     args: &Args,
     pool_size: u32,
@@ -490,11 +543,10 @@ async fn measure_dispatcher(
     let setup_secs = setup_started.elapsed().as_secs_f64();
 
     // Delivery: the real dispatcher, one round after the other.
-    let mailer = SmtpMailer::new(&smtp_config(server.addr(), pool_size))?;
     let dispatcher = Dispatcher {
         store: db.store.clone(),
         clock: clock.clone(),
-        email: Arc::new(mailer),
+        email: client.mailer(server.addr(), pool_size)?,
         sms: None,
         templates: Arc::new(RwLock::new(Templates::builtin())),
         links: Links::new(&format!("http://{tag}"), b"bench secret"),
@@ -547,6 +599,7 @@ async fn measure_dispatcher(
     Ok(Some(Row {
         engine: engine_name,
         server: server.name(),
+        client: client.name(),
         invites: args.invites,
         setup_secs,
         secs,
@@ -566,13 +619,16 @@ async fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
         .and_then(|base| base.rsplit('/').next())
         .unwrap_or_default();
     ensure!(
-        name.starts_with("enroll_test_") && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        name.starts_with("enroll_test_")
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
         "unexpected benchmark database name {name:?}"
     );
     let mut admin = sqlx::postgres::PgConnection::connect(&admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
-        .execute(&mut admin)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut admin)
+    .await?;
     admin.close().await?;
     Ok(())
 }
@@ -599,10 +655,5 @@ fn status_field(path: &Path, field: &str) -> Option<u64> {
         .lines()
         .filter_map(|line| line.split_once(':'))
         .collect();
-    fields
-        .get(field)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    fields.get(field)?.split_whitespace().next()?.parse().ok()
 }
