@@ -23,6 +23,7 @@ pub struct Config {
     pub smtp: SmtpSettings,
     pub sms: SmsSettings,
     pub delivery: DeliverySettings,
+    pub mllp: MllpConfig,
 }
 
 impl Default for Config {
@@ -35,6 +36,7 @@ impl Default for Config {
             smtp: SmtpSettings::default(),
             sms: SmsSettings::default(),
             delivery: DeliverySettings::default(),
+            mllp: MllpConfig::default(),
         }
     }
 }
@@ -120,6 +122,47 @@ impl Default for DeliverySettings {
     }
 }
 
+/// `[mllp]`: the HL7 v2 listener the EHR sends to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MllpConfig {
+    pub enabled: bool,
+    /// Plain MLLP. The default takes messages from this machine only; set
+    /// `0.0.0.0:2575` for an interface engine elsewhere on the network.
+    pub listen: SocketAddr,
+    /// MLLP inside TLS, e.g. `0.0.0.0:2576`; needs `tls_cert` and `tls_key`.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain and private key for `tls_listen`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Larger messages are answered AR (their first 4 KiB are kept).
+    pub max_message_bytes: usize,
+    /// A connection silent this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Where birth sex comes from: `obx_then_pid8` (an OBX with LOINC
+    /// 76689-9, else PID-8) or `pid8`.
+    pub birth_sex_source: String,
+    /// The PID-3 assigning authority whose identifier is the MRN; empty: the
+    /// first identifier of type MR.
+    pub mrn_assigning_authority: Option<String>,
+}
+
+impl Default for MllpConfig {
+    fn default() -> MllpConfig {
+        MllpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 2575)),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            max_message_bytes: 1024 * 1024,
+            idle_timeout_secs: 300,
+            birth_sex_source: "obx_then_pid8".into(),
+            mrn_assigning_authority: None,
+        }
+    }
+}
+
 /// Flags that override the file and the environment.
 #[derive(Debug, Default, Serialize)]
 pub struct Overrides {
@@ -133,7 +176,7 @@ pub struct Overrides {
 /// sets `smtp.host`). Other `ENROLL_*` variables (for example the test
 /// suite's `ENROLL_TEST_POSTGRES_URL`) are not configuration and are
 /// ignored rather than refused.
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 8] = [
     "database_url",
     "listen",
     "public_url",
@@ -141,6 +184,7 @@ const KEYS: [&str; 7] = [
     "smtp",
     "sms",
     "delivery",
+    "mllp",
 ];
 
 /// Loads the configuration, explaining a bad file or key in words.

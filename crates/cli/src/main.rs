@@ -10,11 +10,13 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use enroll_core::Schedule;
+use enroll_hl7::{BirthSexSource, MappingOptions};
 use enroll_notify::{
     EmailSender, HttpSmsSender, SmsConfig, SmsSender, SmtpConfig, SmtpMailer, SmtpSecurity,
 };
 use enroll_server::{
-    AppState, Clock, Dispatcher, LINK_SECRET_SETTING, Links, Mailbox, SystemClock,
+    AppState, Clock, Dispatcher, Intake, LINK_SECRET_SETTING, Links, Mailbox, MllpSettings,
+    MllpTls, RunningMllp, SystemClock,
 };
 use enroll_store::DeliveryPolicy;
 use enroll_store::{NewPractice, Source, Store, hash_token};
@@ -58,6 +60,9 @@ enum Command {
         /// HTTP port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// MLLP port on 127.0.0.1 for HL7 messages (0 picks a free one).
+        #[arg(long, default_value_t = 2575)]
+        mllp_port: u16,
         /// How many synthetic patients to create.
         #[arg(long, default_value_t = 1000)]
         patients: usize,
@@ -155,10 +160,11 @@ async fn run() -> anyhow::Result<()> {
         Command::Demo {
             data_dir,
             port,
+            mllp_port,
             patients,
             seed,
             reset,
-        } => demo(&data_dir, port, patients, seed, reset).await,
+        } => demo(&data_dir, port, mllp_port, patients, seed, reset).await,
         Command::Migrate => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
             let store = open(&config.database_url).await?;
@@ -268,6 +274,12 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     let mut state = AppState::new(store.clone(), clock.clone(), links.clone());
     state.sms_webhook_secret = config.sms.webhook_secret.clone();
     state.templates = enroll_server::templates::load(&store).await?;
+    state.intake = Arc::new(Intake::new(
+        store.clone(),
+        clock.clone(),
+        mapping_options(&config.mllp)?,
+    ));
+    let mllp = start_mllp(&state, &config.mllp).await?;
     let dispatcher = dispatcher(&state, email, sms, &config.email_from, &config.delivery)
         .spawn(Duration::from_millis(config.delivery.poll_interval_ms));
     let server = enroll_server::spawn(config.listen, state)
@@ -275,11 +287,74 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(addr = %server.addr, engine = store.engine(), "enroll is serving");
     println!("Enroll is serving on http://{}", server.addr);
+    if let Some(mllp) = &mllp {
+        println!("HL7 MLLP listener on {}", mllp.addr);
+        if let Some(tls) = mllp.tls_addr {
+            println!("HL7 MLLP over TLS on {tls}");
+        }
+    }
     wait_for_shutdown().await;
+    // The listener first: messages in hand are finished and answered.
+    if let Some(mllp) = mllp {
+        mllp.stop().await;
+    }
     server.stop().await?;
     dispatcher.stop().await;
     store.close().await;
     Ok(())
+}
+
+fn mapping_options(settings: &config::MllpConfig) -> anyhow::Result<MappingOptions> {
+    let birth_sex_source = match settings.birth_sex_source.trim() {
+        "obx_then_pid8" => BirthSexSource::ObxThenPid8,
+        "pid8" => BirthSexSource::Pid8Only,
+        other => anyhow::bail!("mllp.birth_sex_source {other:?} is not one of obx_then_pid8, pid8"),
+    };
+    Ok(MappingOptions {
+        birth_sex_source,
+        mrn_assigning_authority: settings
+            .mrn_assigning_authority
+            .clone()
+            .filter(|a| !a.trim().is_empty()),
+    })
+}
+
+fn mllp_settings(settings: &config::MllpConfig) -> anyhow::Result<MllpSettings> {
+    let tls = match (&settings.tls_listen, &settings.tls_cert, &settings.tls_key) {
+        (None, _, _) => None,
+        (Some(listen), Some(cert), Some(key)) => Some(MllpTls {
+            listen: *listen,
+            cert_path: cert.clone(),
+            key_path: key.clone(),
+        }),
+        (Some(_), _, _) => anyhow::bail!(
+            "mllp.tls_listen is set: set mllp.tls_cert and mllp.tls_key to PEM files too"
+        ),
+    };
+    if settings.max_message_bytes < 1024 {
+        anyhow::bail!("mllp.max_message_bytes must be at least 1024");
+    }
+    Ok(MllpSettings {
+        listen: settings.listen,
+        tls,
+        max_message_bytes: settings.max_message_bytes,
+        idle_timeout: Duration::from_secs(settings.idle_timeout_secs.max(1)),
+    })
+}
+
+async fn start_mllp(
+    state: &AppState,
+    settings: &config::MllpConfig,
+) -> anyhow::Result<Option<RunningMllp>> {
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let running = enroll_server::mllp::start(state.intake.clone(), &mllp_settings(settings)?)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("{e} (set mllp.listen to another address, or mllp.enabled = false)")
+        })?;
+    Ok(Some(running))
 }
 
 /// The secret that signs unsubscribe links: made once, kept in the database
@@ -499,6 +574,7 @@ fn database_hint(url: &str) -> &'static str {
 async fn demo(
     data_dir: &Path,
     port: u16,
+    mllp_port: u16,
     count: usize,
     seed: u64,
     reset: bool,
@@ -533,6 +609,13 @@ async fn demo(
     let mut state = AppState::new(store.clone(), clock, links);
     state.mailbox = Some(mailbox.clone());
     state.templates = enroll_server::templates::load(&store).await?;
+    let mllp_config = config::MllpConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], mllp_port)),
+        ..config::MllpConfig::default()
+    };
+    let mllp = start_mllp(&state, &mllp_config)
+        .await?
+        .context("the demo's MLLP listener did not start")?;
     let settings = config::DeliverySettings {
         poll_interval_ms: 500,
         ..config::DeliverySettings::default()
@@ -548,8 +631,9 @@ async fn demo(
     let server = enroll_server::spawn(addr, state)
         .await
         .with_context(|| format!("cannot listen on {addr} (try --port 0)"))?;
-    print_demo_banner(server.addr, &token);
+    print_demo_banner(server.addr, mllp.addr, &token);
     wait_for_shutdown().await;
+    mllp.stop().await;
     server.stop().await?;
     running.stop().await;
     store.close().await;
@@ -599,11 +683,12 @@ async fn load_demo_data(
     Ok(())
 }
 
-fn print_demo_banner(addr: SocketAddr, token: &str) {
+fn print_demo_banner(addr: SocketAddr, mllp: SocketAddr, token: &str) {
     println!(
         "\nEnroll demo is running on http://{addr}\n\
          API token (user demo): {token}\n\
-         Mailbox (every email and text the demo sends): http://{addr}/mailbox\n\n\
+         Mailbox (every email and text the demo sends): http://{addr}/mailbox\n\
+         HL7 MLLP listener: {mllp} (sending facility MSH-4 = RIVERSIDE)\n\n\
          Try:\n  \
          curl -H 'Authorization: Bearer {token}' 'http://{addr}/api/patients?name=smi'\n  \
          curl -H 'Authorization: Bearer {token}' http://{addr}/api/patients/1\n  \

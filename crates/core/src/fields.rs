@@ -105,6 +105,34 @@ impl Demographics {
         value.as_deref()
     }
 
+    fn slot_mut(&mut self, field: Field) -> &mut Option<String> {
+        match field {
+            Field::FirstName => &mut self.first_name,
+            Field::LastName => &mut self.last_name,
+            Field::DateOfBirth => &mut self.date_of_birth,
+            Field::BirthSex => &mut self.birth_sex,
+            Field::Zip => &mut self.zip,
+            Field::Email => &mut self.email,
+            Field::CellPhone => &mut self.cell_phone,
+        }
+    }
+
+    /// This record updated by a partial one, as an HL7 update means it: a
+    /// field `sent` replaces ours, a field not sent (`None`) keeps ours, and
+    /// a field in `cleared` (sent as the HL7 null `""`) is removed.
+    pub fn overlaid(&self, sent: &Demographics, cleared: &[Field]) -> Demographics {
+        let mut merged = self.clone();
+        for field in Field::ALL {
+            if let Some(value) = sent.get(field) {
+                *merged.slot_mut(field) = Some(value.to_string());
+            }
+        }
+        for &field in cleared {
+            *merged.slot_mut(field) = None;
+        }
+        merged
+    }
+
     /// A copy with every value trimmed, blank values turned into `None`, and
     /// values that parse written in their canonical form (E.164 phone,
     /// upper-case birth sex code, lower-case email domain). Values that do not
@@ -541,6 +569,33 @@ pub fn check(demographics: &Demographics, today: Date) -> Checked {
         _ => None,
     };
     Checked { problems, valid }
+}
+
+#[cfg(test)]
+mod overlay_tests {
+    use super::*;
+
+    #[test]
+    fn an_update_keeps_fields_not_sent_replaces_sent_ones_and_clears_nulled_ones() {
+        let ours = Demographics {
+            first_name: Some("Ana".into()),
+            last_name: Some("Lopez".into()),
+            email: Some("ana@example.org".into()),
+            cell_phone: Some("+12025550123".into()),
+            ..Demographics::default()
+        };
+        let sent = Demographics {
+            last_name: Some("Lopez-Diaz".into()),
+            zip: Some("10001".into()),
+            ..Demographics::default()
+        };
+        let merged = ours.overlaid(&sent, &[Field::CellPhone]);
+        assert_eq!(merged.first_name.as_deref(), Some("Ana"));
+        assert_eq!(merged.last_name.as_deref(), Some("Lopez-Diaz"));
+        assert_eq!(merged.zip.as_deref(), Some("10001"));
+        assert_eq!(merged.email.as_deref(), Some("ana@example.org"));
+        assert_eq!(merged.cell_phone, None);
+    }
 }
 
 #[cfg(test)]

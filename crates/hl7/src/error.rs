@@ -168,6 +168,21 @@ pub enum Hl7Error {
         /// The HL7 error code (101 missing, 102 data type, ...).
         code: ErrorCode,
     },
+    /// The message is sound but the receiving application cannot apply it
+    /// (e.g. MSH-4 names a facility no practice is mapped to): AE. Made by
+    /// the caller.
+    #[error("{reason}")]
+    Application {
+        /// Where, e.g. MSH-4.
+        location: Option<ErrorLocation>,
+        /// What is wrong and what to do (no patient data).
+        reason: String,
+        /// The HL7 error code.
+        code: ErrorCode,
+        /// AR instead of AE: the message was not read at all (e.g. its
+        /// frame was larger than the maximum).
+        reject: bool,
+    },
     /// Our side failed (storage, ...): AE with 207. Made by the caller.
     #[error("application error: {reason}")]
     Internal {
@@ -203,8 +218,10 @@ impl Hl7Error {
             | Hl7Error::UnsupportedEvent { .. }
             | Hl7Error::UnsupportedVersion { .. } => AckCode::AR,
             Hl7Error::Field { segment, .. } if *segment == "MSH" => AckCode::AR,
+            Hl7Error::Application { reject: true, .. } => AckCode::AR,
             Hl7Error::Field { .. }
             | Hl7Error::MissingSegment { .. }
+            | Hl7Error::Application { .. }
             | Hl7Error::Internal { .. } => AckCode::AE,
         }
     }
@@ -220,7 +237,7 @@ impl Hl7Error {
             Hl7Error::UnsupportedEvent { .. } => ErrorCode::UnsupportedEventCode,
             Hl7Error::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersionId,
             Hl7Error::MissingSegment { .. } => ErrorCode::SegmentSequenceError,
-            Hl7Error::Field { code, .. } => *code,
+            Hl7Error::Field { code, .. } | Hl7Error::Application { code, .. } => *code,
             Hl7Error::Internal { .. } => ErrorCode::ApplicationInternalError,
         }
     }
@@ -241,6 +258,7 @@ impl Hl7Error {
                 ..ErrorLocation::default()
             }),
             Hl7Error::Parse(_) | Hl7Error::Internal { .. } => None,
+            Hl7Error::Application { location, .. } => location.clone(),
             Hl7Error::UnsupportedMessageType { .. } | Hl7Error::UnsupportedEvent { .. } => {
                 Some(at("MSH", 9))
             }

@@ -41,6 +41,10 @@ impl From<StoreError> for ApiError {
                 code: "duplicate_mrn",
                 message: "a patient with this MRN already exists in the practice: update that patient instead".into(),
             },
+            StoreError::Conflict(message) => ApiError::Conflict {
+                code: "conflict",
+                message: message.into(),
+            },
             other => ApiError::Internal(Box::new(other)),
         }
     }

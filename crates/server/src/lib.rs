@@ -1,5 +1,5 @@
-//! Enroll's HTTP server: health checks and the JSON API (the staff UI, FHIR
-//! and the MLLP listener join it in later work).
+//! Enroll's servers: HTTP (health checks, the JSON API, patient pages), the
+//! outbox dispatcher and the HL7 MLLP listener.
 //!
 //! Handlers are thin: extract, parse into domain types, call one store
 //! operation (which applies the rules inside its transaction), map the result.
@@ -9,8 +9,10 @@ mod auth;
 pub mod clock;
 pub mod dispatcher;
 mod error;
+pub mod intake;
 pub mod links;
 pub mod mailbox;
+pub mod mllp;
 mod pages;
 pub mod templates;
 
@@ -29,8 +31,10 @@ use tower_http::trace::TraceLayer;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use dispatcher::{Dispatcher, RoundSummary, RunningDispatcher};
 pub use error::ApiError;
+pub use intake::Intake;
 pub use links::{LINK_SECRET_SETTING, Links};
 pub use mailbox::Mailbox;
+pub use mllp::{MllpSettings, MllpTls, RunningMllp};
 pub use templates::SharedTemplates;
 
 /// Shared by every handler.
@@ -45,14 +49,22 @@ pub struct AppState {
     pub sms_webhook_secret: Option<String>,
     /// Invite templates in force (built-in plus practice overrides).
     pub templates: SharedTemplates,
+    /// HL7 intake, shared with the MLLP listener (reprocessing uses it).
+    pub intake: Arc<Intake>,
 }
 
 impl AppState {
     pub fn new(store: Store, clock: Arc<dyn Clock>, links: Links) -> AppState {
+        let intake = Arc::new(Intake::new(
+            store.clone(),
+            clock.clone(),
+            enroll_hl7::MappingOptions::default(),
+        ));
         AppState {
             store,
             clock,
             links,
+            intake,
             mailbox: None,
             sms_webhook_secret: None,
             templates: Arc::new(std::sync::RwLock::new(enroll_notify::Templates::builtin())),

@@ -148,50 +148,24 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let practice = tx.practice(practice_id).await?;
         let demographics = demographics.normalized();
-        let existing = tx.patient_id_by_mrn(practice_id, mrn).await?;
-        let (patient_id, created, triggers) = match existing {
-            Some(_) if !update_existing => return Err(StoreError::DuplicateMrn),
-            Some(id) => {
-                tx.lock_patient(id).await?;
-                let old = tx.patient(id).await?;
-                tx.write_demographics(id, &demographics, now).await?;
-                let fields = changed_required_fields(&old.demographics, &demographics);
-                tx.timeline(
-                    id,
-                    now,
-                    "demographics_updated",
-                    json!({ "required_fields_changed": fields }),
-                    source,
-                )
-                .await?;
-                let triggers = if fields.is_empty() {
-                    vec![]
-                } else {
-                    vec![Trigger::RequiredFieldsChanged { fields }]
-                };
-                (id, false, triggers)
-            }
-            None => {
-                let id = tx
-                    .insert_patient(practice_id, mrn, &demographics, now)
-                    .await?;
-                tx.timeline(id, now, "chart_added", json!({}), source)
-                    .await?;
-                (id, true, vec![Trigger::ChartAdded])
-            }
-        };
-        let mut outcomes = Vec::with_capacity(triggers.len());
-        for trigger in triggers {
-            outcomes.push(
-                tx.apply_trigger(&practice, patient_id, trigger, source, now)
-                    .await?,
-            );
-        }
-        let patient = tx.patient(patient_id).await?;
+        let written = tx
+            .write_patient(
+                practice_id,
+                mrn,
+                &demographics,
+                source,
+                now,
+                update_existing,
+            )
+            .await?;
+        let outcomes = tx
+            .apply_triggers(&practice, written.patient_id, written.triggers, source, now)
+            .await?;
+        let patient = tx.patient(written.patient_id).await?;
         tx.commit().await?;
         Ok(SaveOutcome {
             patient,
-            created,
+            created: written.created,
             triggers: outcomes,
         })
     }
@@ -337,7 +311,87 @@ pub(crate) fn local_today(practice: &Practice, now: Timestamp) -> Result<jiff::c
     Ok(schedule.local_date(now))
 }
 
+/// A patient record written by [`Tx::write_patient`], with the triggers
+/// the write raised (not yet decided).
+pub(crate) struct WrittenPatient {
+    pub patient_id: i64,
+    pub created: bool,
+    pub triggers: Vec<Trigger>,
+}
+
 impl Tx {
+    /// Creates the patient (chart added) or, when the MRN is known and
+    /// `update_existing`, replaces its demographics (a trigger when a
+    /// required field changed, R2). Locks the patient.
+    pub(crate) async fn write_patient(
+        &mut self,
+        practice_id: i64,
+        mrn: &str,
+        demographics: &Demographics,
+        source: &Source,
+        now: Timestamp,
+        update_existing: bool,
+    ) -> Result<WrittenPatient> {
+        match self.patient_id_by_mrn(practice_id, mrn).await? {
+            Some(_) if !update_existing => Err(StoreError::DuplicateMrn),
+            Some(id) => {
+                self.lock_patient(id).await?;
+                let old = self.patient(id).await?;
+                self.write_demographics(id, demographics, now).await?;
+                let fields = changed_required_fields(&old.demographics, demographics);
+                self.timeline(
+                    id,
+                    now,
+                    "demographics_updated",
+                    json!({ "required_fields_changed": fields }),
+                    source,
+                )
+                .await?;
+                let triggers = if fields.is_empty() {
+                    vec![]
+                } else {
+                    vec![Trigger::RequiredFieldsChanged { fields }]
+                };
+                Ok(WrittenPatient {
+                    patient_id: id,
+                    created: false,
+                    triggers,
+                })
+            }
+            None => {
+                let id = self
+                    .insert_patient(practice_id, mrn, demographics, now)
+                    .await?;
+                self.timeline(id, now, "chart_added", json!({}), source)
+                    .await?;
+                Ok(WrittenPatient {
+                    patient_id: id,
+                    created: true,
+                    triggers: vec![Trigger::ChartAdded],
+                })
+            }
+        }
+    }
+
+    /// Decides and records each trigger in turn (R3-R8).
+    pub(crate) async fn apply_triggers(
+        &mut self,
+        practice: &Practice,
+        patient_id: i64,
+        triggers: Vec<Trigger>,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<Vec<TriggerOutcome>> {
+        let mut outcomes = Vec::with_capacity(triggers.len());
+        for trigger in triggers {
+            outcomes.push(
+                self.apply_trigger(practice, patient_id, trigger, source, now)
+                    .await?,
+            );
+        }
+        Ok(outcomes)
+    }
+
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
             Tx::Sqlite(t) => t.commit().await?,
@@ -385,7 +439,8 @@ impl Tx {
         mrn: &str,
     ) -> Result<Option<i64>> {
         Ok(on_tx!(self, c => {
-            sqlx::query_scalar("SELECT id FROM patients WHERE practice_id = $1 AND mrn = $2")
+            // A chart merged away (A40) answers with the surviving one.
+            sqlx::query_scalar("SELECT COALESCE(merged_into, id) FROM patients WHERE practice_id = $1 AND mrn = $2")
                 .bind(practice_id)
                 .bind(mrn)
                 .fetch_optional(c)

@@ -31,6 +31,7 @@ impl Store {
              AND (CAST($3 AS TEXT) IS NULL OR date_of_birth = $3) \
              AND (CAST($4 AS TEXT) IS NULL OR mrn = $4) \
              AND (CAST($5 AS BIGINT) IS NULL OR practice_id = $5) \
+             AND merged_into IS NULL \
              ORDER BY last_name_lc, first_name_lc, id LIMIT $6"
         );
         let rows: Vec<PatientRow> = on_pool!(self, pool => {
@@ -57,7 +58,8 @@ impl Store {
         let rows: Vec<TimelineRow> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT id, at, kind, detail, source, reference, actor FROM timeline \
-                 WHERE patient_id = $1 ORDER BY id",
+                 WHERE patient_id = $1 OR patient_id IN (SELECT id FROM patients WHERE merged_into = $1) \
+                 ORDER BY id",
             )
             .bind(patient_id)
             .fetch_all(pool)

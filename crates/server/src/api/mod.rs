@@ -3,6 +3,7 @@
 
 mod deliveries;
 mod json;
+mod messages;
 mod patients;
 mod practices;
 mod templates;
@@ -39,4 +40,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/audit", get(patients::audit_log))
         .route("/deliveries/failed", get(deliveries::failed))
         .route("/deliveries/resend", post(deliveries::resend))
+        .route("/hl7/messages", get(messages::list))
+        .route("/hl7/messages/{id}", get(messages::show))
+        .route("/hl7/messages/{id}/reprocess", post(messages::reprocess))
+        .route("/hl7/facilities", get(messages::facilities))
+        .route("/hl7/facilities/{facility}", put(messages::map_facility))
 }

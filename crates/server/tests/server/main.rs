@@ -3,12 +3,15 @@
 
 mod api;
 mod delivery;
+mod mllp;
 mod sms;
 
 use std::sync::Arc;
 
 pub use enroll_notify::testing::SmtpSink as TestSmtp;
-use enroll_server::{AppState, Dispatcher, Links, RunningServer, TestClock};
+use enroll_server::{
+    AppState, Dispatcher, Links, MllpSettings, RunningMllp, RunningServer, TestClock,
+};
 
 use enroll_store::testing::{ENGINES, Engine, TestDb};
 use jiff::Timestamp;
@@ -24,6 +27,9 @@ pub struct TestApp {
     pub db: TestDb,
     pub clock: Arc<TestClock>,
     server: Option<RunningServer>,
+    mllp: Option<RunningMllp>,
+    /// The MLLP listener (facility TEST maps to the test practice by code).
+    pub mllp_addr: std::net::SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
     pub practice_id: i64,
@@ -65,6 +71,9 @@ impl TestApp {
             .await
             .unwrap();
         let templates = state.templates.clone();
+        let mllp = enroll_server::mllp::start(state.intake.clone(), &test_mllp_settings())
+            .await
+            .unwrap();
         let server = enroll_server::spawn("127.0.0.1:0".parse().unwrap(), state)
             .await
             .unwrap();
@@ -74,6 +83,8 @@ impl TestApp {
             db,
             clock,
             server: Some(server),
+            mllp_addr: mllp.addr,
+            mllp: Some(mllp),
             base,
             http: reqwest::Client::new(),
             practice_id: practice.id,
@@ -138,10 +149,23 @@ impl TestApp {
     }
 
     pub async fn stop(mut self) {
+        if let Some(mllp) = self.mllp.take() {
+            mllp.stop().await;
+        }
         if let Some(server) = self.server.take() {
             server.stop().await.unwrap();
         }
         self.db.store.close().await;
+    }
+}
+
+/// The listener as `enroll serve` runs it, on a free loopback port.
+pub fn test_mllp_settings() -> MllpSettings {
+    MllpSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
+        max_message_bytes: 1024 * 1024,
+        idle_timeout: std::time::Duration::from_secs(30),
     }
 }
 

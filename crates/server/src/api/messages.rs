@@ -1,0 +1,205 @@
+//! Inbound HL7 messages for staff and the administrator: the list with
+//! filters, one message with its raw text and ACK, reprocessing after a fix,
+//! and the MSH-4 facility to practice mapping.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use enroll_store::{MessageQuery, MessageStatus, StoredMessage, facility_setting_key};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::json::JsonBody;
+use crate::auth::Staff;
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    /// applied | error | rejected | duplicate
+    status: Option<String>,
+    /// e.g. `ADT^A04`
+    message_type: Option<String>,
+    control_id: Option<String>,
+    /// MSH-4
+    facility: Option<String>,
+    patient_id: Option<i64>,
+    /// RFC 3339 instants.
+    since: Option<String>,
+    until: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn status_filter(text: &str) -> Result<MessageStatus, ApiError> {
+    Ok(match text {
+        "applied" => MessageStatus::Applied,
+        "error" => MessageStatus::Error,
+        "rejected" => MessageStatus::Rejected,
+        "duplicate" => MessageStatus::Duplicate,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "status {other:?} is not one of applied, error, rejected, duplicate"
+            )));
+        }
+    })
+}
+
+fn instant(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        t.parse::<Timestamp>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name} must be an RFC 3339 instant such as 2026-11-27T09:00:00Z"
+            ))
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    staff: Staff,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<StoredMessage>>, ApiError> {
+    let query = MessageQuery {
+        status: q.status.as_deref().map(status_filter).transpose()?,
+        message_type: q.message_type,
+        control_id: q.control_id,
+        sending_facility: q.facility,
+        patient_id: q.patient_id,
+        since: instant("since", q.since.as_deref())?,
+        until: instant("until", q.until.as_deref())?,
+        before_id: q.before_id,
+        limit: q.limit,
+    };
+    let messages = state.store.hl7_messages(&query).await?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "hl7.messages_list",
+            query.patient_id,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(messages))
+}
+
+/// One message; `raw` is its text (bytes that are not UTF-8 shown as
+/// replacement characters; the stored bytes are kept exactly).
+#[derive(Serialize)]
+pub(crate) struct MessageView {
+    #[serde(flatten)]
+    message: StoredMessage,
+    raw_text: String,
+}
+
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+) -> Result<Json<MessageView>, ApiError> {
+    let mut message = state
+        .store
+        .hl7_message(id)
+        .await?
+        .ok_or(ApiError::NotFound("message"))?;
+    // The raw message is health data: its viewing is audited like a chart's.
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "hl7.message_view",
+            message.patient_id,
+            state.clock.now(),
+        )
+        .await?;
+    let raw = message.raw.take().unwrap_or_default();
+    Ok(Json(MessageView {
+        raw_text: String::from_utf8_lossy(&raw).replace('\r', "\n"),
+        message,
+    }))
+}
+
+pub(crate) async fn reprocess(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+) -> Result<Json<StoredMessage>, ApiError> {
+    let message = state.intake.reprocess(id, &staff.0.username).await?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "hl7.message_reprocess",
+            message.patient_id,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(message))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FacilityMapping {
+    practice_code: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct FacilityMapped {
+    facility: String,
+    practice_code: String,
+}
+
+/// Maps an MSH-4 sending facility to a practice (administrators only).
+pub(crate) async fn map_facility(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(facility): Path<String>,
+    JsonBody(body): JsonBody<FacilityMapping>,
+) -> Result<Json<FacilityMapped>, ApiError> {
+    if staff.0.role != "admin" {
+        return Err(ApiError::Forbidden(
+            "only an administrator can map sending facilities to practices",
+        ));
+    }
+    let code = body.practice_code.trim();
+    if state.store.practice_by_code(code).await?.is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "there is no practice with the code {code:?}: create it first or use an existing code"
+        )));
+    }
+    state
+        .store
+        .put_setting(&facility_setting_key(&facility), code)
+        .await?;
+    state
+        .store
+        .audit(
+            &staff.0.username,
+            "hl7.facility_mapped",
+            None,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(FacilityMapped {
+        facility,
+        practice_code: code.to_string(),
+    }))
+}
+
+/// Every facility mapping.
+pub(crate) async fn facilities(
+    State(state): State<AppState>,
+    _staff: Staff,
+) -> Result<Json<Vec<FacilityMapped>>, ApiError> {
+    let prefix = facility_setting_key("");
+    let mappings = state
+        .store
+        .settings_with_prefix(&prefix)
+        .await?
+        .into_iter()
+        .map(|(key, practice_code)| FacilityMapped {
+            facility: key.trim_start_matches(&prefix).to_string(),
+            practice_code,
+        })
+        .collect();
+    Ok(Json(mappings))
+}

@@ -1,0 +1,645 @@
+//! HL7 v2 over real TCP (MLLP) into the real store, on both engines: a
+//! table of realistic messages with the ACK each must get and the patient
+//! state after it; duplicates; merges and the cap; oversized frames;
+//! reprocessing after a mapping fix; many connections at once; and, when
+//! installed, the Python `hl7` package's `mllp_send` as a third-party client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{ADMIN_TOKEN, TestApp, on_each_engine};
+
+/// A message from segments, as EHRs send them (segments end with `\r`).
+fn hl7(segments: &[&str]) -> Vec<u8> {
+    let mut text = segments.join("\r");
+    text.push('\r');
+    text.into_bytes()
+}
+
+fn msh(event: &str, control_id: &str) -> String {
+    format!("MSH|^~\\&|EPIC|TEST|ENROLL|PORTAL|20261125100000||{event}|{control_id}|P|2.5.1")
+}
+
+/// A registration with every required field and a cell phone.
+fn a04(control_id: &str, mrn: &str, first: &str, email: &str) -> Vec<u8> {
+    hl7(&[
+        &msh("ADT^A04^ADT_A01", control_id),
+        "EVN|A04|20261125100000",
+        &format!(
+            "PID|1||{mrn}^^^TEST^MR~999-99-9999^^^SSA^SS||Lopez^{first}^M^^^^L||19800214|F|||12 Elm St^Apt 3^New York^NY^10027^USA^H||^PRN^PH^^1^212^5550100~^NET^Internet^{email}~^PRN^CP^^1^917^5550199|||||||||||||||||"
+        ),
+        "PV1|1|O|CLINIC^101^1^TEST",
+    ])
+}
+
+/// One MLLP connection, as a sender uses it: a frame out, its ACK back.
+struct Sender {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Sender {
+    async fn connect(addr: SocketAddr) -> Sender {
+        Sender {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buffer: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, message: &[u8]) -> String {
+        let mut frame = vec![0x0B];
+        frame.extend_from_slice(message);
+        frame.extend_from_slice(&[0x1C, 0x0D]);
+        self.stream.write_all(&frame).await.unwrap();
+        self.read_ack().await.expect("an ACK")
+    }
+
+    /// The next ACK, or `None` when the server closed the connection.
+    async fn read_ack(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == [0x1C, 0x0D]) {
+                let frame: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let start = frame.iter().position(|&b| b == 0x0B).unwrap_or(0);
+                return Some(String::from_utf8_lossy(&frame[start + 1..end]).into_owned());
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(30), self.stream.read(&mut chunk))
+                .await
+                .expect("the server answers within 30 s")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Field `n` (1-based after the segment name) of the first `segment`.
+fn field<'a>(message: &'a str, segment: &str, n: usize) -> &'a str {
+    message
+        .split('\r')
+        .find(|s| s.starts_with(segment))
+        .and_then(|s| s.split('|').nth(n))
+        .unwrap_or("")
+}
+
+fn ack_code(ack: &str) -> &str {
+    field(ack, "MSA", 1)
+}
+
+async fn patient_by_mrn(app: &TestApp, mrn: &str) -> Option<Value> {
+    let (status, found) = app.get(&format!("/api/patients?mrn={mrn}")).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    found.as_array().and_then(|list| list.first().cloned())
+}
+
+async fn invites_of(app: &TestApp, mrn: &str) -> Vec<Value> {
+    let id = patient_by_mrn(app, mrn).await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.invites(id).await
+}
+
+/// What a case expects of the patient afterwards.
+enum Then {
+    /// The patient exists with these values (by API field name).
+    Patient(&'static str, &'static [(&'static str, &'static str)]),
+    /// No patient with this MRN.
+    NoPatient(&'static str),
+    /// The patient has this many invites.
+    Invites(&'static str, usize),
+}
+
+struct Case {
+    name: &'static str,
+    message: Vec<u8>,
+    ack: &'static str,
+    /// Text the ERR segment or MSA-3 must contain.
+    error_mentions: Option<&'static str>,
+    then: Vec<Then>,
+}
+
+fn cases() -> Vec<Case> {
+    let mut latin1 = msh("ADT^A28^ADT_A05", "C-LATIN1").into_bytes();
+    latin1.extend_from_slice(b"||||||8859/1\rPID|1||2001^^^TEST^MR||Mu\xf1oz^Jos\xe9||19751103|M|||5 Pine St^^Newark^NJ^07102||^NET^Internet^jose@example.org\r");
+    vec![
+        Case {
+            name: "A04 new patient with every field: chart added, invite queued",
+            message: a04("C-1", "1001", "Maria", "maria@example.org"),
+            ack: "AA",
+            error_mentions: None,
+            then: vec![
+                Then::Patient(
+                    "1001",
+                    &[
+                        ("first_name", "Maria"),
+                        ("last_name", "Lopez"),
+                        ("date_of_birth", "1980-02-14"),
+                        ("birth_sex", "F"),
+                        ("zip", "10027"),
+                        ("email", "maria@example.org"),
+                        ("cell_phone", "+19175550199"),
+                    ],
+                ),
+                Then::Invites("1001", 1),
+            ],
+        },
+        Case {
+            name: "A08 changing only the cell phone: updated, no new invite",
+            message: hl7(&[
+                &msh("ADT^A08^ADT_A01", "C-2"),
+                "PID|1||1001^^^TEST^MR||Lopez^Maria||19800214|F|||12 Elm St^^New York^NY^10027||^PRN^CP^^1^917^5550111",
+            ]),
+            ack: "AA",
+            error_mentions: None,
+            then: vec![
+                Then::Patient(
+                    "1001",
+                    &[
+                        ("cell_phone", "+19175550111"),
+                        ("email", "maria@example.org"),
+                    ],
+                ),
+                Then::Invites("1001", 1),
+            ],
+        },
+        Case {
+            name: "A28 in Latin-1 (MSH-18 8859/1): accents read right",
+            message: latin1,
+            ack: "AA",
+            error_mentions: None,
+            then: vec![Then::Patient(
+                "2001",
+                &[("first_name", "José"), ("last_name", "Muñoz")],
+            )],
+        },
+        Case {
+            name: "escapes and repetitions: \\T\\ and \\S\\ in names, email from the NET repetition",
+            message: hl7(&[
+                &msh("ADT^A04^ADT_A01", "C-3"),
+                "PID|1||3001^^^TEST^MR||Smith\\T\\Jones^Ren\\XC3A9\\e||19700704|F|||9 Elm^^Boston^MA^02118||(617)555-0100^PRN^PH~^NET^Internet^renee@example.org~^ORN^CP^^1^617^5550199",
+            ]),
+            ack: "AA",
+            error_mentions: None,
+            then: vec![Then::Patient(
+                "3001",
+                &[
+                    ("last_name", "Smith&Jones"),
+                    ("first_name", "Renée"),
+                    ("email", "renee@example.org"),
+                ],
+            )],
+        },
+        Case {
+            name: "missing email: the chart is added, no invite (staff see what is missing)",
+            message: hl7(&[
+                &msh("ADT^A04^ADT_A01", "C-4"),
+                "PID|1||4001^^^TEST^MR||Khan^Imran||19920101|M|||1 Main St^^Austin^TX^78701",
+            ]),
+            ack: "AA",
+            error_mentions: None,
+            then: vec![
+                Then::Patient("4001", &[("last_name", "Khan")]),
+                Then::Invites("4001", 0),
+            ],
+        },
+        Case {
+            name: "PID-7 not a date: AE naming PID-7, nothing applied",
+            message: hl7(&[
+                &msh("ADT^A04^ADT_A01", "C-5"),
+                "PID|1||5001^^^TEST^MR||Bad^Date||19801345|F|||1 Main St^^Austin^TX^78701||^NET^Internet^bad@example.org",
+            ]),
+            ack: "AE",
+            error_mentions: Some("PID^1^7"),
+            then: vec![Then::NoPatient("5001")],
+        },
+        Case {
+            name: "unsupported message type ORU^R01: AR",
+            message: hl7(&[
+                &msh("ORU^R01^ORU_R01", "C-6"),
+                "PID|1||6001^^^TEST^MR||Lab^Result||19800101|F",
+                "OBR|1",
+            ]),
+            ack: "AR",
+            error_mentions: Some("ORU"),
+            then: vec![Then::NoPatient("6001")],
+        },
+        Case {
+            name: "not HL7 at all: AR",
+            message: b"hello, is this the portal?".to_vec(),
+            ack: "AR",
+            error_mentions: None,
+            then: vec![],
+        },
+        Case {
+            name: "A04 with a visit number for a known patient: an encounter (coalesced with the pending invite)",
+            message: hl7(&[
+                &msh("ADT^A04^ADT_A01", "C-7"),
+                "PID|1||1001^^^TEST^MR||Lopez^Maria||19800214|F",
+                "PV1|1|O|CLINIC^101^1^TEST||||||||||||||||V7001^^^TEST^VN",
+            ]),
+            ack: "AA",
+            error_mentions: None,
+            then: vec![Then::Invites("1001", 1)],
+        },
+        Case {
+            name: "SIU^S12 new appointment, then S14: recorded",
+            message: hl7(&[
+                &msh("SIU^S12^SIU_S12", "C-8"),
+                "SCH|A-77^SCHED|A-77^EPIC|||||CHECKUP|NORMAL|30|MIN|^^30^20261201140000^20261201143000",
+                "PID|1||4001^^^TEST^MR||Khan^Imran||19920101|M",
+            ]),
+            ack: "AA",
+            error_mentions: None,
+            then: vec![Then::Invites("4001", 0)],
+        },
+        Case {
+            name: "A08 marking the patient deceased (PID-30 Y): no invite ever",
+            message: hl7(&[
+                &msh("ADT^A08^ADT_A01", "C-9"),
+                &format!(
+                    "PID|1||3001^^^TEST^MR||Smith\\T\\Jones^Renée||19700704|F|||9 Elm^^Boston^MA^02118||^NET^Internet^renee@example.org{}20261120|Y",
+                    "|".repeat(16)
+                ),
+            ]),
+            ack: "AA",
+            error_mentions: None,
+            then: vec![Then::Patient("3001", &[("deceased", "true")])],
+        },
+    ]
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_table_of_messages_gets_the_right_acks_and_leaves_the_right_patients() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        for case in cases() {
+            let ack = sender.send(&case.message).await;
+            assert_eq!(
+                ack_code(&ack),
+                case.ack,
+                "{:?} {}: {ack}",
+                app.engine,
+                case.name
+            );
+            if let Some(control_id) = std::str::from_utf8(&case.message)
+                .ok()
+                .map(|m| field(m, "MSH", 9))
+                .filter(|c| !c.is_empty())
+            {
+                assert_eq!(
+                    field(&ack, "MSA", 2),
+                    control_id,
+                    "{}: MSA-2 echoes MSH-10",
+                    case.name
+                );
+                assert_eq!(
+                    field(&ack, "MSH", 2),
+                    "ENROLL",
+                    "{}: sender and receiver swapped",
+                    case.name
+                );
+                assert_eq!(field(&ack, "MSH", 4), "EPIC", "{}", case.name);
+            }
+            if let Some(mention) = case.error_mentions {
+                assert!(ack.contains(mention), "{}: {ack}", case.name);
+                assert!(
+                    ack.contains("\rERR|"),
+                    "{}: an ERR segment: {ack}",
+                    case.name
+                );
+            }
+            for then in &case.then {
+                match then {
+                    Then::Patient(mrn, fields) => {
+                        let patient = patient_by_mrn(app, mrn)
+                            .await
+                            .unwrap_or_else(|| panic!("{}: patient {mrn}", case.name));
+                        for (key, want) in *fields {
+                            let value = patient.get(*key).unwrap_or(&patient["demographics"][*key]);
+                            assert_eq!(&text_of(value), want, "{}: {key}", case.name);
+                        }
+                    }
+                    Then::NoPatient(mrn) => {
+                        assert!(patient_by_mrn(app, mrn).await.is_none(), "{}", case.name)
+                    }
+                    Then::Invites(mrn, n) => {
+                        assert_eq!(invites_of(app, mrn).await.len(), *n, "{}", case.name)
+                    }
+                }
+            }
+        }
+        // Every message was kept, with its status.
+        let (_, list) = app.get("/api/hl7/messages?limit=100").await;
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), cases().len());
+        let (_, errors) = app.get("/api/hl7/messages?status=error").await;
+        assert_eq!(errors.as_array().unwrap().len(), 1, "{errors}");
+        assert_eq!(errors[0]["error_location"], "PID-7");
+        let (_, rejected) = app.get("/api/hl7/messages?status=rejected").await;
+        assert_eq!(rejected.as_array().unwrap().len(), 2, "{rejected}");
+        // The encounter and the appointment are on the timelines.
+        let maria = patient_by_mrn(app, "1001").await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        assert!(
+            app.timeline_kinds(maria)
+                .await
+                .contains(&"encounter".to_string())
+        );
+        let imran = patient_by_mrn(app, "4001").await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        assert!(
+            app.timeline_kinds(imran)
+                .await
+                .contains(&"appointment_booked".to_string())
+        );
+        // The deceased patient's pending invite was cancelled.
+        let renee = invites_of(app, "3001").await;
+        assert!(renee.iter().all(|i| i["state"] == "cancelled"), "{renee:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_same_control_id_twice_gets_the_original_ack_and_is_applied_once() {
+    on_each_engine(async |app: &TestApp| {
+        let message = a04("DUP-1", "7001", "Ana", "ana@example.org");
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        let first = sender.send(&message).await;
+        // A second connection, as after a sender's reconnect.
+        let mut again = Sender::connect(app.mllp_addr).await;
+        let second = again.send(&message).await;
+        assert_eq!(ack_code(&first), "AA");
+        assert_eq!(first, second, "the original ACK, byte for byte");
+        let id = patient_by_mrn(app, "7001").await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let kinds = app.timeline_kinds(id).await;
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "chart_added").count(),
+            1,
+            "{kinds:?}"
+        );
+        assert_eq!(app.invites(id).await.len(), 1);
+        let (_, dups) = app.get("/api/hl7/messages?status=duplicate").await;
+        assert_eq!(dups.as_array().unwrap().len(), 1, "{dups}");
+        assert!(dups[0]["duplicate_of"].is_i64());
+        // The same control id from another sender is another message.
+        let other = String::from_utf8(message)
+            .unwrap()
+            .replace("|EPIC|TEST|", "|CERNER|TEST|")
+            .replace("7001^^^", "7002^^^");
+        let ack = sender.send(other.as_bytes()).await;
+        assert_eq!(ack_code(&ack), "AA");
+        assert!(patient_by_mrn(app, "7002").await.is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unmapped_facility_is_an_error_until_mapped_then_reprocessing_applies_it() {
+    on_each_engine(async |app: &TestApp| {
+        let message = String::from_utf8(a04("FAC-1", "8001", "Lea", "lea@example.org"))
+            .unwrap()
+            .replace("|EPIC|TEST|", "|EPIC|NORTHSIDE|");
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        let ack = sender.send(message.as_bytes()).await;
+        assert_eq!(ack_code(&ack), "AE", "{ack}");
+        assert!(ack.contains("MSH^1^4"), "ERR names MSH-4: {ack}");
+        assert!(patient_by_mrn(app, "8001").await.is_none());
+        let (_, errors) = app
+            .get("/api/hl7/messages?status=error&facility=NORTHSIDE")
+            .await;
+        let id = errors[0]["id"].as_i64().unwrap();
+        assert!(
+            text_of(&errors[0]["error"]).contains("hl7/facility/NORTHSIDE"),
+            "{errors}"
+        );
+
+        // Only an administrator maps facilities.
+        let (status, _) = app
+            .call(
+                reqwest::Method::PUT,
+                "/api/hl7/facilities/NORTHSIDE",
+                Some(json!({"practice_code": "TEST"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let mapped = app
+            .http
+            .put(app.url("/api/hl7/facilities/NORTHSIDE"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"practice_code": "TEST"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(mapped.status(), StatusCode::OK);
+
+        let (status, reprocessed) = app
+            .post(&format!("/api/hl7/messages/{id}/reprocess"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reprocessed}");
+        assert_eq!(reprocessed["status"], "applied");
+        assert_eq!(reprocessed["reprocessed_by"], "frida");
+        assert!(patient_by_mrn(app, "8001").await.is_some());
+        // Applied messages are not applied twice.
+        let (status, again) = app
+            .post(&format!("/api/hl7/messages/{id}/reprocess"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{again}");
+        // Later messages from that facility go straight in.
+        let next = message
+            .replace("FAC-1", "FAC-2")
+            .replace("8001^^^", "8002^^^");
+        assert_eq!(ack_code(&sender.send(next.as_bytes()).await), "AA");
+        // The raw message can be read back exactly, and reading it is audited.
+        let (_, shown) = app.get(&format!("/api/hl7/messages/{id}")).await;
+        assert!(text_of(&shown["raw_text"]).starts_with("MSH|^~\\&|EPIC|NORTHSIDE|"));
+        let (_, audit) = app.get("/api/audit").await;
+        assert!(audit.to_string().contains("hl7.message_view"), "{audit}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_merge_moves_the_invite_history_so_the_cap_counts_both_charts() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        for (control, mrn) in [("M-1", "9001"), ("M-2", "9002")] {
+            let ack = sender.send(&a04(control, mrn, "Eva", "eva@example.org")).await;
+            assert_eq!(ack_code(&ack), "AA");
+        }
+        let survivor = patient_by_mrn(app, "9001").await.unwrap()["id"].as_i64().unwrap();
+        let merged = patient_by_mrn(app, "9002").await.unwrap()["id"].as_i64().unwrap();
+        // Two manual sends on each chart: 1 + 2 and 1 + 2 counted sends.
+        for id in [survivor, merged] {
+            for _ in 0..2 {
+                let (status, body) = app.enroll(id).await;
+                assert_eq!(status, StatusCode::CREATED, "{body}");
+            }
+        }
+        let ack = sender
+            .send(&hl7(&[
+                &msh("ADT^A40^ADT_A39", "M-3"),
+                "EVN|A40|20261125100000",
+                "PID|1||9001^^^TEST^MR||Lopez^Eva||19800214|F|||12 Elm St^^New York^NY^10027||^NET^Internet^eva@example.org",
+                "MRG|9002^^^TEST^MR",
+            ]))
+            .await;
+        assert_eq!(ack_code(&ack), "AA", "{ack}");
+        // The merged chart is gone from search; its MRN finds the survivor's messages.
+        assert!(patient_by_mrn(app, "9002").await.is_none());
+        let invites = app.invites(survivor).await;
+        assert_eq!(invites.len(), 6, "{invites:?}");
+        // 5 counted sends in 30 days (the merged chart's auto invite was
+        // coalesced with the survivor's), over 4: Enroll Now is refused.
+        let (status, body) = app.enroll(survivor).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        let kinds = app.timeline_kinds(survivor).await;
+        assert!(kinds.contains(&"chart_merged".to_string()), "{kinds:?}");
+        assert!(kinds.contains(&"merged_into".to_string()), "the merged chart's timeline shows: {kinds:?}");
+        // A later message with the old MRN updates the survivor.
+        let ack = sender
+            .send(&hl7(&[
+                &msh("ADT^A08^ADT_A01", "M-4"),
+                "PID|1||9002^^^TEST^MR||Lopez^Eva||19800214|F|||12 Elm St^^New York^NY^10099",
+            ]))
+            .await;
+        assert_eq!(ack_code(&ack), "AA");
+        let (_, patient) = app.get(&format!("/api/patients/{survivor}")).await;
+        assert_eq!(patient["patient"]["demographics"]["zip"], "10099", "{patient}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_is_answered_ar_and_the_connection_goes_on() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        // 3 MB of garbage behind a readable MSH.
+        let mut big = msh("ADT^A04^ADT_A01", "BIG-1").into_bytes();
+        big.push(b'\r');
+        big.extend(std::iter::repeat_n(b'Z', 3 * 1024 * 1024));
+        let ack = sender.send(&big).await;
+        assert_eq!(ack_code(&ack), "AR", "{ack}");
+        assert_eq!(field(&ack, "MSA", 2), "BIG-1");
+        assert!(ack.contains("more than the maximum"), "{ack}");
+        let (_, rejected) = app.get("/api/hl7/messages?status=rejected").await;
+        assert_eq!(rejected.as_array().unwrap().len(), 1);
+        // The next message on the same connection is taken as usual.
+        let ack = sender
+            .send(&a04("BIG-2", "9101", "Ivy", "ivy@example.org"))
+            .await;
+        assert_eq!(ack_code(&ack), "AA");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn many_connections_at_once_each_keep_their_order() {
+    on_each_engine(async |app: &TestApp| {
+        let mut tasks = tokio::task::JoinSet::new();
+        for connection in 0..4 {
+            let addr = app.mllp_addr;
+            tasks.spawn(async move {
+                let mut sender = Sender::connect(addr).await;
+                for n in 0..25 {
+                    let mrn = format!("{connection}{n:03}");
+                    // Create, then update the same patient: order matters.
+                    let ack = sender
+                        .send(&a04(
+                            &format!("K{connection}-{n}-a"),
+                            &mrn,
+                            "Old",
+                            "x@example.org",
+                        ))
+                        .await;
+                    assert_eq!(ack_code(&ack), "AA", "{ack}");
+                    let update = hl7(&[
+                        &msh("ADT^A08^ADT_A01", &format!("K{connection}-{n}-b")),
+                        &format!("PID|1||{mrn}^^^TEST^MR||Lopez^New"),
+                    ]);
+                    assert_eq!(ack_code(&sender.send(&update).await), "AA");
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        for connection in 0..4 {
+            let patient = patient_by_mrn(app, &format!("{connection}024"))
+                .await
+                .unwrap();
+            assert_eq!(patient["demographics"]["first_name"], "New");
+        }
+        let (_, applied) = app.get("/api/hl7/messages?status=applied&limit=1000").await;
+        assert_eq!(applied.as_array().unwrap().len(), 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_and_stopping_finishes_the_message_in_hand() {
+    let Some(db) = enroll_store::testing::TestDb::new(enroll_store::testing::Engine::Sqlite).await
+    else {
+        return;
+    };
+    let now = crate::wednesday_morning();
+    db.always_open_practice("TEST", now).await;
+    let clock = std::sync::Arc::new(enroll_server::TestClock::new(now));
+    let intake = std::sync::Arc::new(enroll_server::Intake::new(
+        db.store.clone(),
+        clock,
+        enroll_hl7::MappingOptions::default(),
+    ));
+    let settings = enroll_server::MllpSettings {
+        idle_timeout: Duration::from_millis(300),
+        ..crate::test_mllp_settings()
+    };
+    let mllp = enroll_server::mllp::start(intake, &settings).await.unwrap();
+    let addr = mllp.addr;
+    let mut idle = Sender::connect(mllp.addr).await;
+    assert_eq!(idle.read_ack().await, None, "closed after the idle timeout");
+
+    // A message sent just before the stop is still stored and answered.
+    let mut sender = Sender::connect(mllp.addr).await;
+    let mut frame = vec![0x0B];
+    frame.extend(a04("STOP-1", "9201", "Uma", "uma@example.org"));
+    frame.extend([0x1C, 0x0D]);
+    sender.stream.write_all(&frame).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopping = tokio::spawn(mllp.stop());
+    let ack = sender
+        .read_ack()
+        .await
+        .expect("the ACK of the message in hand");
+    assert_eq!(ack_code(&ack), "AA");
+    stopping.await.unwrap();
+    assert_eq!(
+        sender.read_ack().await,
+        None,
+        "then the connection is closed"
+    );
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "and nothing more is accepted"
+    );
+    let stored = db.store.hl7_messages(&Default::default()).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].status, enroll_store::MessageStatus::Applied);
+}

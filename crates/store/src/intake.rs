@@ -1,0 +1,948 @@
+//! HL7 v2 intake (DESIGN.md section 3): one transaction per inbound
+//! message that stores the raw bytes, applies the event (patient, encounter,
+//! appointment, merge, and the triggers of R2 with their decisions) and
+//! records the ACK, so that the ACK goes out only once all of it is
+//! committed, and a repeated MSH-10 from the same sender is answered with
+//! the original ACK without being applied again.
+//!
+//! The store knows nothing of HL7 syntax: the listener parses and maps the
+//! message and hands over an [`IntakeEvent`] (or the problem that stops
+//! it), and a closure that builds the ACK for the outcome.
+
+use enroll_core::{Demographics, Field, Trigger};
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::AssertSqlSafe;
+
+use crate::enrollment::{Tx, on_tx};
+use crate::{Practice, Result, Source, Store, StoreError, from_ms, on_pool, to_ms};
+
+/// A patient as one message describes it: only what it sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientChange {
+    pub mrn: String,
+    /// Values sent; `None` is "not sent": keep what we have.
+    pub sent: Demographics,
+    /// Fields sent as the HL7 null `""`: remove what we have.
+    pub cleared: Vec<Field>,
+    pub preferred_language: Option<String>,
+    /// The sender says the patient died (never invited, R4).
+    pub deceased: bool,
+}
+
+/// What an appointment message changed (SIU S13-S15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppointmentStatus {
+    Booked,
+    Rescheduled,
+    Modified,
+    Cancelled,
+}
+
+impl AppointmentStatus {
+    fn key(self) -> &'static str {
+        match self {
+            AppointmentStatus::Booked => "booked",
+            AppointmentStatus::Rescheduled => "rescheduled",
+            AppointmentStatus::Modified => "modified",
+            AppointmentStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What a message means, in the store's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntakeEvent {
+    /// Chart added, or an update when the MRN is known (A04, A28).
+    Upsert(PatientChange),
+    /// Update (A08, A31); an unknown MRN is added as a new chart, since the
+    /// sender evidently has it and we would otherwise lose the patient.
+    Update(PatientChange),
+    /// A01/A04 with a visit number: a new encounter when the visit number
+    /// is new (R2 c).
+    Encounter {
+        patient: PatientChange,
+        visit_number: String,
+        patient_class: Option<String>,
+        admitted_at: Option<String>,
+    },
+    /// A40: `merged_mrn` goes into the patient of `patient.mrn`.
+    Merge {
+        patient: PatientChange,
+        merged_mrn: String,
+    },
+    /// SIU S12 (a new appointment, R2 d) and S13-S15 (recorded only).
+    Appointment {
+        patient: PatientChange,
+        appointment_id: String,
+        status: AppointmentStatus,
+        starts_at: Option<String>,
+    },
+}
+
+impl IntakeEvent {
+    fn patient(&self) -> &PatientChange {
+        match self {
+            IntakeEvent::Upsert(patient) | IntakeEvent::Update(patient) => patient,
+            IntakeEvent::Encounter { patient, .. }
+            | IntakeEvent::Merge { patient, .. }
+            | IntakeEvent::Appointment { patient, .. } => patient,
+        }
+    }
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Applied; answered AA.
+    Applied,
+    /// Not applied because of its content or our configuration; answered AE.
+    Error,
+    /// Not understood (unparseable, unsupported type or version); answered AR.
+    Rejected,
+    /// An MSH-10 already received from the same sender; answered with the
+    /// original ACK.
+    Duplicate,
+}
+
+impl MessageStatus {
+    pub fn key(self) -> &'static str {
+        match self {
+            MessageStatus::Applied => "applied",
+            MessageStatus::Error => "error",
+            MessageStatus::Rejected => "rejected",
+            MessageStatus::Duplicate => "duplicate",
+        }
+    }
+
+    fn from_key(key: &str) -> Result<MessageStatus> {
+        Ok(match key {
+            "applied" => MessageStatus::Applied,
+            "error" => MessageStatus::Error,
+            "rejected" => MessageStatus::Rejected,
+            "duplicate" => MessageStatus::Duplicate,
+            other => return Err(StoreError::Corrupt(format!("message status {other:?}"))),
+        })
+    }
+}
+
+/// Why a message is not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IntakeProblem {
+    /// `Error` (AE) or `Rejected` (AR).
+    pub status: MessageStatus,
+    /// Where, as `SEG-n` (e.g. `PID-7`), when known.
+    pub location: Option<String>,
+    /// What is wrong and what to do, in words; never patient data.
+    pub reason: String,
+}
+
+impl IntakeProblem {
+    pub fn error(location: Option<&str>, reason: impl Into<String>) -> IntakeProblem {
+        IntakeProblem {
+            status: MessageStatus::Error,
+            location: location.map(str::to_string),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One message as received, with what the parser made of it.
+#[derive(Debug, Clone)]
+pub struct InboundMessage<'a> {
+    pub raw: &'a [u8],
+    /// The sender's address, e.g. `10.0.0.7:51234`.
+    pub peer: Option<String>,
+    pub received_at: Timestamp,
+    /// MSH-3 and MSH-4 (namespace ids); empty when unreadable.
+    pub sending_app: String,
+    pub sending_facility: String,
+    /// MSH-10; empty when unreadable (such a message is never deduplicated).
+    pub control_id: String,
+    /// MSH-9 as `ADT^A04`.
+    pub message_type: String,
+    pub parsed: std::result::Result<IntakeEvent, IntakeProblem>,
+}
+
+/// What the store did with a message; `ack` is what to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub message_id: i64,
+    pub status: MessageStatus,
+    pub patient_id: Option<i64>,
+    pub duplicate_of: Option<i64>,
+    pub ack: String,
+}
+
+/// A stored message, for the messages API.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub received_at: Timestamp,
+    pub processed_at: Timestamp,
+    pub peer: Option<String>,
+    pub sending_app: String,
+    pub sending_facility: String,
+    pub control_id: String,
+    pub message_type: String,
+    pub status: MessageStatus,
+    pub ack_code: String,
+    pub duplicate_of: Option<i64>,
+    pub practice_id: Option<i64>,
+    pub patient_id: Option<i64>,
+    pub error_location: Option<String>,
+    pub error: Option<String>,
+    pub reprocessed_at: Option<Timestamp>,
+    pub reprocessed_by: Option<String>,
+    /// The message as received (raw bytes, shown as text); only in
+    /// [`Store::hl7_message`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Vec<u8>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack: Option<String>,
+}
+
+/// Filters of the messages list; all optional, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    pub status: Option<MessageStatus>,
+    pub message_type: Option<String>,
+    pub control_id: Option<String>,
+    pub sending_facility: Option<String>,
+    pub patient_id: Option<i64>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Messages with a smaller id (paging backwards).
+    pub before_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// The setting that maps an MSH-4 sending facility to a practice code.
+pub fn facility_setting_key(facility: &str) -> String {
+    format!("hl7/facility/{facility}")
+}
+
+const MESSAGE_COLUMNS: &str = "id, received_at, processed_at, peer, sending_app, \
+    sending_facility, control_id, message_type, status, ack_code, duplicate_of, practice_id, \
+    patient_id, error_location, error, reprocessed_at, reprocessed_by";
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: i64,
+    received_at: i64,
+    processed_at: i64,
+    peer: Option<String>,
+    sending_app: String,
+    sending_facility: String,
+    control_id: String,
+    message_type: String,
+    status: String,
+    ack_code: String,
+    duplicate_of: Option<i64>,
+    practice_id: Option<i64>,
+    patient_id: Option<i64>,
+    error_location: Option<String>,
+    error: Option<String>,
+    reprocessed_at: Option<i64>,
+    reprocessed_by: Option<String>,
+}
+
+impl MessageRow {
+    fn into_message(self) -> Result<StoredMessage> {
+        Ok(StoredMessage {
+            id: self.id,
+            received_at: from_ms(self.received_at)?,
+            processed_at: from_ms(self.processed_at)?,
+            peer: self.peer,
+            sending_app: self.sending_app,
+            sending_facility: self.sending_facility,
+            control_id: self.control_id,
+            message_type: self.message_type,
+            status: MessageStatus::from_key(&self.status)?,
+            ack_code: self.ack_code,
+            duplicate_of: self.duplicate_of,
+            practice_id: self.practice_id,
+            patient_id: self.patient_id,
+            error_location: self.error_location,
+            error: self.error,
+            reprocessed_at: self.reprocessed_at.map(from_ms).transpose()?,
+            reprocessed_by: self.reprocessed_by,
+            raw: None,
+            ack: None,
+        })
+    }
+}
+
+/// The ACK code a status is answered with.
+fn ack_code(status: MessageStatus) -> &'static str {
+    match status {
+        MessageStatus::Applied | MessageStatus::Duplicate => "AA",
+        MessageStatus::Error => "AE",
+        MessageStatus::Rejected => "AR",
+    }
+}
+
+/// How often a transaction that lost a race (the same control id or the same
+/// new MRN on two connections at once, PostgreSQL) is tried again; the next
+/// try sees the winner's row.
+const RACE_RETRIES: usize = 3;
+
+impl Store {
+    /// Stores, deduplicates and applies one inbound message in one
+    /// transaction. `ack` builds the answer for the outcome (`None` = AA);
+    /// it is stored with the message and returned. An error here means
+    /// nothing was committed: answer nothing, so the sender sends again.
+    pub async fn receive_hl7(
+        &self,
+        message: &InboundMessage<'_>,
+        ack: impl Fn(Option<&IntakeProblem>) -> String,
+    ) -> Result<Received> {
+        let dedupe_key = (!message.control_id.is_empty()).then(|| {
+            format!(
+                "{}|{}|{}",
+                message.sending_app, message.sending_facility, message.control_id
+            )
+        });
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .receive_once(message, dedupe_key.as_deref(), &ack)
+                .await
+            {
+                Err(e) if tries < RACE_RETRIES && is_race(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn receive_once(
+        &self,
+        message: &InboundMessage<'_>,
+        dedupe_key: Option<&str>,
+        ack: &impl Fn(Option<&IntakeProblem>) -> String,
+    ) -> Result<Received> {
+        let now = message.received_at;
+        let mut tx = self.begin_write().await?;
+        if let Some(key) = dedupe_key
+            && let Some((original, original_ack)) = tx.message_by_dedupe_key(key).await?
+        {
+            let row = MessageInsert {
+                status: MessageStatus::Duplicate,
+                dedupe_key: None,
+                duplicate_of: Some(original),
+                practice_id: None,
+                patient_id: None,
+                problem: None,
+                ack: &original_ack,
+            };
+            let id = tx.insert_message(message, &row, now).await?;
+            tx.commit().await?;
+            return Ok(Received {
+                message_id: id,
+                status: MessageStatus::Duplicate,
+                patient_id: None,
+                duplicate_of: Some(original),
+                ack: original_ack,
+            });
+        }
+        let source = Source::new("hl7", None).with_reference(message.control_id.clone());
+        let (practice_id, result) = tx.apply_message(message, &source, now).await?;
+        let (status, patient_id, problem) = match result {
+            Ok(patient_id) => (MessageStatus::Applied, Some(patient_id), None),
+            Err(problem) => (problem.status, None, Some(problem)),
+        };
+        let answer = ack(problem.as_ref());
+        let row = MessageInsert {
+            status,
+            dedupe_key,
+            duplicate_of: None,
+            practice_id,
+            patient_id,
+            problem: problem.as_ref(),
+            ack: &answer,
+        };
+        let id = tx.insert_message(message, &row, now).await?;
+        tx.commit().await?;
+        Ok(Received {
+            message_id: id,
+            status,
+            patient_id,
+            duplicate_of: None,
+            ack: answer,
+        })
+    }
+
+    /// Applies a stored message again (after staff fixed what stopped it,
+    /// e.g. the facility mapping): `message.parsed` is the raw message parsed
+    /// anew. Only messages that were not applied (error, rejected) can be;
+    /// the row keeps its id and control id and records who reprocessed it.
+    pub async fn reprocess_hl7(
+        &self,
+        message_id: i64,
+        message: &InboundMessage<'_>,
+        actor: &str,
+        now: Timestamp,
+        ack: impl Fn(Option<&IntakeProblem>) -> String,
+    ) -> Result<StoredMessage> {
+        let mut tx = self.begin_write().await?;
+        let status: Option<String> = on_tx!(&mut tx, c => {
+            sqlx::query_scalar("SELECT status FROM hl7_messages WHERE id = $1").bind(message_id).fetch_optional(c).await
+        })?;
+        match status.as_deref().map(MessageStatus::from_key).transpose()? {
+            None => return Err(StoreError::NotFound("message")),
+            Some(MessageStatus::Applied | MessageStatus::Duplicate) => {
+                return Err(StoreError::Conflict(
+                    "this message was already applied (or is a duplicate of one); it is not applied twice",
+                ));
+            }
+            Some(_) => {}
+        }
+        let source = Source::new("hl7", Some(actor)).with_reference(message.control_id.clone());
+        let (practice_id, result) = tx.apply_message(message, &source, now).await?;
+        let (status, patient_id, problem) = match result {
+            Ok(patient_id) => (MessageStatus::Applied, Some(patient_id), None),
+            Err(problem) => (problem.status, None, Some(problem)),
+        };
+        let answer = ack(problem.as_ref());
+        on_tx!(&mut tx, c => {
+            sqlx::query(
+                "UPDATE hl7_messages SET status = $1, ack_code = $2, practice_id = $3, patient_id = $4, \
+                 error_location = $5, error = $6, ack = $7, processed_at = $8, reprocessed_at = $8, \
+                 reprocessed_by = $9 WHERE id = $10",
+            )
+            .bind(status.key())
+            .bind(ack_code(status))
+            .bind(practice_id)
+            .bind(patient_id)
+            .bind(problem.as_ref().and_then(|p| p.location.as_deref()))
+            .bind(problem.as_ref().map(|p| p.reason.as_str()))
+            .bind(&answer)
+            .bind(to_ms(now))
+            .bind(actor)
+            .bind(message_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        tx.commit().await?;
+        self.hl7_message(message_id)
+            .await?
+            .ok_or(StoreError::NotFound("message"))
+    }
+
+    /// Messages matching every given filter, newest first.
+    pub async fn hl7_messages(&self, query: &MessageQuery) -> Result<Vec<StoredMessage>> {
+        let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM hl7_messages WHERE \
+             (CAST($1 AS TEXT) IS NULL OR status = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR message_type = $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR control_id = $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR sending_facility = $4) \
+             AND (CAST($5 AS BIGINT) IS NULL OR patient_id = $5) \
+             AND (CAST($6 AS BIGINT) IS NULL OR received_at >= $6) \
+             AND (CAST($7 AS BIGINT) IS NULL OR received_at < $7) \
+             AND (CAST($8 AS BIGINT) IS NULL OR id < $8) \
+             ORDER BY id DESC LIMIT $9"
+        );
+        let rows: Vec<MessageRow> = on_pool!(self, pool => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(query.status.map(MessageStatus::key))
+                .bind(query.message_type.as_deref())
+                .bind(query.control_id.as_deref())
+                .bind(query.sending_facility.as_deref())
+                .bind(query.patient_id)
+                .bind(query.since.map(to_ms))
+                .bind(query.until.map(to_ms))
+                .bind(query.before_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })?;
+        rows.into_iter().map(MessageRow::into_message).collect()
+    }
+
+    /// One message with its raw bytes and ACK.
+    pub async fn hl7_message(&self, id: i64) -> Result<Option<StoredMessage>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM hl7_messages WHERE id = $1");
+        let row: Option<MessageRow> = on_pool!(self, pool => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(pool).await
+        })?;
+        let Some(row) = row else { return Ok(None) };
+        let mut message = row.into_message()?;
+        let (raw, ack): (Vec<u8>, String) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT raw, ack FROM hl7_messages WHERE id = $1").bind(id).fetch_one(pool).await
+        })?;
+        message.raw = Some(raw);
+        message.ack = Some(ack);
+        Ok(Some(message))
+    }
+
+    /// Counts per status, for the Integration Tool and `enroll doctor`.
+    pub async fn hl7_message_counts(&self) -> Result<Vec<(String, i64)>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as("SELECT status, COUNT(*) FROM hl7_messages GROUP BY status ORDER BY status")
+                .fetch_all(pool)
+                .await
+        })?)
+    }
+}
+
+fn is_race(err: &StoreError) -> bool {
+    match err {
+        StoreError::DuplicateMrn => true,
+        StoreError::Database(e) => crate::unique_violation(e),
+        _ => false,
+    }
+}
+
+struct MessageInsert<'a> {
+    status: MessageStatus,
+    dedupe_key: Option<&'a str>,
+    duplicate_of: Option<i64>,
+    practice_id: Option<i64>,
+    patient_id: Option<i64>,
+    problem: Option<&'a IntakeProblem>,
+    ack: &'a str,
+}
+
+/// The outcome of applying one event: the patient, or why not.
+type Applied = std::result::Result<i64, IntakeProblem>;
+
+impl Tx {
+    async fn message_by_dedupe_key(&mut self, key: &str) -> Result<Option<(i64, String)>> {
+        Ok(on_tx!(self, c => {
+            sqlx::query_as("SELECT id, ack FROM hl7_messages WHERE dedupe_key = $1")
+                .bind(key)
+                .fetch_optional(c)
+                .await
+        })?)
+    }
+
+    async fn insert_message(
+        &mut self,
+        message: &InboundMessage<'_>,
+        row: &MessageInsert<'_>,
+        now: Timestamp,
+    ) -> Result<i64> {
+        Ok(on_tx!(self, c => {
+            sqlx::query_scalar(
+                "INSERT INTO hl7_messages (received_at, processed_at, peer, sending_app, \
+                 sending_facility, control_id, message_type, dedupe_key, duplicate_of, practice_id, \
+                 patient_id, status, ack_code, error_location, error, raw, ack) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 RETURNING id",
+            )
+            .bind(to_ms(message.received_at))
+            .bind(to_ms(now))
+            .bind(message.peer.as_deref())
+            .bind(&message.sending_app)
+            .bind(&message.sending_facility)
+            .bind(&message.control_id)
+            .bind(&message.message_type)
+            .bind(row.dedupe_key)
+            .bind(row.duplicate_of)
+            .bind(row.practice_id)
+            .bind(row.patient_id)
+            .bind(row.status.key())
+            .bind(ack_code(row.status))
+            .bind(row.problem.and_then(|p| p.location.as_deref()))
+            .bind(row.problem.map(|p| p.reason.as_str()))
+            .bind(message.raw)
+            .bind(row.ack)
+            .fetch_one(c)
+            .await
+        })?)
+    }
+
+    /// The practice of an MSH-4: the `hl7/facility/<MSH-4>` setting names a
+    /// practice code; without one, the practice whose code is MSH-4.
+    async fn practice_for_facility(&mut self, facility: &str) -> Result<Option<Practice>> {
+        let mapped: Option<String> = on_tx!(self, c => {
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(facility_setting_key(facility))
+                .fetch_optional(c)
+                .await
+        })?;
+        let code = mapped.as_deref().unwrap_or(facility);
+        let id: Option<i64> = on_tx!(self, c => {
+            sqlx::query_scalar("SELECT id FROM practices WHERE code = $1").bind(code).fetch_optional(c).await
+        })?;
+        match id {
+            Some(id) => Ok(Some(self.practice(id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Routes and applies a message; returns the practice (when found) and
+    /// the patient or the problem.
+    async fn apply_message(
+        &mut self,
+        message: &InboundMessage<'_>,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<(Option<i64>, Applied)> {
+        let event = match &message.parsed {
+            Ok(event) => event,
+            Err(problem) => return Ok((None, Err(problem.clone()))),
+        };
+        let Some(practice) = self
+            .practice_for_facility(&message.sending_facility)
+            .await?
+        else {
+            let facility = &message.sending_facility;
+            let problem = IntakeProblem::error(
+                Some("MSH-4"),
+                format!(
+                    "the sending facility {facility:?} is not mapped to a practice: create a \
+                     practice with the code {facility:?} or set {:?} to a practice code, then \
+                     reprocess this message",
+                    facility_setting_key(facility)
+                ),
+            );
+            return Ok((None, Err(problem)));
+        };
+        let applied = self.apply_event(&practice, event, source, now).await?;
+        Ok((Some(practice.id), applied))
+    }
+
+    async fn apply_event(
+        &mut self,
+        practice: &Practice,
+        event: &IntakeEvent,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<Applied> {
+        if event.patient().mrn.trim().is_empty() {
+            return Ok(Err(IntakeProblem::error(
+                Some("PID-3"),
+                "the message has no medical record number (PID-3)",
+            )));
+        }
+        if let IntakeEvent::Merge {
+            patient,
+            merged_mrn,
+        } = event
+        {
+            self.merge_charts(practice, &patient.mrn, merged_mrn, source, now)
+                .await?;
+        }
+        let patient = event.patient();
+        let (patient_id, mut triggers) = self.save_change(practice, patient, source, now).await?;
+        match event {
+            IntakeEvent::Encounter {
+                visit_number,
+                patient_class,
+                admitted_at,
+                ..
+            } => {
+                let new = self
+                    .insert_encounter(
+                        practice.id,
+                        patient_id,
+                        visit_number,
+                        patient_class.as_deref(),
+                        admitted_at.as_deref(),
+                        source,
+                        now,
+                    )
+                    .await?;
+                if new {
+                    triggers.push(Trigger::NewEncounter);
+                }
+            }
+            IntakeEvent::Appointment {
+                appointment_id,
+                status,
+                starts_at,
+                ..
+            } => {
+                let new = self
+                    .record_appointment(
+                        practice.id,
+                        patient_id,
+                        appointment_id,
+                        *status,
+                        starts_at.as_deref(),
+                        source,
+                        now,
+                    )
+                    .await?;
+                if new && *status == AppointmentStatus::Booked {
+                    triggers.push(Trigger::NewAppointment);
+                }
+            }
+            IntakeEvent::Upsert(_) | IntakeEvent::Update(_) | IntakeEvent::Merge { .. } => {}
+        }
+        self.apply_triggers(practice, patient_id, triggers, source, now)
+            .await?;
+        Ok(Ok(patient_id))
+    }
+
+    /// Writes what the message says about the patient (an update overlays
+    /// the fields it sent) before any trigger is decided, so that a
+    /// deceased flag in the same message stops the invite.
+    async fn save_change(
+        &mut self,
+        practice: &Practice,
+        change: &PatientChange,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<(i64, Vec<Trigger>)> {
+        let current = match self.patient_id_by_mrn(practice.id, &change.mrn).await? {
+            Some(id) => Some(self.patient(id).await?.demographics),
+            None => None,
+        };
+        let demographics = match &current {
+            Some(ours) => ours.overlaid(&change.sent, &change.cleared),
+            None => change.sent.clone(),
+        }
+        .normalized();
+        let written = self
+            .write_patient(practice.id, &change.mrn, &demographics, source, now, true)
+            .await?;
+        let id = written.patient_id;
+        if let Some(language) = &change.preferred_language {
+            on_tx!(self, c => {
+                sqlx::query("UPDATE patients SET preferred_language = $1 WHERE id = $2")
+                    .bind(language).bind(id).execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        if change.deceased {
+            let newly: u64 = on_tx!(self, c => {
+                sqlx::query("UPDATE patients SET deceased = TRUE WHERE id = $1 AND NOT deceased")
+                    .bind(id).execute(c).await.map(|r| r.rows_affected())
+            })?;
+            if newly > 0 {
+                self.timeline(id, now, "deceased", json!({}), source)
+                    .await?;
+                self.cancel_pending(id, "the patient is deceased", source, now)
+                    .await?;
+            }
+        }
+        Ok((id, written.triggers))
+    }
+
+    /// True when the visit number is new to the practice.
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_encounter(
+        &mut self,
+        practice_id: i64,
+        patient_id: i64,
+        visit_number: &str,
+        patient_class: Option<&str>,
+        admitted_at: Option<&str>,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let inserted: Option<i64> = on_tx!(self, c => {
+            sqlx::query_scalar(
+                "INSERT INTO encounters (practice_id, patient_id, visit_number, patient_class, admitted_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (practice_id, visit_number) DO NOTHING RETURNING id",
+            )
+            .bind(practice_id)
+            .bind(patient_id)
+            .bind(visit_number)
+            .bind(patient_class)
+            .bind(admitted_at)
+            .bind(to_ms(now))
+            .fetch_optional(c)
+            .await
+        })?;
+        if let Some(encounter_id) = inserted {
+            self.timeline(
+                patient_id,
+                now,
+                "encounter",
+                json!({ "encounter_id": encounter_id, "visit_number": visit_number }),
+                source,
+            )
+            .await?;
+        }
+        Ok(inserted.is_some())
+    }
+
+    /// Records a booking or a change; true when the appointment is new.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_appointment(
+        &mut self,
+        practice_id: i64,
+        patient_id: i64,
+        appointment_id: &str,
+        status: AppointmentStatus,
+        starts_at: Option<&str>,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let existing: Option<i64> = on_tx!(self, c => {
+            sqlx::query_scalar("SELECT id FROM appointments WHERE practice_id = $1 AND appointment_id = $2")
+                .bind(practice_id).bind(appointment_id).fetch_optional(c).await
+        })?;
+        let new = existing.is_none();
+        if new {
+            on_tx!(self, c => {
+                sqlx::query(
+                    "INSERT INTO appointments (practice_id, patient_id, appointment_id, status, starts_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(practice_id).bind(patient_id).bind(appointment_id).bind(status.key())
+                .bind(starts_at).bind(to_ms(now))
+                .execute(c).await.map(|r| r.rows_affected())
+            })?;
+        } else if status != AppointmentStatus::Booked {
+            on_tx!(self, c => {
+                sqlx::query(
+                    "UPDATE appointments SET status = $1, starts_at = COALESCE($2, starts_at), updated_at = $3 \
+                     WHERE practice_id = $4 AND appointment_id = $5",
+                )
+                .bind(status.key()).bind(starts_at).bind(to_ms(now)).bind(practice_id).bind(appointment_id)
+                .execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        let kind = match (new, status) {
+            (true, AppointmentStatus::Booked) => "appointment_booked",
+            (false, AppointmentStatus::Booked) => "appointment_repeated",
+            (_, AppointmentStatus::Rescheduled) => "appointment_rescheduled",
+            (_, AppointmentStatus::Modified) => "appointment_modified",
+            (_, AppointmentStatus::Cancelled) => "appointment_cancelled",
+        };
+        self.timeline(
+            patient_id,
+            now,
+            kind,
+            json!({ "appointment_id": appointment_id, "starts_at": starts_at }),
+            source,
+        )
+        .await?;
+        Ok(new)
+    }
+
+    /// A40. Both charts known: the merged one's invites, deliveries,
+    /// activation links, encounters, appointments and messages move to the
+    /// survivor (so R7 counts both histories), its flags are combined in the
+    /// safe direction (an opt-out or a death on either stays), and it points
+    /// at the survivor. Only the merged chart known: it takes the surviving
+    /// MRN. Neither known: the update that follows adds the chart.
+    async fn merge_charts(
+        &mut self,
+        practice: &Practice,
+        surviving_mrn: &str,
+        merged_mrn: &str,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<()> {
+        let survivor = self.patient_id_by_mrn(practice.id, surviving_mrn).await?;
+        let merged = self.patient_id_by_mrn(practice.id, merged_mrn).await?;
+        match (survivor, merged) {
+            (Some(survivor), Some(merged)) if survivor != merged => {
+                self.lock_patient(survivor).await?;
+                self.lock_patient(merged).await?;
+                self.move_history(merged, survivor).await?;
+                self.timeline(
+                    survivor,
+                    now,
+                    "chart_merged",
+                    json!({ "merged_patient_id": merged }),
+                    source,
+                )
+                .await?;
+                self.timeline(
+                    merged,
+                    now,
+                    "merged_into",
+                    json!({ "surviving_patient_id": survivor }),
+                    source,
+                )
+                .await?;
+                self.coalesce_pending(survivor, source, now).await?;
+            }
+            (None, Some(merged)) => {
+                self.lock_patient(merged).await?;
+                on_tx!(self, c => {
+                    sqlx::query("UPDATE patients SET mrn = $1, updated_at = $2 WHERE id = $3")
+                        .bind(surviving_mrn).bind(to_ms(now)).bind(merged)
+                        .execute(c).await.map(|r| r.rows_affected())
+                })?;
+                self.timeline(merged, now, "mrn_changed", json!({}), source)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn move_history(&mut self, from: i64, to: i64) -> Result<()> {
+        for table in [
+            "invites",
+            "deliveries",
+            "activation_tokens",
+            "encounters",
+            "appointments",
+            "hl7_messages",
+        ] {
+            let sql = format!("UPDATE {table} SET patient_id = $1 WHERE patient_id = $2");
+            on_tx!(self, c => {
+                sqlx::query(AssertSqlSafe(sql.as_str())).bind(to).bind(from).execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        on_tx!(self, c => {
+            sqlx::query(
+                "UPDATE patients SET \
+                   activated_at = CASE WHEN patients.activated_at IS NULL THEN m.activated_at \
+                     WHEN m.activated_at IS NULL THEN patients.activated_at \
+                     WHEN m.activated_at < patients.activated_at THEN m.activated_at \
+                     ELSE patients.activated_at END, \
+                   deceased = patients.deceased OR m.deceased, \
+                   email_opted_out = patients.email_opted_out OR m.email_opted_out, \
+                   sms_opted_out = patients.sms_opted_out OR m.sms_opted_out, \
+                   response = COALESCE(patients.response, m.response), \
+                   preferred_language = COALESCE(patients.preferred_language, m.preferred_language) \
+                 FROM (SELECT activated_at, deceased, email_opted_out, sms_opted_out, response, \
+                         preferred_language FROM patients WHERE id = $2) AS m \
+                 WHERE patients.id = $1",
+            )
+            .bind(to).bind(from).execute(c).await.map(|r| r.rows_affected())
+        })?;
+        on_tx!(self, c => {
+            sqlx::query("UPDATE patients SET merged_into = $1 WHERE id = $2 OR merged_into = $2")
+                .bind(to).bind(from).execute(c).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// R6 after a merge: at most one auto invite waits; the earliest stays.
+    async fn coalesce_pending(
+        &mut self,
+        patient_id: i64,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<()> {
+        let pending: Vec<i64> = on_tx!(self, c => {
+            sqlx::query_scalar(
+                "SELECT id FROM invites WHERE patient_id = $1 AND kind = 'auto' \
+                 AND state IN ('scheduled', 'queued') ORDER BY due_at, id",
+            )
+            .bind(patient_id).fetch_all(c).await
+        })?;
+        for id in pending.into_iter().skip(1) {
+            let reason = "coalesced with the other chart's invite when the charts were merged";
+            on_tx!(self, c => {
+                sqlx::query("UPDATE invites SET state = 'cancelled', failure_reason = $1 WHERE id = $2")
+                    .bind(reason).bind(id).execute(c).await.map(|r| r.rows_affected())
+            })?;
+            self.timeline(
+                patient_id,
+                now,
+                "invite_cancelled",
+                json!({ "invite_id": id, "reason": reason }),
+                source,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
