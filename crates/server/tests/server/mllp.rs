@@ -643,3 +643,185 @@ async fn an_idle_connection_is_closed_and_stopping_finishes_the_message_in_hand(
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].status, enroll_store::MessageStatus::Applied);
 }
+
+/// `mllp_send` from the Python `hl7` package, when installed (scripts/test
+/// installs it and sets ENROLL_REQUIRE_MLLP_SEND=1 so CI cannot skip it).
+fn mllp_send_available() -> bool {
+    let found = std::process::Command::new("mllp_send")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("ENROLL_REQUIRE_MLLP_SEND").as_deref() != Ok("1"),
+            "mllp_send (pip install hl7) is required but not found"
+        );
+        eprintln!("mllp_send is not installed (pip install hl7): skipping");
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_third_party_client_python_hl7_mllp_send_gets_an_ack_for_every_message() {
+    if !mllp_send_available() {
+        return;
+    }
+    on_each_engine(async |app: &TestApp| {
+        // A file as an interface analyst would write one: segments on lines.
+        let mut file = String::new();
+        let mut expected = Vec::new();
+        for n in 0..20 {
+            let message = a04(
+                &format!("PY-{n}"),
+                &format!("55{n:02}"),
+                "Kim",
+                "kim@example.org",
+            );
+            file.push_str(&String::from_utf8(message).unwrap().replace('\r', "\n"));
+            expected.push((format!("PY-{n}"), "AA"));
+        }
+        file.push_str(&msh("ADT^A04^ADT_A01", "PY-BAD"));
+        file.push_str("\nPID|1||5599^^^TEST^MR||Kim^Lee||20261399|F\n");
+        expected.push(("PY-BAD".to_string(), "AE"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.hl7");
+        std::fs::write(&path, file).unwrap();
+
+        let addr = app.mllp_addr;
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("mllp_send")
+                .arg("--loose")
+                .arg("--file")
+                .arg(&path)
+                .arg("--port")
+                .arg(addr.port().to_string())
+                .arg(addr.ip().to_string())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for (control_id, code) in &expected {
+            let msa = format!("MSA|{code}|{control_id}");
+            assert!(
+                stdout.contains(&msa),
+                "{:?}: no {msa} in:\n{stdout}",
+                app.engine
+            );
+        }
+        assert_eq!(stdout.matches("MSA|").count(), expected.len(), "{stdout}");
+        let (_, applied) = app.get("/api/hl7/messages?status=applied&limit=1000").await;
+        assert_eq!(applied.as_array().unwrap().len(), 20);
+    })
+    .await;
+}
+
+/// A self-signed certificate for 127.0.0.1 made by the `openssl` command.
+fn self_signed(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=enroll-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    made.then_some((cert, key))
+}
+
+#[tokio::test]
+async fn the_tls_port_takes_messages_inside_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed(dir.path()) else {
+        // CI installs openssl (.ci/run) and sets this: it must not skip.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the openssl command is needed to make the test certificate"
+        );
+        eprintln!("openssl is not installed: skipping the TLS test");
+        return;
+    };
+    let db = enroll_store::testing::TestDb::new(enroll_store::testing::Engine::Sqlite)
+        .await
+        .unwrap();
+    let now = crate::wednesday_morning();
+    db.always_open_practice("TEST", now).await;
+    let intake = std::sync::Arc::new(enroll_server::Intake::new(
+        db.store.clone(),
+        std::sync::Arc::new(enroll_server::TestClock::new(now)),
+        enroll_hl7::MappingOptions::default(),
+    ));
+    let settings = enroll_server::MllpSettings {
+        tls: Some(enroll_server::MllpTls {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_path: cert.clone(),
+            key_path: key,
+        }),
+        ..crate::test_mllp_settings()
+    };
+    let mllp = enroll_server::mllp::start(intake, &settings).await.unwrap();
+    let tls_addr = mllp.tls_addr.expect("a TLS port");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&cert).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    let server_name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(server_name, tcp).await.unwrap();
+    let mut frame = vec![0x0B];
+    frame.extend(a04("TLS-1", "9301", "Noor", "noor@example.org"));
+    frame.extend([0x1C, 0x0D]);
+    tls.write_all(&frame).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(&[0x1C, 0x0D]) {
+        let mut chunk = [0u8; 1024];
+        let n = tls.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed before answering");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let ack = String::from_utf8_lossy(&answer);
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+    assert_eq!(field(&ack, "MSA", 2), "TLS-1");
+
+    // Plain MLLP sent to the TLS port is not read as a message.
+    let mut plain = Sender::connect(tls_addr).await;
+    plain.stream.write_all(&frame).await.unwrap();
+    assert_eq!(plain.read_ack().await, None);
+    mllp.stop().await;
+    assert_eq!(
+        db.store
+            .hl7_messages(&Default::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
