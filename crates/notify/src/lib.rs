@@ -14,9 +14,14 @@
 //!   auto-escaping by file extension and a strict-undefined mode, which makes an
 //!   override that names any variable other than the four allowed ones fail
 //!   validation (R12 guard).
-//! - `lettre` (default features off): the maintained async SMTP client with a
-//!   connection pool, STARTTLS/implicit TLS and a MIME builder; its errors tell
-//!   4xx from 5xx replies, which is exactly the transient/permanent split.
+//! - `lettre` (default features off): the maintained async SMTP client (SMTP
+//!   conversation, STARTTLS, AUTH) and a MIME builder; its errors tell 4xx
+//!   from 5xx replies, which is exactly the transient/permanent split. Its
+//!   transport and pool are not used: they leave Nagle's algorithm on, which
+//!   cost ~40 ms per message (see `SmtpMailer`), so the mailer opens the
+//!   sockets and pools the connections itself.
+//! - `tokio-rustls`: implicit TLS (port 465) on those sockets; already in the
+//!   tree under lettre and hyper-rustls.
 //! - `hyper` + `hyper-util` + `hyper-rustls` (with `http-body-util`, `bytes`,
 //!   `form_urlencoded`, `base64`): the HTTP client for the SMS provider. All
 //!   were already in the dependency tree (under reqwest and axum). reqwest was
@@ -39,6 +44,7 @@ mod email;
 mod error;
 mod keywords;
 mod sms;
+mod smtp;
 mod templates;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -3,13 +3,19 @@
 //!
 //! It speaks enough ESMTP for lettre and other clients: EHLO/HELO, AUTH
 //! PLAIN and LOGIN (advertised and required only when credentials are set),
-//! MAIL, RCPT, DATA (with dot-unstuffing), RSET, NOOP, QUIT. Faults are set
-//! per recipient address in [`SmtpSinkState`]: `reject` answers RCPT with
-//! 550, `defer` with 451 (both quote the address, as real servers do, so a
-//! test can check that no address leaks into our error messages), `stall`
-//! never answers. [`SmtpSink::stop`] drops the listener and every open
-//! connection, and [`SmtpSink::start_on`] brings a server back on the same
-//! port with the same state ("down, then back up").
+//! STARTTLS (advertised only when [`SmtpSinkState::starttls`] is set), MAIL,
+//! RCPT, DATA (with dot-unstuffing), RSET, NOOP, QUIT; or all of that inside
+//! TLS from the first byte ([`SmtpSink::start_tls_on`]). Its certificate is
+//! for `localhost` and `127.0.0.1`, signed by a test CA ([`test_ca`]) that
+//! clients must be told to trust. Faults are set per recipient address in
+//! [`SmtpSinkState`]: `reject` answers RCPT with 550, `defer` with 451 (both
+//! quote the address, as real servers do, so a test can check that no
+//! address leaks into our error messages), `stall` never answers RCPT,
+//! `stall_data` reads the whole message and then never answers.
+//! [`SmtpSink::stop`] drops the listener and every open connection, and
+//! [`SmtpSink::start_on`] brings a server back on the same port with the
+//! same state ("down, then back up"). [`SmtpSinkState::connections`] counts
+//! the connections accepted (to check a client's pool).
 //!
 //! It is built for throughput too (the delivery benchmark measures it as the
 //! ceiling): one Tokio task per connection, buffered reads, byte-level
@@ -18,13 +24,16 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 use crate::{DeliveryError, OutgoingEmail};
 
@@ -76,6 +85,13 @@ pub struct SmtpSinkState {
     pub defer: Mutex<HashSet<String>>,
     /// RCPT TO these addresses never gets an answer (a stalled server).
     pub stall: Mutex<HashSet<String>>,
+    /// A message to these addresses is read to its final `.` line and then
+    /// never answered (a server that stalls mid-message); it is not kept.
+    pub stall_data: Mutex<HashSet<String>>,
+    /// Offer STARTTLS (with the test certificate) on plain connections.
+    pub starttls: AtomicBool,
+    /// Connections accepted so far, counted before any TLS handshake.
+    pub connections: AtomicUsize,
     /// When set, AUTH is advertised and required, and only this username
     /// and password are accepted (535 otherwise).
     pub credentials: Mutex<Option<(String, String)>>,
@@ -109,6 +125,41 @@ impl SmtpSinkState {
     pub fn require_login(&self, username: &str, password: &str) {
         *lock(&self.credentials) = Some((username.to_string(), password.to_string()));
     }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// The test CA that signed the sink's certificate; trust it (and nothing
+/// else from this module) to talk TLS to the sink. Its key is public.
+pub fn test_ca() -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(include_bytes!("../testdata/test-ca.pem"))
+        .expect("testdata/test-ca.pem is a PEM certificate")
+}
+
+/// The sink's TLS server side: the `localhost` certificate of `testdata/`.
+fn acceptor() -> TlsAcceptor {
+    static ACCEPTOR: OnceLock<TlsAcceptor> = OnceLock::new();
+    ACCEPTOR
+        .get_or_init(|| {
+            // Fixed files of this crate, not input: a failure is a bug here.
+            let certificate =
+                CertificateDer::from_pem_slice(include_bytes!("../testdata/localhost.pem"))
+                    .expect("testdata/localhost.pem is a PEM certificate");
+            let key = PrivateKeyDer::from_pem_slice(include_bytes!("../testdata/localhost.key"))
+                .expect("testdata/localhost.key is a PEM private key");
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![certificate, test_ca()], key)
+                .expect("the test certificate matches its key");
+            TlsAcceptor::from(Arc::new(config))
+        })
+        .clone()
 }
 
 /// A running sink on loopback; stops when dropped.
@@ -131,6 +182,16 @@ impl SmtpSink {
     /// Starts on `addr` with `state` (to come back on the same port, with
     /// the same faults and the mail so far, after [`SmtpSink::stop`]).
     pub async fn start_on(addr: SocketAddr, state: Arc<SmtpSinkState>) -> SmtpSink {
+        Self::listen(addr, state, false).await
+    }
+
+    /// Like [`SmtpSink::start_on`], with TLS from the first byte (as on
+    /// port 465) with the certificate of [`test_ca`].
+    pub async fn start_tls_on(addr: SocketAddr, state: Arc<SmtpSinkState>) -> SmtpSink {
+        Self::listen(addr, state, true).await
+    }
+
+    async fn listen(addr: SocketAddr, state: Arc<SmtpSinkState>, implicit_tls: bool) -> SmtpSink {
         let listener = TcpListener::bind(addr)
             .await
             .unwrap_or_else(|e| panic!("the SMTP sink cannot listen on {addr}: {e}"));
@@ -146,7 +207,7 @@ impl SmtpSink {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let _ = stream.set_nodelay(true);
-                        sessions.spawn(session(stream, Arc::clone(&shared)));
+                        sessions.spawn(session(stream, Arc::clone(&shared), implicit_tls));
                     }
                     // Reaps finished sessions so a long run does not pile them up.
                     Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -219,25 +280,26 @@ fn strip_crlf(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-struct Session {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+struct Session<S> {
+    /// Reads through the buffer, writes straight to the stream.
+    io: BufReader<S>,
     state: Arc<SmtpSinkState>,
     line: Vec<u8>,
 }
 
-impl Session {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The next line without its CRLF; `None` at the end of the connection.
     async fn read_line(&mut self) -> Option<String> {
         self.line.clear();
-        match self.reader.read_until(b'\n', &mut self.line).await {
+        match self.io.read_until(b'\n', &mut self.line).await {
             Ok(0) | Err(_) => None,
             Ok(_) => Some(String::from_utf8_lossy(strip_crlf(&self.line)).into_owned()),
         }
     }
 
     async fn reply(&mut self, text: &str) -> bool {
-        self.writer.write_all(text.as_bytes()).await.is_ok()
+        // The flush matters for TLS, which may hold a record back.
+        self.io.write_all(text.as_bytes()).await.is_ok() && self.io.flush().await.is_ok()
     }
 
     /// Reads the message after 354 up to the `.` line.
@@ -247,7 +309,7 @@ impl Session {
         let mut in_headers = true;
         loop {
             self.line.clear();
-            match self.reader.read_until(b'\n', &mut self.line).await {
+            match self.io.read_until(b'\n', &mut self.line).await {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
@@ -320,16 +382,40 @@ impl Session {
     }
 }
 
-async fn session(stream: TcpStream, state: Arc<SmtpSinkState>) {
-    let (read, writer) = stream.into_split();
+async fn session(stream: TcpStream, state: Arc<SmtpSinkState>, implicit_tls: bool) {
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    if implicit_tls {
+        if let Ok(tls) = acceptor().accept(stream).await {
+            conversation(tls, state, true, false).await;
+        }
+        return;
+    }
+    let offer_starttls = state.starttls.load(Ordering::Relaxed);
+    let Some(stream) = conversation(stream, Arc::clone(&state), true, offer_starttls).await else {
+        return;
+    };
+    // After "220 Ready to start TLS": the handshake, then a new SMTP
+    // session without a greeting (RFC 3207).
+    if let Ok(tls) = acceptor().accept(stream).await {
+        conversation(tls, state, false, false).await;
+    }
+}
+
+/// One SMTP conversation over `stream`; returns the stream when the client
+/// asked for STARTTLS (offered only with `offer_starttls`) and got 220.
+async fn conversation<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    state: Arc<SmtpSinkState>,
+    greet: bool,
+    offer_starttls: bool,
+) -> Option<S> {
     let mut s = Session {
-        reader: BufReader::with_capacity(64 * 1024, read),
-        writer,
+        io: BufReader::with_capacity(64 * 1024, stream),
         state,
         line: Vec::with_capacity(1024),
     };
-    if !s.reply("220 sink.test ESMTP ready\r\n").await {
-        return;
+    if greet && !s.reply("220 sink.test ESMTP ready\r\n").await {
+        return None;
     }
     let mut authenticated = false;
     let mut mail: Option<ReceivedMail> = None;
@@ -346,7 +432,23 @@ async fn session(stream: TcpStream, state: Arc<SmtpSinkState>) {
                 } else {
                     ""
                 };
-                format!("250-sink.test\r\n250-8BITMIME\r\n{auth}250 SIZE 10000000\r\n")
+                let starttls = if offer_starttls {
+                    "250-STARTTLS\r\n"
+                } else {
+                    ""
+                };
+                format!("250-sink.test\r\n250-8BITMIME\r\n{starttls}{auth}250 SIZE 10000000\r\n")
+            }
+            "STARTTLS" if offer_starttls => {
+                if !s.reply("220 2.0.0 Ready to start TLS\r\n").await {
+                    return None;
+                }
+                // Anything the client sent after STARTTLS before the
+                // handshake would be plaintext injection: hang up.
+                if !s.io.buffer().is_empty() {
+                    return None;
+                }
+                return Some(s.io.into_inner());
             }
             "HELO" => "250 sink.test\r\n".into(),
             "NOOP" => "250 2.0.0 OK\r\n".into(),
@@ -356,7 +458,7 @@ async fn session(stream: TcpStream, state: Arc<SmtpSinkState>) {
             }
             "AUTH" if !auth_required => "503 5.5.1 AUTH not offered\r\n".into(),
             "AUTH" => match s.authenticate(argument).await {
-                None => return,
+                None => return None,
                 Some(true) => {
                     authenticated = true;
                     "235 2.7.0 Authentication successful\r\n".into()
@@ -383,7 +485,7 @@ async fn session(stream: TcpStream, state: Arc<SmtpSinkState>) {
                         // Never answers; the connection ends when the client
                         // gives up or the sink stops.
                         std::future::pending::<()>().await;
-                        return;
+                        return None;
                     } else if lock(&s.state.reject).contains(&address) {
                         format!(
                             "550 5.1.1 <{address}>: Recipient address rejected: User unknown\r\n"
@@ -401,11 +503,18 @@ async fn session(stream: TcpStream, state: Arc<SmtpSinkState>) {
             "DATA" => match mail.take() {
                 Some(mut received) if !received.to.is_empty() => {
                     if !s.reply("354 End data with <CR><LF>.<CR><LF>\r\n").await {
-                        return;
+                        return None;
                     }
-                    let Some(data) = s.read_data().await else {
-                        return;
+                    let data = s.read_data().await?;
+                    let stalls = {
+                        let stall_data = lock(&s.state.stall_data);
+                        received.to.iter().any(|to| stall_data.contains(to))
                     };
+                    if stalls {
+                        // Never answers the final dot; the connection ends
+                        // when the client gives up or the sink stops.
+                        std::future::pending::<()>().await;
+                    }
                     received.data = data;
                     lock(&s.state.received).push(received);
                     "250 2.0.0 Ok: queued\r\n".into()
@@ -414,14 +523,15 @@ async fn session(stream: TcpStream, state: Arc<SmtpSinkState>) {
             },
             "QUIT" => {
                 let _ = s.reply("221 2.0.0 Bye\r\n").await;
-                return;
+                return None;
             }
             _ => "502 5.5.2 Command not recognized\r\n".into(),
         };
         if !s.reply(&reply).await {
-            return;
+            return None;
         }
     }
+    None
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use rustls::ClientConfig;
-use rustls_platform_verifier::BuilderVerifierExt;
+use rustls::pki_types::CertificateDer;
+use rustls_platform_verifier::{BuilderVerifierExt, Verifier};
 
 /// A client configuration that uses ring explicitly, so it works whether or not
 /// the process installed a default rustls provider.
@@ -13,6 +14,24 @@ pub(crate) fn client_config() -> Result<ClientConfig, rustls::Error> {
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_platform_verifier()?
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// [`client_config`], also trusting `extra_roots` besides the system's
+/// (none in production; the tests' CA in tests).
+pub(crate) fn client_config_with_roots(
+    extra_roots: Vec<CertificateDer<'static>>,
+) -> Result<ClientConfig, rustls::Error> {
+    if extra_roots.is_empty() {
+        return client_config();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Verifier::new_with_extra_roots(extra_roots, Arc::clone(&provider))?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(config)
 }

@@ -623,6 +623,158 @@ async fn smtp_stall_mid_conversation_is_transient_and_the_pool_recovers() {
     );
 }
 
+#[tokio::test]
+async fn smtp_starttls_required_but_not_offered_is_a_clear_error() {
+    // The sink offers no STARTTLS unless told to.
+    let stub = start_smtp_stub().await;
+    stub.state.require_login("enroll", "right-password");
+    let mut config = smtp_config(stub.addr);
+    config.security = SmtpSecurity::StartTls;
+    config.username = Some("enroll".to_owned());
+    config.password = Some("right-password".to_owned());
+    let mailer = SmtpMailer::new(&config).unwrap();
+    let err = mailer
+        .send_email(&invite_email("maria@patients.example"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeliveryError::Transient(_)), "{err}");
+    assert!(err.to_string().contains("does not offer STARTTLS"), "{err}");
+    assert!(!err.to_string().contains("patients.example"), "{err}");
+    let err = mailer.check().await.unwrap_err();
+    assert!(err.to_string().contains("does not offer STARTTLS"), "{err}");
+    assert!(stub.received().is_empty());
+}
+
+#[tokio::test]
+async fn smtp_refused_login_is_permanent_and_names_the_login() {
+    let stub = start_smtp_stub().await;
+    stub.state.require_login("enroll", "right-password");
+    let mut config = smtp_config(stub.addr);
+    config.username = Some("enroll".to_owned());
+    config.password = Some("wrong-password".to_owned());
+    let mailer = SmtpMailer::new(&config).unwrap();
+    // `enroll doctor` sees it too.
+    let err = mailer.check().await.unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(err.to_string().contains("refused the login (535)"), "{err}");
+    assert!(err.to_string().contains("username and password"), "{err}");
+    assert!(!err.to_string().contains("wrong-password"), "{err}");
+
+    // A server that offers no AUTH at all while a login is configured.
+    let open = start_smtp_stub().await;
+    let mut config = smtp_config(open.addr);
+    config.username = Some("enroll".to_owned());
+    config.password = Some("right-password".to_owned());
+    let mailer = SmtpMailer::new(&config).unwrap();
+    let err = mailer
+        .send_email(&invite_email("maria@patients.example"))
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(err.to_string().contains("no login method"), "{err}");
+    assert!(open.received().is_empty());
+}
+
+#[tokio::test]
+async fn smtp_pool_never_opens_more_than_pool_size_connections() {
+    let stub = start_smtp_stub().await;
+    let mut config = smtp_config(stub.addr);
+    config.pool_size = 3;
+    let mailer = Arc::new(SmtpMailer::new(&config).unwrap());
+
+    // One after the other: one connection does it all.
+    for i in 0..10 {
+        let mut email = invite_email(&format!("seq{i}@patients.example"));
+        email.message_id = format!("seq-{i}@enroll.example");
+        mailer.send_email(&email).await.unwrap();
+    }
+    assert_eq!(stub.state.connections(), 1);
+
+    // 60 at once, more than the pool: they wait for a connection.
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let mailer = Arc::clone(&mailer);
+        sends.spawn(async move {
+            let mut email = invite_email(&format!("par{i}@patients.example"));
+            email.message_id = format!("par-{i}@enroll.example");
+            mailer.send_email(&email).await
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap().unwrap();
+    }
+    assert_eq!(stub.count(), 70);
+    assert_eq!(stub.message_ids().len(), 70);
+    let connections = stub.state.connections();
+    assert!(
+        (1..=3).contains(&connections),
+        "{connections} connections for a pool of 3"
+    );
+}
+
+#[tokio::test]
+async fn smtp_stall_after_the_message_times_out_and_the_connection_is_not_reused() {
+    let stub = start_smtp_stub().await;
+    lock(&stub.state.stall_data).insert("slow@patients.example".to_owned());
+    let mut config = smtp_config(stub.addr);
+    config.timeout_secs = 1;
+    config.pool_size = 1;
+    let mailer = SmtpMailer::new(&config).unwrap();
+    mailer
+        .send_email(&invite_email("first@patients.example"))
+        .await
+        .unwrap();
+    assert_eq!(stub.state.connections(), 1);
+
+    // The server takes the whole message and never answers the final dot.
+    let started = std::time::Instant::now();
+    let err = mailer
+        .send_email(&invite_email("slow@patients.example"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeliveryError::Transient(_)), "{err}");
+    assert!(err.to_string().contains("within 1 s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The only pooled connection was mid-message: a new one is opened (were
+    // the stalled one reused, this send would time out too).
+    mailer
+        .send_email(&invite_email("after@patients.example"))
+        .await
+        .unwrap();
+    assert_eq!(stub.state.connections(), 2);
+    let recipients: Vec<_> = stub.received().iter().map(|r| r.to.clone()).collect();
+    assert_eq!(
+        recipients,
+        vec![
+            vec!["first@patients.example".to_owned()],
+            vec!["after@patients.example".to_owned()]
+        ]
+    );
+}
+
+#[tokio::test]
+async fn smtp_pooled_connection_closed_by_the_server_is_replaced() {
+    let state = Arc::new(enroll_notify::testing::SmtpSinkState::default());
+    let mut stub = SmtpSink::start_on("127.0.0.1:0".parse().unwrap(), Arc::clone(&state)).await;
+    let mailer = SmtpMailer::new(&smtp_config(stub.addr)).unwrap();
+    mailer
+        .send_email(&invite_email("first@patients.example"))
+        .await
+        .unwrap();
+    // A restart closes the idle pooled connection (the sink's tasks end
+    // when this test yields).
+    stub.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _stub = SmtpSink::start_on(stub.addr, Arc::clone(&state)).await;
+    mailer
+        .send_email(&invite_email("after@patients.example"))
+        .await
+        .unwrap();
+    assert_eq!(state.connections(), 2);
+    assert_eq!(lock(&state.received).len(), 2);
+}
+
 // ---------------------------------------------------------------- SMS
 
 #[derive(Debug, Clone)]
