@@ -148,7 +148,8 @@ impl Intake {
 
     fn next_ack_id(&self, now: Timestamp) -> String {
         let n = self.ack_sequence.fetch_add(1, Ordering::Relaxed);
-        format!("ENR{}{n:06}", now.as_millisecond())
+        // Hex keeps it within the 20 characters HL7 2.3 allows for MSH-10.
+        format!("ENR{:x}{:05x}", now.as_millisecond(), n % 0x10_0000)
     }
 
     /// The ACK for the store's verdict: the parser's own error when it had
