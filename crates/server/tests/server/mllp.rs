@@ -825,3 +825,26 @@ async fn the_tls_port_takes_messages_inside_tls() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_same_message_racing_on_eight_connections_is_applied_once() {
+    on_each_engine(async |app: &TestApp| {
+        let message = a04("RACE-1", "9401", "Zoe", "zoe@example.org");
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (addr, message) = (app.mllp_addr, message.clone());
+            tasks.spawn(async move { Sender::connect(addr).await.send(&message).await });
+        }
+        let mut acks = Vec::new();
+        while let Some(ack) = tasks.join_next().await {
+            acks.push(ack.unwrap());
+        }
+        assert!(acks.iter().all(|a| a == &acks[0] && ack_code(a) == "AA"), "{acks:?}");
+        let (_, applied) = app.get("/api/hl7/messages?status=applied").await;
+        assert_eq!(applied.as_array().unwrap().len(), 1, "{:?}", app.engine);
+        let (_, dups) = app.get("/api/hl7/messages?status=duplicate").await;
+        assert_eq!(dups.as_array().unwrap().len(), 7);
+        assert_eq!(invites_of(app, "9401").await.len(), 1);
+    })
+    .await;
+}
