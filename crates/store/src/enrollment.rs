@@ -332,11 +332,32 @@ impl Tx {
         now: Timestamp,
         update_existing: bool,
     ) -> Result<WrittenPatient> {
-        match self.patient_id_by_mrn(practice_id, mrn).await? {
-            Some(_) if !update_existing => Err(StoreError::DuplicateMrn),
+        let existing = match self.patient_id_by_mrn(practice_id, mrn).await? {
+            Some(_) if !update_existing => return Err(StoreError::DuplicateMrn),
             Some(id) => {
                 self.lock_patient(id).await?;
-                let old = self.patient(id).await?;
+                Some(self.patient(id).await?)
+            }
+            None => None,
+        };
+        self.write_loaded_patient(practice_id, mrn, existing, demographics, source, now)
+            .await
+    }
+
+    /// [`Tx::write_patient`] for a caller that already looked the patient
+    /// up by MRN and locked it (`existing`), or found none.
+    pub(crate) async fn write_loaded_patient(
+        &mut self,
+        practice_id: i64,
+        mrn: &str,
+        existing: Option<Patient>,
+        demographics: &Demographics,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<WrittenPatient> {
+        match existing {
+            Some(old) => {
+                let id = old.id;
                 self.write_demographics(id, demographics, now).await?;
                 let fields = changed_required_fields(&old.demographics, demographics);
                 self.timeline(
@@ -519,25 +540,24 @@ impl Tx {
         now: Timestamp,
     ) -> Result<SendHistory> {
         let since = to_ms(now) - CAP_WINDOW.as_millis() as i64;
-        let counted: Vec<i64> = on_tx!(self, c => {
-            sqlx::query_scalar(
-                "SELECT counted_at FROM invites WHERE patient_id = $1 AND counted_at IS NOT NULL \
-                 AND counted_at > $2 AND state NOT IN ('failed', 'cancelled')",
+        // One query for both facts (R7 and R6): each row is a counted send
+        // of the window, a waiting auto invite, or both.
+        let rows: Vec<(Option<i64>, bool)> = on_tx!(self, c => {
+            sqlx::query_as(
+                "SELECT CASE WHEN counted_at > $2 AND state NOT IN ('failed', 'cancelled') \
+                   THEN counted_at END, \
+                 kind = 'auto' AND state IN ('scheduled', 'queued') \
+                 FROM invites WHERE patient_id = $1 AND ( \
+                   (counted_at > $2 AND state NOT IN ('failed', 'cancelled')) \
+                   OR (kind = 'auto' AND state IN ('scheduled', 'queued')))",
             )
             .bind(patient_id)
             .bind(since)
             .fetch_all(c)
             .await
         })?;
-        let pending: i64 = on_tx!(self, c => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM invites WHERE patient_id = $1 AND kind = 'auto' \
-                 AND state IN ('scheduled', 'queued')",
-            )
-            .bind(patient_id)
-            .fetch_one(c)
-            .await
-        })?;
+        let pending = rows.iter().filter(|(_, pending)| *pending).count();
+        let counted: Vec<i64> = rows.iter().filter_map(|(at, _)| *at).collect();
         Ok(SendHistory {
             counted_sends: counted
                 .into_iter()

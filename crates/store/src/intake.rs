@@ -562,15 +562,15 @@ impl Tx {
     /// The practice of an MSH-4: the `hl7/facility/<MSH-4>` setting names a
     /// practice code; without one, the practice whose code is MSH-4.
     async fn practice_for_facility(&mut self, facility: &str) -> Result<Option<Practice>> {
-        let mapped: Option<String> = on_tx!(self, c => {
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                .bind(facility_setting_key(facility))
-                .fetch_optional(c)
-                .await
-        })?;
-        let code = mapped.as_deref().unwrap_or(facility);
         let id: Option<i64> = on_tx!(self, c => {
-            sqlx::query_scalar("SELECT id FROM practices WHERE code = $1").bind(code).fetch_optional(c).await
+            sqlx::query_scalar(
+                "SELECT id FROM practices WHERE code = \
+                 COALESCE((SELECT value FROM settings WHERE key = $1), $2)",
+            )
+            .bind(facility_setting_key(facility))
+            .bind(facility)
+            .fetch_optional(c)
+            .await
         })?;
         match id {
             Some(id) => Ok(Some(self.practice(id).await?)),
@@ -693,17 +693,27 @@ impl Tx {
         source: &Source,
         now: Timestamp,
     ) -> Result<(i64, Vec<Trigger>)> {
-        let current = match self.patient_id_by_mrn(practice.id, &change.mrn).await? {
-            Some(id) => Some(self.patient(id).await?.demographics),
+        let existing = match self.patient_id_by_mrn(practice.id, &change.mrn).await? {
+            Some(id) => {
+                self.lock_patient(id).await?;
+                Some(self.patient(id).await?)
+            }
             None => None,
         };
-        let demographics = match &current {
-            Some(ours) => ours.overlaid(&change.sent, &change.cleared),
+        let demographics = match &existing {
+            Some(ours) => ours.demographics.overlaid(&change.sent, &change.cleared),
             None => change.sent.clone(),
         }
         .normalized();
         let written = self
-            .write_patient(practice.id, &change.mrn, &demographics, source, now, true)
+            .write_loaded_patient(
+                practice.id,
+                &change.mrn,
+                existing,
+                &demographics,
+                source,
+                now,
+            )
             .await?;
         let id = written.patient_id;
         if let Some(language) = &change.preferred_language {
