@@ -78,7 +78,11 @@ impl<'a> NewInvite<'a> {
 
 /// A transaction on either backend.
 pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    /// With this process's SQLite write turn (see `Store::sqlite_writer`).
+    Sqlite(
+        Transaction<'static, Sqlite>,
+        tokio::sync::OwnedMutexGuard<()>,
+    ),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -86,7 +90,7 @@ pub(crate) enum Tx {
 macro_rules! on_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
         match $tx {
-            Tx::Sqlite(t) => {
+            Tx::Sqlite(t, _) => {
                 let $conn = &mut **t;
                 $body
             }
@@ -103,7 +107,10 @@ impl Store {
     /// Starts a write transaction that other writers queue behind.
     pub(crate) async fn begin_write(&self) -> Result<Tx> {
         Ok(match &self.backend {
-            Backend::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Sqlite(pool) => {
+                let turn = self.sqlite_writer.clone().lock_owned().await;
+                Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?, turn)
+            }
             Backend::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -415,7 +422,8 @@ impl Tx {
 
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            // The write turn passes on once the commit is done.
+            Tx::Sqlite(t, _turn) => t.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -425,7 +433,7 @@ impl Tx {
     /// write lock (`BEGIN IMMEDIATE`); PostgreSQL locks the row.
     pub(crate) async fn lock_patient(&mut self, patient_id: i64) -> Result<()> {
         let found: Option<i64> = match self {
-            Tx::Sqlite(t) => {
+            Tx::Sqlite(t, _) => {
                 sqlx::query_scalar("SELECT id FROM patients WHERE id = $1")
                     .bind(patient_id)
                     .fetch_optional(&mut **t)

@@ -80,6 +80,12 @@ enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
+    /// SQLite has one writer at a time. Writers of this process queue here
+    /// (FIFO, no sleeping) instead of in SQLite's busy handler, which polls
+    /// with sleeps of up to 100 ms and made tail latencies of tens of ms
+    /// when the dispatcher and the MLLP listener wrote at once. Other
+    /// processes on the same file still meet the busy timeout.
+    sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Runs `$body` with `$pool` bound to the backend's pool; the block is
@@ -168,7 +174,10 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(url.to_string()));
         };
-        Ok(Store { backend })
+        Ok(Store {
+            backend,
+            sqlite_writer: Default::default(),
+        })
     }
 
     /// Applies the embedded migrations of the backend.
