@@ -4,11 +4,10 @@
 //!     cargo run --release -p enroll-bench --bin delivery -- [--invites 10000] [--postgres-url URL]
 //!
 //! For each SMTP server (the in-process `enroll_notify::testing::SmtpSink`,
-//! and Python's aiosmtpd when `python3 -c 'import aiosmtpd'` works) and
-//! each SMTP client (`SmtpMailer` as shipped, and `NodelayMailer`, the same
-//! lettre client with `TCP_NODELAY`; see `enroll_bench::NodelayMailer`):
+//! and Python's aiosmtpd when `python3 -c 'import aiosmtpd'` works), with
+//! the shipped SMTP client (`enroll_notify::SmtpMailer`):
 //!
-//! 1. ceiling: N emails sent straight through the client (same pool size
+//! 1. ceiling: N emails sent straight through the mailer (same pool size
 //!    and concurrency as the dispatcher, no database): what the server
 //!    and the client can take, in messages per second;
 //! 2. per engine: a fresh database with an always-open practice (auto
@@ -32,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
-use enroll_bench::NodelayMailer;
 use enroll_core::Demographics;
 use enroll_notify::testing::{SmtpSink, SmtpSinkState};
 use enroll_notify::{
@@ -62,15 +60,12 @@ struct Args {
     /// Invites in flight at once (dispatcher), messages in flight (ceiling).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// SMTP connections kept in lettre's pool (default: --concurrency).
+    /// SMTP connections of the mailer's pool (default: --concurrency).
     #[arg(long)]
     pool_size: Option<u32>,
     /// Concurrent `create_patient` calls during setup.
     #[arg(long, default_value_t = 8)]
     setup_concurrency: usize,
-    /// SMTP clients: shipped (`SmtpMailer`), nodelay (`NodelayMailer`).
-    #[arg(long, value_delimiter = ',', default_values_t = [Client::Shipped, Client::Nodelay])]
-    clients: Vec<Client>,
     /// Skip aiosmtpd even when it is installed.
     #[arg(long)]
     no_aiosmtpd: bool,
@@ -79,41 +74,10 @@ struct Args {
     engines: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Client {
-    /// `enroll_notify::SmtpMailer`, what `enroll serve` uses.
-    Shipped,
-    /// `enroll_bench::NodelayMailer`: the same with `TCP_NODELAY`.
-    Nodelay,
-}
-
-impl std::fmt::Display for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Client::Shipped => "shipped",
-            Client::Nodelay => "nodelay",
-        })
-    }
-}
-
-impl Client {
-    fn name(self) -> &'static str {
-        match self {
-            Client::Shipped => "SmtpMailer",
-            Client::Nodelay => "+TCP_NODELAY",
-        }
-    }
-
-    fn mailer(self, addr: SocketAddr, pool_size: u32) -> anyhow::Result<Arc<dyn EmailSender>> {
-        Ok(match self {
-            Client::Shipped => Arc::new(SmtpMailer::new(&smtp_config(addr, pool_size))?),
-            Client::Nodelay => Arc::new(NodelayMailer::new(
-                addr,
-                pool_size as usize,
-                Duration::from_secs(30),
-            )),
-        })
-    }
+/// The shipped mailer, as `enroll serve` configures it but for the
+/// loopback server and the pool size.
+fn mailer(addr: SocketAddr, pool_size: u32) -> anyhow::Result<Arc<dyn EmailSender>> {
+    Ok(Arc::new(SmtpMailer::new(&smtp_config(addr, pool_size))?))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -134,7 +98,6 @@ fn main() -> anyhow::Result<()> {
 struct Row {
     engine: &'static str,
     server: &'static str,
-    client: &'static str,
     invites: usize,
     setup_secs: f64,
     secs: f64,
@@ -180,39 +143,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut run_no = 0;
     for server in &servers {
-        for &client in &args.clients {
+        run_no += 1;
+        let tag = format!("ceiling-{run_no}.bench.test");
+        let ceiling = measure_ceiling(server, &args, pool_size, &tag).await?;
+        eprintln!(
+            "{}: ceiling {:.0} msgs/s ({} messages in {:.2} s)",
+            server.name(),
+            ceiling.rate(),
+            args.invites,
+            ceiling.secs
+        );
+        for &engine in &engines {
             run_no += 1;
-            let tag = format!("ceiling-{run_no}.bench.test");
-            let ceiling = measure_ceiling(server, client, &args, pool_size, &tag).await?;
+            let tag = format!("run-{run_no}.bench.test");
+            let Some(mut row) = measure_dispatcher(server, engine, &args, pool_size, &tag).await?
+            else {
+                continue;
+            };
+            row.ceiling = ceiling.rate();
             eprintln!(
-                "{} / {}: ceiling {:.0} msgs/s ({} messages in {:.2} s)",
-                server.name(),
-                client.name(),
-                ceiling.rate(),
-                args.invites,
-                ceiling.secs
+                "{} / {}: {} invites in {:.2} s = {:.0} invites/s (setup {:.1} s)",
+                row.engine,
+                row.server,
+                row.invites,
+                row.secs,
+                row.invites as f64 / row.secs,
+                row.setup_secs
             );
-            for &engine in &engines {
-                run_no += 1;
-                let tag = format!("run-{run_no}.bench.test");
-                let Some(mut row) =
-                    measure_dispatcher(server, client, engine, &args, pool_size, &tag).await?
-                else {
-                    continue;
-                };
-                row.ceiling = ceiling.rate();
-                eprintln!(
-                    "{} / {} / {}: {} invites in {:.2} s = {:.0} invites/s (setup {:.1} s)",
-                    row.engine,
-                    row.server,
-                    row.client,
-                    row.invites,
-                    row.secs,
-                    row.invites as f64 / row.secs,
-                    row.setup_secs
-                );
-                rows.push(row);
-            }
+            rows.push(row);
         }
     }
     for server in servers {
@@ -225,18 +183,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| engine   | SMTP server        | SMTP client  | invites | seconds | invites/s | ceiling msgs/s | ratio to ceiling | peak RSS MiB | setup s |"
+        "| engine   | SMTP server        | invites | seconds | invites/s | ceiling msgs/s | ratio to ceiling | peak RSS MiB | setup s |"
     );
     println!(
-        "|----------|--------------------|--------------|--------:|--------:|----------:|---------------:|-----------------:|-------------:|--------:|"
+        "|----------|--------------------|--------:|--------:|----------:|---------------:|-----------------:|-------------:|--------:|"
     );
     for row in rows {
         let rate = row.invites as f64 / row.secs;
         println!(
-            "| {:<8} | {:<18} | {:<12} | {:>7} | {:>7.2} | {:>9.0} | {:>14.0} | {:>16.2} | {:>12.1} | {:>7.1} |",
+            "| {:<8} | {:<18} | {:>7} | {:>7.2} | {:>9.0} | {:>14.0} | {:>16.2} | {:>12.1} | {:>7.1} |",
             row.engine,
             row.server,
-            row.client,
             row.invites,
             row.secs,
             rate,
@@ -248,11 +205,10 @@ fn print_table(rows: &[Row]) {
     }
     println!();
     println!(
-        "ceiling: the same number of emails sent straight through the same SMTP client to the same \
-         server, with no database; SmtpMailer: enroll_notify's sender as shipped; +TCP_NODELAY: \
-         the same lettre client with TCP_NODELAY (enroll_bench::NodelayMailer); peak RSS: VmHWM of this whole process during the delivery phase \
-         (includes the in-process sink); setup (creating the patients, which queues the invites) \
-         is not part of the rate."
+        "SMTP client: enroll_notify::SmtpMailer as shipped; ceiling: the same number of emails sent \
+         straight through it to the same server, with no database; peak RSS: VmHWM of this whole \
+         process during the delivery phase (includes the in-process sink); setup (creating the \
+         patients, which queues the invites) is not part of the rate."
     );
 }
 
@@ -428,15 +384,14 @@ impl Timed {
     }
 }
 
-/// N invite emails (rendered once) straight through the client.
+/// N invite emails (rendered once) straight through the mailer.
 async fn measure_ceiling(
     server: &SmtpServer,
-    client: Client,
     args: &Args,
     pool_size: u32,
     tag: &str,
 ) -> anyhow::Result<Timed> {
-    let mailer = client.mailer(server.addr(), pool_size)?;
+    let mailer = mailer(server.addr(), pool_size)?;
     let content = Templates::builtin().render_email(
         "BENCH",
         &InviteContext {
@@ -489,7 +444,6 @@ async fn measure_ceiling(
 
 async fn measure_dispatcher(
     server: &SmtpServer,
-    client: Client,
     engine: Engine,
     args: &Args,
     pool_size: u32,
@@ -546,7 +500,7 @@ async fn measure_dispatcher(
     let dispatcher = Dispatcher {
         store: db.store.clone(),
         clock: clock.clone(),
-        email: client.mailer(server.addr(), pool_size)?,
+        email: mailer(server.addr(), pool_size)?,
         sms: None,
         templates: Arc::new(RwLock::new(Templates::builtin())),
         links: Links::new(&format!("http://{tag}"), b"bench secret"),
@@ -599,7 +553,6 @@ async fn measure_dispatcher(
     Ok(Some(Row {
         engine: engine_name,
         server: server.name(),
-        client: client.name(),
         invites: args.invites,
         setup_secs,
         secs,
