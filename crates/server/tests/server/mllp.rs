@@ -839,7 +839,10 @@ async fn the_same_message_racing_on_eight_connections_is_applied_once() {
         while let Some(ack) = tasks.join_next().await {
             acks.push(ack.unwrap());
         }
-        assert!(acks.iter().all(|a| a == &acks[0] && ack_code(a) == "AA"), "{acks:?}");
+        assert!(
+            acks.iter().all(|a| a == &acks[0] && ack_code(a) == "AA"),
+            "{acks:?}"
+        );
         let (_, applied) = app.get("/api/hl7/messages?status=applied").await;
         assert_eq!(applied.as_array().unwrap().len(), 1, "{:?}", app.engine);
         let (_, dups) = app.get("/api/hl7/messages?status=duplicate").await;
