@@ -678,7 +678,20 @@ impl Tx {
              WHERE patient_id = $2 AND state IN ({states}) RETURNING id"
         );
         let ids: Vec<i64> = on_tx!(self, c => sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(reason).bind(patient_id).fetch_all(c).await)?;
-        for id in ids {
+        self.note_cancelled(patient_id, &ids, reason, source, now)
+            .await
+    }
+
+    /// One timeline line per invite just cancelled.
+    pub(crate) async fn note_cancelled(
+        &mut self,
+        patient_id: i64,
+        invite_ids: &[i64],
+        reason: &str,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<()> {
+        for id in invite_ids {
             self.timeline(
                 patient_id,
                 now,

@@ -931,28 +931,23 @@ impl Tx {
         source: &Source,
         now: Timestamp,
     ) -> Result<()> {
-        let pending: Vec<i64> = on_tx!(self, c => {
+        let reason = "coalesced with the other chart's invite when the charts were merged";
+        // Every waiting auto invite but the one due first.
+        let cancelled: Vec<i64> = on_tx!(self, c => {
             sqlx::query_scalar(
-                "SELECT id FROM invites WHERE patient_id = $1 AND kind = 'auto' \
-                 AND state IN ('scheduled', 'queued') ORDER BY due_at, id",
+                "UPDATE invites SET state = 'cancelled', failure_reason = $1 \
+                 WHERE patient_id = $2 AND kind = 'auto' AND state IN ('scheduled', 'queued') \
+                 AND id <> (SELECT id FROM invites WHERE patient_id = $2 AND kind = 'auto' \
+                   AND state IN ('scheduled', 'queued') ORDER BY due_at, id LIMIT 1) \
+                 RETURNING id",
             )
-            .bind(patient_id).fetch_all(c).await
+            .bind(reason)
+            .bind(patient_id)
+            .fetch_all(c)
+            .await
         })?;
-        for id in pending.into_iter().skip(1) {
-            let reason = "coalesced with the other chart's invite when the charts were merged";
-            on_tx!(self, c => {
-                sqlx::query("UPDATE invites SET state = 'cancelled', failure_reason = $1 WHERE id = $2")
-                    .bind(reason).bind(id).execute(c).await.map(|r| r.rows_affected())
-            })?;
-            self.timeline(
-                patient_id,
-                now,
-                "invite_cancelled",
-                json!({ "invite_id": id, "reason": reason }),
-                source,
-            )
+        self.note_cancelled(patient_id, &cancelled, reason, source, now)
             .await?;
-        }
         Ok(())
     }
 }

@@ -116,7 +116,7 @@ async fn fresh_postgres_database() -> Option<String> {
 }
 
 /// `postgres://u@h:p/postgres?x=y` with the database `name` instead.
-fn replace_database(url: &str, name: &str) -> String {
+pub fn replace_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, Some(query)),
         None => (url, None),

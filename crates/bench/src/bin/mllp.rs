@@ -32,6 +32,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use enroll_hl7::{Hl7Event, MappingOptions, MllpCodec, MllpError};
+use enroll_store::testing::replace_database;
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -1973,21 +1974,4 @@ async fn drop_postgres_database(admin_url: &str, name: &str) -> anyhow::Result<(
     .await?;
     admin.close().await?;
     Ok(())
-}
-
-/// `postgres://u@h:p/postgres?x=y` with the database `name` instead.
-fn replace_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_and_path = &base[scheme_end..];
-    let host = host_and_path.split('/').next().unwrap_or(host_and_path);
-    let mut out = format!("{}{}/{}", &base[..scheme_end], host, name);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
 }
