@@ -13,8 +13,8 @@ use enroll_notify::{
     DeliveryError, EmailSender, InviteContext, Language, OutgoingEmail, OutgoingSms, SmsSender,
 };
 use enroll_store::{
-    ChannelResult, DeliveryJob, DeliveryPolicy, DeliveryReport, Finished, Prepared, Store,
-    StoreError,
+    ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Finished,
+    Prepared, Store, StoreError,
 };
 use futures::StreamExt;
 use rand::Rng;
@@ -53,6 +53,22 @@ pub struct RoundSummary {
     pub failed: usize,
     pub skipped: usize,
 }
+
+impl RoundSummary {
+    fn count(&mut self, finished: Option<Finished>) {
+        match finished {
+            Some(Finished::Sent) => self.sent += 1,
+            Some(Finished::Retry { .. }) => self.retrying += 1,
+            Some(Finished::Failed { .. }) => self.failed += 1,
+            Some(Finished::AlreadyDone) | None => self.skipped += 1,
+        }
+    }
+}
+
+/// Invites per transaction when preparing and when recording outcomes.
+/// Small enough that an HL7 message waiting for SQLite's write turn waits
+/// a few milliseconds, large enough that commits stop mattering.
+pub const STORE_CHUNK: usize = 50;
 
 /// A dispatcher running in the background.
 pub struct RunningDispatcher {
@@ -96,6 +112,21 @@ impl Dispatcher {
     }
 
     /// Claims one batch of due invites and delivers them.
+    ///
+    /// Three stages run at once, so the SMTP server never waits for the
+    /// database and the other way round:
+    /// - prepare: the claimed invites are checked and their attempts
+    ///   recorded in transactions of up to [`STORE_CHUNK`] invites (a commit
+    ///   per invite was most of a round's time), as many chunks at once as
+    ///   the engine has use for (`Store::concurrent_writers`);
+    /// - send: jobs go out `concurrency` at once as soon as their chunk is
+    ///   committed;
+    /// - record: outcomes are written one transaction at a time, each taking
+    ///   every outcome that arrived during the previous one, so transactions
+    ///   grow with the load instead of multiplying.
+    ///
+    /// A chunk the store refuses is tried again one invite at a time, so one
+    /// bad invite holds up no other.
     pub async fn run_round(&self) -> Result<RoundSummary, StoreError> {
         let now = self.clock.now();
         let ids = self
@@ -106,22 +137,54 @@ impl Dispatcher {
             claimed: ids.len(),
             ..RoundSummary::default()
         };
-        let mut results = futures::stream::iter(ids)
-            .map(|id| self.deliver(id))
-            .buffer_unordered(self.concurrency.max(1));
-        while let Some(result) = results.next().await {
-            match result {
-                Ok(Some(Finished::Sent)) => summary.sent += 1,
-                Ok(Some(Finished::Retry { .. })) => summary.retrying += 1,
-                Ok(Some(Finished::Failed { .. })) => summary.failed += 1,
-                Ok(Some(Finished::AlreadyDone) | None) => summary.skipped += 1,
-                Err(e) => {
-                    // The claim runs out and another round takes the invite.
-                    tracing::error!(error = %e, "delivering an invite failed; it will be retried");
-                    summary.skipped += 1;
-                }
-            }
-        }
+        let mut not_sent = 0;
+        let (jobs, jobs_in) = futures::channel::mpsc::unbounded::<DeliveryJob>();
+        let (outcomes, outcomes_in) = futures::channel::mpsc::unbounded::<DeliveryOutcome>();
+        let writers = self.store.concurrent_writers();
+        let prepare = async {
+            let chunks: Vec<Vec<i64>> = ids.chunks(STORE_CHUNK).map(<[i64]>::to_vec).collect();
+            futures::stream::iter(chunks)
+                .map(|chunk| self.prepare_chunk(chunk))
+                .buffered(writers)
+                .for_each(|prepared| {
+                    for prepared in prepared {
+                        match prepared {
+                            // The receiver lives until every job is in.
+                            Prepared::Send(job) => drop(jobs.unbounded_send(job)),
+                            Prepared::Skipped { .. } => not_sent += 1,
+                        }
+                    }
+                    std::future::ready(())
+                })
+                .await;
+            drop(jobs);
+        };
+        let send = async {
+            jobs_in
+                .map(|job| self.attempt(job))
+                .buffer_unordered(self.concurrency.max(1))
+                .for_each(|outcome| {
+                    drop(outcomes.unbounded_send(outcome));
+                    std::future::ready(())
+                })
+                .await;
+            drop(outcomes);
+        };
+        let record = async {
+            outcomes_in
+                .ready_chunks(STORE_CHUNK)
+                .map(|chunk| self.finish_chunk(chunk))
+                .buffered(1)
+                .for_each(|finished| {
+                    for finished in finished {
+                        summary.count(finished);
+                    }
+                    std::future::ready(())
+                })
+                .await;
+        };
+        tokio::join!(prepare, send, record);
+        summary.skipped += not_sent;
         if summary.claimed > 0 {
             tracing::info!(
                 claimed = summary.claimed,
@@ -135,32 +198,86 @@ impl Dispatcher {
         Ok(summary)
     }
 
-    async fn deliver(&self, invite_id: i64) -> Result<Option<Finished>, StoreError> {
+    /// Checks the rules and records the attempts for one chunk of claimed
+    /// invites: in one transaction, or one by one when that fails.
+    async fn prepare_chunk(&self, ids: Vec<i64>) -> Vec<Prepared> {
         let now = self.clock.now();
-        let job = match self
+        let batch = self
             .store
-            .prepare_delivery(invite_id, &self.worker, &self.policy, now)
-            .await?
-        {
-            Prepared::Send(job) => job,
-            Prepared::Skipped { reason } => {
-                tracing::debug!(invite_id, reason, "invite not sent");
-                return Ok(None);
+            .prepare_deliveries(&ids, &self.worker, &self.policy, now)
+            .await;
+        match batch {
+            Ok(prepared) => prepared.into_iter().map(|(_, p)| p).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, invites = ids.len(), "preparing a batch of invites failed; going one by one");
+                let mut prepared = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let one = self
+                        .store
+                        .prepare_delivery(id, &self.worker, &self.policy, self.clock.now())
+                        .await;
+                    prepared.push(one.unwrap_or_else(|e| {
+                        // The claim runs out and another round takes the invite.
+                        tracing::error!(invite_id = id, error = %e, "preparing an invite failed; it will be retried");
+                        Prepared::Skipped {
+                            reason: e.to_string(),
+                        }
+                    }));
+                }
+                prepared
             }
-        };
+        }
+    }
+
+    async fn attempt(&self, job: DeliveryJob) -> DeliveryOutcome {
         let report = self.send(&job).await;
-        let jitter = rand::rng().random::<f64>();
-        let finished = self
+        DeliveryOutcome {
+            job,
+            report,
+            jitter: rand::rng().random::<f64>(),
+        }
+    }
+
+    /// Records outcomes: in one transaction, or one by one when that fails
+    /// (`None` for an outcome that could not be recorded: its claim runs
+    /// out and another round sends it again, marked as interrupted).
+    async fn finish_chunk(&self, outcomes: Vec<DeliveryOutcome>) -> Vec<Option<Finished>> {
+        let now = self.clock.now();
+        match self
             .store
-            .finish_delivery(&job, &report, &self.policy, jitter, self.clock.now())
-            .await?;
-        tracing::debug!(
-            invite_id,
-            attempt = job.attempt,
-            ?finished,
-            "invite delivery recorded"
-        );
-        Ok(Some(finished))
+            .finish_deliveries(&outcomes, &self.policy, now)
+            .await
+        {
+            Ok(finished) => {
+                for (outcome, finished) in outcomes.iter().zip(&finished) {
+                    tracing::debug!(
+                        invite_id = outcome.job.invite_id,
+                        attempt = outcome.job.attempt,
+                        ?finished,
+                        "invite delivery recorded"
+                    );
+                }
+                finished.into_iter().map(Some).collect()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, invites = outcomes.len(), "recording a batch of deliveries failed; going one by one");
+                let mut finished = Vec::with_capacity(outcomes.len());
+                for outcome in &outcomes {
+                    let one = self
+                        .store
+                        .finish_deliveries(std::slice::from_ref(outcome), &self.policy, now)
+                        .await;
+                    finished.push(match one {
+                        Ok(mut one) => one.pop(),
+                        Err(e) => {
+                            tracing::error!(invite_id = outcome.job.invite_id, error = %e, "recording a delivery failed; it will be retried");
+                            None
+                        }
+                    });
+                }
+                finished
+            }
+        }
     }
 
     /// Sends by email and SMS at once; never fails, every problem is a result.

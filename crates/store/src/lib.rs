@@ -13,6 +13,7 @@
 //! records the send: SQLite takes the write lock up front (`BEGIN IMMEDIATE`),
 //! PostgreSQL locks the patient row (`SELECT ... FOR UPDATE`).
 
+mod batch;
 mod enrollment;
 mod intake;
 mod model;
@@ -44,8 +45,8 @@ pub use model::{
     SaveOutcome, Source, StaffUser, TimelineEntry,
 };
 pub use outbox::{
-    Channel, ChannelResult, DeliveryJob, DeliveryPolicy, DeliveryReport, FailedDelivery, Finished,
-    Prepared,
+    Channel, ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport,
+    FailedDelivery, Finished, Prepared,
 };
 pub use settings::ActivationLink;
 pub use staff::hash_token;
@@ -245,6 +246,15 @@ impl Store {
         match self.backend {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// How many write transactions are worth running at once: SQLite has
+    /// one writer; PostgreSQL overlaps the round trips of a few.
+    pub fn concurrent_writers(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite(_) => 1,
+            Backend::Postgres(_) => 4,
         }
     }
 

@@ -18,9 +18,15 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::AssertSqlSafe;
 
+use std::collections::{HashMap, HashSet};
+
+use crate::batch::{Col, TimelineRow, id_table};
 use crate::enrollment::{Tx, local_today, on_tx};
-use crate::model::{INVITE_COLUMNS, InviteRow};
-use crate::{Backend, Invite, InviteState, Result, Source, Store, StoreError, from_ms, to_ms};
+use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow};
+use crate::{
+    Backend, Invite, InviteState, Patient, Practice, Result, Source, Store, StoreError, from_ms,
+    to_ms,
+};
 
 /// How the dispatcher retries and how long its claims and links last.
 #[derive(Debug, Clone)]
@@ -208,17 +214,63 @@ impl Store {
         policy: &DeliveryPolicy,
         now: Timestamp,
     ) -> Result<Prepared> {
-        let mut tx = self.begin_write().await?;
-        let Some(invite) = tx.claimed_invite(invite_id, worker, now).await? else {
-            tx.commit().await?;
-            return Ok(Prepared::Skipped {
+        let mut prepared = self
+            .prepare_deliveries(&[invite_id], worker, policy, now)
+            .await?;
+        Ok(prepared.pop().map_or_else(
+            || Prepared::Skipped {
                 reason: "no longer claimed by this dispatcher".into(),
-            });
-        };
-        tx.lock_patient(invite.patient_id).await?;
-        let prepared = tx.prepare_locked(&invite, policy, now).await?;
+            },
+            |(_, p)| p,
+        ))
+    }
+
+    /// [`Store::prepare_delivery`] for several claimed invites in one
+    /// transaction, with the writes of all the attempts made together (see
+    /// `batch`): a transaction per invite, and a statement per row, were
+    /// most of the dispatcher's time. The result is in the order of
+    /// `invite_ids`. Patients are locked in ascending id order, so two
+    /// dispatchers cannot deadlock on PostgreSQL. Any error rolls the whole
+    /// batch back; the caller can then go one by one (see `Dispatcher`), so
+    /// that one bad invite does not hold up the others.
+    pub async fn prepare_deliveries(
+        &self,
+        invite_ids: &[i64],
+        worker: &str,
+        policy: &DeliveryPolicy,
+        now: Timestamp,
+    ) -> Result<Vec<(i64, Prepared)>> {
+        let mut tx = self.begin_write().await?;
+        let invites = tx.claimed_invites(invite_ids, worker, now).await?;
+        let patients = tx
+            .lock_patients(invites.iter().map(|i| i.patient_id).collect())
+            .await?;
+        let mut practices = PracticeCache::default();
+        let mut planned = PlannedTexts::default();
+        let mut attempts = Vec::with_capacity(invites.len());
+        let mut prepared = Vec::with_capacity(invite_ids.len());
+        for invite in &invites {
+            let patient = patients
+                .get(&invite.patient_id)
+                .ok_or(StoreError::NotFound("patient"))?;
+            let practice = practices.get(&mut tx, invite.practice_id).await?;
+            match tx
+                .decide_delivery(invite, patient, practice, policy, &mut planned, now)
+                .await?
+            {
+                Decided::Attempt(attempt) => attempts.push(*attempt),
+                Decided::Skipped(reason) => {
+                    prepared.push((invite.id, Prepared::Skipped { reason }));
+                }
+            }
+        }
+        let jobs = tx.record_attempts(attempts, policy, now).await?;
         tx.commit().await?;
-        Ok(prepared)
+        prepared.extend(
+            jobs.into_iter()
+                .map(|job| (job.invite_id, Prepared::Send(job))),
+        );
+        Ok(in_order_of(invite_ids, prepared))
     }
 
     /// Records what the channels said (see `Finished`).
@@ -230,21 +282,43 @@ impl Store {
         jitter: f64,
         now: Timestamp,
     ) -> Result<Finished> {
+        let outcome = DeliveryOutcome {
+            job: job.clone(),
+            report: report.clone(),
+            jitter,
+        };
+        let mut finished = self
+            .finish_deliveries(std::slice::from_ref(&outcome), policy, now)
+            .await?;
+        finished.pop().ok_or(StoreError::NotFound("invite"))
+    }
+
+    /// [`Store::finish_delivery`] for several invites in one transaction of
+    /// four statements; the result is in the order of `outcomes`. The
+    /// invites are locked in ascending id order, and an error rolls the
+    /// whole batch back.
+    pub async fn finish_deliveries(
+        &self,
+        outcomes: &[DeliveryOutcome],
+        policy: &DeliveryPolicy,
+        now: Timestamp,
+    ) -> Result<Vec<Finished>> {
         let mut tx = self.begin_write().await?;
-        tx.lock_patient(job.patient_id).await?;
-        let state: Option<String> = on_tx!(&mut tx, c => {
-            sqlx::query_scalar("SELECT state FROM invites WHERE id = $1").bind(job.invite_id).fetch_optional(c).await
-        })?;
-        if state.as_deref() != Some("queued") {
-            tx.commit().await?;
-            return Ok(Finished::AlreadyDone);
-        }
-        for (channel, result) in [(Channel::Email, &report.email), (Channel::Sms, &report.sms)] {
-            if let Some(result) = result {
-                tx.record_channel_result(job, channel, result, now).await?;
-            }
-        }
-        let finished = tx.settle_invite(job, report, policy, jitter, now).await?;
+        let ids: Vec<i64> = outcomes.iter().map(|o| o.job.invite_id).collect();
+        let queued = tx.lock_queued_invites(&ids).await?;
+        let mut settled = Settlement::default();
+        let finished = outcomes
+            .iter()
+            .map(|o| {
+                if queued.contains(&o.job.invite_id) {
+                    settled.settle(&o.job, &o.report, policy, o.jitter, now)
+                } else {
+                    // Another dispatcher finished it first (our lease ran out).
+                    Finished::AlreadyDone
+                }
+            })
+            .collect();
+        tx.record_settlement(&settled, now).await?;
         tx.commit().await?;
         Ok(finished)
     }
@@ -400,32 +474,311 @@ fn trigger_from_key(key: Option<&str>) -> Trigger {
     }
 }
 
-impl Tx {
-    async fn claimed_invite(
+/// What one delivery attempt came to, for [`Store::finish_deliveries`].
+#[derive(Debug, Clone)]
+pub struct DeliveryOutcome {
+    pub job: DeliveryJob,
+    pub report: DeliveryReport,
+    /// In [0, 1): spreads the retry time (see `DeliveryPolicy::retry_delay`).
+    pub jitter: f64,
+}
+
+/// `prepared` sorted as `invite_ids`, with the invites that were no longer
+/// claimed (absent from `prepared`) skipped.
+fn in_order_of(invite_ids: &[i64], prepared: Vec<(i64, Prepared)>) -> Vec<(i64, Prepared)> {
+    let mut by_id: HashMap<i64, Prepared> = prepared.into_iter().collect();
+    invite_ids
+        .iter()
+        .map(|&id| {
+            let prepared = by_id.remove(&id).unwrap_or_else(|| Prepared::Skipped {
+                reason: "no longer claimed by this dispatcher".into(),
+            });
+            (id, prepared)
+        })
+        .collect()
+}
+
+/// The practices of one batch, read once each.
+#[derive(Default)]
+struct PracticeCache(HashMap<i64, Practice>);
+
+impl PracticeCache {
+    async fn get(&mut self, tx: &mut Tx, practice_id: i64) -> Result<&Practice> {
+        Ok(match self.0.entry(practice_id) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(tx.practice(practice_id).await?)
+            }
+        })
+    }
+}
+
+/// Texts this batch is about to send, per number: R13 counts them with the
+/// ones already recorded, since the batch writes its deliveries at the end.
+#[derive(Default)]
+struct PlannedTexts(HashMap<String, i64>);
+
+/// An invite that passed the rules again and goes out now.
+struct Attempt {
+    invite: Invite,
+    first_name: String,
+    practice_code: String,
+    practice_name: String,
+    preferred_language: Option<String>,
+    email: Option<String>,
+    cell_phone: Option<String>,
+}
+
+enum Decided {
+    Attempt(Box<Attempt>),
+    /// Nothing to send now (rescheduled, suppressed or cancelled: already
+    /// written), and why.
+    Skipped(String),
+}
+
+/// The rows [`Tx::record_attempts`] writes for one batch.
+#[derive(Serialize)]
+struct AttemptRow {
+    id: i64,
+    attempt: i64,
+}
+
+#[derive(Serialize)]
+struct TokenRow {
+    patient_id: i64,
+    invite_id: i64,
+    token_hash: String,
+    sent_to: String,
+    expires_at: i64,
+}
+
+#[derive(Serialize)]
+struct DeliveryRow<'a> {
+    invite_id: i64,
+    patient_id: i64,
+    channel: &'static str,
+    address: &'a str,
+    attempt: i64,
+}
+
+/// What a batch of outcomes changes, written by [`Tx::record_settlement`].
+#[derive(Default)]
+struct Settlement {
+    deliveries: Vec<DeliveryResultRow>,
+    invites: Vec<InviteResultRow>,
+    timeline: Vec<TimelineRow>,
+}
+
+#[derive(Serialize)]
+struct DeliveryResultRow {
+    invite_id: i64,
+    channel: &'static str,
+    attempt: i64,
+    state: &'static str,
+    provider_id: Option<String>,
+    error: Option<String>,
+}
+
+/// The invite after an attempt: `sent`, `failed`, or still `queued` with
+/// a new `due_at` for the retry.
+#[derive(Serialize)]
+struct InviteResultRow {
+    id: i64,
+    state: &'static str,
+    sent_at: Option<i64>,
+    failure_reason: Option<String>,
+    due_at: Option<i64>,
+}
+
+impl Settlement {
+    /// Sent when any channel took it; retried while a channel failed for a
+    /// passing reason; failed (not counted, R7) when every channel refused
+    /// for good or the attempts ran out.
+    fn settle(
         &mut self,
-        invite_id: i64,
-        worker: &str,
+        job: &DeliveryJob,
+        report: &DeliveryReport,
+        policy: &DeliveryPolicy,
+        jitter: f64,
         now: Timestamp,
-    ) -> Result<Option<Invite>> {
-        let sql = format!(
-            "SELECT {INVITE_COLUMNS} FROM invites WHERE id = $1 AND claimed_by = $2 AND claimed_until >= $3 \
-             AND state IN ('scheduled', 'queued')"
-        );
-        let row: Option<InviteRow> = on_tx!(self, c => {
-            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(invite_id).bind(worker).bind(to_ms(now)).fetch_optional(c).await
-        })?;
-        row.map(InviteRow::into_invite).transpose()
+    ) -> Finished {
+        let results: Vec<(Channel, &ChannelResult)> =
+            [(Channel::Email, &report.email), (Channel::Sms, &report.sms)]
+                .into_iter()
+                .filter_map(|(channel, r)| r.as_ref().map(|r| (channel, r)))
+                .collect();
+        for &(channel, result) in &results {
+            self.deliveries.push(delivery_result(job, channel, result));
+        }
+        let sent: Vec<Channel> = results
+            .iter()
+            .filter(|(_, r)| matches!(r, ChannelResult::Sent { .. }))
+            .map(|(c, _)| *c)
+            .collect();
+        let transient = results.iter().find_map(|(c, r)| match r {
+            ChannelResult::Transient(e) => Some(format!("{}: {e}", c.key())),
+            _ => None,
+        });
+        let permanent = results.iter().find_map(|(c, r)| match r {
+            ChannelResult::Permanent(e) => Some(format!("{}: {e}", c.key())),
+            _ => None,
+        });
+        if !sent.is_empty() {
+            let note = permanent.or(transient);
+            let detail = json!({ "invite_id": job.invite_id, "channels": sent, "attempt": job.attempt, "other_channel": note });
+            self.invite(job, "sent", Some(to_ms(now)), note, None);
+            self.line(job, "invite_sent", detail);
+            return Finished::Sent;
+        }
+        if let Some(reason) = transient.clone()
+            && job.attempt < policy.max_attempts
+        {
+            let at = now
+                .checked_add(policy.retry_delay(job.attempt, jitter))
+                .unwrap_or(Timestamp::MAX);
+            let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "retry_at": at, "reason": reason });
+            self.invite(job, "queued", None, Some(reason), Some(to_ms(at)));
+            self.line(job, "invite_retry_scheduled", detail);
+            return Finished::Retry { at };
+        }
+        let reason = match (permanent, transient.is_some()) {
+            (Some(p), false) => p,
+            (p, _) => format!(
+                "gave up after {} attempts{}",
+                job.attempt,
+                p.map(|p| format!(" ({p})")).unwrap_or_default()
+            ),
+        };
+        let detail =
+            json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
+        self.invite(job, "failed", None, Some(reason.clone()), None);
+        self.line(job, "invite_failed", detail);
+        Finished::Failed { reason }
     }
 
-    async fn prepare_locked(
+    fn invite(
+        &mut self,
+        job: &DeliveryJob,
+        state: &'static str,
+        sent_at: Option<i64>,
+        failure_reason: Option<String>,
+        due_at: Option<i64>,
+    ) {
+        self.invites.push(InviteResultRow {
+            id: job.invite_id,
+            state,
+            sent_at,
+            failure_reason,
+            due_at,
+        });
+    }
+
+    fn line(&mut self, job: &DeliveryJob, kind: &'static str, detail: serde_json::Value) {
+        self.timeline.push(TimelineRow {
+            patient_id: job.patient_id,
+            kind,
+            detail: detail.to_string(),
+        });
+    }
+}
+
+fn delivery_result(
+    job: &DeliveryJob,
+    channel: Channel,
+    result: &ChannelResult,
+) -> DeliveryResultRow {
+    let (state, provider_id, error) = match result {
+        ChannelResult::Sent { provider_id } => ("sent", provider_id.clone(), None),
+        ChannelResult::Transient(e) => ("transient_failure", None, Some(e.clone())),
+        ChannelResult::Permanent(e) => ("permanent_failure", None, Some(e.clone())),
+    };
+    DeliveryResultRow {
+        invite_id: job.invite_id,
+        channel: channel.key(),
+        attempt: job.attempt,
+        state,
+        provider_id,
+        error,
+    }
+}
+
+/// `FOR UPDATE` on PostgreSQL; SQLite's write transaction already excludes
+/// every other writer.
+fn row_lock(tx: &Tx) -> &'static str {
+    if tx.is_postgres() { "FOR UPDATE" } else { "" }
+}
+
+impl Tx {
+    /// The invites among `ids` still claimed by `worker`, sorted by patient
+    /// then id (the order patients are locked in).
+    async fn claimed_invites(
+        &mut self,
+        ids: &[i64],
+        worker: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Invite>> {
+        let (table, json) = id_table(self, ids.iter().copied())?;
+        let sql = format!(
+            "SELECT {INVITE_COLUMNS} FROM invites WHERE id IN (SELECT v.id FROM {table}) \
+             AND claimed_by = $2 AND claimed_until >= $3 AND state IN ('scheduled', 'queued') \
+             ORDER BY patient_id, id"
+        );
+        let rows: Vec<InviteRow> = on_tx!(self, c => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(&json).bind(worker).bind(to_ms(now)).fetch_all(c).await
+        })?;
+        rows.into_iter().map(InviteRow::into_invite).collect()
+    }
+
+    /// Reads and locks the patients, in ascending id order.
+    async fn lock_patients(&mut self, mut ids: Vec<i64>) -> Result<HashMap<i64, Patient>> {
+        ids.sort_unstable();
+        ids.dedup();
+        let (table, json) = id_table(self, ids.iter().copied())?;
+        let sql = format!(
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id IN (SELECT v.id FROM {table}) \
+             ORDER BY id {}",
+            row_lock(self)
+        );
+        let rows: Vec<PatientRow> = on_tx!(self, c => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(&json).fetch_all(c).await
+        })?;
+        rows.into_iter()
+            .map(|row| row.into_patient().map(|p| (p.id, p)))
+            .collect()
+    }
+
+    /// Locks the invites among `ids` (ascending) and returns those still
+    /// `queued`: the others were finished by someone else.
+    async fn lock_queued_invites(&mut self, ids: &[i64]) -> Result<HashSet<i64>> {
+        let (table, json) = id_table(self, ids.iter().copied())?;
+        let sql = format!(
+            "SELECT id, state FROM invites WHERE id IN (SELECT v.id FROM {table}) ORDER BY id {}",
+            row_lock(self)
+        );
+        let states: Vec<(i64, String)> = on_tx!(self, c => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(&json).fetch_all(c).await
+        })?;
+        Ok(states
+            .into_iter()
+            .filter(|(_, state)| state == "queued")
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Checks the rules again for one claimed invite of a locked patient.
+    /// What does not lead to a send now (rescheduled, suppressed, cancelled)
+    /// is written here, at once: a later invite of the same patient in the
+    /// batch must see it (R6, R7).
+    async fn decide_delivery(
         &mut self,
         invite: &Invite,
+        patient: &Patient,
+        practice: &Practice,
         policy: &DeliveryPolicy,
+        planned: &mut PlannedTexts,
         now: Timestamp,
-    ) -> Result<Prepared> {
-        let patient = self.patient(invite.patient_id).await?;
-        let practice = self.practice(invite.practice_id).await?;
-        let today = local_today(&practice, now)?;
+    ) -> Result<Decided> {
+        let today = local_today(practice, now)?;
         let facts = patient.facts(today);
         let source = system();
 
@@ -450,9 +803,7 @@ impl Tx {
                     let detail = json!({ "invite_id": invite.id, "due_at": at });
                     self.timeline(patient.id, now, "invite_rescheduled", detail, &source)
                         .await?;
-                    return Ok(Prepared::Skipped {
-                        reason: "outside the schedule".into(),
-                    });
+                    return Ok(Decided::Skipped("outside the schedule".into()));
                 }
                 Decision::Suppressed { next_possible_at } => {
                     self.suppress(invite.id, next_possible_at).await?;
@@ -460,9 +811,7 @@ impl Tx {
                         json!({ "invite_id": invite.id, "next_possible_at": next_possible_at });
                     self.timeline(patient.id, now, "invite_suppressed", detail, &source)
                         .await?;
-                    return Ok(Prepared::Skipped {
-                        reason: "cap reached".into(),
-                    });
+                    return Ok(Decided::Skipped("cap reached".into()));
                 }
                 Decision::NotInvited { reasons } => {
                     let words: Vec<String> = reasons.iter().map(|r| r.message()).collect();
@@ -486,7 +835,7 @@ impl Tx {
                 .await;
         };
         let (email, cell_phone) = self
-            .channels(&valid, &facts, policy.sms_enabled, now)
+            .channels(&valid, &facts, policy.sms_enabled, planned, now)
             .await?;
         if email.is_none() && cell_phone.is_none() {
             // Email opted out and the number has had its texts for now (R13).
@@ -497,60 +846,91 @@ impl Tx {
             let detail = json!({ "invite_id": invite.id, "due_at": at, "reason": "SMS limit for this number" });
             self.timeline(patient.id, now, "invite_rescheduled", detail, &source)
                 .await?;
-            return Ok(Prepared::Skipped {
-                reason: "SMS limit".into(),
-            });
+            return Ok(Decided::Skipped("SMS limit".into()));
         }
-        let resumed = self.mark_interrupted(invite.id, now).await?;
-        let attempt = invite.attempts + 1;
-        on_tx!(self, c => {
-            sqlx::query("UPDATE invites SET attempts = $1, last_attempt_at = $2 WHERE id = $3")
-                .bind(attempt)
-                .bind(to_ms(now))
-                .bind(invite.id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        let token = new_token();
-        let sent_to = email
-            .clone()
-            .or_else(|| cell_phone.clone())
-            .unwrap_or_default();
-        self.insert_token(invite, &token, &sent_to, now, policy.link_lifetime)
-            .await?;
-        for (channel, address) in [(Channel::Email, &email), (Channel::Sms, &cell_phone)] {
-            if let Some(address) = address {
-                self.insert_delivery(invite, channel, address, attempt, now)
-                    .await?;
-            }
-        }
-        if resumed {
-            let detail = json!({ "invite_id": invite.id, "attempt": attempt,
-                "note": "the previous attempt stopped after handing the invite over; sending again with the same Message-ID" });
-            self.timeline(
-                patient.id,
-                now,
-                "invite_resent_after_interruption",
-                detail,
-                &source,
-            )
-            .await?;
-        }
-        Ok(Prepared::Send(DeliveryJob {
-            invite_id: invite.id,
-            invite_created_at: invite.created_at,
-            patient_id: patient.id,
-            attempt,
+        Ok(Decided::Attempt(Box::new(Attempt {
+            invite: invite.clone(),
             first_name: valid.first_name.as_str().to_string(),
-            practice_code: practice.code,
-            practice_name: practice.name,
-            preferred_language: patient.preferred_language,
+            practice_code: practice.code.clone(),
+            practice_name: practice.name.clone(),
+            preferred_language: patient.preferred_language.clone(),
             email,
             cell_phone,
-            activation_token: token,
-            resumed_after_interruption: resumed,
-        }))
+        })))
+    }
+
+    /// Records "attempt n is being made" for every invite of the batch, in
+    /// five statements whatever the batch's size: earlier attempts cut off
+    /// (`sending` rows left behind) are marked interrupted, attempts
+    /// counted, activation tokens and `sending` deliveries written.
+    async fn record_attempts(
+        &mut self,
+        attempts: Vec<Attempt>,
+        policy: &DeliveryPolicy,
+        now: Timestamp,
+    ) -> Result<Vec<DeliveryJob>> {
+        if attempts.is_empty() {
+            return Ok(vec![]);
+        }
+        let resumed = self
+            .mark_interrupted(attempts.iter().map(|a| a.invite.id), now)
+            .await?;
+        let expires_at = to_ms(
+            now.checked_add(policy.link_lifetime)
+                .unwrap_or(Timestamp::MAX),
+        );
+        let mut counted = Vec::with_capacity(attempts.len());
+        let mut tokens = Vec::with_capacity(attempts.len());
+        let mut jobs = Vec::with_capacity(attempts.len());
+        for a in attempts {
+            let attempt = a.invite.attempts + 1;
+            let token = new_token();
+            counted.push(AttemptRow {
+                id: a.invite.id,
+                attempt,
+            });
+            tokens.push(TokenRow {
+                patient_id: a.invite.patient_id,
+                invite_id: a.invite.id,
+                token_hash: crate::hash_token(&token),
+                sent_to: a
+                    .email
+                    .clone()
+                    .or_else(|| a.cell_phone.clone())
+                    .unwrap_or_default(),
+                expires_at,
+            });
+            jobs.push(DeliveryJob {
+                invite_id: a.invite.id,
+                invite_created_at: a.invite.created_at,
+                patient_id: a.invite.patient_id,
+                attempt,
+                first_name: a.first_name,
+                practice_code: a.practice_code,
+                practice_name: a.practice_name,
+                preferred_language: a.preferred_language,
+                email: a.email,
+                cell_phone: a.cell_phone,
+                activation_token: token,
+                resumed_after_interruption: resumed.contains(&a.invite.id),
+            });
+        }
+        self.count_attempts(&counted, now).await?;
+        self.insert_tokens(&tokens, now).await?;
+        self.insert_deliveries(&jobs, now).await?;
+        let lines: Vec<TimelineRow> = jobs
+            .iter()
+            .filter(|job| job.resumed_after_interruption)
+            .map(|job| TimelineRow {
+                patient_id: job.patient_id,
+                kind: "invite_resent_after_interruption",
+                detail: json!({ "invite_id": job.invite_id, "attempt": job.attempt,
+                    "note": "the previous attempt stopped after handing the invite over; sending again with the same Message-ID" })
+                .to_string(),
+            })
+            .collect();
+        self.timeline_rows(&lines, to_ms(now), &system()).await?;
+        Ok(jobs)
     }
 
     /// The addresses this invite goes to: email unless opted out; the cell
@@ -560,6 +940,7 @@ impl Tx {
         valid: &ValidFields,
         facts: &enroll_core::PatientFacts,
         sms_enabled: bool,
+        planned: &mut PlannedTexts,
         now: Timestamp,
     ) -> Result<(Option<String>, Option<String>)> {
         let email = (!facts.email_opted_out).then(|| valid.email.as_str().to_string());
@@ -568,14 +949,19 @@ impl Tx {
             && sms_enabled
             && !facts.sms_opted_out
         {
-            let day = self
-                .texts_to(phone.as_str(), now - SignedDuration::from_hours(24))
-                .await?;
-            let week = self
-                .texts_to(phone.as_str(), now - SignedDuration::from_hours(7 * 24))
-                .await?;
+            let phone = phone.as_str();
+            let in_batch = planned.0.get(phone).copied().unwrap_or(0);
+            let day = in_batch
+                + self
+                    .texts_to(phone, now - SignedDuration::from_hours(24))
+                    .await?;
+            let week = in_batch
+                + self
+                    .texts_to(phone, now - SignedDuration::from_hours(7 * 24))
+                    .await?;
             if day < SMS_PER_DAY && week < SMS_PER_WEEK {
-                cell_phone = Some(phone.as_str().to_string());
+                *planned.0.entry(phone.to_string()).or_default() += 1;
+                cell_phone = Some(phone.to_string());
             }
         }
         Ok((email, cell_phone))
@@ -638,7 +1024,7 @@ impl Tx {
         invite: &Invite,
         reason: &str,
         now: Timestamp,
-    ) -> Result<Prepared> {
+    ) -> Result<Decided> {
         on_tx!(self, c => {
             sqlx::query(
                 "UPDATE invites SET state = 'cancelled', failure_reason = $1, claimed_by = NULL, \
@@ -659,222 +1045,127 @@ impl Tx {
             &system(),
         )
         .await?;
-        Ok(Prepared::Skipped {
-            reason: reason.to_string(),
-        })
+        Ok(Decided::Skipped(reason.to_string()))
     }
 
-    /// Marks `sending` rows of an earlier attempt as interrupted; true if any.
-    async fn mark_interrupted(&mut self, invite_id: i64, now: Timestamp) -> Result<bool> {
-        let changed = on_tx!(self, c => {
-            sqlx::query(
-                "UPDATE deliveries SET state = 'interrupted', finished_at = $1 \
-                 WHERE invite_id = $2 AND state = 'sending'",
-            )
-            .bind(to_ms(now))
-            .bind(invite_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(changed > 0)
-    }
-
-    async fn insert_token(
+    /// Marks `sending` rows of earlier attempts as interrupted; returns the
+    /// invites that had any.
+    async fn mark_interrupted(
         &mut self,
-        invite: &Invite,
-        token: &str,
-        sent_to: &str,
+        invite_ids: impl Iterator<Item = i64>,
         now: Timestamp,
-        lifetime: SignedDuration,
-    ) -> Result<()> {
-        let expires = now.checked_add(lifetime).unwrap_or(Timestamp::MAX);
-        on_tx!(self, c => {
-            sqlx::query(
-                "INSERT INTO activation_tokens (patient_id, invite_id, token_hash, sent_to, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(invite.patient_id)
-            .bind(invite.id)
-            .bind(crate::hash_token(token))
-            .bind(sent_to)
-            .bind(to_ms(now))
-            .bind(to_ms(expires))
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
+    ) -> Result<HashSet<i64>> {
+        let (table, json) = id_table(self, invite_ids)?;
+        let sql = format!(
+            "UPDATE deliveries SET state = 'interrupted', finished_at = $2 \
+             WHERE state = 'sending' AND invite_id IN (SELECT v.id FROM {table}) RETURNING invite_id"
+        );
+        let interrupted: Vec<i64> = on_tx!(self, c => {
+            sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(&json).bind(to_ms(now)).fetch_all(c).await
         })?;
-        Ok(())
+        Ok(interrupted.into_iter().collect())
     }
 
-    async fn insert_delivery(
-        &mut self,
-        invite: &Invite,
-        channel: Channel,
-        address: &str,
-        attempt: i64,
-        now: Timestamp,
-    ) -> Result<()> {
-        on_tx!(self, c => {
-            sqlx::query(
-                "INSERT INTO deliveries (invite_id, patient_id, channel, address, attempt, state, started_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'sending', $6)",
-            )
-            .bind(invite.id)
-            .bind(invite.patient_id)
-            .bind(channel.key())
-            .bind(address)
-            .bind(attempt)
-            .bind(to_ms(now))
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+    async fn count_attempts(&mut self, rows: &[AttemptRow], now: Timestamp) -> Result<()> {
+        self.write_rows(
+            "UPDATE invites SET attempts = v.attempt, last_attempt_at = $2 FROM {v} \
+             WHERE invites.id = v.id",
+            &[("id", Col::Int), ("attempt", Col::Int)],
+            rows,
+            Some(to_ms(now)),
+        )
+        .await
     }
 
-    async fn record_channel_result(
-        &mut self,
-        job: &DeliveryJob,
-        channel: Channel,
-        result: &ChannelResult,
-        now: Timestamp,
-    ) -> Result<()> {
-        let (state, provider_id, error) = match result {
-            ChannelResult::Sent { provider_id } => ("sent", provider_id.as_deref(), None),
-            ChannelResult::Transient(e) => ("transient_failure", None, Some(e.as_str())),
-            ChannelResult::Permanent(e) => ("permanent_failure", None, Some(e.as_str())),
-        };
-        on_tx!(self, c => {
-            sqlx::query(
-                "UPDATE deliveries SET state = $1, provider_id = $2, error = $3, finished_at = $4 \
-                 WHERE invite_id = $5 AND channel = $6 AND attempt = $7 AND state = 'sending'",
-            )
-            .bind(state)
-            .bind(provider_id)
-            .bind(error)
-            .bind(to_ms(now))
-            .bind(job.invite_id)
-            .bind(channel.key())
-            .bind(job.attempt)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+    async fn insert_tokens(&mut self, rows: &[TokenRow], now: Timestamp) -> Result<()> {
+        self.write_rows(
+            "INSERT INTO activation_tokens (patient_id, invite_id, token_hash, sent_to, created_at, expires_at) \
+             SELECT v.patient_id, v.invite_id, v.token_hash, v.sent_to, $2, v.expires_at FROM {v}",
+            &[
+                ("patient_id", Col::Int),
+                ("invite_id", Col::Int),
+                ("token_hash", Col::Text),
+                ("sent_to", Col::Text),
+                ("expires_at", Col::Int),
+            ],
+            rows,
+            Some(to_ms(now)),
+        )
+        .await
     }
 
-    /// Sent when any channel took it; retried while a channel failed for a
-    /// passing reason; failed (not counted, R7) when every channel refused
-    /// for good or the attempts ran out.
-    async fn settle_invite(
-        &mut self,
-        job: &DeliveryJob,
-        report: &DeliveryReport,
-        policy: &DeliveryPolicy,
-        jitter: f64,
-        now: Timestamp,
-    ) -> Result<Finished> {
-        let results: Vec<(Channel, &ChannelResult)> =
-            [(Channel::Email, &report.email), (Channel::Sms, &report.sms)]
-                .into_iter()
-                .filter_map(|(channel, r)| r.as_ref().map(|r| (channel, r)))
-                .collect();
-        let sent: Vec<Channel> = results
-            .iter()
-            .filter(|(_, r)| matches!(r, ChannelResult::Sent { .. }))
-            .map(|(c, _)| *c)
-            .collect();
-        let transient = results.iter().find_map(|(c, r)| match r {
-            ChannelResult::Transient(e) => Some(format!("{}: {e}", c.key())),
-            _ => None,
-        });
-        let permanent = results.iter().find_map(|(c, r)| match r {
-            ChannelResult::Permanent(e) => Some(format!("{}: {e}", c.key())),
-            _ => None,
-        });
-        let source = system();
-        if !sent.is_empty() {
-            let note = permanent.clone().or(transient.clone());
-            self.set_final(job.invite_id, "sent", Some(now), note.as_deref())
-                .await?;
-            let detail = json!({ "invite_id": job.invite_id, "channels": sent, "attempt": job.attempt, "other_channel": note });
-            self.timeline(job.patient_id, now, "invite_sent", detail, &source)
-                .await?;
-            return Ok(Finished::Sent);
+    async fn insert_deliveries(&mut self, jobs: &[DeliveryJob], now: Timestamp) -> Result<()> {
+        let mut rows = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            for (channel, address) in [
+                (Channel::Email, &job.email),
+                (Channel::Sms, &job.cell_phone),
+            ] {
+                if let Some(address) = address {
+                    rows.push(DeliveryRow {
+                        invite_id: job.invite_id,
+                        patient_id: job.patient_id,
+                        channel: channel.key(),
+                        address,
+                        attempt: job.attempt,
+                    });
+                }
+            }
         }
-        if let Some(reason) = transient
-            && job.attempt < policy.max_attempts
-        {
-            let at = now
-                .checked_add(policy.retry_delay(job.attempt, jitter))
-                .unwrap_or(Timestamp::MAX);
-            on_tx!(self, c => {
-                sqlx::query(
-                    "UPDATE invites SET due_at = $1, failure_reason = $2, claimed_by = NULL, claimed_until = NULL \
-                     WHERE id = $3",
-                )
-                .bind(to_ms(at))
-                .bind(&reason)
-                .bind(job.invite_id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-            })?;
-            let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "retry_at": at, "reason": reason });
-            self.timeline(
-                job.patient_id,
-                now,
-                "invite_retry_scheduled",
-                detail,
-                &source,
-            )
-            .await?;
-            return Ok(Finished::Retry { at });
-        }
-        let reason = match (
-            permanent,
-            results
-                .iter()
-                .any(|(_, r)| matches!(r, ChannelResult::Transient(_))),
-        ) {
-            (Some(p), false) => p,
-            (p, _) => format!(
-                "gave up after {} attempts{}",
-                job.attempt,
-                p.map(|p| format!(" ({p})")).unwrap_or_default()
-            ),
-        };
-        self.set_final(job.invite_id, "failed", None, Some(&reason))
-            .await?;
-        let detail =
-            json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
-        self.timeline(job.patient_id, now, "invite_failed", detail, &source)
-            .await?;
-        Ok(Finished::Failed { reason })
+        self.write_rows(
+            "INSERT INTO deliveries (invite_id, patient_id, channel, address, attempt, state, started_at) \
+             SELECT v.invite_id, v.patient_id, v.channel, v.address, v.attempt, 'sending', $2 FROM {v}",
+            &[
+                ("invite_id", Col::Int),
+                ("patient_id", Col::Int),
+                ("channel", Col::Text),
+                ("address", Col::Text),
+                ("attempt", Col::Int),
+            ],
+            &rows,
+            Some(to_ms(now)),
+        )
+        .await
     }
 
-    async fn set_final(
-        &mut self,
-        invite_id: i64,
-        state: &str,
-        sent_at: Option<Timestamp>,
-        note: Option<&str>,
-    ) -> Result<()> {
-        on_tx!(self, c => {
-            sqlx::query(
-                "UPDATE invites SET state = $1, sent_at = $2, failure_reason = $3, claimed_by = NULL, \
-                 claimed_until = NULL WHERE id = $4",
-            )
-            .bind(state)
-            .bind(sent_at.map(to_ms))
-            .bind(note)
-            .bind(invite_id)
-            .execute(c)
+    /// Writes what [`Settlement::settle`] decided for a batch: the channels'
+    /// results, the invites' new states (the claim is released in every
+    /// outcome), their timeline lines.
+    async fn record_settlement(&mut self, settled: &Settlement, now: Timestamp) -> Result<()> {
+        self.write_rows(
+            "UPDATE deliveries SET state = v.state, provider_id = v.provider_id, error = v.error, \
+             finished_at = $2 FROM {v} WHERE deliveries.invite_id = v.invite_id \
+             AND deliveries.channel = v.channel AND deliveries.attempt = v.attempt \
+             AND deliveries.state = 'sending'",
+            &[
+                ("invite_id", Col::Int),
+                ("channel", Col::Text),
+                ("attempt", Col::Int),
+                ("state", Col::Text),
+                ("provider_id", Col::Text),
+                ("error", Col::Text),
+            ],
+            &settled.deliveries,
+            Some(to_ms(now)),
+        )
+        .await?;
+        self.write_rows(
+            "UPDATE invites SET state = v.state, sent_at = v.sent_at, failure_reason = v.failure_reason, \
+             due_at = COALESCE(v.due_at, invites.due_at), claimed_by = NULL, claimed_until = NULL \
+             FROM {v} WHERE invites.id = v.id",
+            &[
+                ("id", Col::Int),
+                ("state", Col::Text),
+                ("sent_at", Col::Int),
+                ("failure_reason", Col::Text),
+                ("due_at", Col::Int),
+            ],
+            &settled.invites,
+            None,
+        )
+        .await?;
+        self.timeline_rows(&settled.timeline, to_ms(now), &system())
             .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(())
     }
 }
 

@@ -56,6 +56,14 @@ impl TestDb {
         })
     }
 
+    /// Runs raw SQL, for a state the API refuses to make (corrupt rows).
+    pub async fn execute(&self, sql: &str) -> crate::Result<u64> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        Ok(crate::on_pool!(self.store, pool => {
+            sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected())
+        })?)
+    }
+
     /// A practice open all day every day in New York (a window closing at 00:00 runs to midnight), auto invites on,
     /// so a trigger sends at once unless a test sets another schedule.
     pub async fn always_open_practice(&self, code: &str, now: Timestamp) -> Practice {

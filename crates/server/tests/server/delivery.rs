@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use enroll_server::{Clock, RoundSummary};
-use enroll_store::{DeliveryPolicy, Prepared, Source};
+use enroll_store::{DeliveryPolicy, InviteState, Prepared, Source};
 use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -229,6 +229,137 @@ async fn smtp_down_then_back_delivers_every_invite_exactly_once() {
             "{:?}: each invite arrived once",
             app.engine
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_round_records_sent_failed_and_retried_invites_each_as_its_own() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        smtp.state
+            .reject
+            .lock()
+            .unwrap()
+            .insert("bad@example.org".into());
+        smtp.state
+            .defer
+            .lock()
+            .unwrap()
+            .insert("later@example.org".into());
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
+        let good = app.patient("M1", json!({})).await;
+        let bad = app
+            .patient("M2", json!({ "email": "bad@example.org" }))
+            .await;
+        let later = app
+            .patient("M3", json!({ "email": "later@example.org" }))
+            .await;
+
+        let summary = dispatcher.run_round().await.unwrap();
+        let expected = RoundSummary {
+            claimed: 3,
+            sent: 1,
+            retrying: 1,
+            failed: 1,
+            skipped: 0,
+        };
+        assert_eq!(summary, expected, "{:?}", app.engine);
+        let state = async |id| app.invites(id).await[0]["state"].clone();
+        assert_eq!(state(good).await, "sent", "{:?}", app.engine);
+        assert_eq!(state(bad).await, "failed");
+        assert_eq!(state(later).await, "queued");
+        assert!(
+            app.timeline_kinds(good)
+                .await
+                .contains(&"invite_sent".into())
+        );
+        assert!(
+            app.timeline_kinds(bad)
+                .await
+                .contains(&"invite_failed".into())
+        );
+        assert!(
+            app.timeline_kinds(later)
+                .await
+                .contains(&"invite_retry_scheduled".into())
+        );
+        let (_, failed) = app.get("/api/deliveries/failed").await;
+        let reasons: Vec<(i64, String, String)> = failed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["patient_id"].as_i64().unwrap(),
+                    r["state"].as_str().unwrap().to_string(),
+                    r["reason"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(reasons.len(), 2, "{failed}");
+        assert!(
+            reasons
+                .iter()
+                .any(|(p, s, r)| *p == bad && s == "failed" && r.contains("550"))
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|(p, s, r)| *p == later && s == "queued" && r.contains("451"))
+        );
+
+        // Not due again yet; after the back-off the deferred one goes.
+        assert_eq!(dispatcher.run_round().await.unwrap().claimed, 0);
+        smtp.state.defer.lock().unwrap().clear();
+        app.clock.advance(SignedDuration::from_mins(1));
+        assert_eq!(
+            dispatcher.run_round().await.unwrap(),
+            sent(1),
+            "{:?}",
+            app.engine
+        );
+        assert_eq!(state(later).await, "sent");
+        assert_eq!(smtp.count(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invite_the_store_cannot_prepare_does_not_hold_up_its_batch() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            ids.push(app.patient(&format!("M{n}"), json!({})).await);
+        }
+        // A row the store cannot read: the batch fails as a whole, and is
+        // then taken one invite at a time.
+        let broken = ids[2];
+        app.db
+            .execute(&format!(
+                "UPDATE patients SET response = 'garbled' WHERE id = {broken}"
+            ))
+            .await
+            .unwrap();
+        let summary = dispatcher.run_round().await.unwrap();
+        assert_eq!(
+            (summary.claimed, summary.sent, summary.skipped),
+            (5, 4, 1),
+            "{:?}: {summary:?}",
+            app.engine
+        );
+        assert_eq!(smtp.count(), 4);
+        for &id in &ids {
+            let invite = &app.db.store.patient_invites(id).await.unwrap()[0];
+            let expected = if id == broken {
+                InviteState::Queued
+            } else {
+                InviteState::Sent
+            };
+            assert_eq!(invite.state, expected, "{:?}: patient {id}", app.engine);
+        }
     })
     .await;
 }

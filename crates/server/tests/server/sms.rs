@@ -141,3 +141,36 @@ async fn invites_are_texted_within_the_r13_limits_and_stop_ends_them() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn two_patients_sharing_a_number_get_one_text_between_them_in_one_round() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let (url, provider) = start_provider().await;
+        let dispatcher = texting_dispatcher(app, &smtp, &url);
+        // A parent and a child on the parent's phone, invited in one batch:
+        // R13's one text a day is per number, so only one of them is texted.
+        let parent = app
+            .patient("M1", json!({ "cell_phone": "617-555-0100" }))
+            .await;
+        let child = app
+            .patient(
+                "M2",
+                json!({ "cell_phone": "617-555-0100", "first_name": "Lily" }),
+            )
+            .await;
+        let summary = dispatcher.run_round().await.unwrap();
+        assert_eq!((summary.claimed, summary.sent), (2, 2), "{:?}", app.engine);
+        assert_eq!(
+            provider.texts.lock().unwrap().len(),
+            1,
+            "{:?}: one text to the shared number",
+            app.engine
+        );
+        assert_eq!(smtp.received().len(), 2, "both were emailed");
+        for id in [parent, child] {
+            assert_eq!(app.invites(id).await[0]["state"], "sent");
+        }
+    })
+    .await;
+}
