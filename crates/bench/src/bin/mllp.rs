@@ -58,7 +58,7 @@ struct Args {
         alias = "targets",
         value_enum,
         value_delimiter = ',',
-        default_values_t = [Target::Python, Target::Node, Target::EnrollSqlite, Target::EnrollPostgres]
+        default_values_t = [Target::Python, Target::Node, Target::Rust, Target::EnrollSqlite, Target::EnrollPostgres]
     )]
     targets: Vec<Target>,
     /// Measure the MLLP server already listening at HOST:PORT instead of
@@ -98,6 +98,10 @@ struct Args {
     /// Print one synthetic message of each kind and exit.
     #[arg(long)]
     sample: bool,
+    /// Run the storage-free Rust peer on this port until killed (how the
+    /// `rust` target starts it, in a process of its own).
+    #[arg(long, hide = true)]
+    serve_peer: Option<u16>,
 }
 
 impl Args {
@@ -114,6 +118,9 @@ enum Target {
     Python,
     /// crates/bench/peers/simple_hl7_peer.js (npm `simple-hl7`).
     Node,
+    /// Enroll's own MLLP framing, parser, mapping and ACK on tokio, storing
+    /// nothing: what Enroll's side costs without the database.
+    Rust,
     /// `enroll serve` on a fresh SQLite file.
     EnrollSqlite,
     /// `enroll serve` on a fresh PostgreSQL database.
@@ -125,6 +132,7 @@ impl Target {
         match self {
             Target::Python => "python (hl7)",
             Target::Node => "node (simple-hl7)",
+            Target::Rust => "rust (enroll-hl7, no storage)",
             Target::EnrollSqlite => "enroll-sqlite",
             Target::EnrollPostgres => "enroll-postgres",
         }
@@ -143,6 +151,9 @@ impl std::fmt::Display for Target {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(port) = args.serve_peer {
+        return serve_peer(port);
+    }
     // One thread for the client: the other core stays for the server.
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1447,6 +1458,63 @@ fn check_ack(ack: &[u8], control_id: &str) -> Result<(), String> {
 
 // ---------------------------------------------------------------- servers
 
+/// The storage-free Rust peer: the same framing (`MllpCodec`), parser,
+/// mapping (`enroll_hl7::process`) and ACK builder as `enroll serve`, on a
+/// multi-threaded tokio runtime as there, a task per connection reading the
+/// next frame only after answering, and nothing stored. The difference
+/// between it and `enroll-sqlite` is the database's share.
+fn serve_peer(port: u16) -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(peer_accept(port)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_words(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn peer_accept(port: u16) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        tokio::spawn(peer_connection(stream));
+    }
+}
+
+async fn peer_connection(stream: TcpStream) {
+    let mapping = MappingOptions::default();
+    let mut frames = Framed::new(stream, MllpCodec::new(1024 * 1024));
+    let mut sequence = 0u64;
+    while let Some(Ok(frame)) = frames.next().await {
+        let Ok(bytes) = frame else {
+            continue;
+        };
+        sequence += 1;
+        let inbound = enroll_hl7::process(&bytes, &mapping);
+        let error = inbound.result.as_ref().err();
+        let ack = enroll_hl7::build_ack(
+            inbound.header.as_ref(),
+            error,
+            &format!("PEER{sequence}"),
+            "20261127120000+0000",
+        )
+        .into_string();
+        if frames
+            .send(Bytes::from(inbound.charset.encode(&ack)))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
 /// Why a target is not measured.
 struct Skip(String);
 
@@ -1459,6 +1527,7 @@ enum Launcher {
     Node {
         version: String,
     },
+    Rust,
     Enroll {
         bin: PathBuf,
         postgres: Option<String>,
@@ -1518,6 +1587,7 @@ impl Launcher {
                     version: format!("node: {node_version}, simple-hl7 {simple_version}"),
                 })
             }
+            Target::Rust => Ok(Launcher::Rust),
             Target::EnrollSqlite | Target::EnrollPostgres => {
                 let bin = match &args.enroll_bin {
                     Some(bin) => bin.clone(),
@@ -1547,7 +1617,7 @@ impl Launcher {
     fn version(&self) -> Option<String> {
         match self {
             Launcher::Python { version, .. } | Launcher::Node { version } => Some(version.clone()),
-            Launcher::Enroll { .. } => None,
+            Launcher::Rust | Launcher::Enroll { .. } => None,
         }
     }
 
@@ -1578,6 +1648,15 @@ impl Launcher {
                 cmd.arg(args.peers_dir().join("simple_hl7_peer.js"))
                     .arg(port.to_string());
                 let server = Spawned::start(cmd, "simple_hl7_peer.js")?;
+                server
+                    .measure(port, messages, k, ack_timeout, start_timeout)
+                    .await
+            }
+            Launcher::Rust => {
+                let port = free_ports::<1>()?[0];
+                let mut cmd = Command::new(std::env::current_exe()?);
+                cmd.arg("--serve-peer").arg(port.to_string());
+                let server = Spawned::start(cmd, "mllp --serve-peer")?;
                 server
                     .measure(port, messages, k, ack_timeout, start_timeout)
                     .await
