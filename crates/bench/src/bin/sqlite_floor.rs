@@ -67,7 +67,10 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let n = args.commits;
     let rows = [
-        ("one row, rusqlite", one_row_rusqlite(&dir.join("one.db"), n)?),
+        (
+            "one row, rusqlite",
+            one_row_rusqlite(&dir.join("one.db"), n)?,
+        ),
         (
             "one row, sqlx (3 statements)",
             runtime.block_on(one_row_sqlx(&dir.join("one-sqlx.db"), n))?,
@@ -77,7 +80,10 @@ fn main() -> anyhow::Result<()> {
             intake_rows(&dir.join("intake.db"), n)?,
         ),
     ];
-    println!("\nSQLite {}, {n} transactions per loop, one connection\n", rusqlite::version());
+    println!(
+        "\nSQLite {}, {n} transactions per loop, one connection\n",
+        rusqlite::version()
+    );
     println!("| loop | us per commit | commits/s |");
     println!("| --- | ---: | ---: |");
     for (name, seconds) in rows {
@@ -139,7 +145,9 @@ async fn one_row_sqlx(path: &Path, n: usize) -> anyhow::Result<f64> {
     let raw = vec![b'x'; RAW_BYTES];
     let start = Instant::now();
     for i in 0..n {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut connection).await?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut connection)
+            .await?;
         sqlx::query("INSERT INTO m (raw) VALUES ($1)")
             .bind(&raw)
             .execute(&mut connection)
@@ -227,7 +235,15 @@ fn intake_rows(path: &Path, n: usize) -> anyhow::Result<f64> {
                  status, ack_code, raw, ack) VALUES (?1, ?1, '127.0.0.1:40000', 'EHR', 'NORTH', \
                  ?2, 'ADT^A04', ?3, ?4, ?5, 'applied', 'AA', ?6, ?7)",
             )?
-            .execute(params![at, format!("MSG{i}"), key, practice, patient, raw, ack])?;
+            .execute(params![
+                at,
+                format!("MSG{i}"),
+                key,
+                practice,
+                patient,
+                raw,
+                ack
+            ])?;
         connection.execute_batch("COMMIT")?;
         checkpoint(&connection, i)?;
     }
