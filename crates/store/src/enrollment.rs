@@ -202,8 +202,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<TriggerOutcome> {
         let mut tx = self.begin_write().await?;
-        tx.lock_patient(patient_id).await?;
-        let patient = tx.patient(patient_id).await?;
+        let patient = tx.locked_patient(patient_id).await?;
         let practice = tx.practice(patient.practice_id).await?;
         let outcome = tx
             .apply_trigger(&practice, patient_id, trigger, source, now)
@@ -341,10 +340,7 @@ impl Tx {
     ) -> Result<WrittenPatient> {
         let existing = match self.patient_id_by_mrn(practice_id, mrn).await? {
             Some(_) if !update_existing => return Err(StoreError::DuplicateMrn),
-            Some(id) => {
-                self.lock_patient(id).await?;
-                Some(self.patient(id).await?)
-            }
+            Some(id) => Some(self.locked_patient(id).await?),
             None => None,
         };
         self.write_loaded_patient(practice_id, mrn, existing, demographics, source, now)
@@ -454,6 +450,18 @@ impl Tx {
             sqlx::query_as("SELECT * FROM practices WHERE id = $1").bind(practice_id).fetch_optional(c).await
         })?;
         row.ok_or(StoreError::NotFound("practice"))?.into_practice()
+    }
+
+    /// Locks the patient (see [`Tx::lock_patient`]) and reads it, in one
+    /// statement.
+    pub(crate) async fn locked_patient(&mut self, patient_id: i64) -> Result<Patient> {
+        let lock = match self {
+            Tx::Sqlite(..) => "",
+            Tx::Postgres(_) => " FOR UPDATE",
+        };
+        let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1{lock}");
+        let row: Option<PatientRow> = on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_optional(c).await)?;
+        row.ok_or(StoreError::NotFound("patient"))?.into_patient()
     }
 
     pub(crate) async fn patient(&mut self, patient_id: i64) -> Result<Patient> {

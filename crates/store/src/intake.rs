@@ -16,6 +16,7 @@ use serde_json::json;
 use sqlx::AssertSqlSafe;
 
 use crate::enrollment::{Tx, on_tx};
+use crate::model::PracticeRow;
 use crate::{Practice, Result, Source, Store, StoreError, from_ms, on_pool, to_ms};
 
 /// A patient as one message describes it: only what it sent.
@@ -562,9 +563,9 @@ impl Tx {
     /// The practice of an MSH-4: the `hl7/facility/<MSH-4>` setting names a
     /// practice code; without one, the practice whose code is MSH-4.
     async fn practice_for_facility(&mut self, facility: &str) -> Result<Option<Practice>> {
-        let id: Option<i64> = on_tx!(self, c => {
-            sqlx::query_scalar(
-                "SELECT id FROM practices WHERE code = \
+        let row: Option<PracticeRow> = on_tx!(self, c => {
+            sqlx::query_as(
+                "SELECT * FROM practices WHERE code = \
                  COALESCE((SELECT value FROM settings WHERE key = $1), $2)",
             )
             .bind(facility_setting_key(facility))
@@ -572,10 +573,7 @@ impl Tx {
             .fetch_optional(c)
             .await
         })?;
-        match id {
-            Some(id) => Ok(Some(self.practice(id).await?)),
-            None => Ok(None),
-        }
+        row.map(PracticeRow::into_practice).transpose()
     }
 
     /// Routes and applies a message; returns the practice (when found) and
@@ -694,10 +692,7 @@ impl Tx {
         now: Timestamp,
     ) -> Result<(i64, Vec<Trigger>)> {
         let existing = match self.patient_id_by_mrn(practice.id, &change.mrn).await? {
-            Some(id) => {
-                self.lock_patient(id).await?;
-                Some(self.patient(id).await?)
-            }
+            Some(id) => Some(self.locked_patient(id).await?),
             None => None,
         };
         let demographics = match &existing {
