@@ -428,21 +428,21 @@ impl Tx {
     /// Serialises writers of one patient. SQLite already holds the database
     /// write lock (`BEGIN IMMEDIATE`); PostgreSQL locks the row.
     pub(crate) async fn lock_patient(&mut self, patient_id: i64) -> Result<()> {
-        let found: Option<i64> = match self {
-            Tx::Sqlite(t, _) => {
-                sqlx::query_scalar("SELECT id FROM patients WHERE id = $1")
-                    .bind(patient_id)
-                    .fetch_optional(&mut **t)
-                    .await?
-            }
-            Tx::Postgres(t) => {
-                sqlx::query_scalar("SELECT id FROM patients WHERE id = $1 FOR UPDATE")
-                    .bind(patient_id)
-                    .fetch_optional(&mut **t)
-                    .await?
-            }
-        };
+        let sql = format!("SELECT id FROM patients WHERE id = $1 {}", self.row_lock());
+        let found: Option<i64> = on_tx!(self, c => {
+            sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_optional(c).await
+        })?;
         found.map(|_| ()).ok_or(StoreError::NotFound("patient"))
+    }
+
+    /// What a `SELECT` appends to lock the rows it reads: `FOR UPDATE` on
+    /// PostgreSQL; SQLite's write transaction already excludes every other
+    /// writer.
+    pub(crate) fn row_lock(&self) -> &'static str {
+        match self {
+            Tx::Sqlite(..) => "",
+            Tx::Postgres(_) => "FOR UPDATE",
+        }
     }
 
     pub(crate) async fn practice(&mut self, practice_id: i64) -> Result<Practice> {
@@ -455,11 +455,10 @@ impl Tx {
     /// Locks the patient (see [`Tx::lock_patient`]) and reads it, in one
     /// statement.
     pub(crate) async fn locked_patient(&mut self, patient_id: i64) -> Result<Patient> {
-        let lock = match self {
-            Tx::Sqlite(..) => "",
-            Tx::Postgres(_) => " FOR UPDATE",
-        };
-        let sql = format!("SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1{lock}");
+        let sql = format!(
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1 {}",
+            self.row_lock()
+        );
         let row: Option<PatientRow> = on_tx!(self, c => sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_optional(c).await)?;
         row.ok_or(StoreError::NotFound("patient"))?.into_patient()
     }

@@ -702,12 +702,6 @@ fn delivery_result(
     }
 }
 
-/// `FOR UPDATE` on PostgreSQL; SQLite's write transaction already excludes
-/// every other writer.
-fn row_lock(tx: &Tx) -> &'static str {
-    if tx.is_postgres() { "FOR UPDATE" } else { "" }
-}
-
 impl Tx {
     /// The invites among `ids` still claimed by `worker`, sorted by patient
     /// then id (the order patients are locked in).
@@ -737,7 +731,7 @@ impl Tx {
         let sql = format!(
             "SELECT {PATIENT_COLUMNS} FROM patients WHERE id IN (SELECT v.id FROM {table}) \
              ORDER BY id {}",
-            row_lock(self)
+            self.row_lock()
         );
         let rows: Vec<PatientRow> = on_tx!(self, c => {
             sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(&json).fetch_all(c).await
@@ -753,7 +747,7 @@ impl Tx {
         let (table, json) = id_table(self, ids.iter().copied())?;
         let sql = format!(
             "SELECT id, state FROM invites WHERE id IN (SELECT v.id FROM {table}) ORDER BY id {}",
-            row_lock(self)
+            self.row_lock()
         );
         let states: Vec<(i64, String)> = on_tx!(self, c => {
             sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(&json).fetch_all(c).await
