@@ -286,11 +286,11 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(addr = %server.addr, engine = store.engine(), "enroll is serving");
-    println!("Enroll is serving on http://{}", server.addr);
+    announce(&format!("Enroll is serving on http://{}", server.addr));
     if let Some(mllp) = &mllp {
-        println!("HL7 MLLP listener on {}", mllp.addr);
+        announce(&format!("HL7 MLLP listener on {}", mllp.addr));
         if let Some(tls) = mllp.tls_addr {
-            println!("HL7 MLLP over TLS on {tls}");
+            announce(&format!("HL7 MLLP over TLS on {tls}"));
         }
     }
     wait_for_shutdown().await;
@@ -592,10 +592,10 @@ async fn demo(
     if store.count_patients().await? == 0 {
         load_demo_data(&store, count, seed, now).await?;
     } else {
-        println!(
+        announce(&format!(
             "Reusing the demo database in {} (run with --reset to start again)",
             data_dir.display()
-        );
+        ));
     }
     let token = add_user(&store, "demo", Some("Demo front desk"), "admin").await?;
     // Bind first, so the links in the invites carry the real port.
@@ -676,15 +676,25 @@ async fn load_demo_data(
             store.mark_activated(saved.patient.id, &source, now).await?;
         }
     }
-    println!(
+    announce(&format!(
         "Loaded {count} synthetic patients into practice RIVERSIDE (id {}); auto invites are off until you turn them on",
         practice.id
-    );
+    ));
     Ok(())
 }
 
+/// Prints what a server says about itself. A closed standard output (a pipe
+/// whose reader went away: `enroll demo | head -3`, a supervisor that
+/// read the address and closed the pipe) must not stop the server, which
+/// `println!` would do by panicking on the broken pipe.
+fn announce(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
 fn print_demo_banner(addr: SocketAddr, mllp: SocketAddr, token: &str) {
-    println!(
+    announce(&format!(
         "\nEnroll demo is running on http://{addr}\n\
          API token (user demo): {token}\n\
          Mailbox (every email and text the demo sends): http://{addr}/mailbox\n\
@@ -694,7 +704,7 @@ fn print_demo_banner(addr: SocketAddr, mllp: SocketAddr, token: &str) {
          curl -H 'Authorization: Bearer {token}' http://{addr}/api/patients/1\n  \
          curl -X POST -H 'Authorization: Bearer {token}' http://{addr}/api/patients/1/enroll\n\n\
          Press Ctrl-C to stop."
-    );
+    ));
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use tokio::process::{Child, Command};
 /// The demo's URL and API token, read from what it prints.
 async fn start_demo(data_dir: &std::path::Path) -> (Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_enroll"))
-        .args(["demo", "--port", "0", "--data-dir"])
+        .args(["demo", "--port", "0", "--mllp-port", "0", "--data-dir"])
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -308,4 +308,49 @@ async fn migrate_and_doctor_work_on_both_engines() {
             "{engine:?}: {stdout}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_demo_keeps_serving_when_nobody_reads_its_output() {
+    // A closed standard output (`enroll demo | head -3`) used to stop the
+    // demo: printing its banner panicked on the broken pipe.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enroll"))
+        .args(["demo", "--port", &port.to_string(), "--mllp-port", "0"])
+        .args(["--patients", "20", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start enroll demo");
+    drop(child.stdout.take());
+
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let mut answered = false;
+    for _ in 0..600 {
+        if let Ok(response) = http.get(&url).send().await {
+            answered = response.status().is_success();
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the demo exited before serving"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(answered, "the demo serves /healthz");
+    // Past the banner, it is still running and serving.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the demo is still running"
+    );
+    assert!(http.get(&url).send().await.unwrap().status().is_success());
+    child.kill().await.unwrap();
 }
