@@ -6,7 +6,8 @@
 //! with bounded concurrency, and records the outcome. Nothing is held in
 //! memory between rounds: a restart loses nothing.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use enroll_notify::{
@@ -18,6 +19,7 @@ use enroll_store::{
 };
 use futures::StreamExt;
 use rand::Rng;
+use tokio::sync::Semaphore;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
@@ -70,6 +72,15 @@ impl RoundSummary {
 /// a few milliseconds, large enough that commits stop mattering.
 pub const STORE_CHUNK: usize = 50;
 
+/// How long the record stage gathers outcomes before writing fewer than
+/// [`STORE_CHUNK`]. Outcomes arrive at the SMTP server's pace; written as
+/// they came (a handful per transaction against a real server) they cost
+/// PostgreSQL about five times the CPU per invite that a full chunk does,
+/// CPU the SMTP server on the same machine then lacks. A crash within the
+/// window re-sends those invites once, with their Message-ID, as any crash
+/// between sending and recording does.
+pub const RECORD_WINDOW: Duration = Duration::from_millis(100);
+
 /// A dispatcher running in the background.
 pub struct RunningDispatcher {
     stop: watch::Sender<bool>,
@@ -111,57 +122,86 @@ impl Dispatcher {
         RunningDispatcher { stop, task }
     }
 
-    /// Claims one batch of due invites and delivers them.
+    /// Delivers up to `batch` due invites.
     ///
     /// Three stages run at once, so the SMTP server never waits for the
     /// database and the other way round:
-    /// - prepare: the claimed invites are checked and their attempts
-    ///   recorded in transactions of up to [`STORE_CHUNK`] invites (a commit
-    ///   per invite was most of a round's time), as many chunks at once as
-    ///   the engine has use for (`Store::concurrent_writers`);
+    /// - claim and prepare: invites are claimed [`STORE_CHUNK`] at a time,
+    ///   just before they are needed, and each chunk is checked against the
+    ///   rules and its attempts recorded in one transaction (a commit per
+    ///   invite was most of a round's time), as many chunks at once as the
+    ///   engine has use for (`Store::concurrent_writers`). The stage stays
+    ///   at most a few chunks ahead of the sends (a bounded queue), so a
+    ///   claim's lease is not spent waiting and the sends never run dry
+    ///   while due invites remain;
     /// - send: jobs go out `concurrency` at once as soon as their chunk is
     ///   committed;
     /// - record: outcomes are written one transaction at a time, each taking
-    ///   every outcome that arrived during the previous one, so transactions
-    ///   grow with the load instead of multiplying.
+    ///   up to [`STORE_CHUNK`] outcomes gathered for at most
+    ///   [`RECORD_WINDOW`], so transactions grow with the load instead of
+    ///   multiplying.
     ///
+    /// The round ends when `batch` invites were claimed or none is left due.
     /// A chunk the store refuses is tried again one invite at a time, so one
     /// bad invite holds up no other.
     pub async fn run_round(&self) -> Result<RoundSummary, StoreError> {
-        let now = self.clock.now();
-        let ids = self
-            .store
-            .claim_due_invites(&self.worker, now, self.policy.lease, self.batch)
-            .await?;
-        let mut summary = RoundSummary {
-            claimed: ids.len(),
-            ..RoundSummary::default()
-        };
-        let mut not_sent = 0;
+        let budget = usize::try_from(self.batch).unwrap_or(0).max(1);
+        let chunk_sizes: Vec<usize> = (0..budget)
+            .step_by(STORE_CHUNK)
+            .map(|start| STORE_CHUNK.min(budget - start))
+            .collect();
+        let nothing_more_due = AtomicBool::new(false);
+        let claim_failure: Mutex<Option<StoreError>> = Mutex::new(None);
+        let (mut claimed, mut not_sent) = (0, 0);
+        let mut summary = RoundSummary::default();
         let (jobs, jobs_in) = futures::channel::mpsc::unbounded::<DeliveryJob>();
         let (outcomes, outcomes_in) = futures::channel::mpsc::unbounded::<DeliveryOutcome>();
         let writers = self.store.concurrent_writers();
+        // Invites claimed but not yet handed to a sender. A chunk is claimed
+        // only when its invites fit, and the permits come back as sends
+        // start. The wait is before the claim, not after the prepare: a
+        // prepared chunk waiting for the sends would hold its transaction
+        // (and SQLite's write turn) open.
+        let lead = Semaphore::new(STORE_CHUNK * (writers + 1));
         let prepare = async {
-            let chunks: Vec<Vec<i64>> = ids.chunks(STORE_CHUNK).map(<[i64]>::to_vec).collect();
-            futures::stream::iter(chunks)
-                .map(|chunk| self.prepare_chunk(chunk))
-                .buffered(writers)
-                .for_each(|prepared| {
-                    for prepared in prepared {
-                        match prepared {
-                            // The receiver lives until every job is in.
-                            Prepared::Send(job) => drop(jobs.unbounded_send(job)),
-                            Prepared::Skipped { .. } => not_sent += 1,
-                        }
+            let (lead, nothing_more_due, claim_failure) =
+                (&lead, &nothing_more_due, &claim_failure);
+            let mut chunks = futures::stream::iter(chunk_sizes)
+                .take_while(|_| std::future::ready(!nothing_more_due.load(Ordering::Relaxed)))
+                .map(|size| async move {
+                    if let Ok(permits) = lead.acquire_many(permit_count(size)).await {
+                        permits.forget();
                     }
-                    std::future::ready(())
+                    let (claimed, prepared) = self
+                        .claim_and_prepare(size, nothing_more_due, claim_failure)
+                        .await;
+                    (size, claimed, prepared)
                 })
-                .await;
+                .buffered(writers);
+            while let Some((size, claimed_now, prepared)) = chunks.next().await {
+                claimed += claimed_now;
+                let mut queued = 0;
+                for prepared in prepared {
+                    match prepared {
+                        // The receiver lives until every job is in.
+                        Prepared::Send(job) => {
+                            drop(jobs.unbounded_send(job));
+                            queued += 1;
+                        }
+                        Prepared::Skipped { .. } => not_sent += 1,
+                    }
+                }
+                lead.add_permits(size - queued);
+            }
             drop(jobs);
         };
         let send = async {
+            let lead = &lead;
             jobs_in
-                .map(|job| self.attempt(job))
+                .map(|job| {
+                    lead.add_permits(1);
+                    self.attempt(job)
+                })
                 .buffer_unordered(self.concurrency.max(1))
                 .for_each(|outcome| {
                     drop(outcomes.unbounded_send(outcome));
@@ -171,8 +211,7 @@ impl Dispatcher {
             drop(outcomes);
         };
         let record = async {
-            outcomes_in
-                .ready_chunks(STORE_CHUNK)
+            tokio_stream::StreamExt::chunks_timeout(outcomes_in, STORE_CHUNK, RECORD_WINDOW)
                 .map(|chunk| self.finish_chunk(chunk))
                 .buffered(1)
                 .for_each(|finished| {
@@ -184,7 +223,17 @@ impl Dispatcher {
                 .await;
         };
         tokio::join!(prepare, send, record);
+        summary.claimed = claimed;
         summary.skipped += not_sent;
+        if let Some(e) = claim_failure
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            if claimed == 0 {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "claiming more invites failed; the round ends with those in hand");
+        }
         if summary.claimed > 0 {
             tracing::info!(
                 claimed = summary.claimed,
@@ -196,6 +245,39 @@ impl Dispatcher {
             );
         }
         Ok(summary)
+    }
+
+    /// Claims up to `size` due invites and prepares them; says when fewer
+    /// were due (the round need not claim again) or the claim failed.
+    async fn claim_and_prepare(
+        &self,
+        size: usize,
+        nothing_more_due: &AtomicBool,
+        claim_failure: &Mutex<Option<StoreError>>,
+    ) -> (usize, Vec<Prepared>) {
+        let limit = i64::try_from(size).unwrap_or(i64::MAX);
+        let claim = self
+            .store
+            .claim_due_invites(&self.worker, self.clock.now(), self.policy.lease, limit)
+            .await;
+        let ids = match claim {
+            Ok(ids) => ids,
+            Err(e) => {
+                nothing_more_due.store(true, Ordering::Relaxed);
+                claim_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+                return (0, Vec::new());
+            }
+        };
+        if ids.len() < size {
+            nothing_more_due.store(true, Ordering::Relaxed);
+        }
+        if ids.is_empty() {
+            return (0, Vec::new());
+        }
+        (ids.len(), self.prepare_chunk(ids).await)
     }
 
     /// Checks the rules and records the attempts for one chunk of claimed
@@ -368,6 +450,11 @@ impl Dispatcher {
             Err(e) => channel_error(e),
         }
     }
+}
+
+/// Semaphore permits for a chunk of `size` invites (at most [`STORE_CHUNK`]).
+fn permit_count(size: usize) -> u32 {
+    u32::try_from(size).unwrap_or(u32::MAX)
 }
 
 fn channel_error(e: DeliveryError) -> ChannelResult {

@@ -20,7 +20,7 @@ use sqlx::AssertSqlSafe;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::batch::{Col, TimelineRow, id_table};
+use crate::batch::{Col, TimelineRow, id_list};
 use crate::enrollment::{Tx, local_today, on_tx};
 use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow};
 use crate::{
@@ -181,19 +181,27 @@ impl Store {
         lease: SignedDuration,
         limit: i64,
     ) -> Result<Vec<i64>> {
-        let lock = match self.backend {
-            Backend::Sqlite(_) => "",
-            Backend::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        // SQLite, without statistics, would rather look up each state in
+        // the (state, sent_at) index and sort every pending invite than
+        // walk invites_pending in order (migration 0004); it is told.
+        let (index, lock) = match self.backend {
+            Backend::Sqlite(_) => ("INDEXED BY invites_pending", ""),
+            Backend::Postgres(_) => ("", "FOR UPDATE SKIP LOCKED"),
         };
         let sql = format!(
             "UPDATE invites SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
-               SELECT id FROM invites WHERE state IN ('scheduled', 'queued') AND due_at <= $3 \
+               SELECT id FROM invites {index} WHERE state IN ('scheduled', 'queued') AND due_at <= $3 \
                AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY due_at, id LIMIT $4 {lock}) \
              RETURNING id"
         );
         let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
+        // Planned afresh on PostgreSQL, as batch statements are (see
+        // `Tx::keeps_batch_plans`): a plan kept from when few invites were
+        // pending sorts them all once thousands are.
+        let persistent = matches!(self.backend, Backend::Sqlite(_));
         let mut ids: Vec<i64> = crate::on_pool!(self, pool => {
             sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
+                .persistent(persistent)
                 .bind(worker)
                 .bind(to_ms(until))
                 .bind(to_ms(now))
@@ -711,30 +719,40 @@ impl Tx {
         worker: &str,
         now: Timestamp,
     ) -> Result<Vec<Invite>> {
-        let (table, json) = id_table(self, ids.iter().copied())?;
+        // The state is checked here rather than in SQL: SQLite, without
+        // statistics, would rather walk the (state, due_at) index through
+        // every pending invite than look the ids up.
+        let (ids_match, json) = id_list(self.is_postgres(), 1, "id", ids.iter().copied())?;
+        let persistent = self.keeps_batch_plans();
         let sql = format!(
-            "SELECT {INVITE_COLUMNS} FROM invites WHERE id IN (SELECT v.id FROM {table}) \
-             AND claimed_by = $2 AND claimed_until >= $3 AND state IN ('scheduled', 'queued') \
-             ORDER BY patient_id, id"
+            "SELECT {INVITE_COLUMNS} FROM invites WHERE {ids_match} \
+             AND claimed_by = $2 AND claimed_until >= $3 ORDER BY patient_id, id"
         );
         let rows: Vec<InviteRow> = on_tx!(self, c => {
-            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(&json).bind(worker).bind(to_ms(now)).fetch_all(c).await
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).persistent(persistent).bind(&json).bind(worker).bind(to_ms(now)).fetch_all(c).await
         })?;
-        rows.into_iter().map(InviteRow::into_invite).collect()
+        let invites: Vec<Invite> = rows
+            .into_iter()
+            .map(InviteRow::into_invite)
+            .collect::<Result<_>>()?;
+        Ok(invites
+            .into_iter()
+            .filter(|invite| matches!(invite.state, InviteState::Scheduled | InviteState::Queued))
+            .collect())
     }
 
     /// Reads and locks the patients, in ascending id order.
     async fn lock_patients(&mut self, mut ids: Vec<i64>) -> Result<HashMap<i64, Patient>> {
         ids.sort_unstable();
         ids.dedup();
-        let (table, json) = id_table(self, ids.iter().copied())?;
+        let (ids_match, json) = id_list(self.is_postgres(), 1, "id", ids.iter().copied())?;
+        let persistent = self.keeps_batch_plans();
         let sql = format!(
-            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id IN (SELECT v.id FROM {table}) \
-             ORDER BY id {}",
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE {ids_match} ORDER BY id {}",
             self.row_lock()
         );
         let rows: Vec<PatientRow> = on_tx!(self, c => {
-            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(&json).fetch_all(c).await
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).persistent(persistent).bind(&json).fetch_all(c).await
         })?;
         rows.into_iter()
             .map(|row| row.into_patient().map(|p| (p.id, p)))
@@ -744,13 +762,14 @@ impl Tx {
     /// Locks the invites among `ids` (ascending) and returns those still
     /// `queued`: the others were finished by someone else.
     async fn lock_queued_invites(&mut self, ids: &[i64]) -> Result<HashSet<i64>> {
-        let (table, json) = id_table(self, ids.iter().copied())?;
+        let (ids_match, json) = id_list(self.is_postgres(), 1, "id", ids.iter().copied())?;
+        let persistent = self.keeps_batch_plans();
         let sql = format!(
-            "SELECT id, state FROM invites WHERE id IN (SELECT v.id FROM {table}) ORDER BY id {}",
+            "SELECT id, state FROM invites WHERE {ids_match} ORDER BY id {}",
             self.row_lock()
         );
         let states: Vec<(i64, String)> = on_tx!(self, c => {
-            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(&json).fetch_all(c).await
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).persistent(persistent).bind(&json).fetch_all(c).await
         })?;
         Ok(states
             .into_iter()
@@ -1049,32 +1068,36 @@ impl Tx {
         invite_ids: impl Iterator<Item = i64>,
         now: Timestamp,
     ) -> Result<HashSet<i64>> {
-        let (table, json) = id_table(self, invite_ids)?;
+        let (ids_match, json) = id_list(self.is_postgres(), 1, "invite_id", invite_ids)?;
+        let persistent = self.keeps_batch_plans();
         let sql = format!(
             "UPDATE deliveries SET state = 'interrupted', finished_at = $2 \
-             WHERE state = 'sending' AND invite_id IN (SELECT v.id FROM {table}) RETURNING invite_id"
+             WHERE state = 'sending' AND {ids_match} RETURNING invite_id"
         );
         let interrupted: Vec<i64> = on_tx!(self, c => {
-            sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(&json).bind(to_ms(now)).fetch_all(c).await
+            sqlx::query_scalar(AssertSqlSafe(sql.as_str())).persistent(persistent).bind(&json).bind(to_ms(now)).fetch_all(c).await
         })?;
         Ok(interrupted.into_iter().collect())
     }
 
     async fn count_attempts(&mut self, rows: &[AttemptRow], now: Timestamp) -> Result<()> {
         self.write_rows(
-            "UPDATE invites SET attempts = v.attempt, last_attempt_at = $2 FROM {v} \
-             WHERE invites.id = v.id",
             &[("id", Col::Int), ("attempt", Col::Int)],
             rows,
             Some(to_ms(now)),
+            |v| {
+                let (table, only_listed) = (v.table(), v.restrict("invites.id", "id"));
+                format!(
+                    "UPDATE invites SET attempts = v.attempt, last_attempt_at = $2 FROM {table} \
+                     WHERE invites.id = v.id AND {only_listed}"
+                )
+            },
         )
         .await
     }
 
     async fn insert_tokens(&mut self, rows: &[TokenRow], now: Timestamp) -> Result<()> {
         self.write_rows(
-            "INSERT INTO activation_tokens (patient_id, invite_id, token_hash, sent_to, created_at, expires_at) \
-             SELECT v.patient_id, v.invite_id, v.token_hash, v.sent_to, $2, v.expires_at FROM {v}",
             &[
                 ("patient_id", Col::Int),
                 ("invite_id", Col::Int),
@@ -1084,6 +1107,15 @@ impl Tx {
             ],
             rows,
             Some(to_ms(now)),
+            |v| {
+                format!(
+                    "INSERT INTO activation_tokens \
+                     (patient_id, invite_id, token_hash, sent_to, created_at, expires_at) \
+                     SELECT v.patient_id, v.invite_id, v.token_hash, v.sent_to, $2, v.expires_at \
+                     FROM {}",
+                    v.table()
+                )
+            },
         )
         .await
     }
@@ -1107,8 +1139,6 @@ impl Tx {
             }
         }
         self.write_rows(
-            "INSERT INTO deliveries (invite_id, patient_id, channel, address, attempt, state, started_at) \
-             SELECT v.invite_id, v.patient_id, v.channel, v.address, v.attempt, 'sending', $2 FROM {v}",
             &[
                 ("invite_id", Col::Int),
                 ("patient_id", Col::Int),
@@ -1118,6 +1148,15 @@ impl Tx {
             ],
             &rows,
             Some(to_ms(now)),
+            |v| {
+                format!(
+                    "INSERT INTO deliveries \
+                     (invite_id, patient_id, channel, address, attempt, state, started_at) \
+                     SELECT v.invite_id, v.patient_id, v.channel, v.address, v.attempt, 'sending', $2 \
+                     FROM {}",
+                    v.table()
+                )
+            },
         )
         .await
     }
@@ -1127,10 +1166,6 @@ impl Tx {
     /// outcome), their timeline lines.
     async fn record_settlement(&mut self, settled: &Settlement, now: Timestamp) -> Result<()> {
         self.write_rows(
-            "UPDATE deliveries SET state = v.state, provider_id = v.provider_id, error = v.error, \
-             finished_at = $2 FROM {v} WHERE deliveries.invite_id = v.invite_id \
-             AND deliveries.channel = v.channel AND deliveries.attempt = v.attempt \
-             AND deliveries.state = 'sending'",
             &[
                 ("invite_id", Col::Int),
                 ("channel", Col::Text),
@@ -1141,12 +1176,20 @@ impl Tx {
             ],
             &settled.deliveries,
             Some(to_ms(now)),
+            |v| {
+                let (table, only_listed) =
+                    (v.table(), v.restrict("deliveries.invite_id", "invite_id"));
+                format!(
+                    "UPDATE deliveries SET state = v.state, provider_id = v.provider_id, \
+                     error = v.error, finished_at = $2 FROM {table} \
+                     WHERE deliveries.invite_id = v.invite_id AND deliveries.channel = v.channel \
+                     AND deliveries.attempt = v.attempt AND deliveries.state = 'sending' \
+                     AND {only_listed}"
+                )
+            },
         )
         .await?;
         self.write_rows(
-            "UPDATE invites SET state = v.state, sent_at = v.sent_at, failure_reason = v.failure_reason, \
-             due_at = COALESCE(v.due_at, invites.due_at), claimed_by = NULL, claimed_until = NULL \
-             FROM {v} WHERE invites.id = v.id",
             &[
                 ("id", Col::Int),
                 ("state", Col::Text),
@@ -1156,6 +1199,15 @@ impl Tx {
             ],
             &settled.invites,
             None,
+            |v| {
+                let (table, only_listed) = (v.table(), v.restrict("invites.id", "id"));
+                format!(
+                    "UPDATE invites SET state = v.state, sent_at = v.sent_at, \
+                     failure_reason = v.failure_reason, due_at = COALESCE(v.due_at, invites.due_at), \
+                     claimed_by = NULL, claimed_until = NULL \
+                     FROM {table} WHERE invites.id = v.id AND {only_listed}"
+                )
+            },
         )
         .await?;
         self.timeline_rows(&settled.timeline, to_ms(now), &system())

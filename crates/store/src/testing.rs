@@ -140,6 +140,14 @@ pub fn replace_database(url: &str, name: &str) -> String {
     out
 }
 
+/// The one integer `sql` answers in `store`, e.g. a `COUNT(*)`.
+pub async fn scalar(store: &crate::Store, sql: &str) -> crate::Result<i64> {
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    Ok(crate::on_pool!(store, pool => {
+        sqlx::query_scalar(sql).fetch_one(pool).await
+    })?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_database;

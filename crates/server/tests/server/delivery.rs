@@ -489,6 +489,91 @@ async fn an_interrupted_attempt_is_sent_again_once_with_the_same_message_id() {
     .await;
 }
 
+/// Hands each email on, first noting how many invites are claimed and not
+/// yet recorded at that moment.
+struct ClaimProbe {
+    inner: Arc<dyn enroll_notify::EmailSender>,
+    store: enroll_store::Store,
+    most_claimed: std::sync::atomic::AtomicI64,
+}
+
+#[async_trait::async_trait]
+impl enroll_notify::EmailSender for ClaimProbe {
+    async fn send_email(
+        &self,
+        email: &enroll_notify::OutgoingEmail,
+    ) -> Result<(), enroll_notify::DeliveryError> {
+        let claimed = enroll_store::testing::scalar(
+            &self.store,
+            "SELECT COUNT(*) FROM invites WHERE claimed_by IS NOT NULL \
+             AND state IN ('scheduled', 'queued')",
+        )
+        .await
+        .expect("count claimed invites");
+        self.most_claimed
+            .fetch_max(claimed, std::sync::atomic::Ordering::Relaxed);
+        self.inner.send_email(email).await
+    }
+}
+
+#[tokio::test]
+async fn a_round_claims_invites_as_the_sends_need_them() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let source = Source::new("test", None);
+        let now = app.clock.now();
+        for n in 0..600 {
+            let d = enroll_core::Demographics {
+                first_name: Some(format!("Pat{n}")),
+                last_name: Some("Many".into()),
+                date_of_birth: Some("1970-01-01".into()),
+                birth_sex: Some("M".into()),
+                zip: Some("02134".into()),
+                email: Some(format!("pat{n}@example.org")),
+                cell_phone: None,
+            };
+            app.db
+                .store
+                .create_patient(app.practice_id, &format!("R{n}"), &d, &source, now)
+                .await
+                .unwrap();
+        }
+        let mut dispatcher = app.dispatcher(smtp.addr, "w1");
+        let probe = Arc::new(ClaimProbe {
+            inner: dispatcher.email.clone(),
+            store: app.db.store.clone(),
+            most_claimed: 0.into(),
+        });
+        dispatcher.email = probe.clone();
+        dispatcher.batch = 1000;
+        // One round takes every due invite...
+        assert_eq!(
+            dispatcher.run_round().await.unwrap(),
+            sent(600),
+            "{:?}",
+            app.engine
+        );
+        assert_eq!(smtp.count(), 600);
+        // ...but claims them a chunk at a time, a few chunks ahead of the
+        // sends, not all 600 at once: at most the chunks being prepared or
+        // waiting (100 on SQLite, 250 on PostgreSQL), the sends in flight
+        // (8) and the outcomes not yet recorded.
+        let most = probe
+            .most_claimed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (1..=450).contains(&most),
+            "{:?}: {most} invites were claimed at once",
+            app.engine
+        );
+        assert_eq!(
+            dispatcher.run_round().await.unwrap(),
+            RoundSummary::default()
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_dispatchers_on_one_database_send_each_of_1000_invites_once() {
     on_each_engine(async |app| {
