@@ -106,8 +106,11 @@ pub struct DeliverySettings {
     pub max_attempts: i64,
     /// Pause between rounds when there was nothing to send.
     pub poll_interval_ms: u64,
-    /// Invites claimed per round, and sent at once within a round.
+    /// Invites a round delivers at most (claimed 50 at a time as the sends
+    /// need them; a stop claims no more). Rounds run back to back while
+    /// invites are due; each boundary lets the sends run dry for a moment.
     pub batch: i64,
+    /// Emails (and texts) handed to the servers at once.
     pub concurrency: usize,
 }
 
@@ -116,7 +119,7 @@ impl Default for DeliverySettings {
         DeliverySettings {
             max_attempts: 8,
             poll_interval_ms: 1000,
-            batch: 200,
+            batch: 1000,
             concurrency: 16,
         }
     }

@@ -101,7 +101,7 @@ impl Dispatcher {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let busy = match self.run_round().await {
+                let busy = match self.deliver(&stopped).await {
                     Ok(summary) => summary.claimed > 0,
                     Err(e) => {
                         tracing::error!(error = %e, "dispatcher round failed; trying again shortly");
@@ -145,6 +145,14 @@ impl Dispatcher {
     /// A chunk the store refuses is tried again one invite at a time, so one
     /// bad invite holds up no other.
     pub async fn run_round(&self) -> Result<RoundSummary, StoreError> {
+        let (_keep_open, never_stopped) = watch::channel(false);
+        self.deliver(&never_stopped).await
+    }
+
+    /// [`Dispatcher::run_round`], claiming nothing more once `stopping`
+    /// turns true (the invites already claimed still go out and are
+    /// recorded), so a stop does not wait for a whole round.
+    async fn deliver(&self, stopping: &watch::Receiver<bool>) -> Result<RoundSummary, StoreError> {
         let budget = usize::try_from(self.batch).unwrap_or(0).max(1);
         let chunk_sizes: Vec<usize> = (0..budget)
             .step_by(STORE_CHUNK)
@@ -167,7 +175,10 @@ impl Dispatcher {
             let (lead, nothing_more_due, claim_failure) =
                 (&lead, &nothing_more_due, &claim_failure);
             let mut chunks = futures::stream::iter(chunk_sizes)
-                .take_while(|_| std::future::ready(!nothing_more_due.load(Ordering::Relaxed)))
+                .take_while(|_| {
+                    let more = !nothing_more_due.load(Ordering::Relaxed) && !*stopping.borrow();
+                    std::future::ready(more)
+                })
                 .map(|size| async move {
                     if let Ok(permits) = lead.acquire_many(permit_count(size)).await {
                         permits.forget();

@@ -57,8 +57,8 @@ struct Args {
     /// created and dropped); without it, only SQLite runs.
     #[arg(long, env = "ENROLL_TEST_POSTGRES_URL")]
     postgres_url: Option<String>,
-    /// Invites claimed per dispatcher round.
-    #[arg(long, default_value_t = 200)]
+    /// Invites per dispatcher round at most (as `[delivery] batch`).
+    #[arg(long, default_value_t = 1000)]
     batch: i64,
     /// Invites in flight at once (dispatcher), messages in flight (ceiling).
     #[arg(long, default_value_t = 16)]
@@ -113,6 +113,9 @@ struct Row {
     peak_rss_mib: f64,
     /// Mean number of emails being handed to the SMTP server at once.
     sends_in_flight: f64,
+    /// Share of the run the SMTP server's process was running or waiting
+    /// for a CPU (it had work); `None` for the in-process sink.
+    server_busy: Option<(f64, f64)>,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -204,15 +207,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| engine   | SMTP server        | invites | seconds | invites/s | ceiling msgs/s | ratio to ceiling | sends in flight | peak RSS MiB | setup s |"
+        "| engine   | SMTP server        | invites | seconds | invites/s | ceiling msgs/s | ratio to ceiling | sends in flight | server ran + waited for CPU | peak RSS MiB | setup s |"
     );
     println!(
-        "|----------|--------------------|--------:|--------:|----------:|---------------:|-----------------:|----------------:|-------------:|--------:|"
+        "|----------|--------------------|--------:|--------:|----------:|---------------:|-----------------:|----------------:|----------------------------:|-------------:|--------:|"
     );
     for row in rows {
         let rate = row.invites as f64 / row.secs;
         println!(
-            "| {:<8} | {:<18} | {:>7} | {:>7.2} | {:>9.0} | {:>14.0} | {:>16.2} | {:>15.1} | {:>12.1} | {:>7.1} |",
+            "| {:<8} | {:<18} | {:>7} | {:>7.2} | {:>9.0} | {:>14.0} | {:>16.2} | {:>15.1} | {:>27} | {:>12.1} | {:>7.1} |",
             row.engine,
             row.server,
             row.invites,
@@ -221,6 +224,12 @@ fn print_table(rows: &[Row]) {
             row.ceiling,
             rate / row.ceiling,
             row.sends_in_flight,
+            row.server_busy
+                .map_or("-".to_string(), |(ran, waited)| format!(
+                    "{:.0}% + {:.0}%",
+                    ran * 100.0,
+                    waited * 100.0
+                )),
             row.peak_rss_mib,
             row.setup_secs
         );
@@ -230,7 +239,9 @@ fn print_table(rows: &[Row]) {
         "SMTP client: enroll_notify::SmtpMailer as shipped; ceiling: the same number of emails sent \
          straight through it to the same server, with no database, just before and just after the run \
          (mean); sends in flight: mean emails being handed to the server at once (the dispatcher's \
-         --concurrency is the most); peak RSS: VmHWM of this whole \
+         --concurrency is the most); server ran + waited for CPU: shares of the run aiosmtpd's \
+         event loop was running and was ready but waiting for a CPU (/proc/PID/schedstat; together \
+         near 100% means it always had work); peak RSS: VmHWM of this whole \
          process during the delivery phase (includes the in-process sink); setup (creating the \
          patients, which queues the invites) is not part of the rate."
     );
@@ -337,6 +348,18 @@ impl SmtpServer {
             SmtpServer::Sink(_) => "SmtpSink (in-proc)",
             SmtpServer::Aiosmtpd { .. } => "aiosmtpd (Python)",
         }
+    }
+
+    /// Nanoseconds the server's process has run and waited to run (its
+    /// main thread, where aiosmtpd's event loop is), from
+    /// /proc/PID/schedstat; `None` for the in-process sink.
+    fn scheduled_ns(&self) -> Option<(u64, u64)> {
+        let SmtpServer::Aiosmtpd { child, .. } = self else {
+            return None;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{}/schedstat", child.id())).ok()?;
+        let mut fields = stat.split_whitespace().map(str::parse::<u64>);
+        Some((fields.next()?.ok()?, fields.next()?.ok()?))
     }
 
     fn addr(&self) -> SocketAddr {
@@ -547,6 +570,7 @@ async fn measure_dispatcher(
     let hwm_reset = reset_peak_rss();
     let (sampling_done, sampling) = tokio::sync::oneshot::channel();
     let sampler = tokio::spawn(mean_in_flight(in_flight.clone(), sampling));
+    let scheduled_before = server.scheduled_ns();
     let started = Instant::now();
     let mut total = RoundSummary::default();
     let mut rounds = 0;
@@ -563,6 +587,7 @@ async fn measure_dispatcher(
         total.skipped += summary.skipped;
     }
     let secs = started.elapsed().as_secs_f64();
+    let server_busy = busy_share(scheduled_before, server.scheduled_ns(), secs);
     let _ = sampling_done.send(());
     let sends_in_flight = sampler.await.unwrap_or(f64::NAN);
     let peak_rss_mib = peak_rss_kib().map_or(f64::NAN, |kib| kib as f64 / 1024.0);
@@ -597,6 +622,7 @@ async fn measure_dispatcher(
         ceiling: f64::NAN,
         peak_rss_mib,
         sends_in_flight,
+        server_busy,
     }))
 }
 
@@ -644,6 +670,20 @@ impl EmailSender for CountingSender {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         result
     }
+}
+
+/// Of `secs`, the shares the process ran and waited for a CPU.
+fn busy_share(
+    before: Option<(u64, u64)>,
+    after: Option<(u64, u64)>,
+    secs: f64,
+) -> Option<(f64, f64)> {
+    let ((run0, wait0), (run1, wait1)) = (before?, after?);
+    let share = |ns: u64| ns as f64 / 1e9 / secs;
+    Some((
+        share(run1.saturating_sub(run0)),
+        share(wait1.saturating_sub(wait0)),
+    ))
 }
 
 /// Samples `in_flight` every millisecond until `done`; the mean.

@@ -520,24 +520,7 @@ impl enroll_notify::EmailSender for ClaimProbe {
 async fn a_round_claims_invites_as_the_sends_need_them() {
     on_each_engine(async |app| {
         let smtp = TestSmtp::start().await;
-        let source = Source::new("test", None);
-        let now = app.clock.now();
-        for n in 0..600 {
-            let d = enroll_core::Demographics {
-                first_name: Some(format!("Pat{n}")),
-                last_name: Some("Many".into()),
-                date_of_birth: Some("1970-01-01".into()),
-                birth_sex: Some("M".into()),
-                zip: Some("02134".into()),
-                email: Some(format!("pat{n}@example.org")),
-                cell_phone: None,
-            };
-            app.db
-                .store
-                .create_patient(app.practice_id, &format!("R{n}"), &d, &source, now)
-                .await
-                .unwrap();
-        }
+        create_patients(app, 600).await;
         let mut dispatcher = app.dispatcher(smtp.addr, "w1");
         let probe = Arc::new(ClaimProbe {
             inner: dispatcher.email.clone(),
@@ -570,6 +553,95 @@ async fn a_round_claims_invites_as_the_sends_need_them() {
             dispatcher.run_round().await.unwrap(),
             RoundSummary::default()
         );
+    })
+    .await;
+}
+
+/// Hands each email on after `delay`.
+struct SlowSender {
+    inner: Arc<dyn enroll_notify::EmailSender>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl enroll_notify::EmailSender for SlowSender {
+    async fn send_email(
+        &self,
+        email: &enroll_notify::OutgoingEmail,
+    ) -> Result<(), enroll_notify::DeliveryError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.send_email(email).await
+    }
+}
+
+async fn create_patients(app: &TestApp, count: usize) {
+    let source = Source::new("test", None);
+    let now = app.clock.now();
+    for n in 0..count {
+        let d = enroll_core::Demographics {
+            first_name: Some(format!("Pat{n}")),
+            last_name: Some("Many".into()),
+            date_of_birth: Some("1970-01-01".into()),
+            birth_sex: Some("M".into()),
+            zip: Some("02134".into()),
+            email: Some(format!("pat{n}@example.org")),
+            cell_phone: None,
+        };
+        app.db
+            .store
+            .create_patient(app.practice_id, &format!("R{n}"), &d, &source, now)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_dispatcher_sends_what_it_claimed_and_claims_no_more() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        // More than a stop leaves claimed on either engine (100 or 250 invites
+        // claimed ahead of the sends, 8 in flight).
+        create_patients(app, 800).await;
+        let mut dispatcher = app.dispatcher(smtp.addr, "w1");
+        dispatcher.email = Arc::new(SlowSender {
+            inner: dispatcher.email.clone(),
+            delay: Duration::from_millis(20),
+        });
+        dispatcher.batch = 1000;
+        let running = dispatcher.spawn(Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while smtp.count() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the first email within 10 s");
+        running.stop().await;
+
+        // At 8 sends of 20 ms at a time, the round was far from done.
+        let sent = smtp.count();
+        assert!(sent < 800, "{:?}: {sent} sent", app.engine);
+        let sent_invites = enroll_store::testing::scalar(
+            &app.db.store,
+            "SELECT COUNT(*) FROM invites WHERE state = 'sent' AND claimed_by IS NULL",
+        )
+        .await
+        .unwrap();
+        let waiting_unclaimed = enroll_store::testing::scalar(
+            &app.db.store,
+            "SELECT COUNT(*) FROM invites WHERE state = 'queued' AND claimed_by IS NULL",
+        )
+        .await
+        .unwrap();
+        // Everything claimed went out and was recorded; the rest waits,
+        // unclaimed, for the next start.
+        assert_eq!(
+            sent_invites,
+            i64::try_from(sent).unwrap(),
+            "{:?}",
+            app.engine
+        );
+        assert_eq!(sent_invites + waiting_unclaimed, 800, "{:?}", app.engine);
     })
     .await;
 }
