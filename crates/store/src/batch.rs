@@ -138,8 +138,8 @@ impl Tx {
     /// of a big import, and a plan made while they were tiny scans them
     /// whole for every batch (measured: 1.2 ms instead of 0.1 ms per
     /// statement at 7,000 deliveries). Planned afresh, each statement sees
-    /// the tables as they are; planning costs about as much as one
-    /// row lookup and there are five or so such statements per 50 invites.
+    /// the tables as they are; there are five or so such statements per 50
+    /// invites, so the planning is a small cost.
     pub(crate) fn keeps_batch_plans(&self) -> bool {
         !self.is_postgres()
     }
