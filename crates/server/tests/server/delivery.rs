@@ -650,26 +650,7 @@ async fn a_stopped_dispatcher_sends_what_it_claimed_and_claims_no_more() {
 async fn two_dispatchers_on_one_database_send_each_of_1000_invites_once() {
     on_each_engine(async |app| {
         let smtp = TestSmtp::start().await;
-        let practice = app.practice_id;
-        let source = Source::new("test", None);
-        let now = app.clock.now();
-        for n in 0..1000 {
-            let mut d = enroll_core::Demographics {
-                first_name: Some(format!("Pat{n}")),
-                last_name: Some("Many".into()),
-                date_of_birth: Some("1970-01-01".into()),
-                birth_sex: Some("M".into()),
-                zip: Some("02134".into()),
-                email: Some(format!("pat{n}@example.org")),
-                cell_phone: None,
-            };
-            d.first_name = Some(format!("Pat{n}"));
-            app.db
-                .store
-                .create_patient(practice, &format!("R{n}"), &d, &source, now)
-                .await
-                .unwrap();
-        }
+        create_patients(app, 1000).await;
         let race = |worker: &'static str| {
             let mut dispatcher = app.dispatcher(smtp.addr, worker);
             dispatcher.batch = 50;
