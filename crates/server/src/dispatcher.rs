@@ -153,94 +153,23 @@ impl Dispatcher {
     /// turns true (the invites already claimed still go out and are
     /// recorded), so a stop does not wait for a whole round.
     async fn deliver(&self, stopping: &watch::Receiver<bool>) -> Result<RoundSummary, StoreError> {
-        let budget = usize::try_from(self.batch).unwrap_or(0).max(1);
-        let chunk_sizes: Vec<usize> = (0..budget)
-            .step_by(STORE_CHUNK)
-            .map(|start| STORE_CHUNK.min(budget - start))
-            .collect();
-        let nothing_more_due = AtomicBool::new(false);
-        let claim_failure: Mutex<Option<StoreError>> = Mutex::new(None);
-        let (mut claimed, mut not_sent) = (0, 0);
-        let mut summary = RoundSummary::default();
         let (jobs, jobs_in) = futures::channel::mpsc::unbounded::<DeliveryJob>();
         let (outcomes, outcomes_in) = futures::channel::mpsc::unbounded::<DeliveryOutcome>();
-        let writers = self.store.concurrent_writers();
         // Invites claimed but not yet handed to a sender. A chunk is claimed
         // only when its invites fit, and the permits come back as sends
         // start. The wait is before the claim, not after the prepare: a
         // prepared chunk waiting for the sends would hold its transaction
         // (and SQLite's write turn) open.
-        let lead = Semaphore::new(STORE_CHUNK * (writers + 1));
-        let prepare = async {
-            let (lead, nothing_more_due, claim_failure) =
-                (&lead, &nothing_more_due, &claim_failure);
-            let mut chunks = futures::stream::iter(chunk_sizes)
-                .take_while(|_| {
-                    let more = !nothing_more_due.load(Ordering::Relaxed) && !*stopping.borrow();
-                    std::future::ready(more)
-                })
-                .map(|size| async move {
-                    if let Ok(permits) = lead.acquire_many(permit_count(size)).await {
-                        permits.forget();
-                    }
-                    let (claimed, prepared) = self
-                        .claim_and_prepare(size, nothing_more_due, claim_failure)
-                        .await;
-                    (size, claimed, prepared)
-                })
-                .buffered(writers);
-            while let Some((size, claimed_now, prepared)) = chunks.next().await {
-                claimed += claimed_now;
-                let mut queued = 0;
-                for prepared in prepared {
-                    match prepared {
-                        // The receiver lives until every job is in.
-                        Prepared::Send(job) => {
-                            drop(jobs.unbounded_send(job));
-                            queued += 1;
-                        }
-                        Prepared::Skipped { .. } => not_sent += 1,
-                    }
-                }
-                lead.add_permits(size - queued);
-            }
-            drop(jobs);
-        };
-        let send = async {
-            let lead = &lead;
-            jobs_in
-                .map(|job| {
-                    lead.add_permits(1);
-                    self.attempt(job)
-                })
-                .buffer_unordered(self.concurrency.max(1))
-                .for_each(|outcome| {
-                    drop(outcomes.unbounded_send(outcome));
-                    std::future::ready(())
-                })
-                .await;
-            drop(outcomes);
-        };
-        let record = async {
-            tokio_stream::StreamExt::chunks_timeout(outcomes_in, STORE_CHUNK, RECORD_WINDOW)
-                .map(|chunk| self.finish_chunk(chunk))
-                .buffered(1)
-                .for_each(|finished| {
-                    for finished in finished {
-                        summary.count(finished);
-                    }
-                    std::future::ready(())
-                })
-                .await;
-        };
-        tokio::join!(prepare, send, record);
-        summary.claimed = claimed;
-        summary.skipped += not_sent;
-        if let Some(e) = claim_failure
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-        {
-            if claimed == 0 {
+        let lead = Semaphore::new(STORE_CHUNK * (self.store.concurrent_writers() + 1));
+        let (prepared, (), mut summary) = tokio::join!(
+            self.claim_and_prepare_stage(&lead, stopping, jobs),
+            self.send_stage(&lead, jobs_in, outcomes),
+            self.record_stage(outcomes_in),
+        );
+        summary.claimed = prepared.claimed;
+        summary.skipped += prepared.not_sent;
+        if let Some(e) = prepared.claim_failure {
+            if prepared.claimed == 0 {
                 return Err(e);
             }
             tracing::warn!(error = %e, "claiming more invites failed; the round ends with those in hand");
@@ -256,6 +185,105 @@ impl Dispatcher {
             );
         }
         Ok(summary)
+    }
+
+    /// Claims and prepares chunks until `batch` invites were claimed, none
+    /// is left due, or `stopping`; each job goes to `jobs` as soon as its
+    /// chunk is committed.
+    async fn claim_and_prepare_stage(
+        &self,
+        lead: &Semaphore,
+        stopping: &watch::Receiver<bool>,
+        jobs: futures::channel::mpsc::UnboundedSender<DeliveryJob>,
+    ) -> PrepareTotals {
+        let budget = usize::try_from(self.batch).unwrap_or(0).max(1);
+        let chunk_sizes: Vec<usize> = (0..budget)
+            .step_by(STORE_CHUNK)
+            .map(|start| STORE_CHUNK.min(budget - start))
+            .collect();
+        let nothing_more_due = AtomicBool::new(false);
+        let claim_failure: Mutex<Option<StoreError>> = Mutex::new(None);
+        let (mut claimed, mut not_sent) = (0, 0);
+        let (nothing_more_due_ref, claim_failure_ref) = (&nothing_more_due, &claim_failure);
+        let mut chunks = futures::stream::iter(chunk_sizes)
+            .take_while(|_| {
+                let more = !nothing_more_due.load(Ordering::Relaxed) && !*stopping.borrow();
+                std::future::ready(more)
+            })
+            .map(|size| async move {
+                if let Ok(permits) = lead.acquire_many(permit_count(size)).await {
+                    permits.forget();
+                }
+                let (claimed, prepared) = self
+                    .claim_and_prepare(size, nothing_more_due_ref, claim_failure_ref)
+                    .await;
+                (size, claimed, prepared)
+            })
+            .buffered(self.store.concurrent_writers());
+        while let Some((size, claimed_now, prepared)) = chunks.next().await {
+            claimed += claimed_now;
+            let mut queued = 0;
+            for prepared in prepared {
+                match prepared {
+                    // The receiver lives until every job is in.
+                    Prepared::Send(job) => {
+                        drop(jobs.unbounded_send(job));
+                        queued += 1;
+                    }
+                    Prepared::Skipped { .. } => not_sent += 1,
+                }
+            }
+            lead.add_permits(size - queued);
+        }
+        drop(chunks);
+        PrepareTotals {
+            claimed,
+            not_sent,
+            claim_failure: claim_failure
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    /// Sends the jobs `concurrency` at once, giving a `lead` permit back as
+    /// each starts; each outcome goes to `outcomes`.
+    async fn send_stage(
+        &self,
+        lead: &Semaphore,
+        jobs: futures::channel::mpsc::UnboundedReceiver<DeliveryJob>,
+        outcomes: futures::channel::mpsc::UnboundedSender<DeliveryOutcome>,
+    ) {
+        jobs.map(|job| {
+            lead.add_permits(1);
+            self.attempt(job)
+        })
+        .buffer_unordered(self.concurrency.max(1))
+        .for_each(|outcome| {
+            // The receiver lives until every outcome is in.
+            drop(outcomes.unbounded_send(outcome));
+            std::future::ready(())
+        })
+        .await;
+    }
+
+    /// Records the outcomes one transaction at a time; counts what became
+    /// of each invite.
+    async fn record_stage(
+        &self,
+        outcomes: futures::channel::mpsc::UnboundedReceiver<DeliveryOutcome>,
+    ) -> RoundSummary {
+        let mut summary = RoundSummary::default();
+        tokio_stream::StreamExt::chunks_timeout(outcomes, STORE_CHUNK, RECORD_WINDOW)
+            .map(|chunk| self.finish_chunk(chunk))
+            .buffered(1)
+            .for_each(|finished| {
+                for finished in finished {
+                    summary.count(finished);
+                }
+                std::future::ready(())
+            })
+            .await;
+        summary
     }
 
     /// Claims up to `size` due invites and prepares them; says when fewer
@@ -461,6 +489,15 @@ impl Dispatcher {
             Err(e) => channel_error(e),
         }
     }
+}
+
+/// What the claim and prepare stage of a round did.
+struct PrepareTotals {
+    claimed: usize,
+    /// Claimed, but the rules said not to send (or the store failed).
+    not_sent: usize,
+    /// The first claim that failed; no more were tried after it.
+    claim_failure: Option<StoreError>,
 }
 
 /// Semaphore permits for a chunk of `size` invites (at most [`STORE_CHUNK`]).
