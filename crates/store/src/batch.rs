@@ -129,6 +129,15 @@ impl Tx {
         matches!(self, Tx::Postgres(_))
     }
 
+    /// [`id_list`] for this engine, bound at `$1`.
+    pub(crate) fn id_list(
+        &self,
+        column: &str,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> Result<(String, String)> {
+        id_list(self.is_postgres(), 1, column, ids)
+    }
+
     /// Whether a batch statement may be kept prepared with its plan.
     ///
     /// Not on PostgreSQL: after a few runs it keeps one generic plan per

@@ -20,7 +20,7 @@ use sqlx::AssertSqlSafe;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::batch::{Col, TimelineRow, id_list};
+use crate::batch::{Col, TimelineRow};
 use crate::enrollment::{Tx, local_today, on_tx};
 use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow};
 use crate::{
@@ -720,9 +720,9 @@ impl Tx {
         now: Timestamp,
     ) -> Result<Vec<Invite>> {
         // The state is checked here rather than in SQL: SQLite, without
-        // statistics, would rather walk the (state, due_at) index through
-        // every pending invite than look the ids up.
-        let (ids_match, json) = id_list(self.is_postgres(), 1, "id", ids.iter().copied())?;
+        // statistics, would rather walk an index on the state through every
+        // pending invite than look the ids up.
+        let (ids_match, json) = self.id_list("id", ids.iter().copied())?;
         let persistent = self.keeps_batch_plans();
         let sql = format!(
             "SELECT {INVITE_COLUMNS} FROM invites WHERE {ids_match} \
@@ -745,7 +745,7 @@ impl Tx {
     async fn lock_patients(&mut self, mut ids: Vec<i64>) -> Result<HashMap<i64, Patient>> {
         ids.sort_unstable();
         ids.dedup();
-        let (ids_match, json) = id_list(self.is_postgres(), 1, "id", ids.iter().copied())?;
+        let (ids_match, json) = self.id_list("id", ids.iter().copied())?;
         let persistent = self.keeps_batch_plans();
         let sql = format!(
             "SELECT {PATIENT_COLUMNS} FROM patients WHERE {ids_match} ORDER BY id {}",
@@ -762,7 +762,7 @@ impl Tx {
     /// Locks the invites among `ids` (ascending) and returns those still
     /// `queued`: the others were finished by someone else.
     async fn lock_queued_invites(&mut self, ids: &[i64]) -> Result<HashSet<i64>> {
-        let (ids_match, json) = id_list(self.is_postgres(), 1, "id", ids.iter().copied())?;
+        let (ids_match, json) = self.id_list("id", ids.iter().copied())?;
         let persistent = self.keeps_batch_plans();
         let sql = format!(
             "SELECT id, state FROM invites WHERE {ids_match} ORDER BY id {}",
@@ -1068,7 +1068,7 @@ impl Tx {
         invite_ids: impl Iterator<Item = i64>,
         now: Timestamp,
     ) -> Result<HashSet<i64>> {
-        let (ids_match, json) = id_list(self.is_postgres(), 1, "invite_id", invite_ids)?;
+        let (ids_match, json) = self.id_list("invite_id", invite_ids)?;
         let persistent = self.keeps_batch_plans();
         let sql = format!(
             "UPDATE deliveries SET state = 'interrupted', finished_at = $2 \

@@ -154,34 +154,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut rows = Vec::new();
+    // Each run's Message-IDs end in a tag of their own, so a run counts
+    // only its own messages.
     let mut run_no = 0;
+    let mut next_tag = |kind: &str| {
+        run_no += 1;
+        format!("{kind}-{run_no}.bench.test")
+    };
     for server in &servers {
         for &engine in &engines {
             // The ceiling is measured just before and just after each run
             // (an SMTP server's rate drifts by 20-30% between minutes on this
             // machine); the row shows their mean.
-            run_no += 1;
-            let before = measure_ceiling(
-                server,
-                &args,
-                pool_size,
-                &format!("ceiling-{run_no}.bench.test"),
-            )
-            .await?;
-            run_no += 1;
-            let tag = format!("run-{run_no}.bench.test");
+            let before = measure_ceiling(server, &args, pool_size, &next_tag("ceiling")).await?;
+            let tag = next_tag("run");
             let Some(mut row) = measure_dispatcher(server, engine, &args, pool_size, &tag).await?
             else {
                 continue;
             };
-            run_no += 1;
-            let after = measure_ceiling(
-                server,
-                &args,
-                pool_size,
-                &format!("ceiling-{run_no}.bench.test"),
-            )
-            .await?;
+            let after = measure_ceiling(server, &args, pool_size, &next_tag("ceiling")).await?;
             row.ceiling = (before.rate() + after.rate()) / 2.0;
             eprintln!(
                 "{} / {}: {} invites in {:.2} s = {:.0} invites/s (setup {:.1} s); ceiling {:.0} before, {:.0} after",
