@@ -77,6 +77,48 @@ fn allows_send(sorted: &[Timestamp], t: Timestamp) -> bool {
         .all(|end| sends_in_window(sorted, end) < CAP_MAX_SENDS)
 }
 
+/// One counted send of a patient (R7), as [`queued_over_cap`] weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountedSend {
+    /// Breaks ties between sends counted at the same instant.
+    pub invite_id: i64,
+    pub counted_at: Timestamp,
+    /// Already handed to a channel (`sent`): a fact the cap cannot undo.
+    /// Otherwise queued: counted, but not yet gone out.
+    pub handed_over: bool,
+}
+
+/// The queued sends that must not go out at `now`, each with the instant a
+/// send becomes possible again: R7 for a history that was not built one
+/// decision at a time, such as two charts merged into one (each chart kept
+/// its own 4 in 30 days; together they may hold more).
+///
+/// Sends already handed over are kept whatever their number. The queued
+/// ones are then taken in the order they were counted (`counted_at`, then
+/// `invite_id`), and each goes only if one more send at `now` keeps every
+/// window at 4 or fewer with the sends kept so far; so the earliest-counted
+/// invites win, and asking again with the same sends gives the same answer
+/// (the dispatcher asks once per invite, the merge once per chart). In a
+/// history built by the rules alone, every queued send was allowed when it
+/// was counted and the answer is empty.
+pub fn queued_over_cap(sends: &[CountedSend], now: Timestamp) -> Vec<(i64, Timestamp)> {
+    let mut kept: Vec<Timestamp> = sends
+        .iter()
+        .filter(|s| s.handed_over)
+        .map(|s| s.counted_at)
+        .collect();
+    let mut queued: Vec<&CountedSend> = sends.iter().filter(|s| !s.handed_over).collect();
+    queued.sort_by_key(|s| (s.counted_at, s.invite_id));
+    let mut over = Vec::new();
+    for send in queued {
+        match next_send_possible_at(&kept, now) {
+            None => kept.push(send.counted_at),
+            Some(next_possible_at) => over.push((send.invite_id, next_possible_at)),
+        }
+    }
+    over
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +226,57 @@ mod tests {
             next_send_possible_at(&[Timestamp::MIN; 4], Timestamp::MIN + DAY),
             Some(Timestamp::MIN + CAP_WINDOW)
         );
+    }
+
+    fn send(invite_id: i64, counted_at: Timestamp, handed_over: bool) -> CountedSend {
+        CountedSend {
+            invite_id,
+            counted_at,
+            handed_over,
+        }
+    }
+
+    /// R7 after a merge: the earliest-counted queued sends go, the rest wait
+    /// for the date the cap gives.
+    #[test]
+    fn r7_queued_over_cap() {
+        let t = now();
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Vec<CountedSend>, Vec<(i64, Timestamp)>)> = vec![
+            ("nothing counted", vec![], vec![]),
+            ("four queued all go", (1..=4).map(|i| send(i, t - HOUR, false)).collect(), vec![]),
+            ("two sent + three queued: the last queued waits",
+                vec![send(1, t - days(3), true), send(2, t - days(2), true),
+                     send(3, t - days(1), false), send(4, t - HOUR, false), send(5, t - HOUR, false)],
+                vec![(5, t - days(3) + CAP_WINDOW)]),
+            ("counted order, not id order, decides",
+                vec![send(9, t - days(2), false), send(1, t - days(1), false),
+                     send(2, t - HOUR, false), send(3, t - HOUR, false), send(4, t - HOUR, false)],
+                vec![(4, t - days(2) + CAP_WINDOW)]),
+            ("same instant: the lower id goes first",
+                (1..=5).rev().map(|i| send(i, t - HOUR, false)).collect(),
+                vec![(5, t - HOUR + CAP_WINDOW)]),
+            ("four sent: every queued send waits",
+                [(1..=4).map(|i| send(i, t - days(i), true)).collect::<Vec<_>>(),
+                 vec![send(5, t - days(10), false), send(6, t - HOUR, false)]].concat(),
+                vec![(5, t - days(4) + CAP_WINDOW), (6, t - days(4) + CAP_WINDOW)]),
+            ("five sent already: kept, queued one waits",
+                (1..=5).map(|i| send(i, t - days(i), true)).chain([send(6, t, false)]).collect(),
+                vec![(6, t - days(4) + CAP_WINDOW)]),
+            ("old sends have left the window",
+                (1..=4).map(|i| send(i, t - days(40 + i), true)).chain([send(5, t, false)]).collect(),
+                vec![]),
+        ];
+        for (name, sends, expected) in &rows {
+            assert_eq!(queued_over_cap(sends, t), *expected, "{name}");
+            let mut reversed = sends.clone();
+            reversed.reverse();
+            assert_eq!(
+                queued_over_cap(&reversed, t),
+                *expected,
+                "{name}: input order"
+            );
+        }
     }
 
     /// Brute force: adding a send at `t` leaves every window that contains

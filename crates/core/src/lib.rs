@@ -7,16 +7,20 @@
 
 pub mod cap;
 pub mod fields;
+pub mod invite;
 pub mod policy;
 pub mod schedule;
 pub mod status;
 pub mod trigger;
 
-pub use cap::{CAP_MAX_SENDS, CAP_WINDOW, next_send_possible_at, sends_in_window};
+pub use cap::{
+    CAP_MAX_SENDS, CAP_WINDOW, CountedSend, next_send_possible_at, queued_over_cap, sends_in_window,
+};
 pub use fields::{
     BirthSex, Demographics, E164Phone, EmailAddress, Field, FieldProblem, PersonName, Problem,
     ValidFields, Zip, check,
 };
+pub use invite::{InviteKind, InviteState};
 pub use policy::{
     Decision, Ineligible, PatientFacts, PatientResponse, PracticeRules, Refusal, SendHistory,
     decide_auto, decide_manual,

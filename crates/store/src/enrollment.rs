@@ -557,15 +557,20 @@ impl Tx {
         let since = to_ms(now) - CAP_WINDOW.as_millis() as i64;
         // One query for both facts (R7 and R6): each row is a counted send
         // of the window, a waiting auto invite, or both.
+        let counted = format!(
+            "counted_at > $2 AND state IN ({})",
+            InviteState::counted_sql_list()
+        );
+        let pending = format!(
+            "kind = 'auto' AND state IN ({})",
+            InviteState::pending_sql_list()
+        );
+        let sql = format!(
+            "SELECT CASE WHEN {counted} THEN counted_at END, {pending} \
+             FROM invites WHERE patient_id = $1 AND (({counted}) OR ({pending}))"
+        );
         let rows: Vec<(Option<i64>, bool)> = on_tx!(self, c => {
-            sqlx::query_as(
-                "SELECT CASE WHEN counted_at > $2 AND state NOT IN ('failed', 'cancelled') \
-                   THEN counted_at END, \
-                 kind = 'auto' AND state IN ('scheduled', 'queued') \
-                 FROM invites WHERE patient_id = $1 AND ( \
-                   (counted_at > $2 AND state NOT IN ('failed', 'cancelled')) \
-                   OR (kind = 'auto' AND state IN ('scheduled', 'queued')))",
-            )
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
             .bind(patient_id)
             .bind(since)
             .fetch_all(c)
@@ -729,7 +734,8 @@ impl Tx {
         source: &Source,
         now: Timestamp,
     ) -> Result<()> {
-        self.cancel_in_states(patient_id, "'scheduled', 'queued'", reason, source, now)
+        let pending = InviteState::pending_sql_list();
+        self.cancel_in_states(patient_id, &pending, reason, source, now)
             .await
     }
 

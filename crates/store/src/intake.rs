@@ -864,6 +864,15 @@ impl Tx {
                 )
                 .await?;
                 self.coalesce_pending(survivor, source, now).await?;
+                // Each chart kept its own 4 in 30 days; together they may
+                // hold more: the queued invites beyond the cap wait (R7).
+                self.suppress_queued_over_cap(
+                    survivor,
+                    "the cap of 4 sends in 30 days counts both charts since they were merged",
+                    source,
+                    now,
+                )
+                .await?;
             }
             (None, Some(merged)) => {
                 self.lock_patient(merged).await?;

@@ -14,6 +14,7 @@
 //! PostgreSQL locks the patient row (`SELECT ... FOR UPDATE`).
 
 mod batch;
+mod cap;
 mod enrollment;
 mod intake;
 mod model;

@@ -221,63 +221,7 @@ pub struct PatientQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InviteKind {
-    Auto,
-    Manual,
-}
-
-impl InviteKind {
-    pub fn key(self) -> &'static str {
-        match self {
-            InviteKind::Auto => "auto",
-            InviteKind::Manual => "manual",
-        }
-    }
-}
-
-/// The life of an invite in the outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InviteState {
-    /// Auto invite waiting for the practice's schedule to open; not counted yet.
-    Scheduled,
-    /// Decided and counted toward the cap; waiting for delivery.
-    Queued,
-    Sent,
-    /// Failed permanently; does not count toward the cap.
-    Failed,
-    /// Not sent because of the cap; `next_possible_at` says when one can be.
-    Suppressed,
-    Cancelled,
-}
-
-impl InviteState {
-    pub fn key(self) -> &'static str {
-        match self {
-            InviteState::Scheduled => "scheduled",
-            InviteState::Queued => "queued",
-            InviteState::Sent => "sent",
-            InviteState::Failed => "failed",
-            InviteState::Suppressed => "suppressed",
-            InviteState::Cancelled => "cancelled",
-        }
-    }
-
-    fn parse(raw: &str) -> Option<InviteState> {
-        [
-            InviteState::Scheduled,
-            InviteState::Queued,
-            InviteState::Sent,
-            InviteState::Failed,
-            InviteState::Suppressed,
-            InviteState::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.key() == raw)
-    }
-}
+pub use enroll_core::{InviteKind, InviteState};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Invite {
@@ -320,17 +264,10 @@ pub(crate) const INVITE_COLUMNS: &str = "id, patient_id, practice_id, kind, stat
 
 impl InviteRow {
     pub(crate) fn into_invite(self) -> Result<Invite> {
-        let kind = match self.kind.as_str() {
-            "auto" => InviteKind::Auto,
-            "manual" => InviteKind::Manual,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "invite {} kind {other:?}",
-                    self.id
-                )));
-            }
-        };
-        let state = InviteState::parse(&self.state).ok_or_else(|| {
+        let kind = InviteKind::from_key(&self.kind).ok_or_else(|| {
+            StoreError::Corrupt(format!("invite {} kind {:?}", self.id, self.kind))
+        })?;
+        let state = InviteState::from_key(&self.state).ok_or_else(|| {
             StoreError::Corrupt(format!("invite {} state {:?}", self.id, self.state))
         })?;
         Ok(Invite {

@@ -21,6 +21,7 @@ use sqlx::AssertSqlSafe;
 use std::collections::{HashMap, HashSet};
 
 use crate::batch::{Col, TimelineRow};
+use crate::cap::{CapLedger, ClaimedInvites};
 use crate::enrollment::{Tx, local_today, on_tx};
 use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow};
 use crate::{
@@ -253,6 +254,9 @@ impl Store {
         let patients = tx
             .lock_patients(invites.iter().map(|i| i.patient_id).collect())
             .await?;
+        let mut ledger = tx
+            .cap_ledger(patients.keys().copied(), ClaimedInvites::StillQueued, now)
+            .await?;
         let mut practices = PracticeCache::default();
         let mut planned = PlannedTexts::default();
         let mut attempts = Vec::with_capacity(invites.len());
@@ -263,7 +267,15 @@ impl Store {
                 .ok_or(StoreError::NotFound("patient"))?;
             let practice = practices.get(&mut tx, invite.practice_id).await?;
             match tx
-                .decide_delivery(invite, patient, practice, policy, &mut planned, now)
+                .decide_delivery(
+                    invite,
+                    patient,
+                    practice,
+                    policy,
+                    &mut planned,
+                    &mut ledger,
+                    now,
+                )
                 .await?
             {
                 Decided::Attempt(attempt) => attempts.push(*attempt),
@@ -789,6 +801,7 @@ impl Tx {
         practice: &Practice,
         policy: &DeliveryPolicy,
         planned: &mut PlannedTexts,
+        ledger: &mut CapLedger,
         now: Timestamp,
     ) -> Result<Decided> {
         let today = local_today(practice, now)?;
@@ -810,7 +823,10 @@ impl Tx {
             };
             let trigger = trigger_from_key(invite.trigger.as_deref());
             match decide_auto(&trigger, &facts, &rules, &history, now) {
-                Decision::SendNow => self.count_now(invite.id, now).await?,
+                Decision::SendNow => {
+                    self.count_now(invite.id, now).await?;
+                    ledger.counted(patient.id, invite.id, now);
+                }
                 Decision::Queue { at } => {
                     self.reschedule(invite.id, at).await?;
                     let detail = json!({ "invite_id": invite.id, "due_at": at });
@@ -819,7 +835,7 @@ impl Tx {
                     return Ok(Decided::Skipped("outside the schedule".into()));
                 }
                 Decision::Suppressed { next_possible_at } => {
-                    self.suppress(invite.id, next_possible_at).await?;
+                    self.suppress_invite(invite.id, next_possible_at).await?;
                     let detail =
                         json!({ "invite_id": invite.id, "next_possible_at": next_possible_at });
                     self.timeline(patient.id, now, "invite_suppressed", detail, &source)
@@ -837,12 +853,23 @@ impl Tx {
         } else if let Decision::Refused { refusal } =
             decide_manual(&facts, &SendHistory::default(), now)
         {
-            // Already counted: only whether the patient may still be invited
-            // matters (activated, opted out, lost a field meanwhile...).
+            // Already counted: first whether the patient may still be
+            // invited (activated, opted out, lost a field meanwhile...).
+            ledger.uncounted(patient.id, invite.id);
             return self.cancel_one(invite, &refusal.message(), now).await;
+        } else if let Some(next_possible_at) = ledger.over_cap(patient.id, invite.id, now) {
+            // Then R7 against the whole history: counted when it was queued,
+            // but a merge may since have added another chart's sends.
+            ledger.uncounted(patient.id, invite.id);
+            self.suppress_invite(invite.id, next_possible_at).await?;
+            let detail = json!({ "invite_id": invite.id, "next_possible_at": next_possible_at });
+            self.timeline(patient.id, now, "invite_suppressed", detail, &source)
+                .await?;
+            return Ok(Decided::Skipped("cap reached".into()));
         }
 
         let Some(valid) = check(&patient.demographics, today).valid else {
+            ledger.uncounted(patient.id, invite.id);
             return self
                 .cancel_one(invite, "required fields are missing", now)
                 .await;
@@ -1013,21 +1040,6 @@ impl Tx {
                 .execute(c)
                 .await
                 .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    async fn suppress(&mut self, invite_id: i64, next_possible_at: Timestamp) -> Result<()> {
-        on_tx!(self, c => {
-            sqlx::query(
-                "UPDATE invites SET state = 'suppressed', next_possible_at = $1, claimed_by = NULL, \
-                 claimed_until = NULL WHERE id = $2",
-            )
-            .bind(to_ms(next_possible_at))
-            .bind(invite_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
         })?;
         Ok(())
     }

@@ -6,7 +6,8 @@ use sqlx::AssertSqlSafe;
 
 use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow, TimelineRow};
 use crate::{
-    Invite, Patient, PatientQuery, Result, Store, StoreError, TimelineEntry, on_pool, to_ms,
+    Invite, InviteState, Patient, PatientQuery, Result, Store, StoreError, TimelineEntry, on_pool,
+    to_ms,
 };
 
 /// Search results are capped so a one-letter search stays cheap.
@@ -121,11 +122,13 @@ impl Store {
 
     /// Sends counted toward the cap at or after `since`, all patients (tests, dashboards).
     pub async fn counted_sends_since(&self, patient_id: i64, since: Timestamp) -> Result<i64> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM invites WHERE patient_id = $1 AND counted_at >= $2 \
+             AND state IN ({})",
+            InviteState::counted_sql_list()
+        );
         Ok(on_pool!(self, pool => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM invites WHERE patient_id = $1 AND counted_at >= $2 \
-                 AND state NOT IN ('failed', 'cancelled')",
-            )
+            sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
             .bind(patient_id)
             .bind(to_ms(since))
             .fetch_one(pool)
@@ -135,14 +138,9 @@ impl Store {
 }
 
 impl Invite {
-    /// R7: a send counts once handed to (or queued for) a channel; a
-    /// permanent failure or a cancelled invite does not.
+    /// R7 (defined by `InviteState::counts_toward_cap`).
     pub fn counts_toward_cap(&self) -> bool {
-        self.counted_at.is_some()
-            && !matches!(
-                self.state,
-                crate::InviteState::Failed | crate::InviteState::Cancelled
-            )
+        self.counted_at.is_some() && self.state.counts_toward_cap()
     }
 }
 

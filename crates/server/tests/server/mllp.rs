@@ -476,43 +476,122 @@ async fn an_unmapped_facility_is_an_error_until_mapped_then_reprocessing_applies
     .await;
 }
 
+/// Two charts of one person, each with an auto invite (chart added) and two
+/// Enroll Nows, nothing delivered yet: 3 + 3 counted sends, each chart
+/// within its own cap. Returns (survivor, merged) ids before the A40.
+async fn two_charts_with_three_queued_sends_each(app: &TestApp, sender: &mut Sender) -> (i64, i64) {
+    for (control, mrn) in [("M-1", "9001"), ("M-2", "9002")] {
+        let ack = sender
+            .send(&a04(control, mrn, "Eva", "eva@example.org"))
+            .await;
+        assert_eq!(ack_code(&ack), "AA");
+    }
+    let survivor = patient_by_mrn(app, "9001").await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let merged = patient_by_mrn(app, "9002").await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    for id in [survivor, merged] {
+        for _ in 0..2 {
+            let (status, body) = app.enroll(id).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    }
+    (survivor, merged)
+}
+
+async fn merge_9002_into_9001(sender: &mut Sender, control_id: &str) {
+    let ack = sender
+        .send(&hl7(&[
+            &msh("ADT^A40^ADT_A39", control_id),
+            "EVN|A40|20261125100000",
+            "PID|1||9001^^^TEST^MR||Lopez^Eva||19800214|F|||12 Elm St^^New York^NY^10027||^NET^Internet^eva@example.org",
+            "MRG|9002^^^TEST^MR",
+        ]))
+        .await;
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+}
+
+fn states_of(invites: &[Value]) -> Vec<String> {
+    let mut states: Vec<String> = invites
+        .iter()
+        .filter_map(|i| i["state"].as_str().map(str::to_string))
+        .collect();
+    states.sort();
+    states
+}
+
+/// Runs a dispatcher in the background until the outbox has nothing due,
+/// and returns the emails the SMTP server received.
+async fn deliver_everything(app: &TestApp) -> Vec<enroll_notify::testing::ReceivedMail> {
+    let smtp = crate::TestSmtp::start().await;
+    let running = app
+        .dispatcher(smtp.addr, "after-merge")
+        .spawn(Duration::from_millis(20));
+    // Settled when nothing is left queued and the count stopped moving.
+    let mut last = usize::MAX;
+    for _ in 0..400 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let queued = app
+            .db
+            .store
+            .invites_in_state(enroll_store::InviteState::Queued, 1)
+            .await
+            .unwrap();
+        let received = smtp.received().len();
+        if received == last && queued.is_empty() {
+            break;
+        }
+        last = received;
+    }
+    running.stop().await;
+    smtp.received()
+}
+
 #[tokio::test]
 async fn a_merge_moves_the_invite_history_so_the_cap_counts_both_charts() {
     on_each_engine(async |app: &TestApp| {
         let mut sender = Sender::connect(app.mllp_addr).await;
-        for (control, mrn) in [("M-1", "9001"), ("M-2", "9002")] {
-            let ack = sender.send(&a04(control, mrn, "Eva", "eva@example.org")).await;
-            assert_eq!(ack_code(&ack), "AA");
-        }
-        let survivor = patient_by_mrn(app, "9001").await.unwrap()["id"].as_i64().unwrap();
-        let merged = patient_by_mrn(app, "9002").await.unwrap()["id"].as_i64().unwrap();
-        // Two manual sends on each chart: 1 + 2 and 1 + 2 counted sends.
-        for id in [survivor, merged] {
-            for _ in 0..2 {
-                let (status, body) = app.enroll(id).await;
-                assert_eq!(status, StatusCode::CREATED, "{body}");
-            }
-        }
-        let ack = sender
-            .send(&hl7(&[
-                &msh("ADT^A40^ADT_A39", "M-3"),
-                "EVN|A40|20261125100000",
-                "PID|1||9001^^^TEST^MR||Lopez^Eva||19800214|F|||12 Elm St^^New York^NY^10027||^NET^Internet^eva@example.org",
-                "MRG|9002^^^TEST^MR",
-            ]))
-            .await;
-        assert_eq!(ack_code(&ack), "AA", "{ack}");
+        let (survivor, _merged) = two_charts_with_three_queued_sends_each(app, &mut sender).await;
+        merge_9002_into_9001(&mut sender, "M-3").await;
         // The merged chart is gone from search; its MRN finds the survivor's messages.
         assert!(patient_by_mrn(app, "9002").await.is_none());
         let invites = app.invites(survivor).await;
-        assert_eq!(invites.len(), 6, "{invites:?}");
-        // 5 counted sends in 30 days (the merged chart's auto invite was
-        // coalesced with the survivor's), over 4: Enroll Now is refused.
+        // 6 invites: the merged chart's auto invite coalesced with the
+        // survivor's (R6), and of the 5 counted sends the one counted last
+        // waits for the cap (R7): 4 in 30 days, both charts together.
+        assert_eq!(
+            states_of(&invites),
+            [
+                "cancelled",
+                "queued",
+                "queued",
+                "queued",
+                "queued",
+                "suppressed"
+            ],
+            "{:?}: {invites:?}",
+            app.engine
+        );
+        let suppressed = invites.iter().find(|i| i["state"] == "suppressed").unwrap();
+        assert!(suppressed["next_possible_at"].is_string(), "{suppressed}");
         let (status, body) = app.enroll(survivor).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
         let kinds = app.timeline_kinds(survivor).await;
         assert!(kinds.contains(&"chart_merged".to_string()), "{kinds:?}");
-        assert!(kinds.contains(&"merged_into".to_string()), "the merged chart's timeline shows: {kinds:?}");
+        assert!(
+            kinds.contains(&"merged_into".to_string()),
+            "the merged chart's timeline shows: {kinds:?}"
+        );
+        assert!(
+            kinds.contains(&"invite_suppressed".to_string()),
+            "{kinds:?}"
+        );
+        // A running dispatcher sends the 4 and no 5th.
+        let mails = deliver_everything(app).await;
+        assert_eq!(mails.len(), 4, "{:?}: R7 across the merge", app.engine);
+        assert!(mails.iter().all(|m| m.to == ["eva@example.org"]));
         // A later message with the old MRN updates the survivor.
         let ack = sender
             .send(&hl7(&[
@@ -522,7 +601,55 @@ async fn a_merge_moves_the_invite_history_so_the_cap_counts_both_charts() {
             .await;
         assert_eq!(ack_code(&ack), "AA");
         let (_, patient) = app.get(&format!("/api/patients/{survivor}")).await;
-        assert_eq!(patient["patient"]["demographics"]["zip"], "10099", "{patient}");
+        assert_eq!(
+            patient["patient"]["demographics"]["zip"], "10099",
+            "{patient}"
+        );
+    })
+    .await;
+}
+
+/// The merge cannot stop an invite a dispatcher has claimed (it may be in
+/// flight); the dispatcher's own check of R7 before sending must.
+#[tokio::test]
+async fn the_dispatcher_checks_the_cap_again_for_invites_claimed_before_a_merge() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        let (survivor, _) = two_charts_with_three_queued_sends_each(app, &mut sender).await;
+        let lease = jiff::SignedDuration::from_mins(5);
+        let now = enroll_server::Clock::now(app.clock.as_ref());
+        let claimed = app
+            .db
+            .store
+            .claim_due_invites("crashed-worker", now, lease, 100)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 6, "{:?}", app.engine);
+        merge_9002_into_9001(&mut sender, "M-3").await;
+        let invites = app.invites(survivor).await;
+        assert_eq!(
+            states_of(&invites),
+            [
+                "cancelled",
+                "queued",
+                "queued",
+                "queued",
+                "queued",
+                "queued"
+            ],
+            "claimed invites are left to the dispatcher: {invites:?}"
+        );
+        // The claims run out; a dispatcher takes the invites over.
+        app.clock
+            .advance(lease + jiff::SignedDuration::from_secs(1));
+        let mails = deliver_everything(app).await;
+        assert_eq!(mails.len(), 4, "{:?}: no 5th send in 30 days", app.engine);
+        let invites = app.invites(survivor).await;
+        assert_eq!(
+            states_of(&invites),
+            ["cancelled", "sent", "sent", "sent", "sent", "suppressed"],
+            "{invites:?}"
+        );
     })
     .await;
 }
