@@ -242,30 +242,68 @@ mod tests {
     fn r7_queued_over_cap() {
         let t = now();
         #[rustfmt::skip]
-        let rows: Vec<(&str, Vec<CountedSend>, Vec<(i64, Timestamp)>)> = vec![
+        type Row = (&'static str, Vec<CountedSend>, Vec<(i64, Timestamp)>);
+        let rows: Vec<Row> = vec![
             ("nothing counted", vec![], vec![]),
-            ("four queued all go", (1..=4).map(|i| send(i, t - HOUR, false)).collect(), vec![]),
-            ("two sent + three queued: the last queued waits",
-                vec![send(1, t - days(3), true), send(2, t - days(2), true),
-                     send(3, t - days(1), false), send(4, t - HOUR, false), send(5, t - HOUR, false)],
-                vec![(5, t - days(3) + CAP_WINDOW)]),
-            ("counted order, not id order, decides",
-                vec![send(9, t - days(2), false), send(1, t - days(1), false),
-                     send(2, t - HOUR, false), send(3, t - HOUR, false), send(4, t - HOUR, false)],
-                vec![(4, t - days(2) + CAP_WINDOW)]),
-            ("same instant: the lower id goes first",
+            (
+                "four queued all go",
+                (1..=4).map(|i| send(i, t - HOUR, false)).collect(),
+                vec![],
+            ),
+            (
+                "two sent + three queued: the last queued waits",
+                vec![
+                    send(1, t - days(3), true),
+                    send(2, t - days(2), true),
+                    send(3, t - days(1), false),
+                    send(4, t - HOUR, false),
+                    send(5, t - HOUR, false),
+                ],
+                vec![(5, t - days(3) + CAP_WINDOW)],
+            ),
+            (
+                "counted order, not id order, decides",
+                vec![
+                    send(9, t - days(2), false),
+                    send(1, t - days(1), false),
+                    send(2, t - HOUR, false),
+                    send(3, t - HOUR, false),
+                    send(4, t - HOUR, false),
+                ],
+                vec![(4, t - days(2) + CAP_WINDOW)],
+            ),
+            (
+                "same instant: the lower id goes first",
                 (1..=5).rev().map(|i| send(i, t - HOUR, false)).collect(),
-                vec![(5, t - HOUR + CAP_WINDOW)]),
-            ("four sent: every queued send waits",
-                [(1..=4).map(|i| send(i, t - days(i), true)).collect::<Vec<_>>(),
-                 vec![send(5, t - days(10), false), send(6, t - HOUR, false)]].concat(),
-                vec![(5, t - days(4) + CAP_WINDOW), (6, t - days(4) + CAP_WINDOW)]),
-            ("five sent already: kept, queued one waits",
-                (1..=5).map(|i| send(i, t - days(i), true)).chain([send(6, t, false)]).collect(),
-                vec![(6, t - days(4) + CAP_WINDOW)]),
-            ("old sends have left the window",
-                (1..=4).map(|i| send(i, t - days(40 + i), true)).chain([send(5, t, false)]).collect(),
-                vec![]),
+                vec![(5, t - HOUR + CAP_WINDOW)],
+            ),
+            (
+                "four sent: every queued send waits",
+                [
+                    (1..=4)
+                        .map(|i| send(i, t - days(i), true))
+                        .collect::<Vec<_>>(),
+                    vec![send(5, t - days(10), false), send(6, t - HOUR, false)],
+                ]
+                .concat(),
+                vec![(5, t - days(4) + CAP_WINDOW), (6, t - days(4) + CAP_WINDOW)],
+            ),
+            (
+                "five sent already: kept, queued one waits",
+                (1..=5)
+                    .map(|i| send(i, t - days(i), true))
+                    .chain([send(6, t, false)])
+                    .collect(),
+                vec![(6, t - days(4) + CAP_WINDOW)],
+            ),
+            (
+                "old sends have left the window",
+                (1..=4)
+                    .map(|i| send(i, t - days(40 + i), true))
+                    .chain([send(5, t, false)])
+                    .collect(),
+                vec![],
+            ),
         ];
         for (name, sends, expected) in &rows {
             assert_eq!(queued_over_cap(sends, t), *expected, "{name}");

@@ -254,11 +254,13 @@ impl Store {
         let patients = tx
             .lock_patients(invites.iter().map(|i| i.patient_id).collect())
             .await?;
-        let mut ledger = tx
-            .cap_ledger(patients.keys().copied(), ClaimedInvites::StillQueued, now)
-            .await?;
+        let mut chunk = ChunkSoFar {
+            texts: PlannedTexts::default(),
+            cap: tx
+                .cap_ledger(patients.keys().copied(), ClaimedInvites::StillQueued, now)
+                .await?,
+        };
         let mut practices = PracticeCache::default();
-        let mut planned = PlannedTexts::default();
         let mut attempts = Vec::with_capacity(invites.len());
         let mut prepared = Vec::with_capacity(invite_ids.len());
         for invite in &invites {
@@ -267,15 +269,7 @@ impl Store {
                 .ok_or(StoreError::NotFound("patient"))?;
             let practice = practices.get(&mut tx, invite.practice_id).await?;
             match tx
-                .decide_delivery(
-                    invite,
-                    patient,
-                    practice,
-                    policy,
-                    &mut planned,
-                    &mut ledger,
-                    now,
-                )
+                .decide_delivery(invite, patient, practice, policy, &mut chunk, now)
                 .await?
             {
                 Decided::Attempt(attempt) => attempts.push(*attempt),
@@ -537,6 +531,13 @@ impl PracticeCache {
 /// ones already recorded, since the batch writes its deliveries at the end.
 #[derive(Default)]
 struct PlannedTexts(HashMap<String, i64>);
+
+/// What the decisions made so far in one chunk changed, for the next ones:
+/// texts planned (R13) and sends counted or uncounted (R7).
+struct ChunkSoFar {
+    texts: PlannedTexts,
+    cap: CapLedger,
+}
 
 /// An invite that passed the rules again and goes out now.
 struct Attempt {
@@ -800,10 +801,10 @@ impl Tx {
         patient: &Patient,
         practice: &Practice,
         policy: &DeliveryPolicy,
-        planned: &mut PlannedTexts,
-        ledger: &mut CapLedger,
+        chunk: &mut ChunkSoFar,
         now: Timestamp,
     ) -> Result<Decided> {
+        let ledger = &mut chunk.cap;
         let today = local_today(practice, now)?;
         let facts = patient.facts(today);
         let source = system();
@@ -875,7 +876,7 @@ impl Tx {
                 .await;
         };
         let (email, cell_phone) = self
-            .channels(&valid, &facts, policy.sms_enabled, planned, now)
+            .channels(&valid, &facts, policy.sms_enabled, &mut chunk.texts, now)
             .await?;
         if email.is_none() && cell_phone.is_none() {
             // Email opted out and the number has had its texts for now (R13).
