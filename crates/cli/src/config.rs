@@ -1,170 +1,14 @@
-//! Configuration: defaults, then a TOML file, then `ENROLL_*` environment
-//! variables, then command-line flags (each overrides the one before).
+//! Reading the configuration (`enroll_server::Settings`): defaults, then a
+//! TOML file, then `ENROLL_*` environment variables, then command-line
+//! flags (each overrides the one before).
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use enroll_server::Settings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// `sqlite://PATH` (the file is created) or `postgres://USER:PASSWORD@HOST/DB`.
-    pub database_url: String,
-    /// Where the HTTP server listens.
-    pub listen: SocketAddr,
-    /// Where patients reach this server (activation and unsubscribe links),
-    /// e.g. `https://invites.example.org`. Default: `http://` + listen.
-    pub public_url: Option<String>,
-    /// The From of invite emails, e.g. `Riverside Portal <portal@example.org>`.
-    pub email_from: String,
-    pub smtp: SmtpSettings,
-    pub sms: SmsSettings,
-    pub delivery: DeliverySettings,
-    pub mllp: MllpConfig,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            database_url: "sqlite://enroll.db".into(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            public_url: None,
-            email_from: "Patient Portal <portal@localhost>".into(),
-            smtp: SmtpSettings::default(),
-            sms: SmsSettings::default(),
-            delivery: DeliverySettings::default(),
-            mllp: MllpConfig::default(),
-        }
-    }
-}
-
-impl Config {
-    pub fn public_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
-    }
-}
-
-/// `[smtp]`: the mail server invites go through.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SmtpSettings {
-    pub host: String,
-    pub port: u16,
-    /// `starttls` (port 587), `tls` (implicit TLS, port 465) or `plain`
-    /// (only for a relay on the same machine or network).
-    pub security: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub pool_size: u32,
-    pub timeout_secs: u64,
-}
-
-impl Default for SmtpSettings {
-    fn default() -> SmtpSettings {
-        SmtpSettings {
-            host: "localhost".into(),
-            port: 25,
-            security: "plain".into(),
-            username: None,
-            password: None,
-            pool_size: 4,
-            timeout_secs: 30,
-        }
-    }
-}
-
-/// `[sms]`: an HTTP SMS provider; texts are off while `account_sid` is empty.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SmsSettings {
-    pub base_url: Option<String>,
-    pub account_sid: String,
-    pub auth_token: String,
-    /// The sending number, E.164.
-    pub from: String,
-    /// The secret part of the inbound webhook URL given to the provider:
-    /// `<public_url>/webhooks/sms/<webhook_secret>`.
-    pub webhook_secret: Option<String>,
-}
-
-impl SmsSettings {
-    pub fn enabled(&self) -> bool {
-        !self.account_sid.trim().is_empty()
-    }
-}
-
-/// `[delivery]`: the dispatcher.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeliverySettings {
-    /// Attempts before a passing failure (server down) becomes a failure staff see.
-    pub max_attempts: i64,
-    /// Pause between rounds when there was nothing to send.
-    pub poll_interval_ms: u64,
-    /// Invites a round delivers at most (claimed 50 at a time as the sends
-    /// need them; a stop claims no more). Rounds run back to back while
-    /// invites are due; each boundary lets the sends run dry for a moment.
-    pub batch: i64,
-    /// Emails (and texts) handed to the servers at once.
-    pub concurrency: usize,
-}
-
-impl Default for DeliverySettings {
-    fn default() -> DeliverySettings {
-        DeliverySettings {
-            max_attempts: 8,
-            poll_interval_ms: 1000,
-            batch: 1000,
-            concurrency: 16,
-        }
-    }
-}
-
-/// `[mllp]`: the HL7 v2 listener the EHR sends to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MllpConfig {
-    pub enabled: bool,
-    /// Plain MLLP. The default takes messages from this machine only; set
-    /// `0.0.0.0:2575` for an interface engine elsewhere on the network.
-    pub listen: SocketAddr,
-    /// MLLP inside TLS, e.g. `0.0.0.0:2576`; needs `tls_cert` and `tls_key`.
-    pub tls_listen: Option<SocketAddr>,
-    /// PEM certificate chain and private key for `tls_listen`.
-    pub tls_cert: Option<std::path::PathBuf>,
-    pub tls_key: Option<std::path::PathBuf>,
-    /// Larger messages are answered AR (their first 4 KiB are kept).
-    pub max_message_bytes: usize,
-    /// A connection silent this long is closed.
-    pub idle_timeout_secs: u64,
-    /// Where birth sex comes from: `obx_then_pid8` (an OBX with LOINC
-    /// 76689-9, else PID-8) or `pid8`.
-    pub birth_sex_source: String,
-    /// The PID-3 assigning authority whose identifier is the MRN; empty: the
-    /// first identifier of type MR.
-    pub mrn_assigning_authority: Option<String>,
-}
-
-impl Default for MllpConfig {
-    fn default() -> MllpConfig {
-        MllpConfig {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 2575)),
-            tls_listen: None,
-            tls_cert: None,
-            tls_key: None,
-            max_message_bytes: 1024 * 1024,
-            idle_timeout_secs: 300,
-            birth_sex_source: "obx_then_pid8".into(),
-            mrn_assigning_authority: None,
-        }
-    }
-}
+use serde::Serialize;
 
 /// Flags that override the file and the environment.
 #[derive(Debug, Default, Serialize)]
@@ -191,8 +35,10 @@ const KEYS: [&str; 8] = [
 ];
 
 /// Loads the configuration, explaining a bad file or key in words.
-pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
-    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+    // Every section of `Settings` has serde defaults: what no source sets
+    // takes its default.
+    let mut figment = Figment::new();
     if let Some(path) = file {
         if !path.exists() {
             anyhow::bail!("config file {} does not exist", path.display());
@@ -218,6 +64,7 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use enroll_notify::ExposeSecret;
 
     // figment::Jail runs each test in its own folder with its own
     // environment, one at a time, so environment variables set by one test
@@ -232,7 +79,7 @@ mod tests {
             )?;
             let file = Path::new("enroll.toml");
             let config = load(Some(file), &Overrides::default()).map_err(|e| e.to_string())?;
-            assert_eq!(config.database_url, "sqlite:///tmp/x.db");
+            assert_eq!(config.database_url.expose(), "sqlite:///tmp/x.db");
             assert_eq!(config.listen.port(), 9000);
             let flags = Overrides {
                 listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
@@ -268,7 +115,7 @@ mod tests {
             jail.set_env("ENROLL_TEST_POSTGRES_URL", "postgres://elsewhere");
             let config = load(Some(Path::new("enroll.toml")), &Overrides::default())
                 .map_err(|e| e.to_string())?;
-            assert_eq!(config.database_url, "postgres://u@h/db");
+            assert_eq!(config.database_url.expose(), "postgres://u@h/db");
             Ok(())
         });
     }
@@ -286,13 +133,17 @@ mod tests {
                 .map_err(|e| e.to_string())?;
             assert_eq!(config.smtp.host, "mail.example.org");
             assert_eq!(config.smtp.port, 587);
-            assert_eq!(config.smtp.password.as_deref(), Some("s3cret"));
+            assert_eq!(
+                config.smtp.password.as_ref().map(|p| p.expose_secret()),
+                Some("s3cret")
+            );
             assert!(config.sms.enabled());
             assert_eq!(
                 config.delivery.max_attempts, 8,
                 "defaults fill what is not given"
             );
-            assert_eq!(config.public_url(), "http://127.0.0.1:8080");
+            assert_eq!(config.public_url, None);
+            assert_eq!(config.smtp.security, enroll_notify::SmtpSecurity::StartTls);
             Ok(())
         });
     }

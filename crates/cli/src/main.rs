@@ -10,22 +10,17 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use enroll_core::Schedule;
-use enroll_hl7::{BirthSexSource, MappingOptions};
-use enroll_notify::{
-    EmailSender, HttpSmsSender, SmsConfig, SmsSender, SmtpConfig, SmtpMailer, SmtpSecurity,
-};
+use enroll_notify::SmtpMailer;
 use enroll_server::{
-    AppState, Clock, Dispatcher, Intake, LINK_SECRET_SETTING, Links, Mailbox, MllpSettings,
-    MllpTls, RunningMllp, SystemClock,
+    Application, DatabaseUrl, DeliveryConfig, Mailbox, MllpConfig, RunningApplication, Runtime,
+    Settings,
 };
-use enroll_store::DeliveryPolicy;
 use enroll_store::{NewPractice, Source, Store, hash_token};
 use jiff::Timestamp;
-use rand::{Rng, RngCore};
-use std::time::Duration;
+use rand::Rng;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, Overrides};
+use crate::config::Overrides;
 
 #[derive(Parser)]
 #[command(
@@ -155,7 +150,7 @@ async fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen } => {
             let config = load_config(&cli.config, &cli.database_url, listen)?;
-            serve(&config).await
+            serve(config).await
         }
         Command::Demo {
             data_dir,
@@ -225,7 +220,7 @@ fn load_config(
     file: &Option<PathBuf>,
     database_url: &Option<String>,
     listen: Option<SocketAddr>,
-) -> anyhow::Result<Config> {
+) -> anyhow::Result<Settings> {
     config::load(
         file.as_deref(),
         &Overrides {
@@ -236,198 +231,27 @@ fn load_config(
 }
 
 /// Connects and migrates.
-async fn open(database_url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect(database_url)
-        .await
-        .with_context(|| format!("cannot open the database ({})", redact(database_url)))?;
-    store.migrate().await.context("cannot apply migrations")?;
-    Ok(store)
+async fn open(url: &DatabaseUrl) -> anyhow::Result<Store> {
+    Ok(enroll_server::app::open(url).await?)
 }
 
-/// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-async fn serve(config: &Config) -> anyhow::Result<()> {
-    let store = open(&config.database_url).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let links = Links::new(&config.public_url(), &link_secret(&store).await?);
-    let email: Arc<dyn EmailSender> = Arc::new(
-        SmtpMailer::new(&smtp_config(&config.smtp)?)
-            .map_err(|e| anyhow::anyhow!("SMTP settings: {e}"))?,
-    );
-    let sms: Option<Arc<dyn SmsSender>> = if config.sms.enabled() {
-        let sender = HttpSmsSender::new(&sms_config(&config.sms))
-            .map_err(|e| anyhow::anyhow!("SMS settings: {e}"))?;
-        Some(Arc::new(sender))
-    } else {
-        None
-    };
-    let mut state = AppState::new(store.clone(), clock.clone(), links.clone());
-    state.sms_webhook_secret = config.sms.webhook_secret.clone();
-    state.templates = enroll_server::templates::load(&store).await?;
-    state.intake = Arc::new(Intake::new(
-        store.clone(),
-        clock.clone(),
-        mapping_options(&config.mllp)?,
+async fn serve(config: Settings) -> anyhow::Result<()> {
+    let app = Application::build(config, Runtime::production()).await?;
+    let running = app.start().await?;
+    tracing::info!(addr = %running.http_addr, engine = running.state().store.engine(), "enroll is serving");
+    announce(&format!(
+        "Enroll is serving on http://{}",
+        running.http_addr
     ));
-    let mllp = start_mllp(&state, &config.mllp).await?;
-    let dispatcher = dispatcher(&state, email, sms, &config.email_from, &config.delivery)
-        .spawn(Duration::from_millis(config.delivery.poll_interval_ms));
-    let server = enroll_server::spawn(config.listen, state)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(addr = %server.addr, engine = store.engine(), "enroll is serving");
-    announce(&format!("Enroll is serving on http://{}", server.addr));
-    if let Some(mllp) = &mllp {
-        announce(&format!("HL7 MLLP listener on {}", mllp.addr));
-        if let Some(tls) = mllp.tls_addr {
-            announce(&format!("HL7 MLLP over TLS on {tls}"));
-        }
+    if let Some(mllp) = running.mllp_addr {
+        announce(&format!("HL7 MLLP listener on {mllp}"));
+    }
+    if let Some(tls) = running.mllp_tls_addr {
+        announce(&format!("HL7 MLLP over TLS on {tls}"));
     }
     wait_for_shutdown().await;
-    // The listener first: messages in hand are finished and answered.
-    if let Some(mllp) = mllp {
-        mllp.stop().await;
-    }
-    server.stop().await?;
-    dispatcher.stop().await;
-    store.close().await;
+    running.stop().await?;
     Ok(())
-}
-
-fn mapping_options(settings: &config::MllpConfig) -> anyhow::Result<MappingOptions> {
-    let birth_sex_source = match settings.birth_sex_source.trim() {
-        "obx_then_pid8" => BirthSexSource::ObxThenPid8,
-        "pid8" => BirthSexSource::Pid8Only,
-        other => anyhow::bail!("mllp.birth_sex_source {other:?} is not one of obx_then_pid8, pid8"),
-    };
-    Ok(MappingOptions {
-        birth_sex_source,
-        mrn_assigning_authority: settings
-            .mrn_assigning_authority
-            .clone()
-            .filter(|a| !a.trim().is_empty()),
-    })
-}
-
-fn mllp_settings(settings: &config::MllpConfig) -> anyhow::Result<MllpSettings> {
-    let tls = match (&settings.tls_listen, &settings.tls_cert, &settings.tls_key) {
-        (None, _, _) => None,
-        (Some(listen), Some(cert), Some(key)) => Some(MllpTls {
-            listen: *listen,
-            cert_path: cert.clone(),
-            key_path: key.clone(),
-        }),
-        (Some(_), _, _) => anyhow::bail!(
-            "mllp.tls_listen is set: set mllp.tls_cert and mllp.tls_key to PEM files too"
-        ),
-    };
-    if settings.max_message_bytes < 1024 {
-        anyhow::bail!("mllp.max_message_bytes must be at least 1024");
-    }
-    Ok(MllpSettings {
-        listen: settings.listen,
-        tls,
-        max_message_bytes: settings.max_message_bytes,
-        idle_timeout: Duration::from_secs(settings.idle_timeout_secs.max(1)),
-    })
-}
-
-async fn start_mllp(
-    state: &AppState,
-    settings: &config::MllpConfig,
-) -> anyhow::Result<Option<RunningMllp>> {
-    if !settings.enabled {
-        return Ok(None);
-    }
-    let running = enroll_server::mllp::start(state.intake.clone(), &mllp_settings(settings)?)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("{e} (set mllp.listen to another address, or mllp.enabled = false)")
-        })?;
-    Ok(Some(running))
-}
-
-/// The secret that signs unsubscribe links: made once, kept in the database
-/// so every instance and every restart uses the same one.
-async fn link_secret(store: &Store) -> anyhow::Result<Vec<u8>> {
-    let mut fresh = [0u8; 32];
-    rand::rng().fill_bytes(&mut fresh);
-    let secret = store
-        .setting_or_insert(LINK_SECRET_SETTING, &hex::encode(fresh))
-        .await?;
-    hex::decode(secret).context("the stored link-signing secret is not hex")
-}
-
-fn dispatcher(
-    state: &AppState,
-    email: Arc<dyn EmailSender>,
-    sms: Option<Arc<dyn SmsSender>>,
-    email_from: &str,
-    settings: &config::DeliverySettings,
-) -> Dispatcher {
-    let policy = DeliveryPolicy {
-        max_attempts: settings.max_attempts.max(1),
-        sms_enabled: sms.is_some(),
-        ..DeliveryPolicy::default()
-    };
-    Dispatcher {
-        store: state.store.clone(),
-        clock: state.clock.clone(),
-        email,
-        sms,
-        templates: state.templates.clone(),
-        links: state.links.clone(),
-        email_from: email_from.to_string(),
-        policy,
-        worker: format!(
-            "enroll-{}-{:08x}",
-            std::process::id(),
-            rand::rng().next_u32()
-        ),
-        batch: settings.batch.max(1),
-        concurrency: settings.concurrency.max(1),
-    }
-}
-
-fn smtp_config(settings: &config::SmtpSettings) -> anyhow::Result<SmtpConfig> {
-    let security = match settings.security.to_ascii_lowercase().as_str() {
-        "plain" | "none" => SmtpSecurity::Plain,
-        "starttls" => SmtpSecurity::StartTls,
-        "tls" | "ssl" | "implicit" => SmtpSecurity::Tls,
-        other => bail!("smtp.security {other:?} is not known: use starttls, tls or plain"),
-    };
-    Ok(SmtpConfig {
-        host: settings.host.clone(),
-        port: settings.port,
-        security,
-        username: settings.username.clone(),
-        password: settings.password.clone(),
-        pool_size: settings.pool_size.max(1),
-        timeout_secs: settings.timeout_secs.max(1),
-    })
-}
-
-fn sms_config(settings: &config::SmsSettings) -> SmsConfig {
-    SmsConfig {
-        base_url: settings
-            .base_url
-            .clone()
-            .unwrap_or_else(|| "https://api.twilio.com".into()),
-        account_sid: settings.account_sid.clone(),
-        auth_token: settings.auth_token.clone(),
-        from: settings.from.clone(),
-        timeout_secs: 15,
-    }
 }
 
 async fn wait_for_shutdown() {
@@ -483,7 +307,7 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
         Ok(c) => {
             println!(
                 "ok    configuration: database {} , listen {}",
-                redact(&c.database_url),
+                c.database_url.redacted(),
                 c.listen
             );
             c
@@ -522,7 +346,7 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
         Err(e) => {
             failures += 1;
             println!("FAIL  {}", error_words(&e));
-            println!("      {}", database_hint(&config.database_url));
+            println!("      {}", config.database_url.hint());
         }
     }
     failures += check_smtp(&config).await;
@@ -534,16 +358,14 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
 }
 
 /// Connects to the SMTP server the way the dispatcher will; 1 on failure.
-async fn check_smtp(config: &Config) -> usize {
+async fn check_smtp(config: &Settings) -> usize {
     let where_ = format!(
         "{}:{} ({})",
         config.smtp.host, config.smtp.port, config.smtp.security
     );
-    let mailer = smtp_config(&config.smtp)
-        .and_then(|c| SmtpMailer::new(&c).map_err(|e| anyhow::anyhow!("{e}")));
-    let result = match mailer {
+    let result = match SmtpMailer::new(&config.smtp) {
         Ok(mailer) => mailer.check().await.map_err(|e| anyhow::anyhow!("{e}")),
-        Err(e) => Err(e),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
     };
     match result {
         Ok(()) => {
@@ -557,17 +379,6 @@ async fn check_smtp(config: &Config) -> usize {
             );
             1
         }
-    }
-}
-
-/// What to check when the database cannot be opened.
-fn database_hint(url: &str) -> &'static str {
-    if url.starts_with("sqlite:") {
-        "check that the folder of the SQLite file exists and that this user may write to it"
-    } else if url.starts_with("postgres") {
-        "check that PostgreSQL is running at that host and port, and the user, password and database name"
-    } else {
-        "set database_url to sqlite://PATH or postgres://USER:PASSWORD@HOST/DB"
     }
 }
 
@@ -587,7 +398,11 @@ async fn demo(
             let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
         }
     }
-    let store = open(&format!("sqlite://{}", db_path.display())).await?;
+    let store = open(&DatabaseUrl::from(format!(
+        "sqlite://{}",
+        db_path.display()
+    )))
+    .await?;
     let now = Timestamp::now();
     if store.count_patients().await? == 0 {
         load_demo_data(&store, count, seed, now).await?;
@@ -598,46 +413,41 @@ async fn demo(
         ));
     }
     let token = add_user(&store, "demo", Some("Demo front desk"), "admin").await?;
-    // Bind first, so the links in the invites carry the real port.
-    let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
-        .with_context(|| format!("cannot listen on 127.0.0.1:{port} (try --port 0)"))?;
-    let addr = listener.local_addr()?;
-    drop(listener);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let links = Links::new(&format!("http://{addr}"), &link_secret(&store).await?);
-    let mailbox = Arc::new(Mailbox::default());
-    let mut state = AppState::new(store.clone(), clock, links);
-    state.mailbox = Some(mailbox.clone());
-    state.templates = enroll_server::templates::load(&store).await?;
-    let mllp_config = config::MllpConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], mllp_port)),
-        ..config::MllpConfig::default()
-    };
-    let mllp = start_mllp(&state, &mllp_config)
-        .await?
+    let running = start_demo(store.clone(), port, mllp_port).await?;
+    let mllp = running
+        .mllp_addr
         .context("the demo's MLLP listener did not start")?;
-    let settings = config::DeliverySettings {
-        poll_interval_ms: 500,
-        ..config::DeliverySettings::default()
-    };
-    let running = dispatcher(
-        &state,
-        mailbox.clone(),
-        Some(mailbox),
-        "Riverside Family Medicine <portal@riverside.example>",
-        &settings,
-    )
-    .spawn(Duration::from_millis(settings.poll_interval_ms));
-    let server = enroll_server::spawn(addr, state)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (try --port 0)"))?;
-    print_demo_banner(server.addr, mllp.addr, &token);
+    print_demo_banner(running.http_addr, mllp, &token);
     wait_for_shutdown().await;
-    mllp.stop().await;
-    server.stop().await?;
-    running.stop().await;
+    running.stop().await?;
     store.close().await;
     Ok(())
+}
+
+/// The demo's Enroll: everything on 127.0.0.1, invites to the mailbox page.
+async fn start_demo(store: Store, port: u16, mllp_port: u16) -> anyhow::Result<RunningApplication> {
+    let settings = Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        email_from: "Riverside Family Medicine <portal@riverside.example>".into(),
+        mllp: MllpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], mllp_port)),
+            ..MllpConfig::default()
+        },
+        delivery: DeliveryConfig {
+            poll_interval_ms: 500,
+            ..DeliveryConfig::default()
+        },
+        ..Settings::default()
+    };
+    let runtime = Runtime {
+        store: Some(store),
+        mailbox: Some(Arc::new(Mailbox::default())),
+        ..Runtime::production()
+    };
+    let app = Application::build(settings, runtime)
+        .await
+        .context("the demo cannot start (try --port 0 --mllp-port 0)")?;
+    Ok(app.start().await?)
 }
 
 async fn load_demo_data(
@@ -705,18 +515,4 @@ fn print_demo_banner(addr: SocketAddr, mllp: SocketAddr, token: &str) {
          curl -X POST -H 'Authorization: Bearer {token}' http://{addr}/api/patients/1/enroll\n\n\
          Press Ctrl-C to stop."
     ));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_are_redacted_from_database_urls() {
-        assert_eq!(
-            redact("postgres://enroll:secret@db/enroll"),
-            "postgres://enroll:***@db/enroll"
-        );
-        assert_eq!(redact("sqlite://enroll.db"), "sqlite://enroll.db");
-    }
 }

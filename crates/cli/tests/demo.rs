@@ -235,7 +235,7 @@ fn doctor_checks_the_database_and_explains_an_unreachable_smtp_server() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("FAIL  smtp: localhost:1 (plain)"),
+        stdout.contains("FAIL  smtp: localhost:1 (starttls)"),
         "{stdout}"
     );
     assert!(stdout.contains("check [smtp] host, port"), "{stdout}");

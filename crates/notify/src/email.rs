@@ -15,6 +15,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use rustls::pki_types::{CertificateDer, ServerName};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -28,26 +29,38 @@ use crate::{DeliveryError, EmailSender, OutgoingEmail, tls};
 #[serde(rename_all = "lowercase")]
 pub enum SmtpSecurity {
     /// No TLS at all: only for a relay on the same host or a test server.
+    #[serde(alias = "none")]
     Plain,
     /// Plain connect, then STARTTLS, which is required (usually port 587).
     #[default]
     #[serde(alias = "start_tls", alias = "start-tls")]
     StartTls,
     /// TLS from the first byte ("SMTPS", usually port 465).
+    #[serde(alias = "ssl", alias = "implicit")]
     Tls,
 }
 
-/// Where and how to send email. Deserialises from configuration; every field
+impl fmt::Display for SmtpSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SmtpSecurity::Plain => "plain",
+            SmtpSecurity::StartTls => "starttls",
+            SmtpSecurity::Tls => "tls",
+        })
+    }
+}
+
+/// Where and how to send email (`[smtp]` in the configuration). Every field
 /// has a default (`localhost:587`, STARTTLS, no credentials, 4 pooled
-/// connections, 30 s timeout).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+/// connections, 30 s timeout); `Debug` does not show the password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
     pub security: SmtpSecurity,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     pub pool_size: u32,
     pub timeout_secs: u64,
 }
@@ -63,21 +76,6 @@ impl Default for SmtpConfig {
             pool_size: 4,
             timeout_secs: 30,
         }
-    }
-}
-
-/// Hides the password.
-impl fmt::Debug for SmtpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmtpConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("security", &self.security)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("pool_size", &self.pool_size)
-            .field("timeout_secs", &self.timeout_secs)
-            .finish()
     }
 }
 
@@ -168,7 +166,10 @@ fn build_connector(
         }
     };
     let credentials = match (&config.username, &config.password) {
-        (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
+        (Some(user), Some(password)) => Some(Credentials::new(
+            user.clone(),
+            password.expose_secret().to_owned(),
+        )),
         (None, None) => None,
         (Some(_), None) => return Err(config_error("a username is set without a password")),
         (None, Some(_)) => return Err(config_error("a password is set without a username")),
@@ -479,7 +480,7 @@ mod tests {
         assert_eq!(config.security, SmtpSecurity::StartTls);
         let with_password = SmtpConfig {
             username: Some("user".to_owned()),
-            password: Some("hunter2".to_owned()),
+            password: Some("hunter2".into()),
             ..SmtpConfig::default()
         };
         assert!(!format!("{with_password:?}").contains("hunter2"));
@@ -498,11 +499,16 @@ mod tests {
             ("starttls", SmtpSecurity::StartTls),
             ("start_tls", SmtpSecurity::StartTls),
             ("tls", SmtpSecurity::Tls),
+            ("none", SmtpSecurity::Plain),
+            ("ssl", SmtpSecurity::Tls),
+            ("implicit", SmtpSecurity::Tls),
         ] {
             let config: SmtpConfig =
                 serde_json::from_str(&format!(r#"{{"security": "{text}"}}"#)).unwrap();
             assert_eq!(config.security, security);
         }
+        let unknown = serde_json::from_str::<SmtpConfig>(r#"{"hots": "x"}"#).unwrap_err();
+        assert!(unknown.to_string().contains("hots"), "{unknown}");
     }
 
     #[test]
@@ -563,7 +569,7 @@ mod tls_tests {
             port: sink.addr.port(),
             security,
             username: Some("enroll".to_owned()),
-            password: Some("right-password".to_owned()),
+            password: Some("right-password".into()),
             pool_size: 2,
             timeout_secs: 5,
         }

@@ -55,6 +55,7 @@ use std::fmt;
 pub use email::{SmtpConfig, SmtpMailer, SmtpSecurity};
 pub use error::DeliveryError;
 pub use keywords::{SmsKeyword, is_opt_out_keyword};
+pub use secrecy::{ExposeSecret, SecretString};
 pub use sms::{HttpSmsSender, SmsConfig};
 pub use templates::{SMS_MAX_CHARS, TemplateError, TemplateKind, Templates};
 

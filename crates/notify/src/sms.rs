@@ -17,6 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::{DeliveryError, OutgoingSms, SmsSender, tls};
@@ -24,17 +25,30 @@ use crate::{DeliveryError, OutgoingSms, SmsSender, tls};
 /// The provider's answers are small JSON documents; anything bigger is cut.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// The SMS provider account. Deserialises from configuration; `base_url`
-/// defaults to `https://api.twilio.com` and `timeout_secs` to 15.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+/// The SMS provider account (`[sms]` in the configuration); texts are off
+/// while `account_sid` is empty. `base_url` defaults to
+/// `https://api.twilio.com` and `timeout_secs` to 15. `Debug` shows neither
+/// secret (`SecretString`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SmsConfig {
     pub base_url: String,
     pub account_sid: String,
-    pub auth_token: String,
+    pub auth_token: SecretString,
     /// The sending number (E.164) or sender id.
     pub from: String,
     pub timeout_secs: u64,
+    /// The secret last segment of the inbound webhook URL given to the
+    /// provider: `<public_url>/webhooks/sms/<webhook_secret>`; none: no
+    /// webhook (STOP/START replies are not heard).
+    pub webhook_secret: Option<SecretString>,
+}
+
+impl SmsConfig {
+    /// Texts go out only with a provider account.
+    pub fn enabled(&self) -> bool {
+        !self.account_sid.trim().is_empty()
+    }
 }
 
 impl Default for SmsConfig {
@@ -42,23 +56,11 @@ impl Default for SmsConfig {
         SmsConfig {
             base_url: "https://api.twilio.com".to_owned(),
             account_sid: String::new(),
-            auth_token: String::new(),
+            auth_token: SecretString::default(),
             from: String::new(),
             timeout_secs: 15,
+            webhook_secret: None,
         }
-    }
-}
-
-/// Hides the auth token.
-impl fmt::Debug for SmsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmsConfig")
-            .field("base_url", &self.base_url)
-            .field("account_sid", &self.account_sid)
-            .field("auth_token", &"<redacted>")
-            .field("from", &self.from)
-            .field("timeout_secs", &self.timeout_secs)
-            .finish()
     }
 }
 
@@ -134,7 +136,7 @@ impl HttpSmsSender {
         if sid.is_empty() || !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(config_error("the account SID must be letters and digits"));
         }
-        if config.auth_token.is_empty() {
+        if config.auth_token.expose_secret().is_empty() {
             return Err(config_error("the auth token is empty"));
         }
         let from = config.from.trim();
@@ -144,7 +146,7 @@ impl HttpSmsSender {
         let endpoint: Uri = format!("{base}/2010-04-01/Accounts/{sid}/Messages.json")
             .parse()
             .map_err(|err| config_error(format_args!("endpoint: {err}")))?;
-        let credentials = BASE64.encode(format!("{sid}:{}", config.auth_token));
+        let credentials = BASE64.encode(format!("{sid}:{}", config.auth_token.expose_secret()));
         let mut authorization = HeaderValue::from_str(&format!("Basic {credentials}"))
             .map_err(|_| config_error("the credentials cannot be sent in a header"))?;
         authorization.set_sensitive(true);
@@ -349,7 +351,7 @@ mod tests {
         let good = SmsConfig {
             base_url: "https://api.twilio.com/".to_owned(),
             account_sid: "AC0123456789abcdef".to_owned(),
-            auth_token: "token".to_owned(),
+            auth_token: "token".into(),
             from: "+16175550100".to_owned(),
             ..SmsConfig::default()
         };
@@ -391,7 +393,7 @@ mod tests {
                 ..good.clone()
             },
             SmsConfig {
-                auth_token: String::new(),
+                auth_token: SecretString::default(),
                 ..good.clone()
             },
             SmsConfig {

@@ -478,7 +478,7 @@ async fn smtp_logs_in_when_configured() {
     stub.state.require_login("enroll", "right-password");
     let mut config = smtp_config(stub.addr);
     config.username = Some("enroll".to_owned());
-    config.password = Some("right-password".to_owned());
+    config.password = Some("right-password".into());
     let mailer = SmtpMailer::new(&config).unwrap();
     mailer
         .send_email(&invite_email("maria@patients.example"))
@@ -486,7 +486,7 @@ async fn smtp_logs_in_when_configured() {
         .unwrap();
     assert_eq!(stub.count(), 1);
 
-    config.password = Some("wrong-password".to_owned());
+    config.password = Some("wrong-password".into());
     let mailer = SmtpMailer::new(&config).unwrap();
     let err = mailer
         .send_email(&invite_email("maria@patients.example"))
@@ -631,7 +631,7 @@ async fn smtp_starttls_required_but_not_offered_is_a_clear_error() {
     let mut config = smtp_config(stub.addr);
     config.security = SmtpSecurity::StartTls;
     config.username = Some("enroll".to_owned());
-    config.password = Some("right-password".to_owned());
+    config.password = Some("right-password".into());
     let mailer = SmtpMailer::new(&config).unwrap();
     let err = mailer
         .send_email(&invite_email("maria@patients.example"))
@@ -651,7 +651,7 @@ async fn smtp_refused_login_is_permanent_and_names_the_login() {
     stub.state.require_login("enroll", "right-password");
     let mut config = smtp_config(stub.addr);
     config.username = Some("enroll".to_owned());
-    config.password = Some("wrong-password".to_owned());
+    config.password = Some("wrong-password".into());
     let mailer = SmtpMailer::new(&config).unwrap();
     // `enroll doctor` sees it too.
     let err = mailer.check().await.unwrap_err();
@@ -664,7 +664,7 @@ async fn smtp_refused_login_is_permanent_and_names_the_login() {
     let open = start_smtp_stub().await;
     let mut config = smtp_config(open.addr);
     config.username = Some("enroll".to_owned());
-    config.password = Some("right-password".to_owned());
+    config.password = Some("right-password".into());
     let mailer = SmtpMailer::new(&config).unwrap();
     let err = mailer
         .send_email(&invite_email("maria@patients.example"))
@@ -867,9 +867,10 @@ fn sms_config(addr: SocketAddr) -> SmsConfig {
     SmsConfig {
         base_url: format!("http://{addr}"),
         account_sid: SID.to_owned(),
-        auth_token: TOKEN.to_owned(),
+        auth_token: TOKEN.into(),
         from: "+16175559999".to_owned(),
         timeout_secs: 5,
+        webhook_secret: None,
     }
 }
 
@@ -947,7 +948,7 @@ async fn sms_refusals_are_classified_without_patient_data() {
 async fn sms_wrong_credentials_are_permanent_and_say_so() {
     let (addr, _seen) = start_sms_stub().await;
     let mut config = sms_config(addr);
-    config.auth_token = "wrong".to_owned();
+    config.auth_token = "wrong".into();
     let sender = HttpSmsSender::new(&config).unwrap();
     let err = sender
         .send_sms(&invite_sms("+16175550100"))

@@ -19,31 +19,79 @@ use enroll_store::{
 };
 use futures::StreamExt;
 use rand::Rng;
+use serde::Deserialize;
 use tokio::sync::Semaphore;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use crate::AppState;
 use crate::clock::Clock;
 use crate::links::Links;
 use crate::templates::SharedTemplates;
 
-/// What a dispatcher needs; cheap to clone.
+/// `[delivery]`: the dispatcher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Run a dispatcher in this instance. Any number of instances may; the
+    /// tests turn it off to deliver round by round.
+    pub enabled: bool,
+    /// Attempts before a passing failure (server down) becomes a failure staff see.
+    pub max_attempts: i64,
+    /// Pause between rounds when there was nothing to send.
+    pub poll_interval_ms: u64,
+    /// Invites a round delivers at most (claimed 50 at a time as the sends
+    /// need them; a stop claims no more). Rounds run back to back while
+    /// invites are due; each boundary lets the sends run dry for a moment.
+    pub batch: i64,
+    /// Emails (and texts) handed to the servers at once.
+    pub concurrency: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> DeliveryConfig {
+        DeliveryConfig {
+            enabled: true,
+            max_attempts: 8,
+            poll_interval_ms: 1000,
+            batch: 1000,
+            concurrency: 16,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+/// What invites go out through.
+#[derive(Clone)]
+pub struct Channels {
+    pub email: Arc<dyn EmailSender>,
+    /// None: no SMS provider is configured.
+    pub sms: Option<Arc<dyn SmsSender>>,
+}
+
+/// What a dispatcher needs; cheap to clone. Made by `Application::build`;
+/// the `with_*` methods give a variant of it (another sender, worker name
+/// or batch), for tests and the benchmarks.
 #[derive(Clone)]
 pub struct Dispatcher {
-    pub store: Store,
-    pub clock: Arc<dyn Clock>,
-    pub email: Arc<dyn EmailSender>,
-    pub sms: Option<Arc<dyn SmsSender>>,
-    pub templates: SharedTemplates,
-    pub links: Links,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    channels: Channels,
+    templates: SharedTemplates,
+    links: Links,
     /// The address invites come from, e.g. `"Riverside Portal <portal@example.org>"`.
-    pub email_from: String,
-    pub policy: DeliveryPolicy,
+    email_from: String,
+    policy: DeliveryPolicy,
     /// Names this instance in claims; unique per process.
-    pub worker: String,
+    worker: String,
     /// Invites claimed per round.
-    pub batch: i64,
+    batch: i64,
     /// Invites in flight at once within a round.
-    pub concurrency: usize,
+    concurrency: usize,
 }
 
 /// What one round did.
@@ -83,22 +131,103 @@ pub const RECORD_WINDOW: Duration = Duration::from_millis(100);
 
 /// A dispatcher running in the background.
 pub struct RunningDispatcher {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningDispatcher {
-    /// Lets the round in hand finish, then stops.
+    /// Lets the invites in hand be sent and recorded, then stops.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         let _ = self.task.await;
     }
 }
 
 impl Dispatcher {
+    pub(crate) fn new(
+        state: &AppState,
+        channels: Channels,
+        email_from: &str,
+        config: &DeliveryConfig,
+    ) -> Dispatcher {
+        let policy = DeliveryPolicy {
+            max_attempts: config.max_attempts.max(1),
+            sms_enabled: channels.sms.is_some(),
+            ..DeliveryPolicy::default()
+        };
+        Dispatcher {
+            store: state.store.clone(),
+            clock: state.clock.clone(),
+            channels,
+            templates: state.templates.clone(),
+            links: state.links.clone(),
+            email_from: email_from.to_string(),
+            policy,
+            worker: format!(
+                "enroll-{}-{:08x}",
+                std::process::id(),
+                rand::rng().random::<u32>()
+            ),
+            batch: config.batch.max(1),
+            concurrency: config.concurrency.max(1),
+        }
+    }
+
+    /// The same dispatcher sending email through `email`.
+    pub fn with_email(mut self, email: Arc<dyn EmailSender>) -> Dispatcher {
+        self.channels.email = email;
+        self
+    }
+
+    /// The same dispatcher texting through `sms` (and so allowed to text).
+    pub fn with_sms(mut self, sms: Arc<dyn SmsSender>) -> Dispatcher {
+        self.channels.sms = Some(sms);
+        self.policy.sms_enabled = true;
+        self
+    }
+
+    /// The same dispatcher claiming under another name (a second instance).
+    pub fn with_worker(mut self, worker: &str) -> Dispatcher {
+        self.worker = worker.to_string();
+        self
+    }
+
+    /// The same dispatcher retrying by `policy`.
+    pub fn with_policy(mut self, policy: DeliveryPolicy) -> Dispatcher {
+        self.policy = DeliveryPolicy {
+            sms_enabled: self.channels.sms.is_some(),
+            ..policy
+        };
+        self
+    }
+
+    /// The same dispatcher claiming up to `batch` invites a round.
+    pub fn with_batch(mut self, batch: i64) -> Dispatcher {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Where emails go (a test wraps it to watch or slow the sends).
+    pub fn email(&self) -> Arc<dyn EmailSender> {
+        self.channels.email.clone()
+    }
+
+    pub fn policy(&self) -> &DeliveryPolicy {
+        &self.policy
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
     /// Runs rounds until stopped, pausing `idle` when there was nothing to do.
     pub fn spawn(self, idle: Duration) -> RunningDispatcher {
-        let (stop, mut stopped) = watch::channel(false);
+        self.spawn_until(idle, CancellationToken::new())
+    }
+
+    /// [`Dispatcher::spawn`], stopping also when `stop` is cancelled.
+    pub fn spawn_until(self, idle: Duration, stop: CancellationToken) -> RunningDispatcher {
+        let stopped = stop.clone();
         let task = tokio::spawn(async move {
             loop {
                 let busy = match self.deliver(&stopped).await {
@@ -108,13 +237,13 @@ impl Dispatcher {
                         false
                     }
                 };
-                if *stopped.borrow() {
+                if stopped.is_cancelled() {
                     break;
                 }
                 if !busy {
                     tokio::select! {
                         _ = tokio::time::sleep(idle) => {}
-                        _ = stopped.changed() => break,
+                        () = stopped.cancelled() => break,
                     }
                 }
             }
@@ -145,14 +274,13 @@ impl Dispatcher {
     /// A chunk the store refuses is tried again one invite at a time, so one
     /// bad invite holds up no other.
     pub async fn run_round(&self) -> Result<RoundSummary, StoreError> {
-        let (_keep_open, never_stopped) = watch::channel(false);
-        self.deliver(&never_stopped).await
+        self.deliver(&CancellationToken::new()).await
     }
 
     /// [`Dispatcher::run_round`], claiming nothing more once `stopping`
     /// turns true (the invites already claimed still go out and are
     /// recorded), so a stop does not wait for a whole round.
-    async fn deliver(&self, stopping: &watch::Receiver<bool>) -> Result<RoundSummary, StoreError> {
+    async fn deliver(&self, stopping: &CancellationToken) -> Result<RoundSummary, StoreError> {
         let (jobs, jobs_in) = futures::channel::mpsc::unbounded::<DeliveryJob>();
         let (outcomes, outcomes_in) = futures::channel::mpsc::unbounded::<DeliveryOutcome>();
         // Invites claimed but not yet handed to a sender. A chunk is claimed
@@ -193,7 +321,7 @@ impl Dispatcher {
     async fn claim_and_prepare_stage(
         &self,
         lead: &Semaphore,
-        stopping: &watch::Receiver<bool>,
+        stopping: &CancellationToken,
         jobs: futures::channel::mpsc::UnboundedSender<DeliveryJob>,
     ) -> PrepareTotals {
         let budget = usize::try_from(self.batch).unwrap_or(0).max(1);
@@ -207,7 +335,7 @@ impl Dispatcher {
         let (nothing_more_due_ref, claim_failure_ref) = (&nothing_more_due, &claim_failure);
         let mut chunks = futures::stream::iter(chunk_sizes)
             .take_while(|_| {
-                let more = !nothing_more_due.load(Ordering::Relaxed) && !*stopping.borrow();
+                let more = !nothing_more_due.load(Ordering::Relaxed) && !stopping.is_cancelled();
                 std::future::ready(more)
             })
             .map(|size| async move {
@@ -448,7 +576,7 @@ impl Dispatcher {
             list_unsubscribe: context.unsubscribe_url.clone(),
             content,
         };
-        match self.email.send_email(&email).await {
+        match self.channels.email.send_email(&email).await {
             Ok(()) => ChannelResult::Sent {
                 provider_id: Some(email.message_id),
             },
@@ -462,7 +590,7 @@ impl Dispatcher {
         to: &str,
         context: &InviteContext,
     ) -> ChannelResult {
-        let Some(sender) = &self.sms else {
+        let Some(sender) = &self.channels.sms else {
             return ChannelResult::Permanent("no SMS provider is configured".into());
         };
         let rendered = self

@@ -5,8 +5,10 @@
 //! operation (which applies the rules inside its transaction), map the result.
 
 mod api;
+pub mod app;
 mod auth;
 pub mod clock;
+pub mod config;
 pub mod dispatcher;
 mod error;
 pub mod intake;
@@ -24,20 +26,24 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use enroll_notify::SecretString;
 use enroll_store::Store;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+pub use app::{Application, BuildError, RunningApplication, Runtime};
 pub use clock::{Clock, SystemClock, TestClock};
-pub use dispatcher::{Dispatcher, RoundSummary, RunningDispatcher};
+pub use config::{DatabaseUrl, Settings};
+pub use dispatcher::{Channels, DeliveryConfig, Dispatcher, RoundSummary, RunningDispatcher};
 pub use error::ApiError;
 pub use intake::Intake;
 pub use links::{LINK_SECRET_SETTING, Links};
 pub use mailbox::Mailbox;
-pub use mllp::{MllpSettings, MllpTls, RunningMllp};
+pub use mllp::{MllpConfig, RunningMllp};
 pub use templates::SharedTemplates;
 
-/// Shared by every handler.
+/// Shared by every handler; made by [`Application::build`].
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
@@ -46,30 +52,11 @@ pub struct AppState {
     /// Only in `enroll demo`: the page that shows what was "sent".
     pub mailbox: Option<Arc<Mailbox>>,
     /// The secret path segment of the inbound SMS webhook; none = no webhook.
-    pub sms_webhook_secret: Option<String>,
+    pub sms_webhook_secret: Option<SecretString>,
     /// Invite templates in force (built-in plus practice overrides).
     pub templates: SharedTemplates,
     /// HL7 intake, shared with the MLLP listener (reprocessing uses it).
     pub intake: Arc<Intake>,
-}
-
-impl AppState {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, links: Links) -> AppState {
-        let intake = Arc::new(Intake::new(
-            store.clone(),
-            clock.clone(),
-            enroll_hl7::MappingOptions::default(),
-        ));
-        AppState {
-            store,
-            clock,
-            links,
-            intake,
-            mailbox: None,
-            sms_webhook_secret: None,
-            templates: Arc::new(std::sync::RwLock::new(enroll_notify::Templates::builtin())),
-        }
-    }
 }
 
 /// The whole HTTP application.
@@ -109,14 +96,14 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// A running server: its address and a handle to stop it.
 pub struct RunningServer {
     pub addr: SocketAddr,
-    shutdown: tokio::sync::oneshot::Sender<()>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish, and waits.
     pub async fn stop(self) -> std::io::Result<()> {
-        let _ = self.shutdown.send(());
+        self.stop.cancel();
         match self.task.await {
             Ok(result) => result,
             Err(e) => Err(std::io::Error::other(e)),
@@ -124,22 +111,19 @@ impl RunningServer {
     }
 }
 
-/// Binds `addr` (port 0 picks a free port) and serves in the background.
-pub async fn spawn(addr: SocketAddr, state: AppState) -> std::io::Result<RunningServer> {
-    let listener = TcpListener::bind(addr).await?;
+/// Serves on `listener` in the background until `stop` is cancelled.
+pub(crate) fn serve(
+    listener: TcpListener,
+    state: AppState,
+    stop: CancellationToken,
+) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let app = router(state);
+    let stopped = stop.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
+            .with_graceful_shutdown(stopped.cancelled_owned())
             .await
     });
-    Ok(RunningServer {
-        addr,
-        shutdown,
-        task,
-    })
+    Ok(RunningServer { addr, stop, task })
 }

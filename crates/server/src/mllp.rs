@@ -10,46 +10,111 @@
 //! accepting, lets every connection finish the message in hand, then closes.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use enroll_hl7::MllpCodec;
+use enroll_hl7::{BirthSexSource, MappingOptions, MllpCodec};
 use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 
 use crate::intake::Intake;
 
-/// Where and how to listen.
-#[derive(Debug, Clone)]
-pub struct MllpSettings {
+/// `[mllp]`: the HL7 v2 listener the EHR sends to, and how its messages
+/// are read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MllpConfig {
+    pub enabled: bool,
+    /// Plain MLLP. The default takes messages from this machine only; set
+    /// `0.0.0.0:2575` for an interface engine elsewhere on the network.
     pub listen: SocketAddr,
-    /// A second port speaking MLLP inside TLS.
-    pub tls: Option<MllpTls>,
-    /// Frames larger than this are answered AR and not read further.
+    /// MLLP inside TLS, e.g. `0.0.0.0:2576`; needs `tls_cert` and `tls_key`.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain and private key for `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Larger messages are answered AR (their first 4 KiB are kept).
     pub max_message_bytes: usize,
-    /// A connection with no frame for this long is closed.
+    /// A connection silent this long is closed (`idle_timeout_secs`, at
+    /// least 1 in a file; tests may set less).
+    #[serde(rename = "idle_timeout_secs", deserialize_with = "whole_seconds")]
     pub idle_timeout: Duration,
+    /// Where birth sex comes from: `obx_then_pid8` (an OBX with LOINC
+    /// 76689-9, else PID-8) or `pid8`.
+    pub birth_sex_source: String,
+    /// The PID-3 assigning authority whose identifier is the MRN; empty: the
+    /// first identifier of type MR.
+    pub mrn_assigning_authority: Option<String>,
 }
 
-/// The TLS port and its certificate chain and private key (PEM files).
-#[derive(Debug, Clone)]
-pub struct MllpTls {
-    pub listen: SocketAddr,
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
+impl Default for MllpConfig {
+    fn default() -> MllpConfig {
+        MllpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 2575)),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            max_message_bytes: 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            birth_sex_source: "obx_then_pid8".into(),
+            mrn_assigning_authority: None,
+        }
+    }
+}
+
+impl MllpConfig {
+    /// How HL7 fields become patient data.
+    pub fn mapping_options(&self) -> Result<MappingOptions, MllpStartError> {
+        let birth_sex_source = match self.birth_sex_source.trim() {
+            "obx_then_pid8" => BirthSexSource::ObxThenPid8,
+            "pid8" => BirthSexSource::Pid8Only,
+            other => {
+                return Err(MllpStartError::Config(format!(
+                    "mllp.birth_sex_source {other:?} is not one of obx_then_pid8, pid8"
+                )));
+            }
+        };
+        Ok(MappingOptions {
+            birth_sex_source,
+            mrn_assigning_authority: self
+                .mrn_assigning_authority
+                .clone()
+                .filter(|a| !a.trim().is_empty()),
+        })
+    }
+
+    /// The TLS port with its PEM files; all three or none.
+    fn tls(&self) -> Result<Option<(SocketAddr, &Path, &Path)>, MllpStartError> {
+        match (&self.tls_listen, &self.tls_cert, &self.tls_key) {
+            (None, _, _) => Ok(None),
+            (Some(listen), Some(cert), Some(key)) => Ok(Some((*listen, cert, key))),
+            (Some(_), _, _) => Err(MllpStartError::Config(
+                "mllp.tls_listen is set: set mllp.tls_cert and mllp.tls_key to PEM files too"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// A number of seconds, at least one.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = u64::deserialize(d)?;
+    Ok(Duration::from_secs(secs.max(1)))
 }
 
 /// A running listener.
 pub struct RunningMllp {
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -57,7 +122,7 @@ impl RunningMllp {
     /// Stops accepting; each connection finishes the message in hand
     /// (stored, applied and answered), then closes.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -74,46 +139,43 @@ pub enum MllpStartError {
     },
     #[error("MLLP TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Config(String),
 }
 
-/// Binds the port(s) and serves in the background.
+/// Binds the port(s) and serves in the background until `stop` is
+/// cancelled (or [`RunningMllp::stop`]).
 pub async fn start(
     intake: Arc<Intake>,
-    settings: &MllpSettings,
+    config: &MllpConfig,
+    stop: CancellationToken,
 ) -> Result<RunningMllp, MllpStartError> {
-    let (stop, stopped) = watch::channel(false);
-    let listener = bind(settings.listen).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| MllpStartError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
+    if config.max_message_bytes < 1024 {
+        return Err(MllpStartError::Config(
+            "mllp.max_message_bytes must be at least 1024".into(),
+        ));
+    }
+    let tls = config.tls()?;
+    let listener = bind(config.listen).await?;
+    let addr = local_addr(&listener, config.listen)?;
     let mut tasks = vec![tokio::spawn(accept_loop(
         listener,
         None,
         intake.clone(),
-        settings.clone(),
-        stopped.clone(),
+        config.clone(),
+        stop.clone(),
     ))];
     let mut tls_addr = None;
-    if let Some(tls) = &settings.tls {
-        let acceptor = tls_acceptor(tls)?;
-        let listener = bind(tls.listen).await?;
-        tls_addr = Some(
-            listener
-                .local_addr()
-                .map_err(|source| MllpStartError::Bind {
-                    addr: tls.listen,
-                    source,
-                })?,
-        );
+    if let Some((listen, cert, key)) = tls {
+        let acceptor = tls_acceptor(cert, key)?;
+        let listener = bind(listen).await?;
+        tls_addr = Some(local_addr(&listener, listen)?);
         tasks.push(tokio::spawn(accept_loop(
             listener,
             Some(acceptor),
             intake,
-            settings.clone(),
-            stopped,
+            config.clone(),
+            stop.clone(),
         )));
     }
     Ok(RunningMllp {
@@ -124,27 +186,36 @@ pub async fn start(
     })
 }
 
+fn local_addr(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, MllpStartError> {
+    listener
+        .local_addr()
+        .map_err(|source| MllpStartError::Bind {
+            addr: asked,
+            source,
+        })
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, MllpStartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| MllpStartError::Bind { addr, source })
 }
 
-fn tls_acceptor(tls: &MllpTls) -> Result<TlsAcceptor, MllpStartError> {
+fn tls_acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, MllpStartError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(&tls.cert_path)
+    let certs = CertificateDer::pem_file_iter(cert_path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| {
             MllpStartError::Tls(format!(
                 "cannot read the certificate chain {}: {e}",
-                tls.cert_path.display()
+                cert_path.display()
             ))
         })?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_path).map_err(|e| {
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
         MllpStartError::Tls(format!(
             "cannot read the private key {}: {e}",
-            tls.key_path.display()
+            key_path.display()
         ))
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -159,14 +230,14 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     intake: Arc<Intake>,
-    settings: MllpSettings,
-    mut stopped: watch::Receiver<bool>,
+    settings: MllpConfig,
+    stopped: CancellationToken,
 ) {
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stopped.changed() => break,
+            () = stopped.cancelled() => break,
         };
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
@@ -214,8 +285,8 @@ async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
     intake: Arc<Intake>,
-    settings: MllpSettings,
-    mut stopped: watch::Receiver<bool>,
+    settings: MllpConfig,
+    stopped: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -223,12 +294,12 @@ async fn serve_connection<S>(
     let peer_text = peer.to_string();
     tracing::debug!(%peer, "MLLP connection opened");
     loop {
-        if *stopped.borrow() {
+        if stopped.is_cancelled() {
             break;
         }
         let next = tokio::select! {
             next = tokio::time::timeout(settings.idle_timeout, framed.next()) => next,
-            _ = stopped.changed() => break,
+            () = stopped.cancelled() => break,
         };
         let frame = match next {
             Err(_idle) => {

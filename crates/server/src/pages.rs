@@ -8,9 +8,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Form, Json};
 use enroll_core::E164Phone;
-use enroll_notify::{SmsKeyword, is_opt_out_keyword};
+use enroll_notify::{ExposeSecret, SmsKeyword, is_opt_out_keyword};
 use minijinja::{Environment, context};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::mailbox::MailboxMessage;
@@ -225,8 +226,11 @@ pub(crate) async fn sms_webhook(
     Path(secret): Path<String>,
     Form(inbound): Form<InboundSms>,
 ) -> Response {
-    let expected = state.sms_webhook_secret.as_deref().unwrap_or_default();
-    if expected.is_empty() || !constant_time_eq(expected.as_bytes(), secret.as_bytes()) {
+    let expected = state
+        .sms_webhook_secret
+        .as_ref()
+        .map_or("", |s| s.expose_secret());
+    if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
         return StatusCode::NOT_FOUND.into_response();
     }
     let Ok(phone) = E164Phone::parse(&inbound.from) else {
@@ -262,8 +266,4 @@ fn twiml() -> Response {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
     )
         .into_response()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

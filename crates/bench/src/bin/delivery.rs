@@ -29,7 +29,7 @@ use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -40,9 +40,12 @@ use enroll_notify::{
     EmailSender, InviteContext, Language, OutgoingEmail, SmtpConfig, SmtpMailer, SmtpSecurity,
     Templates,
 };
-use enroll_server::{Clock, Dispatcher, Links, RoundSummary, SystemClock};
+use enroll_server::{
+    Application, Clock, DeliveryConfig, Dispatcher, MllpConfig, RoundSummary, Runtime, Settings,
+    SystemClock,
+};
+use enroll_store::Source;
 use enroll_store::testing::{Engine, TestDb};
-use enroll_store::{DeliveryPolicy, Source};
 use futures::StreamExt;
 use sqlx::Connection;
 
@@ -480,6 +483,42 @@ async fn measure_ceiling(
 
 // ---------------------------------------------------------------- dispatcher
 
+/// The dispatcher of an Enroll built as `enroll serve` builds it, on the
+/// benchmark's database, with delivery run round by round from here.
+async fn dispatcher_of(
+    db: &TestDb,
+    clock: Arc<dyn Clock>,
+    args: &Args,
+    tag: &str,
+) -> anyhow::Result<Dispatcher> {
+    let settings = Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        public_url: Some(format!("http://{tag}")),
+        email_from: "Practice BENCH <portal@bench.test>".into(),
+        delivery: DeliveryConfig {
+            enabled: false,
+            batch: args.batch,
+            concurrency: args.concurrency,
+            ..DeliveryConfig::default()
+        },
+        mllp: MllpConfig {
+            enabled: false,
+            ..MllpConfig::default()
+        },
+        ..Settings::default()
+    };
+    let runtime = Runtime {
+        clock,
+        store: Some(db.store.clone()),
+        mailbox: None,
+    };
+    let app = Application::build(settings, runtime).await?;
+    Ok(app
+        .dispatcher()
+        .clone()
+        .with_worker(&format!("bench-{tag}")))
+}
+
 async fn measure_dispatcher(
     server: &SmtpServer,
     engine: Engine,
@@ -542,22 +581,12 @@ async fn measure_dispatcher(
 
     // Delivery: the real dispatcher, one round after the other.
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let dispatcher = Dispatcher {
-        store: db.store.clone(),
-        clock: clock.clone(),
-        email: Arc::new(CountingSender {
+    let dispatcher = dispatcher_of(&db, clock.clone(), args, tag)
+        .await?
+        .with_email(Arc::new(CountingSender {
             inner: mailer(server.addr(), pool_size)?,
             in_flight: in_flight.clone(),
-        }),
-        sms: None,
-        templates: Arc::new(RwLock::new(Templates::builtin())),
-        links: Links::new(&format!("http://{tag}"), b"bench secret"),
-        email_from: "Practice BENCH <portal@bench.test>".into(),
-        policy: DeliveryPolicy::default(),
-        worker: format!("bench-{tag}"),
-        batch: args.batch,
-        concurrency: args.concurrency,
-    };
+        }));
     let hwm_reset = reset_peak_rss();
     let (sampling_done, sampling) = tokio::sync::oneshot::channel();
     let sampler = tokio::spawn(mean_in_flight(in_flight.clone(), sampling));

@@ -521,14 +521,13 @@ async fn a_round_claims_invites_as_the_sends_need_them() {
     on_each_engine(async |app| {
         let smtp = TestSmtp::start().await;
         create_patients(app, 600).await;
-        let mut dispatcher = app.dispatcher(smtp.addr, "w1");
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
         let probe = Arc::new(ClaimProbe {
-            inner: dispatcher.email.clone(),
+            inner: dispatcher.email(),
             store: app.db.store.clone(),
             most_claimed: 0.into(),
         });
-        dispatcher.email = probe.clone();
-        dispatcher.batch = 1000;
+        let dispatcher = dispatcher.with_email(probe.clone()).with_batch(1000);
         // One round takes every due invite...
         assert_eq!(
             dispatcher.run_round().await.unwrap(),
@@ -602,12 +601,12 @@ async fn a_stopped_dispatcher_sends_what_it_claimed_and_claims_no_more() {
         // More than a stop leaves claimed on either engine (100 or 250 invites
         // claimed ahead of the sends, 8 in flight).
         create_patients(app, 800).await;
-        let mut dispatcher = app.dispatcher(smtp.addr, "w1");
-        dispatcher.email = Arc::new(SlowSender {
-            inner: dispatcher.email.clone(),
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
+        let slow = Arc::new(SlowSender {
+            inner: dispatcher.email(),
             delay: Duration::from_millis(20),
         });
-        dispatcher.batch = 1000;
+        let dispatcher = dispatcher.with_email(slow).with_batch(1000);
         let running = dispatcher.spawn(Duration::from_millis(50));
         tokio::time::timeout(Duration::from_secs(10), async {
             while smtp.count() == 0 {
@@ -652,8 +651,7 @@ async fn two_dispatchers_on_one_database_send_each_of_1000_invites_once() {
         let smtp = TestSmtp::start().await;
         create_patients(app, 1000).await;
         let race = |worker: &'static str| {
-            let mut dispatcher = app.dispatcher(smtp.addr, worker);
-            dispatcher.batch = 50;
+            let dispatcher = app.dispatcher(smtp.addr, worker).with_batch(50);
             async move {
                 let mut sent = 0;
                 loop {

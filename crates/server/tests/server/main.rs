@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 pub use enroll_notify::testing::SmtpSink as TestSmtp;
 use enroll_server::{
-    AppState, Dispatcher, Links, MllpSettings, RunningMllp, RunningServer, TestClock,
+    Application, DeliveryConfig, Dispatcher, Links, MllpConfig, RunningApplication, Runtime,
+    Settings, TestClock,
 };
 
 use enroll_store::testing::{ENGINES, Engine, TestDb};
@@ -26,10 +27,10 @@ pub struct TestApp {
     pub engine: Engine,
     pub db: TestDb,
     pub clock: Arc<TestClock>,
-    server: Option<RunningServer>,
-    mllp: Option<RunningMllp>,
+    running: Option<RunningApplication>,
     /// The MLLP listener (facility TEST maps to the test practice by code).
     pub mllp_addr: std::net::SocketAddr,
+    pub mllp_tls_addr: Option<std::net::SocketAddr>,
     pub base: String,
     pub http: reqwest::Client,
     pub practice_id: i64,
@@ -41,50 +42,69 @@ pub fn wednesday_morning() -> Timestamp {
     "2026-11-25T15:00:00Z".parse().unwrap()
 }
 
+/// Enroll as the tests run it: everything on free loopback ports, links to
+/// `http://invites.test`, no dispatcher in the background (tests deliver
+/// round by round with [`TestApp::dispatcher`]).
+pub fn test_settings() -> Settings {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: Some("http://invites.test".into()),
+        email_from: "Test Practice <portal@practice.test>".into(),
+        delivery: DeliveryConfig {
+            enabled: false,
+            batch: 100,
+            concurrency: 8,
+            ..DeliveryConfig::default()
+        },
+        mllp: MllpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            idle_timeout: std::time::Duration::from_secs(30),
+            ..MllpConfig::default()
+        },
+        ..Settings::default()
+    };
+    settings.sms.webhook_secret = Some(SMS_WEBHOOK_SECRET.into());
+    settings
+}
+
 impl TestApp {
     pub async fn start(engine: Engine) -> Option<TestApp> {
+        TestApp::start_with(engine, |_| {}).await
+    }
+
+    /// [`TestApp::start`] with `adjust` applied to [`test_settings`].
+    pub async fn start_with(engine: Engine, adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
         let db = TestDb::new(engine).await?;
         let now = wednesday_morning();
         let practice = db.always_open_practice("TEST", now).await;
-        db.store
-            .put_staff_user(
-                "frida",
-                "Frida Front Desk",
-                "staff",
-                &enroll_store::hash_token(TOKEN),
-                now,
-            )
-            .await
-            .unwrap();
+        for (username, name, role, token) in [
+            ("frida", "Frida Front Desk", "staff", TOKEN),
+            ("ada", "Ada Admin", "admin", ADMIN_TOKEN),
+        ] {
+            db.store
+                .put_staff_user(username, name, role, &enroll_store::hash_token(token), now)
+                .await
+                .unwrap();
+        }
         let clock = Arc::new(TestClock::new(now));
-        let links = Links::new("http://invites.test", b"test secret");
-        let mut state = AppState::new(db.store.clone(), clock.clone(), links);
-        state.sms_webhook_secret = Some(SMS_WEBHOOK_SECRET.to_string());
-        db.store
-            .put_staff_user(
-                "ada",
-                "Ada Admin",
-                "admin",
-                &enroll_store::hash_token(ADMIN_TOKEN),
-                now,
-            )
-            .await
-            .unwrap();
-        let templates = state.templates.clone();
-        let mllp = enroll_server::mllp::start(state.intake.clone(), &test_mllp_settings())
-            .await
-            .unwrap();
-        let server = enroll_server::spawn("127.0.0.1:0".parse().unwrap(), state)
-            .await
-            .unwrap();
-        let base = format!("http://{}", server.addr);
+        let mut settings = test_settings();
+        adjust(&mut settings);
+        let runtime = Runtime {
+            clock: clock.clone(),
+            store: Some(db.store.clone()),
+            mailbox: None,
+        };
+        let app = Application::build(settings, runtime).await.unwrap();
+        let templates = app.state().templates.clone();
+        let running = app.start().await.unwrap();
+        let base = format!("http://{}", running.http_addr);
         Some(TestApp {
             engine,
             db,
             clock,
-            server: Some(server),
-            mllp_addr: mllp.addr,
-            mllp: Some(mllp),
+            mllp_addr: running.mllp_addr.expect("the MLLP listener"),
+            mllp_tls_addr: running.mllp_tls_addr,
+            running: Some(running),
             base,
             http: reqwest::Client::new(),
             practice_id: practice.id,
@@ -148,24 +168,18 @@ impl TestApp {
         saved["patient"]["id"].as_i64().unwrap()
     }
 
+    /// Stops the servers (MLLP first: a message in hand is finished), then
+    /// closes the database.
     pub async fn stop(mut self) {
-        if let Some(mllp) = self.mllp.take() {
-            mllp.stop().await;
-        }
-        if let Some(server) = self.server.take() {
-            server.stop().await.unwrap();
-        }
+        self.stop_servers().await;
         self.db.store.close().await;
     }
-}
 
-/// The listener as `enroll serve` runs it, on a free loopback port.
-pub fn test_mllp_settings() -> MllpSettings {
-    MllpSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tls: None,
-        max_message_bytes: 1024 * 1024,
-        idle_timeout: std::time::Duration::from_secs(30),
+    /// Stops the servers; the database stays open for a last look.
+    pub async fn stop_servers(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
     }
 }
 
@@ -180,9 +194,13 @@ pub async fn on_each_engine(test: impl AsyncFn(&TestApp)) {
 }
 
 impl TestApp {
-    /// The links the app's pages verify (same secret as `start`).
+    fn running(&self) -> &RunningApplication {
+        self.running.as_ref().expect("the app is running")
+    }
+
+    /// The links the app's pages verify.
     pub fn links(&self) -> Links {
-        Links::new("http://invites.test", b"test secret")
+        self.running().state().links.clone()
     }
 
     /// A dispatcher of this app that emails through the SMTP server at `smtp`.
@@ -197,19 +215,11 @@ impl TestApp {
             timeout_secs: 5,
         };
         let mailer = enroll_notify::SmtpMailer::new(&config).unwrap();
-        Dispatcher {
-            store: self.db.store.clone(),
-            clock: self.clock.clone(),
-            email: Arc::new(mailer),
-            sms: None,
-            templates: self.templates.clone(),
-            links: self.links(),
-            email_from: "Test Practice <portal@practice.test>".into(),
-            policy: enroll_store::DeliveryPolicy::default(),
-            worker: worker.into(),
-            batch: 100,
-            concurrency: 8,
-        }
+        self.running()
+            .dispatcher()
+            .clone()
+            .with_email(Arc::new(mailer))
+            .with_worker(worker)
     }
 
     pub async fn invites(&self, patient_id: i64) -> Vec<Value> {

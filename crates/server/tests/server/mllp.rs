@@ -722,53 +722,46 @@ async fn many_connections_at_once_each_keep_their_order() {
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_and_stopping_finishes_the_message_in_hand() {
-    let Some(db) = enroll_store::testing::TestDb::new(enroll_store::testing::Engine::Sqlite).await
-    else {
-        return;
-    };
-    let now = crate::wednesday_morning();
-    db.always_open_practice("TEST", now).await;
-    let clock = std::sync::Arc::new(enroll_server::TestClock::new(now));
-    let intake = std::sync::Arc::new(enroll_server::Intake::new(
-        db.store.clone(),
-        clock,
-        enroll_hl7::MappingOptions::default(),
-    ));
-    let settings = enroll_server::MllpSettings {
-        idle_timeout: Duration::from_millis(300),
-        ..crate::test_mllp_settings()
-    };
-    let mllp = enroll_server::mllp::start(intake, &settings).await.unwrap();
-    let addr = mllp.addr;
-    let mut idle = Sender::connect(mllp.addr).await;
-    assert_eq!(idle.read_ack().await, None, "closed after the idle timeout");
+    for engine in enroll_store::testing::ENGINES {
+        let short_idle = |settings: &mut enroll_server::Settings| {
+            settings.mllp.idle_timeout = Duration::from_millis(300);
+        };
+        let Some(mut app) = TestApp::start_with(engine, short_idle).await else {
+            continue;
+        };
+        let addr = app.mllp_addr;
+        let mut idle = Sender::connect(addr).await;
+        assert_eq!(idle.read_ack().await, None, "closed after the idle timeout");
 
-    // A message sent just before the stop is still stored and answered.
-    let mut sender = Sender::connect(mllp.addr).await;
-    let mut frame = vec![0x0B];
-    frame.extend(a04("STOP-1", "9201", "Uma", "uma@example.org"));
-    frame.extend([0x1C, 0x0D]);
-    sender.stream.write_all(&frame).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let stopping = tokio::spawn(mllp.stop());
-    let ack = sender
-        .read_ack()
-        .await
-        .expect("the ACK of the message in hand");
-    assert_eq!(ack_code(&ack), "AA");
-    stopping.await.unwrap();
-    assert_eq!(
-        sender.read_ack().await,
-        None,
-        "then the connection is closed"
-    );
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "and nothing more is accepted"
-    );
-    let stored = db.store.hl7_messages(&Default::default()).await.unwrap();
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].status, enroll_store::MessageStatus::Applied);
+        // A message sent just before the stop is still stored and answered.
+        let mut sender = Sender::connect(addr).await;
+        let mut frame = vec![0x0B];
+        frame.extend(a04("STOP-1", "9201", "Uma", "uma@example.org"));
+        frame.extend([0x1C, 0x0D]);
+        sender.stream.write_all(&frame).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (ack, ()) = tokio::join!(sender.read_ack(), app.stop_servers());
+        let ack = ack.expect("the ACK of the message in hand");
+        assert_eq!(ack_code(&ack), "AA", "{engine:?}");
+        assert_eq!(
+            sender.read_ack().await,
+            None,
+            "then the connection is closed"
+        );
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "and nothing more is accepted"
+        );
+        let stored = app
+            .db
+            .store
+            .hl7_messages(&Default::default())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].status, enroll_store::MessageStatus::Applied);
+        app.stop().await;
+    }
 }
 
 /// `mllp_send` from the Python `hl7` package, when installed (scripts/test
@@ -888,69 +881,59 @@ async fn the_tls_port_takes_messages_inside_tls() {
         eprintln!("openssl is not installed: skipping the TLS test");
         return;
     };
-    let db = enroll_store::testing::TestDb::new(enroll_store::testing::Engine::Sqlite)
-        .await
-        .unwrap();
-    let now = crate::wednesday_morning();
-    db.always_open_practice("TEST", now).await;
-    let intake = std::sync::Arc::new(enroll_server::Intake::new(
-        db.store.clone(),
-        std::sync::Arc::new(enroll_server::TestClock::new(now)),
-        enroll_hl7::MappingOptions::default(),
-    ));
-    let settings = enroll_server::MllpSettings {
-        tls: Some(enroll_server::MllpTls {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert_path: cert.clone(),
-            key_path: key,
-        }),
-        ..crate::test_mllp_settings()
-    };
-    let mllp = enroll_server::mllp::start(intake, &settings).await.unwrap();
-    let tls_addr = mllp.tls_addr.expect("a TLS port");
+    for engine in enroll_store::testing::ENGINES {
+        let with_tls = |settings: &mut enroll_server::Settings| {
+            settings.mllp.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+            settings.mllp.tls_cert = Some(cert.clone());
+            settings.mllp.tls_key = Some(key.clone());
+        };
+        let Some(app) = TestApp::start_with(engine, with_tls).await else {
+            continue;
+        };
+        let tls_addr = app.mllp_tls_addr.expect("a TLS port");
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(&cert).unwrap())
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = TcpStream::connect(tls_addr).await.unwrap();
-    let server_name = ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = connector.connect(server_name, tcp).await.unwrap();
-    let mut frame = vec![0x0B];
-    frame.extend(a04("TLS-1", "9301", "Noor", "noor@example.org"));
-    frame.extend([0x1C, 0x0D]);
-    tls.write_all(&frame).await.unwrap();
-    let mut answer = Vec::new();
-    while !answer.ends_with(&[0x1C, 0x0D]) {
-        let mut chunk = [0u8; 1024];
-        let n = tls.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the server closed before answering");
-        answer.extend_from_slice(&chunk[..n]);
-    }
-    let ack = String::from_utf8_lossy(&answer);
-    assert_eq!(ack_code(&ack), "AA", "{ack}");
-    assert_eq!(field(&ack, "MSA", 2), "TLS-1");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&cert).unwrap())
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = TcpStream::connect(tls_addr).await.unwrap();
+        let server_name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(server_name, tcp).await.unwrap();
+        let mut frame = vec![0x0B];
+        frame.extend(a04("TLS-1", "9301", "Noor", "noor@example.org"));
+        frame.extend([0x1C, 0x0D]);
+        tls.write_all(&frame).await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(&[0x1C, 0x0D]) {
+            let mut chunk = [0u8; 1024];
+            let n = tls.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the server closed before answering");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let ack = String::from_utf8_lossy(&answer);
+        assert_eq!(ack_code(&ack), "AA", "{engine:?}: {ack}");
+        assert_eq!(field(&ack, "MSA", 2), "TLS-1");
 
-    // Plain MLLP sent to the TLS port is not read as a message.
-    let mut plain = Sender::connect(tls_addr).await;
-    plain.stream.write_all(&frame).await.unwrap();
-    assert_eq!(plain.read_ack().await, None);
-    mllp.stop().await;
-    assert_eq!(
-        db.store
+        // Plain MLLP sent to the TLS port is not read as a message.
+        let mut plain = Sender::connect(tls_addr).await;
+        plain.stream.write_all(&frame).await.unwrap();
+        assert_eq!(plain.read_ack().await, None);
+        let stored = app
+            .db
+            .store
             .hl7_messages(&Default::default())
             .await
-            .unwrap()
-            .len(),
-        1
-    );
+            .unwrap();
+        assert_eq!(stored.len(), 1, "{engine:?}");
+        app.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -54,17 +54,16 @@ fn texting_dispatcher(
     smtp: &TestSmtp,
     provider_url: &str,
 ) -> enroll_server::Dispatcher {
-    let mut dispatcher = app.dispatcher(smtp.addr, "w1");
     let config = SmsConfig {
         base_url: provider_url.to_string(),
         account_sid: "AC0123456789".into(),
         auth_token: "token".into(),
         from: "+16175550000".into(),
         timeout_secs: 5,
+        webhook_secret: None,
     };
-    dispatcher.sms = Some(Arc::new(HttpSmsSender::new(&config).unwrap()));
-    dispatcher.policy.sms_enabled = true;
-    dispatcher
+    app.dispatcher(smtp.addr, "w1")
+        .with_sms(Arc::new(HttpSmsSender::new(&config).unwrap()))
 }
 
 #[tokio::test]

@@ -1,0 +1,270 @@
+//! The composition root: [`Application::build`] makes every part of a
+//! running Enroll (store, links, templates, intake, mailer and SMS sender,
+//! dispatcher, the HTTP and MLLP listeners) from one [`Settings`], and
+//! [`Application::start`] runs them until [`RunningApplication::stop`].
+//! `enroll serve`, `enroll demo`, the server tests and the benchmarks all
+//! start here, so a part is wired one way only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use enroll_notify::{DeliveryError, HttpSmsSender, SmtpMailer};
+use enroll_store::{Store, StoreError};
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatabaseUrl, Settings};
+use crate::dispatcher::{Channels, Dispatcher, RunningDispatcher};
+use crate::intake::Intake;
+use crate::links::{LINK_SECRET_SETTING, Links};
+use crate::mailbox::Mailbox;
+use crate::mllp::{MllpStartError, RunningMllp};
+use crate::{AppState, Clock, RunningServer, SystemClock};
+
+/// What is not configuration: where time comes from, and parts that the
+/// demo and the tests make themselves.
+pub struct Runtime {
+    pub clock: Arc<dyn Clock>,
+    /// A store that is already open and migrated (a test's database); none:
+    /// connect to `database_url` and apply the migrations.
+    pub store: Option<Store>,
+    /// The demo's mailbox instead of SMTP and SMS: every invite is kept in
+    /// memory and shown on `/mailbox`.
+    pub mailbox: Option<Arc<Mailbox>>,
+}
+
+impl Runtime {
+    /// The system clock, the configured database, SMTP and SMS.
+    pub fn production() -> Runtime {
+        Runtime {
+            clock: Arc::new(SystemClock),
+            store: None,
+            mailbox: None,
+        }
+    }
+}
+
+/// Why Enroll could not start, in words for the administrator.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot open the database ({url}): {source}; {hint}")]
+    Database {
+        url: String,
+        hint: &'static str,
+        source: StoreError,
+    },
+    #[error("cannot apply migrations: {0}")]
+    Migrate(StoreError),
+    #[error("cannot listen on {addr}: {source} (set listen to another address, or port 0)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("SMTP settings: {0}")]
+    Smtp(DeliveryError),
+    #[error("SMS settings: {0}")]
+    Sms(DeliveryError),
+    #[error("{0} (set mllp.listen to another address, or mllp.enabled = false)")]
+    Mllp(#[from] MllpStartError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the stored link-signing secret is not hex")]
+    LinkSecret,
+}
+
+/// Every part, built and wired, not yet running.
+pub struct Application {
+    settings: Settings,
+    state: AppState,
+    dispatcher: Dispatcher,
+    listener: TcpListener,
+    owns_store: bool,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, runtime: Runtime) -> Result<Application, BuildError> {
+        // A store handed in is closed by whoever opened it.
+        let owns_store = runtime.store.is_none();
+        let store = match runtime.store {
+            Some(store) => store,
+            None => open(&settings.database_url).await?,
+        };
+        // Bound now, so the links in the invites carry the real port.
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| BuildError::Listen {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| BuildError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let links = Links::new(&public_url, &link_secret(&store).await?);
+        let intake = Arc::new(Intake::new(
+            store.clone(),
+            runtime.clock.clone(),
+            settings.mllp.mapping_options()?,
+        ));
+        let channels = channels(&settings, runtime.mailbox.as_ref())?;
+        let state = AppState {
+            templates: crate::templates::load(&store).await?,
+            store,
+            clock: runtime.clock,
+            links,
+            mailbox: runtime.mailbox,
+            sms_webhook_secret: settings.sms.webhook_secret.clone(),
+            intake,
+        };
+        let dispatcher =
+            Dispatcher::new(&state, channels, &settings.email_from, &settings.delivery);
+        Ok(Application {
+            settings,
+            state,
+            dispatcher,
+            listener,
+            owns_store,
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The dispatcher as configured (it runs only after `start`, and only
+    /// when `delivery.enabled`).
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Starts the MLLP listener (when enabled), the dispatcher (when
+    /// enabled) and the HTTP server.
+    pub async fn start(self) -> Result<RunningApplication, BuildError> {
+        let stop = CancellationToken::new();
+        let mllp = if self.settings.mllp.enabled {
+            Some(
+                crate::mllp::start(
+                    self.state.intake.clone(),
+                    &self.settings.mllp,
+                    stop.child_token(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let delivering = self.settings.delivery.enabled.then(|| {
+            self.dispatcher
+                .clone()
+                .spawn_until(self.settings.delivery.poll_interval(), stop.child_token())
+        });
+        let http = crate::serve(self.listener, self.state.clone(), stop.child_token()).map_err(
+            |source| BuildError::Listen {
+                addr: self.settings.listen,
+                source,
+            },
+        )?;
+        Ok(RunningApplication {
+            http_addr: http.addr,
+            mllp_addr: mllp.as_ref().map(|m| m.addr),
+            mllp_tls_addr: mllp.as_ref().and_then(|m| m.tls_addr),
+            state: self.state,
+            dispatcher: self.dispatcher,
+            http,
+            mllp,
+            delivering,
+            owns_store: self.owns_store,
+        })
+    }
+}
+
+/// A running Enroll.
+pub struct RunningApplication {
+    pub http_addr: SocketAddr,
+    pub mllp_addr: Option<SocketAddr>,
+    pub mllp_tls_addr: Option<SocketAddr>,
+    state: AppState,
+    dispatcher: Dispatcher,
+    http: RunningServer,
+    mllp: Option<RunningMllp>,
+    delivering: Option<RunningDispatcher>,
+    owns_store: bool,
+}
+
+impl RunningApplication {
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The dispatcher as configured (tests run rounds of it, or variants
+    /// with another sender, when `delivery.enabled` is off).
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Stops in the order that loses nothing: the MLLP listener first (the
+    /// messages in hand are stored and answered), then HTTP (requests in
+    /// flight finish), then the dispatcher (what it claimed goes out and is
+    /// recorded), then the database pool if the application opened it.
+    pub async fn stop(self) -> std::io::Result<()> {
+        if let Some(mllp) = self.mllp {
+            mllp.stop().await;
+        }
+        let served = self.http.stop().await;
+        if let Some(delivering) = self.delivering {
+            delivering.stop().await;
+        }
+        if self.owns_store {
+            self.state.store.close().await;
+        }
+        served
+    }
+}
+
+/// Connects and migrates.
+pub async fn open(url: &DatabaseUrl) -> Result<Store, BuildError> {
+    let store = Store::connect(url.expose())
+        .await
+        .map_err(|source| BuildError::Database {
+            url: url.redacted(),
+            hint: url.hint(),
+            source,
+        })?;
+    store.migrate().await.map_err(BuildError::Migrate)?;
+    Ok(store)
+}
+
+/// The demo's mailbox, or SMTP and (when an account is set) SMS.
+fn channels(settings: &Settings, mailbox: Option<&Arc<Mailbox>>) -> Result<Channels, BuildError> {
+    if let Some(mailbox) = mailbox {
+        return Ok(Channels {
+            email: mailbox.clone(),
+            sms: Some(mailbox.clone()),
+        });
+    }
+    let email = Arc::new(SmtpMailer::new(&settings.smtp).map_err(BuildError::Smtp)?);
+    let sms = if settings.sms.enabled() {
+        let sender = HttpSmsSender::new(&settings.sms).map_err(BuildError::Sms)?;
+        Some(Arc::new(sender) as Arc<dyn enroll_notify::SmsSender>)
+    } else {
+        None
+    };
+    Ok(Channels { email, sms })
+}
+
+/// The secret that signs unsubscribe links: made once, kept in the database
+/// so every instance and every restart uses the same one.
+async fn link_secret(store: &Store) -> Result<Vec<u8>, BuildError> {
+    let mut fresh = [0u8; 32];
+    rand::rng().fill_bytes(&mut fresh);
+    let secret = store
+        .setting_or_insert(LINK_SECRET_SETTING, &hex::encode(fresh))
+        .await?;
+    hex::decode(secret).map_err(|_| BuildError::LinkSecret)
+}

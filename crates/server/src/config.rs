@@ -1,0 +1,146 @@
+//! The configuration of a whole Enroll, each component's part declared once:
+//! `[smtp]` and `[sms]` are enroll-notify's own types, `[delivery]` the
+//! dispatcher's, `[mllp]` the listener's. `enroll` reads it from a file, the
+//! environment and flags (crates/cli/src/config.rs); tests and the
+//! benchmarks build it in code. Every section has defaults, so an empty
+//! file is a valid configuration. Secrets are `SecretString`s (the database
+//! URL's password included), so `Debug` never prints them.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use enroll_notify::{ExposeSecret, SecretString, SmsConfig, SmtpConfig};
+use serde::Deserialize;
+
+use crate::dispatcher::DeliveryConfig;
+use crate::mllp::MllpConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `sqlite://PATH` (the file is created) or `postgres://USER:PASSWORD@HOST/DB`.
+    pub database_url: DatabaseUrl,
+    /// Where the HTTP server listens (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Where patients reach this server (activation and unsubscribe links),
+    /// e.g. `https://invites.example.org`. Default: `http://` + the address
+    /// the server listens on.
+    pub public_url: Option<String>,
+    /// The From of invite emails, e.g. `Riverside Portal <portal@example.org>`.
+    pub email_from: String,
+    pub smtp: SmtpConfig,
+    pub sms: SmsConfig,
+    pub delivery: DeliveryConfig,
+    pub mllp: MllpConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            database_url: DatabaseUrl::from("sqlite://enroll.db"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            email_from: "Patient Portal <portal@localhost>".into(),
+            smtp: SmtpConfig::default(),
+            sms: SmsConfig::default(),
+            delivery: DeliveryConfig::default(),
+            mllp: MllpConfig::default(),
+        }
+    }
+}
+
+/// A database URL, which may carry a password: shown only as
+/// [`DatabaseUrl::redacted`].
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    /// The URL itself, for connecting; never for a message or a log.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL with its password replaced by `***`, for messages.
+    pub fn redacted(&self) -> String {
+        let url = self.expose();
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &url[scheme + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+            }
+            _ => url.to_string(),
+        }
+    }
+
+    /// What to check when the database cannot be opened.
+    pub fn hint(&self) -> &'static str {
+        let url = self.expose();
+        if url.starts_with("sqlite:") {
+            "check that the folder of the SQLite file exists and that this user may write to it"
+        } else if url.starts_with("postgres") {
+            "check that PostgreSQL is running at that host and port, and the user, password and database name"
+        } else {
+            "set database_url to sqlite://PATH or postgres://USER:PASSWORD@HOST/DB"
+        }
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> DatabaseUrl {
+        DatabaseUrl(SecretString::from(url))
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> DatabaseUrl {
+        DatabaseUrl(SecretString::from(url))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        let url = DatabaseUrl::from("postgres://enroll:secret@db/enroll");
+        assert_eq!(url.redacted(), "postgres://enroll:***@db/enroll");
+        assert!(!format!("{url:?}").contains("secret"));
+        assert_eq!(
+            DatabaseUrl::from("sqlite://enroll.db").redacted(),
+            "sqlite://enroll.db"
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let settings: Settings = serde_json::from_str(
+            r#"{"database_url": "postgres://u:dbpass@h/d",
+                "smtp": {"username": "u", "password": "smtppass"},
+                "sms": {"account_sid": "AC1", "auth_token": "smstoken", "webhook_secret": "hookpass"}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{settings:?}");
+        for secret in ["dbpass", "smtppass", "smstoken", "hookpass"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(settings.sms.enabled());
+    }
+
+    #[test]
+    fn an_empty_configuration_takes_every_default() {
+        let settings: Settings = serde_json::from_str("{}").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.smtp.port, 587);
+        assert_eq!(settings.delivery.batch, 1000);
+        assert!(settings.mllp.enabled);
+        assert!(!settings.sms.enabled());
+    }
+}
