@@ -1,5 +1,8 @@
 //! `enroll demo` as a user runs it: the real binary, a SQLite file, HTTP.
 
+// A test's helpers fail the test when a step fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Stdio;
 use std::time::Duration;
 

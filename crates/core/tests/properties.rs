@@ -2,6 +2,9 @@
 //! R7 over any sequence of triggers and Enroll Now clicks, the schedule of
 //! R5 across DST changes, and R1 on arbitrary input.
 
+// A test's helpers fail the test when a step fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use enroll_core::{
     CAP_WINDOW, Decision, Demographics, Field, PatientFacts, PracticeRules, Refusal, Schedule,
     SendHistory, Trigger, ValidSchedule, Window, changed_required_fields, check, decide_auto,

@@ -2,6 +2,9 @@
 //! repetitions, custom delimiters, character sets, errors and their ACKs,
 //! the MLLP codec (with 3 MB of garbage), and properties on arbitrary bytes.
 
+// A test's helpers fail the test when a step fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::{Bytes, BytesMut};
 use enroll_core::Field as DemographicField;
 use enroll_hl7::parse::{Charset, Message, decode};

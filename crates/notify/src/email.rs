@@ -541,6 +541,7 @@ mod tests {
 /// TLS against the sink (`testing`), trusting its test CA through the
 /// crate-private `with_extra_roots`: no public API trusts that CA.
 #[cfg(all(test, feature = "testing"))]
+#[allow(clippy::unwrap_used)] // tests (clippy counts only a plain cfg(test) as one)
 mod tls_tests {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;

@@ -22,6 +22,9 @@
 //! parsing, and `headers_only` to keep just the header block of each
 //! message so that ten thousand messages cost little memory.
 
+// Test support: a setup step that fails fails the test, loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,6 +1,9 @@
 //! enroll-notify end to end: templates, SMTP against a real (tiny) SMTP server
 //! over loopback TCP, SMS against an HTTP stand-in on loopback.
 
+// A test's helpers fail the test when a step fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

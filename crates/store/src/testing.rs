@@ -9,6 +9,9 @@
 //! `ENROLL_REQUIRE_POSTGRES=1` (set by `scripts/test` and CI), in which case
 //! it fails: CI must never pass by silently skipping an engine.
 
+// Test support: a setup step that fails fails the test, loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use jiff::Timestamp;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -37,23 +40,36 @@ impl TestDb {
     /// A fresh database, or `None` when PostgreSQL is not configured and not
     /// required (the caller then skips that engine).
     pub async fn new(engine: Engine) -> Option<TestDb> {
+        let admin_url = match engine {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(postgres_admin_url()?),
+        };
+        Some(TestDb::create(engine, admin_url.as_deref()).await)
+    }
+
+    /// A fresh database on `engine`; for PostgreSQL, a new database on the
+    /// server of `postgres_admin_url` (required for that engine).
+    pub async fn create(engine: Engine, postgres_admin_url: Option<&str>) -> TestDb {
         let (url, dir) = match engine {
             Engine::Sqlite => {
                 let dir = tempfile::tempdir().expect("create a temporary folder");
                 let url = format!("sqlite://{}", dir.path().join("enroll.db").display());
                 (url, Some(dir))
             }
-            Engine::Postgres => (fresh_postgres_database().await?, None),
+            Engine::Postgres => {
+                let admin_url = postgres_admin_url.expect("PostgreSQL needs an admin URL");
+                (fresh_postgres_database(admin_url).await, None)
+            }
         };
         let store = Store::connect(&url)
             .await
             .expect("connect to the test database");
         store.migrate().await.expect("migrate the test database");
-        Some(TestDb {
+        TestDb {
             store,
             url,
             _dir: dir,
-        })
+        }
     }
 
     /// Runs raw SQL, for a state the API refuses to make (corrupt rows).
@@ -100,7 +116,9 @@ impl TestDb {
     }
 }
 
-async fn fresh_postgres_database() -> Option<String> {
+/// `ENROLL_TEST_POSTGRES_URL`, or `None` (with a message) when it is not set
+/// and PostgreSQL is not required.
+fn postgres_admin_url() -> Option<String> {
     let Ok(admin_url) = std::env::var("ENROLL_TEST_POSTGRES_URL") else {
         if std::env::var("ENROLL_REQUIRE_POSTGRES").as_deref() == Ok("1") {
             panic!(
@@ -111,16 +129,20 @@ async fn fresh_postgres_database() -> Option<String> {
         eprintln!("skipping PostgreSQL: set ENROLL_TEST_POSTGRES_URL or run scripts/test");
         return None;
     };
+    Some(admin_url)
+}
+
+async fn fresh_postgres_database(admin_url: &str) -> String {
     let name = format!("enroll_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url)
+    let mut admin = PgConnection::connect(admin_url)
         .await
-        .unwrap_or_else(|e| panic!("connect to ENROLL_TEST_POSTGRES_URL: {e}"));
+        .unwrap_or_else(|e| panic!("connect to the PostgreSQL admin URL: {e}"));
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .expect("create the test database");
     let _ = admin.close().await;
-    Some(replace_database(&admin_url, &name))
+    replace_database(admin_url, &name)
 }
 
 /// `postgres://u@h:p/postgres?x=y` with the database `name` instead.

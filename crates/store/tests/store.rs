@@ -1,6 +1,9 @@
 //! The store against real databases: a SQLite file and a PostgreSQL server
 //! (see `enroll_store::testing`). Every test runs on both engines.
 
+// A test's helpers fail the test when a step fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use enroll_core::{Decision, Demographics, Refusal, Schedule, Trigger};

@@ -93,13 +93,6 @@ fn mailer(addr: SocketAddr, pool_size: u32) -> anyhow::Result<Arc<dyn EmailSende
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(url) = &args.postgres_url {
-        // SAFETY: no other thread exists yet (the runtime is built below).
-        unsafe { std::env::set_var("ENROLL_TEST_POSTGRES_URL", url) };
-    }
-    // `enroll_store::testing` fails instead of skipping when this is set.
-    // SAFETY: as above.
-    unsafe { std::env::remove_var("ENROLL_REQUIRE_POSTGRES") };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -274,7 +267,7 @@ class Handler:
 impl SmtpServer {
     async fn sink() -> SmtpServer {
         let sink = SmtpSink::start_on(
-            "127.0.0.1:0".parse().expect("an address"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
             Arc::new(SmtpSinkState::headers_only()),
         )
         .await;
@@ -530,9 +523,10 @@ async fn measure_dispatcher(
         Engine::Sqlite => "sqlite",
         Engine::Postgres => "postgres",
     };
-    let Some(db) = TestDb::new(engine).await else {
+    if engine == Engine::Postgres && args.postgres_url.is_none() {
         return Ok(None);
-    };
+    }
+    let db = TestDb::create(engine, args.postgres_url.as_deref()).await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     // Setup: N complete patients in an always-open practice with auto

@@ -1,6 +1,9 @@
 //! The server over real HTTP and SMTP, with a test clock, on a SQLite file
 //! and on PostgreSQL. One test binary (link time); modules by subject.
 
+// A test's helpers fail the test when a step fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api;
 mod delivery;
 mod mllp;
