@@ -13,6 +13,7 @@ use enroll_store::{Store, StoreError};
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use crate::config::{DatabaseUrl, Settings};
 use crate::dispatcher::{Channels, Dispatcher, RunningDispatcher};
@@ -71,6 +72,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("the stored link-signing secret is not hex")]
     LinkSecret,
+    #[error("public_url {0:?} must be an http:// or https:// address with a host name")]
+    PublicUrl(String),
 }
 
 /// Every part, built and wired, not yet running.
@@ -102,11 +105,7 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
-        let public_url = settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
-        let links = Links::new(&public_url, &link_secret(&store).await?);
+        let links = Links::new(&public_url(&settings, addr)?, &link_secret(&store).await?);
         let intake = Arc::new(Intake::new(
             store.clone(),
             runtime.clock.clone(),
@@ -238,6 +237,20 @@ pub async fn open(url: &DatabaseUrl) -> Result<Store, BuildError> {
         })?;
     store.migrate().await.map_err(BuildError::Migrate)?;
     Ok(store)
+}
+
+/// Where patients reach this server: `public_url`, or the address it
+/// listens on.
+fn public_url(settings: &Settings, listening: SocketAddr) -> Result<Url, BuildError> {
+    let url = match &settings.public_url {
+        Some(url) => url.clone(),
+        None => Url::parse(&format!("http://{listening}"))
+            .map_err(|_| BuildError::PublicUrl(listening.to_string()))?,
+    };
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(BuildError::PublicUrl(url.to_string()));
+    }
+    Ok(url)
 }
 
 /// The demo's mailbox, or SMTP and (when an account is set) SMS.

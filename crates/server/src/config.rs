@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use enroll_notify::{ExposeSecret, SecretString, SmsConfig, SmtpConfig};
 use serde::Deserialize;
+use url::Url;
 
 use crate::dispatcher::DeliveryConfig;
 use crate::mllp::MllpConfig;
@@ -25,7 +26,7 @@ pub struct Settings {
     /// Where patients reach this server (activation and unsubscribe links),
     /// e.g. `https://invites.example.org`. Default: `http://` + the address
     /// the server listens on.
-    pub public_url: Option<String>,
+    pub public_url: Option<Url>,
     /// The From of invite emails, e.g. `Riverside Portal <portal@example.org>`.
     pub email_from: String,
     pub smtp: SmtpConfig,
@@ -63,14 +64,15 @@ impl DatabaseUrl {
 
     /// The URL with its password replaced by `***`, for messages.
     pub fn redacted(&self) -> String {
-        let url = self.expose();
-        match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let userinfo = &url[scheme + 3..at];
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        match Url::parse(self.expose()) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    // Only a URL that cannot have a password refuses one.
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
             }
-            _ => url.to_string(),
+            Err(_) => "(a database URL that cannot be read)".into(),
         }
     }
 
@@ -117,6 +119,15 @@ mod tests {
         assert_eq!(
             DatabaseUrl::from("sqlite://enroll.db").redacted(),
             "sqlite://enroll.db"
+        );
+        assert_eq!(
+            DatabaseUrl::from("sqlite:///var/lib/enroll/enroll.db?mode=rwc").redacted(),
+            "sqlite:///var/lib/enroll/enroll.db?mode=rwc"
+        );
+        assert!(
+            !DatabaseUrl::from("postgres://u:p@ss@h")
+                .redacted()
+                .contains("p@ss")
         );
     }
 

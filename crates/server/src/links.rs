@@ -10,6 +10,7 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use sha2::Sha256;
+use url::Url;
 
 /// The settings key of the secret that signs links.
 pub const LINK_SECRET_SETTING: &str = "link_signing_secret";
@@ -26,19 +27,15 @@ pub struct Links {
 
 impl Links {
     /// `public_url` is where patients reach this server, e.g.
-    /// `https://portal-invites.example.org` (no trailing slash needed).
-    pub fn new(public_url: &str, secret: &[u8]) -> Links {
-        let public_url = public_url.trim_end_matches('/').to_string();
-        let host = public_url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ':']).next())
-            .filter(|host| !host.is_empty())
-            .unwrap_or("enroll.invalid")
-            .to_string();
+    /// `https://portal-invites.example.org` (a path is kept; a trailing
+    /// slash does not matter). Its host names the Message-IDs.
+    pub fn new(public_url: &Url, secret: &[u8]) -> Links {
         Links {
-            public_url,
-            message_domain: host,
+            public_url: public_url.as_str().trim_end_matches('/').to_string(),
+            message_domain: public_url
+                .host_str()
+                .unwrap_or("enroll.invalid")
+                .to_string(),
             secret: secret.into(),
         }
     }
@@ -92,9 +89,13 @@ impl Links {
 mod tests {
     use super::*;
 
+    fn links_of(url: &str, secret: &[u8]) -> Links {
+        Links::new(&url.parse().unwrap(), secret)
+    }
+
     #[test]
     fn unsubscribe_links_verify_only_with_their_own_signature() {
-        let links = Links::new("https://invites.example.org/", b"secret one");
+        let links = links_of("https://invites.example.org/", b"secret one");
         let url = links.unsubscribe_url(42);
         let signature = url.rsplit('/').next().unwrap();
         assert!(
@@ -104,7 +105,7 @@ mod tests {
         assert!(links.verify_unsubscribe(42, signature));
         assert!(!links.verify_unsubscribe(43, signature), "another invite");
         assert!(
-            !Links::new("https://x", b"secret two").verify_unsubscribe(42, signature),
+            !links_of("https://x", b"secret two").verify_unsubscribe(42, signature),
             "another secret"
         );
         assert!(
@@ -116,7 +117,7 @@ mod tests {
 
     #[test]
     fn message_ids_are_stable_per_invite_and_use_the_public_host() {
-        let links = Links::new("http://127.0.0.1:8080", b"s");
+        let links = links_of("http://127.0.0.1:8080", b"s");
         let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
         assert_eq!(links.message_id(7, at), links.message_id(7, at));
         assert_eq!(
@@ -124,5 +125,16 @@ mod tests {
             format!("invite-7-{}@127.0.0.1", at.as_millisecond())
         );
         assert_ne!(links.message_id(7, at), links.message_id(8, at));
+    }
+
+    #[test]
+    fn a_path_in_the_public_url_is_kept() {
+        let links = links_of("https://example.org/enroll/", b"s");
+        assert_eq!(links.activation_url("t"), "https://example.org/enroll/a/t");
+        assert!(
+            links
+                .message_id(1, Timestamp::UNIX_EPOCH)
+                .ends_with("@example.org")
+        );
     }
 }

@@ -147,19 +147,10 @@ async fn fresh_postgres_database(admin_url: &str) -> String {
 
 /// `postgres://u@h:p/postgres?x=y` with the database `name` instead.
 pub fn replace_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_and_path = &base[scheme_end..];
-    let host = host_and_path.split('/').next().unwrap_or(host_and_path);
-    let mut out = format!("{}{}/{}", &base[..scheme_end], host, name);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
+    let mut url = url::Url::parse(url)
+        .unwrap_or_else(|e| panic!("the PostgreSQL admin URL cannot be read: {e}"));
+    url.set_path(&format!("/{name}"));
+    url.to_string()
 }
 
 /// The one integer `sql` answers in `store`, e.g. a `COUNT(*)`.

@@ -486,7 +486,7 @@ async fn dispatcher_of(
 ) -> anyhow::Result<Dispatcher> {
     let settings = Settings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        public_url: Some(format!("http://{tag}")),
+        public_url: Some(format!("http://{tag}").parse()?),
         email_from: "Practice BENCH <portal@bench.test>".into(),
         delivery: DeliveryConfig {
             enabled: false,

@@ -51,7 +51,7 @@ pub fn wednesday_morning() -> Timestamp {
 pub fn test_settings() -> Settings {
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        public_url: Some("http://invites.test".into()),
+        public_url: Some("http://invites.test".parse().unwrap()),
         email_from: "Test Practice <portal@practice.test>".into(),
         delivery: DeliveryConfig {
             enabled: false,
