@@ -8,6 +8,7 @@
 pub mod cap;
 pub mod fields;
 pub mod invite;
+pub mod language;
 pub mod policy;
 pub mod schedule;
 pub mod status;
@@ -21,6 +22,7 @@ pub use fields::{
     ValidFields, Zip, check,
 };
 pub use invite::{InviteKind, InviteState};
+pub use language::Language;
 pub use policy::{
     Decision, Ineligible, PatientFacts, PatientResponse, PracticeRules, Refusal, SendHistory,
     decide_auto, decide_manual,

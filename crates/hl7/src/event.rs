@@ -729,41 +729,34 @@ pub fn dtm_to_date(raw: &str) -> Result<Option<String>, NotADate> {
     {
         return Err(NotADate);
     }
-    let num = |range: std::ops::Range<usize>| -> u32 {
+    // The characters are digits in the right places; jiff says whether they
+    // name a real month, day and time of day.
+    let num = |range: std::ops::Range<usize>| -> i16 {
         digits.get(range).and_then(|s| s.parse().ok()).unwrap_or(0)
     };
-    let year = num(0..4);
-    if digits.len() >= 6 && !(1..=12).contains(&num(4..6)) {
+    let narrow = |n: i16| i8::try_from(n).map_err(|_| NotADate);
+    let month = if digits.len() >= 6 {
+        narrow(num(4..6))?
+    } else {
+        1
+    };
+    if !(1..=12).contains(&month) {
         return Err(NotADate);
     }
-    if digits.len() >= 8 {
-        let (month, day) = (num(4..6), num(6..8));
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-        let days = match month {
-            2 if leap => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        };
-        if day == 0 || day > days || year == 0 {
-            return Err(NotADate);
-        }
-    }
-    if (digits.len() >= 10 && num(8..10) > 23)
-        || (digits.len() >= 12 && num(10..12) > 59)
-        || (digits.len() >= 14 && num(12..14) > 59)
-    {
-        return Err(NotADate);
+    if digits.len() >= 10 {
+        let (hour, minute, second) = (num(8..10), num(10..12), num(12..14));
+        jiff::civil::Time::new(narrow(hour)?, narrow(minute)?, narrow(second)?, 0)
+            .map_err(|_| NotADate)?;
     }
     if digits.len() < 8 {
         return Ok(None);
     }
-    Ok(Some(format!(
-        "{}-{}-{}",
-        &digits[0..4],
-        &digits[4..6],
-        &digits[6..8]
-    )))
+    let year = num(0..4);
+    if year == 0 {
+        return Err(NotADate);
+    }
+    let date = jiff::civil::Date::new(year, month, narrow(num(6..8))?).map_err(|_| NotADate)?;
+    Ok(Some(date.to_string()))
 }
 
 #[cfg(test)]

@@ -59,43 +59,8 @@ pub use secrecy::{ExposeSecret, SecretString};
 pub use sms::{HttpSmsSender, SmsConfig};
 pub use templates::{SMS_MAX_CHARS, TemplateError, TemplateKind, Templates};
 
-/// The language of an invite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Language {
-    #[default]
-    English,
-    Spanish,
-}
-
-impl Language {
-    /// Maps a chart's language preference to an invite language: "es", "spa",
-    /// "Spanish", "Español", "es-MX", "es_US" (any case, trimmed) give Spanish;
-    /// anything else, or nothing, gives English.
-    pub fn from_preference(preference: Option<&str>) -> Language {
-        let Some(raw) = preference else {
-            return Language::English;
-        };
-        let value = raw.trim().to_lowercase();
-        let spanish = matches!(
-            value.as_str(),
-            "es" | "spa" | "spanish" | "español" | "espanol" | "castellano"
-        ) || value.starts_with("es-")
-            || value.starts_with("es_");
-        if spanish {
-            Language::Spanish
-        } else {
-            Language::English
-        }
-    }
-
-    /// The ISO 639-1 code: "en" or "es".
-    pub fn code(self) -> &'static str {
-        match self {
-            Language::English => "en",
-            Language::Spanish => "es",
-        }
-    }
-}
+/// The language of an invite (enroll-core's, one mapping each way).
+pub use enroll_core::Language;
 
 /// Everything an invite may show (R12: first name and practice name, plus the
 /// two links). There are deliberately no fields for anything else.
@@ -202,38 +167,6 @@ pub trait SmsSender: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn language_from_preference() {
-        for spanish in [
-            "es", "spa", "Spanish", "SPANISH", " es-MX ", "es_US", "Español", "espanol",
-        ] {
-            assert_eq!(
-                Language::from_preference(Some(spanish)),
-                Language::Spanish,
-                "{spanish}"
-            );
-        }
-        for english in [
-            "en",
-            "eng",
-            "English",
-            "",
-            "est",
-            "esperanto",
-            "fr",
-            "en-US",
-        ] {
-            assert_eq!(
-                Language::from_preference(Some(english)),
-                Language::English,
-                "{english}"
-            );
-        }
-        assert_eq!(Language::from_preference(None), Language::English);
-        assert_eq!(Language::Spanish.code(), "es");
-        assert_eq!(Language::English.code(), "en");
-    }
 
     #[test]
     fn debug_output_redacts_patient_data() {

@@ -11,7 +11,7 @@ use enroll_hl7::{
 };
 use enroll_store::{
     AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageStatus, PatientChange,
-    Received, Store, StoreError, StoredMessage,
+    ProblemKind, Received, Store, StoreError, StoredMessage,
 };
 use jiff::Timestamp;
 
@@ -108,6 +108,7 @@ impl Intake {
             message_type: header.as_ref().map(message_type).unwrap_or_default(),
             parsed: Err(IntakeProblem {
                 status: MessageStatus::Rejected,
+                kind: ProblemKind::Unreadable,
                 location: None,
                 reason,
             }),
@@ -168,11 +169,7 @@ impl Intake {
                 store_error = Hl7Error::Application {
                     location: problem.location.as_deref().and_then(parse_location),
                     reason: problem.reason.clone(),
-                    code: if problem.location.as_deref() == Some("MSH-4") {
-                        ErrorCode::TableValueNotFound
-                    } else {
-                        ErrorCode::RequiredFieldMissing
-                    },
+                    code: error_code(problem.kind),
                     reject: false,
                 };
                 Some(&store_error)
@@ -185,6 +182,17 @@ impl Intake {
             &hl7_timestamp(now),
         )
         .into_string()
+    }
+}
+
+/// The ERR-3 code for a problem the store found (the parser's own errors
+/// carry theirs).
+fn error_code(kind: ProblemKind) -> ErrorCode {
+    match kind {
+        ProblemKind::UnknownValue => ErrorCode::TableValueNotFound,
+        ProblemKind::MissingField | ProblemKind::Parse | ProblemKind::Unreadable => {
+            ErrorCode::RequiredFieldMissing
+        }
     }
 }
 
@@ -240,6 +248,7 @@ fn problem_of(error: &Hl7Error) -> IntakeProblem {
     };
     IntakeProblem {
         status,
+        kind: ProblemKind::Parse,
         location: error.location().map(|l| location_text(&l)),
         reason: error.to_string(),
     }

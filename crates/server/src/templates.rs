@@ -13,14 +13,6 @@ pub type SharedTemplates = Arc<RwLock<Templates>>;
 
 const PREFIX: &str = "template/";
 
-pub fn parse_language(raw: &str) -> Option<Language> {
-    match raw {
-        "en" => Some(Language::English),
-        "es" => Some(Language::Spanish),
-        _ => None,
-    }
-}
-
 pub fn parse_kind(raw: &str) -> Option<TemplateKind> {
     match raw {
         "subject" => Some(TemplateKind::EmailSubject),
@@ -43,7 +35,7 @@ pub async fn load(store: &Store) -> Result<SharedTemplates, StoreError> {
     for (key, source) in store.settings_with_prefix(PREFIX).await? {
         let parts: Vec<&str> = key[PREFIX.len()..].split('/').collect();
         let parsed = match parts.as_slice() {
-            [code, language, kind] => parse_language(language)
+            [code, language, kind] => Language::from_code(language)
                 .zip(parse_kind(kind))
                 .map(|(l, k)| (*code, l, k)),
             _ => None,
@@ -84,7 +76,7 @@ pub async fn save(
     kind: &str,
     source: &str,
 ) -> Result<Result<(), SaveError>, StoreError> {
-    let Some(lang) = parse_language(language) else {
+    let Some(lang) = Language::from_code(language) else {
         return Ok(Err(SaveError::UnknownLanguage(language.to_string())));
     };
     let Some(k) = parse_kind(kind) else {

@@ -130,11 +130,28 @@ impl MessageStatus {
     }
 }
 
+/// What kind of problem stopped a message: the ACK's ERR code follows from
+/// it (the intake builds the ACK; the store only says what it found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// The parser's own verdict (it knows the code and the place).
+    Parse,
+    /// A frame that could not be read whole (too large, cut off).
+    Unreadable,
+    /// A field the rules need is empty (e.g. PID-3, the MRN).
+    MissingField,
+    /// A value that must name something we know does not (e.g. an MSH-4
+    /// sending facility mapped to no practice).
+    UnknownValue,
+}
+
 /// Why a message is not applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IntakeProblem {
     /// `Error` (AE) or `Rejected` (AR).
     pub status: MessageStatus,
+    pub kind: ProblemKind,
     /// Where, as `SEG-n` (e.g. `PID-7`), when known.
     pub location: Option<String>,
     /// What is wrong and what to do, in words; never patient data.
@@ -142,9 +159,15 @@ pub struct IntakeProblem {
 }
 
 impl IntakeProblem {
-    pub fn error(location: Option<&str>, reason: impl Into<String>) -> IntakeProblem {
+    /// An application error (AE) of `kind` at `location`.
+    pub fn error(
+        kind: ProblemKind,
+        location: Option<&str>,
+        reason: impl Into<String>,
+    ) -> IntakeProblem {
         IntakeProblem {
             status: MessageStatus::Error,
+            kind,
             location: location.map(str::to_string),
             reason: reason.into(),
         }
@@ -594,6 +617,7 @@ impl Tx {
         else {
             let facility = &message.sending_facility;
             let problem = IntakeProblem::error(
+                ProblemKind::UnknownValue,
                 Some("MSH-4"),
                 format!(
                     "the sending facility {facility:?} is not mapped to a practice: create a \
@@ -617,6 +641,7 @@ impl Tx {
     ) -> Result<Applied> {
         if event.patient().mrn.trim().is_empty() {
             return Ok(Err(IntakeProblem::error(
+                ProblemKind::MissingField,
                 Some("PID-3"),
                 "the message has no medical record number (PID-3)",
             )));

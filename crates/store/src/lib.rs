@@ -39,7 +39,7 @@ use sqlx::sqlite::{
 pub use enrollment::{EnrollOutcome, TriggerOutcome};
 pub use intake::{
     AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageQuery, MessageStatus,
-    PatientChange, Received, StoredMessage, facility_setting_key,
+    PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
 };
 pub use model::{
     AuditEntry, Invite, InviteKind, InviteState, NewPractice, Patient, PatientQuery, Practice,

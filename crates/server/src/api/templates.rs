@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::json::JsonBody;
 use crate::auth::Staff;
-use crate::templates::{parse_language, save};
+use crate::templates::save;
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -58,7 +58,7 @@ pub(crate) async fn preview(
         .ok_or(ApiError::NotFound("practice"))?;
     let language = match q.language.as_deref() {
         None => Language::English,
-        Some(raw) => parse_language(raw).ok_or_else(|| {
+        Some(raw) => Language::from_code(raw).ok_or_else(|| {
             ApiError::BadRequest(format!("unknown language {raw:?}: use en or es"))
         })?,
     };
