@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use enroll_core::Schedule;
+use enroll_core::{Role, Schedule};
 use enroll_notify::SmtpMailer;
 use enroll_server::{
     Application, DatabaseUrl, DeliveryConfig, Mailbox, MllpConfig, RunningApplication, Runtime,
@@ -91,8 +91,9 @@ enum UserCommand {
         username: String,
         #[arg(long)]
         display_name: Option<String>,
-        #[arg(long, default_value = "staff", value_parser = ["staff", "admin"])]
-        role: String,
+        /// front-desk or admin.
+        #[arg(long, default_value = "front-desk", value_parser = parse_role)]
+        role: Role,
     },
 }
 
@@ -181,7 +182,7 @@ async fn run() -> anyhow::Result<()> {
         } => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
             let store = open(&config.database_url).await?;
-            let token = add_user(&store, &username, display_name.as_deref(), &role).await?;
+            let token = add_user(&store, &username, display_name.as_deref(), role).await?;
             println!("API token for {username} (shown once; store it safely):\n{token}");
             Ok(())
         }
@@ -275,6 +276,10 @@ async fn wait_for_shutdown() {
     let _ = ctrl_c.await;
 }
 
+fn parse_role(name: &str) -> Result<Role, String> {
+    Role::from_name(name).ok_or_else(|| format!("{name:?} is not a role: use front-desk or admin"))
+}
+
 fn new_token() -> String {
     hex::encode(rand::rng().random::<[u8; 32]>())
 }
@@ -283,7 +288,7 @@ async fn add_user(
     store: &Store,
     username: &str,
     display_name: Option<&str>,
-    role: &str,
+    role: Role,
 ) -> anyhow::Result<String> {
     if username.trim().is_empty() {
         bail!("the username must not be blank");
@@ -412,7 +417,7 @@ async fn demo(
             data_dir.display()
         ));
     }
-    let token = add_user(&store, "demo", Some("Demo front desk"), "admin").await?;
+    let token = add_user(&store, "demo", Some("Demo front desk"), Role::Admin).await?;
     let running = start_demo(store.clone(), port, mllp_port).await?;
     let mllp = running
         .mllp_addr

@@ -10,6 +10,7 @@ pub mod fields;
 pub mod invite;
 pub mod language;
 pub mod policy;
+pub mod role;
 pub mod schedule;
 pub mod status;
 pub mod trigger;
@@ -27,6 +28,7 @@ pub use policy::{
     Decision, Ineligible, PatientFacts, PatientResponse, PracticeRules, Refusal, SendHistory,
     decide_auto, decide_manual,
 };
+pub use role::Role;
 pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
 pub use status::{InviteSummary, StaffStatus, staff_status};
 pub use trigger::{Trigger, changed_required_fields};

@@ -1,5 +1,7 @@
 //! Staff authentication for the API: a bearer token per staff user, stored
-//! only as a hash. Every handler that touches a patient takes `Staff`.
+//! only as a hash. Every handler that touches a patient takes `Staff`; one
+//! that changes what only an administrator may change takes `Admin`, which
+//! answers 403 with `why` for anyone else.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -29,5 +31,22 @@ impl FromRequestParts<AppState> for Staff {
             .await?
             .ok_or(ApiError::Unauthorized)?;
         Ok(Staff(user))
+    }
+}
+
+/// A signed-in administrator.
+pub struct Admin(pub StaffUser);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
+        let Staff(user) = Staff::from_request_parts(parts, state).await?;
+        if !user.role.is_admin() {
+            return Err(ApiError::Forbidden(
+                "only an administrator can do this: ask one of your practice's administrators",
+            ));
+        }
+        Ok(Admin(user))
     }
 }

@@ -352,5 +352,5 @@ pub struct StaffUser {
     pub id: i64,
     pub username: String,
     pub display_name: String,
-    pub role: String,
+    pub role: enroll_core::Role,
 }

@@ -4,7 +4,8 @@ use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use crate::model::AuditRow;
-use crate::{AuditEntry, Result, StaffUser, Store, from_ms, on_pool, to_ms};
+use crate::{AuditEntry, Result, StaffUser, Store, StoreError, from_ms, on_pool, to_ms};
+use enroll_core::Role;
 
 /// API tokens are long random strings, so one SHA-256 is enough to keep them
 /// unusable if the database leaks (passwords, which are guessable, use argon2).
@@ -20,14 +21,18 @@ struct StaffRow {
     role: String,
 }
 
-impl From<StaffRow> for StaffUser {
-    fn from(r: StaffRow) -> StaffUser {
-        StaffUser {
+impl TryFrom<StaffRow> for StaffUser {
+    type Error = StoreError;
+
+    fn try_from(r: StaffRow) -> Result<StaffUser> {
+        let role = Role::from_key(&r.role)
+            .ok_or_else(|| StoreError::Corrupt(format!("staff user {} role {:?}", r.id, r.role)))?;
+        Ok(StaffUser {
             id: r.id,
             username: r.username,
             display_name: r.display_name,
-            role: r.role,
-        }
+            role,
+        })
     }
 }
 
@@ -38,7 +43,7 @@ impl Store {
         &self,
         username: &str,
         display_name: &str,
-        role: &str,
+        role: Role,
         token_hash: &str,
         now: Timestamp,
     ) -> Result<StaffUser> {
@@ -52,13 +57,13 @@ impl Store {
             )
             .bind(username)
             .bind(display_name)
-            .bind(role)
+            .bind(role.key())
             .bind(token_hash)
             .bind(to_ms(now))
             .fetch_one(pool)
             .await
         })?;
-        Ok(row.into())
+        row.try_into()
     }
 
     /// The enabled staff user holding this API token, if any.
@@ -73,7 +78,7 @@ impl Store {
             .fetch_optional(pool)
             .await
         })?;
-        Ok(row.map(StaffUser::from))
+        row.map(StaffUser::try_from).transpose()
     }
 
     /// Records that `actor` did `action` (view, search, update...) on a patient.

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::json::JsonBody;
-use crate::auth::Staff;
+use crate::auth::{Admin, Staff};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -151,15 +151,10 @@ pub(crate) struct FacilityMapped {
 /// Maps an MSH-4 sending facility to a practice (administrators only).
 pub(crate) async fn map_facility(
     State(state): State<AppState>,
-    staff: Staff,
+    Admin(admin): Admin,
     Path(facility): Path<String>,
     JsonBody(body): JsonBody<FacilityMapping>,
 ) -> Result<Json<FacilityMapped>, ApiError> {
-    if staff.0.role != "admin" {
-        return Err(ApiError::Forbidden(
-            "only an administrator can map sending facilities to practices",
-        ));
-    }
     let code = body.practice_code.trim();
     if state.store.practice_by_code(code).await?.is_none() {
         return Err(ApiError::BadRequest(format!(
@@ -173,7 +168,7 @@ pub(crate) async fn map_facility(
     state
         .store
         .audit(
-            &staff.0.username,
+            &admin.username,
             "hl7.facility_mapped",
             None,
             state.clock.now(),

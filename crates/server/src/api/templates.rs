@@ -7,7 +7,7 @@ use enroll_notify::{InviteContext, Language, RenderedEmail};
 use serde::{Deserialize, Serialize};
 
 use super::json::JsonBody;
-use crate::auth::Staff;
+use crate::auth::{Admin, Staff};
 use crate::templates::save;
 use crate::{ApiError, AppState};
 
@@ -97,15 +97,10 @@ pub(crate) struct TemplateSource {
 /// `PUT /api/practices/{id}/templates/{language}/{kind}` with `{"source": "..."}`.
 pub(crate) async fn put(
     State(state): State<AppState>,
-    staff: Staff,
+    Admin(admin): Admin,
     Path((id, language, kind)): Path<(i64, String, String)>,
     JsonBody(body): JsonBody<TemplateSource>,
 ) -> Result<Json<Preview>, ApiError> {
-    if staff.0.role != "admin" {
-        return Err(ApiError::Forbidden(
-            "only an administrator can change invite templates",
-        ));
-    }
     let practice = state
         .store
         .practice(id)
@@ -124,7 +119,7 @@ pub(crate) async fn put(
     state
         .store
         .audit(
-            &staff.0.username,
+            &admin.username,
             "practice.template",
             None,
             state.clock.now(),
@@ -132,7 +127,7 @@ pub(crate) async fn put(
         .await?;
     preview(
         State(state),
-        staff,
+        Staff(admin),
         Path(id),
         Query(PreviewQuery {
             language: Some(language),

@@ -81,8 +81,13 @@ impl TestApp {
         let now = wednesday_morning();
         let practice = db.always_open_practice("TEST", now).await;
         for (username, name, role, token) in [
-            ("frida", "Frida Front Desk", "staff", TOKEN),
-            ("ada", "Ada Admin", "admin", ADMIN_TOKEN),
+            (
+                "frida",
+                "Frida Front Desk",
+                enroll_core::Role::FrontDesk,
+                TOKEN,
+            ),
+            ("ada", "Ada Admin", enroll_core::Role::Admin, ADMIN_TOKEN),
         ] {
             db.store
                 .put_staff_user(username, name, role, &enroll_store::hash_token(token), now)

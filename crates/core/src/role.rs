@@ -1,0 +1,75 @@
+//! What a staff member may do. Front desk: search, view, edit
+//! demographics, Enroll Now, resend. Administrator: all of that plus the
+//! practice's settings (templates, facility mapping, and what the staff UI
+//! adds next).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    FrontDesk,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::FrontDesk, Role::Admin];
+
+    /// The stored word. The front desk is `staff`, the word the table held
+    /// before roles were typed, so no row needs rewriting.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::FrontDesk => "staff",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The inverse of [`Role::key`].
+    pub fn from_key(key: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.key() == key)
+    }
+
+    /// What an administrator types (`front-desk`, `admin`; the stored
+    /// `staff` too), any case.
+    pub fn from_name(name: &str) -> Option<Role> {
+        match name.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "front-desk" | "frontdesk" | "staff" => Some(Role::FrontDesk),
+            "admin" | "administrator" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn is_admin(self) -> bool {
+        self == Role::Admin
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::FrontDesk => "front desk",
+            Role::Admin => "administrator",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_names_read_back() {
+        for role in Role::ALL {
+            assert_eq!(Role::from_key(role.key()), Some(role));
+            assert_eq!(Role::from_name(role.key()), Some(role));
+        }
+        assert_eq!(Role::from_name("Front-Desk"), Some(Role::FrontDesk));
+        assert_eq!(Role::from_name(" front_desk "), Some(Role::FrontDesk));
+        assert_eq!(Role::from_name("Administrator"), Some(Role::Admin));
+        assert_eq!(Role::from_name("root"), None);
+        assert_eq!(Role::from_key("Admin"), None, "stored keys are exact");
+        assert!(Role::Admin.is_admin() && !Role::FrontDesk.is_admin());
+    }
+}
