@@ -1,0 +1,179 @@
+//! The two engines' migrations (crates/store/migrations/{sqlite,postgres})
+//! are written twice; this test fails when they drift: the same tables,
+//! the same columns with the same NOT NULL, and the same indexes (name,
+//! columns in order, unique, partial) after all migrations.
+
+// A test's helpers fail the test when a step fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use enroll_store::testing::{Engine, TestDb};
+use sqlx::Row;
+
+/// Everything compared, as sorted sets of lines so a difference reads well.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Schema {
+    columns: BTreeSet<String>,
+    indexes: BTreeSet<String>,
+}
+
+/// sqlx's own bookkeeping, not ours.
+const IGNORED_TABLE: &str = "_sqlx_migrations";
+
+async fn sqlite_schema(url: &str) -> Schema {
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    let mut schema = Schema::default();
+    let columns = sqlx::query(
+        "SELECT m.name AS tbl, p.name AS col, p.\"notnull\" OR p.pk > 0 AS required \
+         FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> $1",
+    )
+    .bind(IGNORED_TABLE)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for row in columns {
+        schema.columns.insert(column_line(
+            row.get("tbl"),
+            row.get("col"),
+            row.get::<bool, _>("required"),
+        ));
+    }
+    // Primary keys are left out: SQLite's INTEGER PRIMARY KEY is the rowid,
+    // with no index to list.
+    let indexes = sqlx::query(
+        "SELECT m.name AS tbl, il.name AS idx, il.\"unique\" AS uniq, il.partial AS partial, \
+                group_concat(ii.name, ',') AS cols \
+         FROM sqlite_master m JOIN pragma_index_list(m.name) il \
+              JOIN pragma_index_info(il.name) ii \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> $1 \
+               AND il.origin <> 'pk' \
+         GROUP BY m.name, il.name ORDER BY m.name, il.name",
+    )
+    .bind(IGNORED_TABLE)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for row in indexes {
+        let name: String = row.get("idx");
+        // UNIQUE in a table definition makes an index SQLite names itself.
+        let named = !name.starts_with("sqlite_autoindex_");
+        schema.indexes.insert(index_line(
+            row.get("tbl"),
+            named.then_some(name),
+            row.get("cols"),
+            row.get::<bool, _>("uniq"),
+            row.get::<bool, _>("partial"),
+        ));
+    }
+    pool.close().await;
+    schema
+}
+
+async fn postgres_schema(url: &str) -> Schema {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let mut schema = Schema::default();
+    let columns = sqlx::query(
+        "SELECT table_name::text AS tbl, column_name::text AS col, is_nullable = 'NO' AS required \
+         FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> $1",
+    )
+    .bind(IGNORED_TABLE)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for row in columns {
+        schema.columns.insert(column_line(
+            row.get("tbl"),
+            row.get("col"),
+            row.get::<bool, _>("required"),
+        ));
+    }
+    let indexes = sqlx::query(
+        "SELECT t.relname::text AS tbl, i.relname::text AS idx, ix.indisunique AS uniq, \
+                ix.indpred IS NOT NULL AS partial, \
+                string_agg(a.attname::text, ',' ORDER BY k.ord) AS cols, \
+                EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid) AS by_constraint \
+         FROM pg_index ix \
+         JOIN pg_class i ON i.oid = ix.indexrelid \
+         JOIN pg_class t ON t.oid = ix.indrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
+         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+         WHERE n.nspname = 'public' AND t.relname <> $1 AND NOT ix.indisprimary \
+         GROUP BY t.relname, i.relname, ix.indisunique, ix.indpred, ix.indexrelid",
+    )
+    .bind(IGNORED_TABLE)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for row in indexes {
+        let name: String = row.get("idx");
+        // A UNIQUE constraint's index is named by PostgreSQL.
+        let named = !row.get::<bool, _>("by_constraint");
+        schema.indexes.insert(index_line(
+            row.get("tbl"),
+            named.then_some(name),
+            row.get("cols"),
+            row.get::<bool, _>("uniq"),
+            row.get::<bool, _>("partial"),
+        ));
+    }
+    pool.close().await;
+    schema
+}
+
+fn column_line(table: String, column: String, required: bool) -> String {
+    let null = if required { "NOT NULL" } else { "NULL" };
+    format!("{table}.{column} {null}")
+}
+
+fn index_line(
+    table: String,
+    name: Option<String>,
+    columns: String,
+    unique: bool,
+    partial: bool,
+) -> String {
+    format!(
+        "{table} {} ({columns}){}{}",
+        name.as_deref().unwrap_or("<constraint>"),
+        if unique { " UNIQUE" } else { "" },
+        if partial { " WHERE ..." } else { "" },
+    )
+}
+
+#[tokio::test]
+async fn both_engines_migrate_to_the_same_tables_columns_and_indexes() {
+    let sqlite = TestDb::new(Engine::Sqlite).await.unwrap();
+    let Some(postgres) = TestDb::new(Engine::Postgres).await else {
+        return;
+    };
+    let (lite, pg) = (
+        sqlite_schema(&sqlite.url).await,
+        postgres_schema(&postgres.url).await,
+    );
+    assert!(
+        lite.columns.len() > 50 && lite.indexes.len() > 15,
+        "the query read the schema: {lite:#?}"
+    );
+    let only = |a: &BTreeSet<String>, b: &BTreeSet<String>| -> Vec<String> {
+        a.difference(b).cloned().collect()
+    };
+    assert_eq!(
+        (
+            only(&lite.columns, &pg.columns),
+            only(&pg.columns, &lite.columns)
+        ),
+        (vec![], vec![]),
+        "columns only on SQLite, only on PostgreSQL"
+    );
+    assert_eq!(
+        (
+            only(&lite.indexes, &pg.indexes),
+            only(&pg.indexes, &lite.indexes)
+        ),
+        (vec![], vec![]),
+        "indexes only on SQLite, only on PostgreSQL"
+    );
+}
