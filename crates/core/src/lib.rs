@@ -10,6 +10,7 @@ pub mod fields;
 pub mod invite;
 pub mod policy;
 pub mod schedule;
+pub mod sms;
 pub mod status;
 pub mod trigger;
 
@@ -26,5 +27,6 @@ pub use policy::{
     decide_auto, decide_manual,
 };
 pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
+pub use sms::{SMS_DAY, SMS_PER_DAY, SMS_PER_WEEK, SMS_WEEK, TextsToNumber, may_text};
 pub use status::{InviteSummary, StaffStatus, staff_status};
 pub use trigger::{Trigger, changed_required_fields};

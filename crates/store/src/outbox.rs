@@ -11,7 +11,8 @@
 //! sends once more with the same Message-ID, which the timeline records.
 
 use enroll_core::{
-    Decision, PracticeRules, SendHistory, Trigger, ValidFields, check, decide_auto, decide_manual,
+    Decision, PracticeRules, SMS_DAY, SMS_WEEK, SendHistory, TextsToNumber, Trigger, ValidFields,
+    check, decide_auto, decide_manual, may_text,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -161,10 +162,6 @@ pub struct FailedDelivery {
     pub address: Option<String>,
     pub reason: Option<String>,
 }
-
-/// R13: at most one text a day and three a week to one number.
-const SMS_PER_DAY: i64 = 1;
-const SMS_PER_WEEK: i64 = 3;
 
 fn system() -> Source {
     Source::new("system", Some("dispatcher"))
@@ -880,9 +877,7 @@ impl Tx {
             .await?;
         if email.is_none() && cell_phone.is_none() {
             // Email opted out and the number has had its texts for now (R13).
-            let at = now
-                .checked_add(SignedDuration::from_hours(24))
-                .unwrap_or(Timestamp::MAX);
+            let at = now.checked_add(SMS_DAY).unwrap_or(Timestamp::MAX);
             self.reschedule(invite.id, at).await?;
             let detail = json!({ "invite_id": invite.id, "due_at": at, "reason": "SMS limit for this number" });
             self.timeline(patient.id, now, "invite_rescheduled", detail, &source)
@@ -991,21 +986,27 @@ impl Tx {
             && !facts.sms_opted_out
         {
             let phone = phone.as_str();
-            let in_batch = planned.0.get(phone).copied().unwrap_or(0);
-            let day = in_batch
-                + self
-                    .texts_to(phone, now - SignedDuration::from_hours(24))
-                    .await?;
-            let week = in_batch
-                + self
-                    .texts_to(phone, now - SignedDuration::from_hours(7 * 24))
-                    .await?;
-            if day < SMS_PER_DAY && week < SMS_PER_WEEK {
+            if may_text(self.texts_counted(phone, planned, now).await?) {
                 *planned.0.entry(phone.to_string()).or_default() += 1;
                 cell_phone = Some(phone.to_string());
             }
         }
         Ok((email, cell_phone))
+    }
+
+    /// What R13 weighs for one number: the texts recorded in its day and
+    /// week, each plus the ones this batch has already planned.
+    async fn texts_counted(
+        &mut self,
+        phone: &str,
+        planned: &PlannedTexts,
+        now: Timestamp,
+    ) -> Result<TextsToNumber> {
+        let in_batch = planned.0.get(phone).copied().unwrap_or(0);
+        Ok(TextsToNumber {
+            last_day: in_batch + self.texts_to(phone, now - SMS_DAY).await?,
+            last_week: in_batch + self.texts_to(phone, now - SMS_WEEK).await?,
+        })
     }
 
     async fn texts_to(&mut self, phone: &str, since: Timestamp) -> Result<i64> {
