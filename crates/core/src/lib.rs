@@ -6,6 +6,7 @@
 //! including across DST changes.
 
 pub mod cap;
+pub mod delivery;
 pub mod fields;
 pub mod invite;
 pub mod policy;
@@ -16,6 +17,9 @@ pub mod trigger;
 
 pub use cap::{
     CAP_MAX_SENDS, CAP_WINDOW, CountedSend, next_send_possible_at, queued_over_cap, sends_in_window,
+};
+pub use delivery::{
+    AttemptOutcome, Channel, ChannelAnswer, RetryPolicy, RetryTiming, attempt_outcome,
 };
 pub use fields::{
     BirthSex, Demographics, E164Phone, EmailAddress, Field, FieldProblem, PersonName, Problem,

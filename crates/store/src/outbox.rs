@@ -10,9 +10,11 @@
 //! another dispatcher takes the invite, marks those rows `interrupted`, and
 //! sends once more with the same Message-ID, which the timeline records.
 
+pub use enroll_core::Channel;
 use enroll_core::{
-    Decision, PracticeRules, SMS_DAY, SMS_WEEK, SendHistory, TextsToNumber, Trigger, ValidFields,
-    check, decide_auto, decide_manual, may_text,
+    AttemptOutcome, ChannelAnswer, Decision, PracticeRules, RetryPolicy, RetryTiming, SMS_DAY,
+    SMS_WEEK, SendHistory, TextsToNumber, Trigger, ValidFields, check, decide_auto, decide_manual,
+    may_text,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -30,7 +32,9 @@ use crate::{
     to_ms,
 };
 
-/// How the dispatcher retries and how long its claims and links last.
+/// How the dispatcher retries and how long its claims and links last. The
+/// retry numbers are the rules' (`enroll_core::RetryPolicy`), kept here as
+/// plain fields so that configuration can set them.
 #[derive(Debug, Clone)]
 pub struct DeliveryPolicy {
     /// How long a claimed invite is reserved for one dispatcher. Longer than
@@ -48,11 +52,12 @@ pub struct DeliveryPolicy {
 
 impl Default for DeliveryPolicy {
     fn default() -> DeliveryPolicy {
+        let retry = RetryPolicy::default();
         DeliveryPolicy {
             lease: SignedDuration::from_mins(5),
-            max_attempts: 8,
-            first_retry: SignedDuration::from_secs(30),
-            longest_retry: SignedDuration::from_hours(1),
+            max_attempts: retry.max_attempts,
+            first_retry: retry.timing.first_retry,
+            longest_retry: retry.timing.longest_retry,
             link_lifetime: SignedDuration::from_hours(30 * 24),
             sms_enabled: false,
         }
@@ -60,31 +65,14 @@ impl Default for DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
-    /// Exponential backoff after attempt `attempt` (1-based), with `jitter`
-    /// in [0, 1) spreading retries over +-20% so that many invites failing
-    /// together (an SMTP server down) do not come back in one burst.
-    pub fn retry_delay(&self, attempt: i64, jitter: f64) -> SignedDuration {
-        let doublings = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let base =
-            self.first_retry.as_secs_f64() * f64::from(2u32.saturating_pow(doublings.min(20)));
-        let capped = base.min(self.longest_retry.as_secs_f64());
-        let spread = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
-        SignedDuration::from_secs_f64(capped * spread)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    Email,
-    Sms,
-}
-
-impl Channel {
-    fn key(self) -> &'static str {
-        match self {
-            Channel::Email => "email",
-            Channel::Sms => "sms",
+    /// The part of the policy the outcome of an attempt depends on.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            timing: RetryTiming {
+                first_retry: self.first_retry,
+                longest_retry: self.longest_retry,
+            },
         }
     }
 }
@@ -127,10 +115,31 @@ pub enum ChannelResult {
     Permanent(String),
 }
 
+impl ChannelResult {
+    /// The result as the rules weigh it.
+    fn answer(&self) -> ChannelAnswer<'_> {
+        match self {
+            ChannelResult::Sent { .. } => ChannelAnswer::Sent,
+            ChannelResult::Transient(e) => ChannelAnswer::Transient(e),
+            ChannelResult::Permanent(e) => ChannelAnswer::Permanent(e),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryReport {
     pub email: Option<ChannelResult>,
     pub sms: Option<ChannelResult>,
+}
+
+impl DeliveryReport {
+    /// The channels that were tried, email first.
+    fn results(&self) -> Vec<(Channel, &ChannelResult)> {
+        [(Channel::Email, &self.email), (Channel::Sms, &self.sms)]
+            .into_iter()
+            .filter_map(|(channel, result)| result.as_ref().map(|r| (channel, r)))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,12 +326,13 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let ids: Vec<i64> = outcomes.iter().map(|o| o.job.invite_id).collect();
         let queued = tx.lock_queued_invites(&ids).await?;
+        let retry = policy.retry();
         let mut settled = Settlement::default();
         let finished = outcomes
             .iter()
             .map(|o| {
                 if queued.contains(&o.job.invite_id) {
-                    settled.settle(&o.job, &o.report, policy, o.jitter, now)
+                    settled.settle(&o.job, &o.report, &retry, o.jitter, now)
                 } else {
                     // Another dispatcher finished it first (our lease ran out).
                     Finished::AlreadyDone
@@ -490,7 +500,7 @@ fn trigger_from_key(key: Option<&str>) -> Trigger {
 pub struct DeliveryOutcome {
     pub job: DeliveryJob,
     pub report: DeliveryReport,
-    /// In [0, 1): spreads the retry time (see `DeliveryPolicy::retry_delay`).
+    /// In [0, 1): spreads the retry time (see `enroll_core::RetryTiming::delay`).
     pub jitter: f64,
 }
 
@@ -609,69 +619,48 @@ struct InviteResultRow {
 }
 
 impl Settlement {
-    /// Sent when any channel took it; retried while a channel failed for a
-    /// passing reason; failed (not counted, R7) when every channel refused
-    /// for good or the attempts ran out.
+    /// Adds the rows of one attempt's outcome, as the rules decide it
+    /// ([`enroll_core::attempt_outcome`]).
     fn settle(
         &mut self,
         job: &DeliveryJob,
         report: &DeliveryReport,
-        policy: &DeliveryPolicy,
+        retry: &RetryPolicy,
         jitter: f64,
         now: Timestamp,
     ) -> Finished {
-        let results: Vec<(Channel, &ChannelResult)> =
-            [(Channel::Email, &report.email), (Channel::Sms, &report.sms)]
-                .into_iter()
-                .filter_map(|(channel, r)| r.as_ref().map(|r| (channel, r)))
-                .collect();
+        let results = report.results();
         for &(channel, result) in &results {
             self.deliveries.push(delivery_result(job, channel, result));
         }
-        let sent: Vec<Channel> = results
+        let answers: Vec<(Channel, ChannelAnswer)> = results
             .iter()
-            .filter(|(_, r)| matches!(r, ChannelResult::Sent { .. }))
-            .map(|(c, _)| *c)
+            .map(|&(channel, result)| (channel, result.answer()))
             .collect();
-        let transient = results.iter().find_map(|(c, r)| match r {
-            ChannelResult::Transient(e) => Some(format!("{}: {e}", c.key())),
-            _ => None,
-        });
-        let permanent = results.iter().find_map(|(c, r)| match r {
-            ChannelResult::Permanent(e) => Some(format!("{}: {e}", c.key())),
-            _ => None,
-        });
-        if !sent.is_empty() {
-            let note = permanent.or(transient);
-            let detail = json!({ "invite_id": job.invite_id, "channels": sent, "attempt": job.attempt, "other_channel": note });
-            self.invite(job, "sent", Some(to_ms(now)), note, None);
-            self.line(job, "invite_sent", detail);
-            return Finished::Sent;
+        match enroll_core::attempt_outcome(&answers, job.attempt, retry, jitter, now) {
+            AttemptOutcome::Sent {
+                channels,
+                other_channel,
+            } => {
+                let detail = json!({ "invite_id": job.invite_id, "channels": channels, "attempt": job.attempt, "other_channel": other_channel });
+                self.invite(job, "sent", Some(to_ms(now)), other_channel, None);
+                self.line(job, "invite_sent", detail);
+                Finished::Sent
+            }
+            AttemptOutcome::Retry { at, reason } => {
+                let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "retry_at": at, "reason": reason });
+                self.invite(job, "queued", None, Some(reason), Some(to_ms(at)));
+                self.line(job, "invite_retry_scheduled", detail);
+                Finished::Retry { at }
+            }
+            AttemptOutcome::Failed { reason } => {
+                let detail =
+                    json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
+                self.invite(job, "failed", None, Some(reason.clone()), None);
+                self.line(job, "invite_failed", detail);
+                Finished::Failed { reason }
+            }
         }
-        if let Some(reason) = transient.clone()
-            && job.attempt < policy.max_attempts
-        {
-            let at = now
-                .checked_add(policy.retry_delay(job.attempt, jitter))
-                .unwrap_or(Timestamp::MAX);
-            let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "retry_at": at, "reason": reason });
-            self.invite(job, "queued", None, Some(reason), Some(to_ms(at)));
-            self.line(job, "invite_retry_scheduled", detail);
-            return Finished::Retry { at };
-        }
-        let reason = match (permanent, transient.is_some()) {
-            (Some(p), false) => p,
-            (p, _) => format!(
-                "gave up after {} attempts{}",
-                job.attempt,
-                p.map(|p| format!(" ({p})")).unwrap_or_default()
-            ),
-        };
-        let detail =
-            json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
-        self.invite(job, "failed", None, Some(reason.clone()), None);
-        self.line(job, "invite_failed", detail);
-        Finished::Failed { reason }
     }
 
     fn invite(
@@ -1237,29 +1226,4 @@ fn new_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_exponentially_within_bounds() {
-        let policy = DeliveryPolicy::default();
-        let cases = [
-            (1, 0.5, 30.0),
-            (2, 0.5, 60.0),
-            (3, 0.5, 120.0),
-            (20, 0.5, 3600.0),
-            (1, 0.0, 24.0),
-            (1, 0.999_999, 36.0),
-        ];
-        for (attempt, jitter, seconds) in cases {
-            let delay = policy.retry_delay(attempt, jitter).as_secs_f64();
-            assert!(
-                (delay - seconds).abs() < 0.01,
-                "attempt {attempt} jitter {jitter}: {delay}"
-            );
-        }
-    }
 }
