@@ -9,6 +9,7 @@ pub mod cap;
 pub mod delivery;
 pub mod fields;
 pub mod invite;
+pub mod merge;
 pub mod policy;
 pub mod schedule;
 pub mod sms;
@@ -26,6 +27,7 @@ pub use fields::{
     ValidFields, Zip, check,
 };
 pub use invite::{InviteKind, InviteState};
+pub use merge::{ChartFlags, merged_flags};
 pub use policy::{
     Decision, Ineligible, PatientFacts, PatientResponse, PracticeRules, Refusal, SendHistory,
     decide_auto, decide_manual,

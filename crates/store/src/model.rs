@@ -1,6 +1,6 @@
 //! The store's records, and their conversion from database rows.
 
-use enroll_core::{Demographics, PatientFacts, PatientResponse, Schedule, check};
+use enroll_core::{ChartFlags, Demographics, PatientFacts, PatientResponse, Schedule, check};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
@@ -104,6 +104,18 @@ pub struct Patient {
 }
 
 impl Patient {
+    /// The flags an HL7 merge combines (see `enroll_core::merged_flags`).
+    pub(crate) fn chart_flags(&self) -> ChartFlags {
+        ChartFlags {
+            activated_at: self.activated_at,
+            deceased: self.deceased,
+            email_opted_out: self.email_opted_out,
+            sms_opted_out: self.sms_opted_out,
+            response: self.response,
+            preferred_language: self.preferred_language.clone(),
+        }
+    }
+
     /// What the rules need to know, with R1 evaluated on `today` (the
     /// practice's local date).
     pub fn facts(&self, today: Date) -> PatientFacts {
@@ -162,14 +174,9 @@ impl PatientRow {
     pub(crate) fn into_patient(self) -> Result<Patient> {
         let response = match self.response.as_deref() {
             None => None,
-            Some("declined") => Some(PatientResponse::Declined),
-            Some("deferred") => Some(PatientResponse::Deferred),
-            Some(other) => {
-                return Err(StoreError::Corrupt(format!(
-                    "patient {} response {other:?}",
-                    self.id
-                )));
-            }
+            Some(raw) => Some(PatientResponse::from_key(raw).ok_or_else(|| {
+                StoreError::Corrupt(format!("patient {} response {raw:?}", self.id))
+            })?),
         };
         Ok(Patient {
             id: self.id,
