@@ -484,17 +484,6 @@ impl FailedRow {
     }
 }
 
-/// The trigger an auto invite was queued for, as the rules take it. Only
-/// the kind matters to `decide_auto` today (see its doc).
-fn trigger_from_key(key: Option<&str>) -> Trigger {
-    match key {
-        Some("new_encounter") => Trigger::NewEncounter,
-        Some("new_appointment") => Trigger::NewAppointment,
-        Some("required_fields_changed") => Trigger::RequiredFieldsChanged { fields: vec![] },
-        _ => Trigger::ChartAdded,
-    }
-}
-
 /// What one delivery attempt came to, for [`Store::finish_deliveries`].
 #[derive(Debug, Clone)]
 pub struct DeliveryOutcome {
@@ -502,6 +491,18 @@ pub struct DeliveryOutcome {
     pub report: DeliveryReport,
     /// In [0, 1): spreads the retry time (see `enroll_core::RetryTiming::delay`).
     pub jitter: f64,
+}
+
+/// The trigger an auto invite was queued for, as the rules take it. Only
+/// the kind matters to `decide_auto` today (see its doc), so an invite
+/// without one (or with a key this version does not know) is decided as
+/// for a chart added, the trigger every patient has.
+fn queued_for(invite: &Invite) -> Trigger {
+    invite
+        .trigger
+        .as_deref()
+        .and_then(Trigger::from_key)
+        .unwrap_or(Trigger::ChartAdded)
 }
 
 /// `prepared` sorted as `invite_ids`, with the invites that were no longer
@@ -808,7 +809,7 @@ impl Tx {
                 auto_invites_on: practice.auto_invites_on,
                 schedule: &schedule,
             };
-            let trigger = trigger_from_key(invite.trigger.as_deref());
+            let trigger = queued_for(invite);
             match decide_auto(&trigger, &facts, &rules, &history, now) {
                 Decision::SendNow => {
                     self.count_now(invite.id, now).await?;
