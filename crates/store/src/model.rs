@@ -1,6 +1,8 @@
 //! The store's records, and their conversion from database rows.
 
-use enroll_core::{ChartFlags, Demographics, PatientFacts, PatientResponse, Schedule, check};
+use enroll_core::{
+    ChartFlags, Demographics, PatientFacts, PatientResponse, Schedule, ValidSchedule, check,
+};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
@@ -47,7 +49,9 @@ pub struct Practice {
     pub id: i64,
     pub code: String,
     pub name: String,
-    pub schedule: Schedule,
+    /// Validated once, when the practice is read (serialized as the
+    /// configured `Schedule`).
+    pub schedule: ValidSchedule,
     pub auto_invites_on: bool,
     pub go_live_date: Option<Date>,
     pub created_at: Timestamp,
@@ -66,8 +70,7 @@ pub(crate) struct PracticeRow {
 
 impl PracticeRow {
     pub(crate) fn into_practice(self) -> Result<Practice> {
-        let schedule = serde_json::from_str(&self.schedule_json)
-            .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", self.id)))?;
+        let schedule = self.valid_schedule()?;
         let go_live_date = self
             .go_live_date
             .map(|d| d.parse::<Date>())
@@ -82,6 +85,21 @@ impl PracticeRow {
             go_live_date,
             created_at: from_ms(self.created_at)?,
         })
+    }
+
+    /// The stored schedule, read and validated: one that does not validate
+    /// was written around the checks and is corrupt, named by practice so
+    /// that `enroll doctor` can say which.
+    fn valid_schedule(&self) -> Result<ValidSchedule> {
+        let corrupt = |e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!(
+                "practice {} ({}) schedule: {e}",
+                self.id, self.code
+            ))
+        };
+        let schedule: Schedule =
+            serde_json::from_str(&self.schedule_json).map_err(|e| corrupt(&e))?;
+        schedule.validate().map_err(|e| corrupt(&e))
     }
 }
 

@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::batch::{Col, TimelineRow};
 use crate::cap::{CapLedger, ClaimedInvites};
-use crate::enrollment::{Tx, local_today, on_tx};
+use crate::enrollment::{Tx, on_tx};
 use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow};
 use crate::{
     Backend, Invite, InviteState, Patient, Practice, Result, Source, Store, StoreError, from_ms,
@@ -792,7 +792,7 @@ impl Tx {
         now: Timestamp,
     ) -> Result<Decided> {
         let ledger = &mut chunk.cap;
-        let today = local_today(practice, now)?;
+        let today = practice.schedule.local_date(now);
         let facts = patient.facts(today);
         let source = system();
 
@@ -800,14 +800,11 @@ impl Tx {
             // An auto invite waiting for the schedule: the whole decision
             // again, as if its trigger happened now (R4-R7), except that it
             // does not coalesce with itself.
-            let schedule = practice.schedule.validate().map_err(|e| {
-                StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id))
-            })?;
             let mut history = self.send_history(patient.id, now).await?;
             history.auto_invite_pending = false;
             let rules = PracticeRules {
                 auto_invites_on: practice.auto_invites_on,
-                schedule: &schedule,
+                schedule: &practice.schedule,
             };
             let trigger = queued_for(invite);
             match decide_auto(&trigger, &facts, &rules, &history, now) {

@@ -557,3 +557,55 @@ async fn a_merge_combines_the_flags_of_both_charts() {
     })
     .await;
 }
+
+/// A practice's schedule is validated once, when the practice is read: a
+/// stored schedule that does not validate (written around the checks) is
+/// corrupt, and the error names the practice. One that does not validate
+/// is refused when the practice is created.
+#[tokio::test]
+async fn a_schedule_is_validated_when_the_practice_is_read_and_created() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let practice = db.always_open_practice("LAKE", now).await;
+        db.execute(&format!(
+            "UPDATE practices SET schedule_json = '{{\"time_zone\": \"Mars/Olympus\", \"windows\": []}}' \
+             WHERE id = {}",
+            practice.id
+        ))
+        .await
+        .unwrap();
+        for read in [
+            db.store.practice(practice.id).await.map(|_| ()),
+            db.store.practices().await.map(|_| ()),
+        ] {
+            match read {
+                Err(StoreError::Corrupt(message)) => assert!(
+                    message.contains("LAKE") && message.contains("Mars/Olympus"),
+                    "{engine:?}: {message}"
+                ),
+                other => panic!("{engine:?}: {other:?}"),
+            }
+        }
+
+        let created = db
+            .store
+            .create_practice(
+                &enroll_store::NewPractice {
+                    code: "MARS".into(),
+                    name: "Mars".into(),
+                    schedule: Schedule::office_hours("Mars/Olympus"),
+                },
+                now,
+            )
+            .await;
+        assert!(
+            matches!(&created, Err(StoreError::Invalid(m)) if m.contains("Mars/Olympus")),
+            "{engine:?}: {created:?}"
+        );
+        assert!(
+            db.store.practice_by_code("MARS").await.unwrap().is_none(),
+            "{engine:?}: nothing written"
+        );
+    })
+    .await;
+}

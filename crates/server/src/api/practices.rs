@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use enroll_core::Schedule;
+use enroll_core::{Schedule, ValidSchedule};
 use enroll_store::{NewPractice, Practice};
 use jiff::civil::Date;
 use serde::Deserialize;
@@ -104,7 +104,7 @@ pub(crate) async fn set_schedule(
     Path(id): Path<i64>,
     JsonBody(schedule): JsonBody<Schedule>,
 ) -> Result<Json<Practice>, ApiError> {
-    check_schedule(&schedule)?;
+    let schedule = check_schedule(&schedule)?;
     let practice = state.store.set_schedule(id, &schedule).await?;
     state
         .store
@@ -118,9 +118,8 @@ pub(crate) async fn set_schedule(
     Ok(Json(practice))
 }
 
-fn check_schedule(schedule: &Schedule) -> Result<(), ApiError> {
+fn check_schedule(schedule: &Schedule) -> Result<ValidSchedule, ApiError> {
     schedule
         .validate()
-        .map(|_| ())
         .map_err(|e| ApiError::BadRequest(format!("schedule: {e}")))
 }
