@@ -11,6 +11,7 @@ pub mod fields;
 pub mod invite;
 pub mod merge;
 pub mod policy;
+pub mod practice;
 pub mod schedule;
 pub mod sms;
 pub mod status;
@@ -32,6 +33,7 @@ pub use policy::{
     Decision, Ineligible, PatientFacts, PatientResponse, PracticeRules, Refusal, SendHistory,
     decide_auto, decide_manual,
 };
+pub use practice::{InvalidPracticeCode, PRACTICE_CODE_MAX_LEN, PracticeCode};
 pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
 pub use sms::{SMS_DAY, SMS_PER_DAY, SMS_PER_WEEK, SMS_WEEK, TextsToNumber, may_text};
 pub use status::{InviteSummary, StaffStatus, staff_status};

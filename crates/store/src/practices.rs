@@ -1,6 +1,6 @@
 //! Practices: time zone, Auto Invite Schedule, the go-live switch (R3, R5).
 
-use enroll_core::ValidSchedule;
+use enroll_core::{PracticeCode, ValidSchedule};
 use jiff::Timestamp;
 use jiff::civil::Date;
 
@@ -8,9 +8,11 @@ use crate::model::PracticeRow;
 use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms};
 
 impl Store {
-    /// Adds a practice, auto invites off. A schedule that does not
-    /// validate is refused here, since the practice could not be read back.
+    /// Adds a practice, auto invites off. A code that is not a valid
+    /// practice code, and a schedule that does not validate (the practice
+    /// could not be read back), are refused here, whoever calls.
     pub async fn create_practice(&self, new: &NewPractice, now: Timestamp) -> Result<Practice> {
+        PracticeCode::parse(&new.code).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let schedule = new
             .schedule
             .validate()

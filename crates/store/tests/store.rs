@@ -560,8 +560,9 @@ async fn a_merge_combines_the_flags_of_both_charts() {
 
 /// A practice's schedule is validated once, when the practice is read: a
 /// stored schedule that does not validate (written around the checks) is
-/// corrupt, and the error names the practice. One that does not validate
-/// is refused when the practice is created.
+/// corrupt, and the error names the practice. One that does not validate,
+/// and a code that is not a practice code, are refused when the practice is
+/// created.
 #[tokio::test]
 async fn a_schedule_is_validated_when_the_practice_is_read_and_created() {
     on_each_engine(async |engine, db| {
@@ -605,6 +606,22 @@ async fn a_schedule_is_validated_when_the_practice_is_read_and_created() {
         assert!(
             db.store.practice_by_code("MARS").await.unwrap().is_none(),
             "{engine:?}: nothing written"
+        );
+
+        let bad_code = db
+            .store
+            .create_practice(
+                &enroll_store::NewPractice {
+                    code: "LAKE SIDE".into(),
+                    name: "Lakeside".into(),
+                    schedule: Schedule::office_hours("America/Chicago"),
+                },
+                now,
+            )
+            .await;
+        assert!(
+            matches!(&bad_code, Err(StoreError::Invalid(m)) if m.contains("invalid practice code")),
+            "{engine:?}: {bad_code:?}"
         );
     })
     .await;
