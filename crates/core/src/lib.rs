@@ -6,17 +6,24 @@
 //! including across DST changes.
 
 pub mod cap;
+pub mod delivery;
 pub mod fields;
 pub mod invite;
 pub mod language;
+pub mod merge;
 pub mod policy;
+pub mod practice;
 pub mod role;
 pub mod schedule;
+pub mod sms;
 pub mod status;
 pub mod trigger;
 
 pub use cap::{
     CAP_MAX_SENDS, CAP_WINDOW, CountedSend, next_send_possible_at, queued_over_cap, sends_in_window,
+};
+pub use delivery::{
+    AttemptOutcome, Channel, ChannelAnswer, RetryPolicy, RetryTiming, attempt_outcome,
 };
 pub use fields::{
     BirthSex, Demographics, E164Phone, EmailAddress, Field, FieldProblem, PersonName, Problem,
@@ -24,11 +31,14 @@ pub use fields::{
 };
 pub use invite::{InviteKind, InviteState};
 pub use language::Language;
+pub use merge::{ChartFlags, merged_flags};
 pub use policy::{
     Decision, Ineligible, PatientFacts, PatientResponse, PracticeRules, Refusal, SendHistory,
     decide_auto, decide_manual,
 };
+pub use practice::{InvalidPracticeCode, PRACTICE_CODE_MAX_LEN, PracticeCode};
 pub use role::Role;
 pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
+pub use sms::{SMS_DAY, SMS_PER_DAY, SMS_PER_WEEK, SMS_WEEK, TextsToNumber, may_text};
 pub use status::{InviteSummary, StaffStatus, staff_status};
 pub use trigger::{Trigger, changed_required_fields};

@@ -17,6 +17,22 @@ pub enum PatientResponse {
     Deferred,
 }
 
+impl PatientResponse {
+    pub const ALL: [PatientResponse; 2] = [PatientResponse::Declined, PatientResponse::Deferred];
+
+    /// The stored spelling (the same as serde's).
+    pub fn key(self) -> &'static str {
+        match self {
+            PatientResponse::Declined => "declined",
+            PatientResponse::Deferred => "deferred",
+        }
+    }
+
+    pub fn from_key(raw: &str) -> Option<PatientResponse> {
+        PatientResponse::ALL.into_iter().find(|r| r.key() == raw)
+    }
+}
+
 /// What the rules need to know about a patient.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PatientFacts {

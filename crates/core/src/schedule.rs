@@ -119,10 +119,18 @@ impl Schedule {
 }
 
 /// A schedule whose time zone is resolved and whose windows are sane.
+/// It serializes as the [`Schedule`] it was made from, so a record that
+/// holds one answers in the shape the schedule was configured in.
 #[derive(Debug, Clone)]
 pub struct ValidSchedule {
     pub tz: TimeZone,
     pub schedule: Schedule,
+}
+
+impl Serialize for ValidSchedule {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.schedule.serialize(serializer)
+    }
 }
 
 impl ValidSchedule {
@@ -781,7 +789,12 @@ mod tests {
                 {"weekday": "saturday", "opens": "20:00", "closes": "00:00"},
             ])
         );
-        assert_eq!(serde_json::from_value::<Schedule>(back).unwrap(), s);
+        assert_eq!(serde_json::from_value::<Schedule>(back.clone()).unwrap(), s);
+        assert_eq!(
+            serde_json::to_value(s.validate().unwrap()).unwrap(),
+            back,
+            "a validated schedule answers as the schedule it was made from"
+        );
 
         #[rustfmt::skip]
         let bad = [

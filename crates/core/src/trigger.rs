@@ -27,6 +27,20 @@ impl Trigger {
             Trigger::NewAppointment => "new_appointment",
         }
     }
+
+    /// The inverse of [`Trigger::key`], for a trigger read back from
+    /// storage. The key does not carry which fields changed, so a
+    /// `required_fields_changed` comes back with none listed.
+    pub fn from_key(raw: &str) -> Option<Trigger> {
+        [
+            Trigger::ChartAdded,
+            Trigger::RequiredFieldsChanged { fields: vec![] },
+            Trigger::NewEncounter,
+            Trigger::NewAppointment,
+        ]
+        .into_iter()
+        .find(|trigger| trigger.key() == raw)
+    }
 }
 
 /// The required fields whose normalized value differs between `old` and
@@ -151,6 +165,33 @@ mod tests {
             vec![Field::FirstName, Field::Email]
         );
         assert_eq!(changed_required_fields(&empty, &empty), vec![]);
+    }
+
+    #[test]
+    fn r2_trigger_keys_read_back() {
+        let triggers = [
+            Trigger::ChartAdded,
+            Trigger::RequiredFieldsChanged {
+                fields: vec![Field::Email],
+            },
+            Trigger::NewEncounter,
+            Trigger::NewAppointment,
+        ];
+        for trigger in &triggers {
+            let back = Trigger::from_key(trigger.key());
+            assert_eq!(back.as_ref().map(Trigger::key), Some(trigger.key()));
+        }
+        assert_eq!(
+            Trigger::from_key("required_fields_changed"),
+            Some(Trigger::RequiredFieldsChanged { fields: vec![] }),
+            "the key does not carry the fields"
+        );
+        assert_eq!(
+            Trigger::from_key("new_encounter"),
+            Some(Trigger::NewEncounter)
+        );
+        assert_eq!(Trigger::from_key("chart added"), None);
+        assert_eq!(Trigger::from_key(""), None);
     }
 
     #[test]

@@ -274,12 +274,9 @@ impl Templates {
         kind: TemplateKind,
         source: &str,
     ) -> Result<(), TemplateError> {
-        let valid_code = !practice_code.is_empty()
-            && practice_code.len() <= 64
-            && practice_code
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid_code {
+        // Overrides are filed under the code (see `override_name`), so
+        // only a code a practice can have is accepted.
+        if enroll_core::PracticeCode::parse(practice_code).is_err() {
             return Err(TemplateError::InvalidPracticeCode(practice_code.to_owned()));
         }
         let invalid = |reason: String| TemplateError::InvalidOverride {

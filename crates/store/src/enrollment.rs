@@ -233,7 +233,7 @@ impl Store {
         }
         let patient = tx.patient(patient_id).await?;
         let practice = tx.practice(patient.practice_id).await?;
-        let today = local_today(&practice, now)?;
+        let today = practice.schedule.local_date(now);
         let history = tx.send_history(patient_id, now).await?;
         let outcome = match decide_manual(&patient.facts(today), &history, now) {
             Decision::Refused { refusal } => {
@@ -306,15 +306,6 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-}
-
-/// The practice's local date at `now` (R1's "today").
-pub(crate) fn local_today(practice: &Practice, now: Timestamp) -> Result<jiff::civil::Date> {
-    let schedule = practice
-        .schedule
-        .validate()
-        .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id)))?;
-    Ok(schedule.local_date(now))
 }
 
 /// A patient record written by [`Tx::write_patient`], with the triggers
@@ -596,16 +587,12 @@ impl Tx {
         source: &Source,
         now: Timestamp,
     ) -> Result<TriggerOutcome> {
-        let schedule = practice
-            .schedule
-            .validate()
-            .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id)))?;
         let patient = self.patient(patient_id).await?;
-        let facts = patient.facts(schedule.local_date(now));
+        let facts = patient.facts(practice.schedule.local_date(now));
         let history = self.send_history(patient_id, now).await?;
         let rules = PracticeRules {
             auto_invites_on: practice.auto_invites_on,
-            schedule: &schedule,
+            schedule: &practice.schedule,
         };
         let decision = decide_auto(&trigger, &facts, &rules, &history, now);
         let key = trigger.key();

@@ -9,7 +9,7 @@
 //! message and hands over an [`IntakeEvent`] (or the problem that stops
 //! it), and a closure that builds the ACK for the outcome.
 
-use enroll_core::{Demographics, Field, Trigger};
+use enroll_core::{ChartFlags, Demographics, Field, PatientResponse, Trigger};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
@@ -869,9 +869,11 @@ impl Tx {
         let merged = self.patient_id_by_mrn(practice.id, merged_mrn).await?;
         match (survivor, merged) {
             (Some(survivor), Some(merged)) if survivor != merged => {
-                self.lock_patient(survivor).await?;
-                self.lock_patient(merged).await?;
+                let survivor_flags = self.locked_patient(survivor).await?.chart_flags();
+                let merged_flags = self.locked_patient(merged).await?.chart_flags();
                 self.move_history(merged, survivor).await?;
+                let combined = enroll_core::merged_flags(survivor_flags, merged_flags);
+                self.set_chart_flags(survivor, &combined).await?;
                 self.timeline(
                     survivor,
                     now,
@@ -914,6 +916,8 @@ impl Tx {
         Ok(())
     }
 
+    /// The merged chart's rows go to the survivor, and the merged chart
+    /// (and any chart merged into it before) points at the survivor.
     async fn move_history(&mut self, from: i64, to: i64) -> Result<()> {
         for table in [
             "invites",
@@ -929,26 +933,29 @@ impl Tx {
             })?;
         }
         on_tx!(self, c => {
-            sqlx::query(
-                "UPDATE patients SET \
-                   activated_at = CASE WHEN patients.activated_at IS NULL THEN m.activated_at \
-                     WHEN m.activated_at IS NULL THEN patients.activated_at \
-                     WHEN m.activated_at < patients.activated_at THEN m.activated_at \
-                     ELSE patients.activated_at END, \
-                   deceased = patients.deceased OR m.deceased, \
-                   email_opted_out = patients.email_opted_out OR m.email_opted_out, \
-                   sms_opted_out = patients.sms_opted_out OR m.sms_opted_out, \
-                   response = COALESCE(patients.response, m.response), \
-                   preferred_language = COALESCE(patients.preferred_language, m.preferred_language) \
-                 FROM (SELECT activated_at, deceased, email_opted_out, sms_opted_out, response, \
-                         preferred_language FROM patients WHERE id = $2) AS m \
-                 WHERE patients.id = $1",
-            )
-            .bind(to).bind(from).execute(c).await.map(|r| r.rows_affected())
-        })?;
-        on_tx!(self, c => {
             sqlx::query("UPDATE patients SET merged_into = $1 WHERE id = $2 OR merged_into = $2")
                 .bind(to).bind(from).execute(c).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Writes the flags a merge combined (`enroll_core::merged_flags`).
+    async fn set_chart_flags(&mut self, patient_id: i64, flags: &ChartFlags) -> Result<()> {
+        on_tx!(self, c => {
+            sqlx::query(
+                "UPDATE patients SET activated_at = $1, deceased = $2, email_opted_out = $3, \
+                 sms_opted_out = $4, response = $5, preferred_language = $6 WHERE id = $7",
+            )
+            .bind(flags.activated_at.map(to_ms))
+            .bind(flags.deceased)
+            .bind(flags.email_opted_out)
+            .bind(flags.sms_opted_out)
+            .bind(flags.response.map(PatientResponse::key))
+            .bind(flags.preferred_language.as_deref())
+            .bind(patient_id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         Ok(())
     }

@@ -69,6 +69,10 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Input the store refuses to write (the sentence says what to fix);
+    /// the API checks the same before it calls the store.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

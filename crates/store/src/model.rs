@@ -1,6 +1,8 @@
 //! The store's records, and their conversion from database rows.
 
-use enroll_core::{Demographics, PatientFacts, PatientResponse, Schedule, check};
+use enroll_core::{
+    ChartFlags, Demographics, PatientFacts, PatientResponse, Schedule, ValidSchedule, check,
+};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
@@ -47,7 +49,9 @@ pub struct Practice {
     pub id: i64,
     pub code: String,
     pub name: String,
-    pub schedule: Schedule,
+    /// Validated once, when the practice is read (serialized as the
+    /// configured `Schedule`).
+    pub schedule: ValidSchedule,
     pub auto_invites_on: bool,
     pub go_live_date: Option<Date>,
     pub created_at: Timestamp,
@@ -66,8 +70,7 @@ pub(crate) struct PracticeRow {
 
 impl PracticeRow {
     pub(crate) fn into_practice(self) -> Result<Practice> {
-        let schedule = serde_json::from_str(&self.schedule_json)
-            .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", self.id)))?;
+        let schedule = self.valid_schedule()?;
         let go_live_date = self
             .go_live_date
             .map(|d| d.parse::<Date>())
@@ -82,6 +85,21 @@ impl PracticeRow {
             go_live_date,
             created_at: from_ms(self.created_at)?,
         })
+    }
+
+    /// The stored schedule, read and validated: one that does not validate
+    /// was written around the checks and is corrupt, named by practice so
+    /// that `enroll doctor` can say which.
+    fn valid_schedule(&self) -> Result<ValidSchedule> {
+        let corrupt = |e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!(
+                "practice {} ({}) schedule: {e}",
+                self.id, self.code
+            ))
+        };
+        let schedule: Schedule =
+            serde_json::from_str(&self.schedule_json).map_err(|e| corrupt(&e))?;
+        schedule.validate().map_err(|e| corrupt(&e))
     }
 }
 
@@ -104,6 +122,18 @@ pub struct Patient {
 }
 
 impl Patient {
+    /// The flags an HL7 merge combines (see `enroll_core::merged_flags`).
+    pub(crate) fn chart_flags(&self) -> ChartFlags {
+        ChartFlags {
+            activated_at: self.activated_at,
+            deceased: self.deceased,
+            email_opted_out: self.email_opted_out,
+            sms_opted_out: self.sms_opted_out,
+            response: self.response,
+            preferred_language: self.preferred_language.clone(),
+        }
+    }
+
     /// What the rules need to know, with R1 evaluated on `today` (the
     /// practice's local date).
     pub fn facts(&self, today: Date) -> PatientFacts {
@@ -162,14 +192,9 @@ impl PatientRow {
     pub(crate) fn into_patient(self) -> Result<Patient> {
         let response = match self.response.as_deref() {
             None => None,
-            Some("declined") => Some(PatientResponse::Declined),
-            Some("deferred") => Some(PatientResponse::Deferred),
-            Some(other) => {
-                return Err(StoreError::Corrupt(format!(
-                    "patient {} response {other:?}",
-                    self.id
-                )));
-            }
+            Some(raw) => Some(PatientResponse::from_key(raw).ok_or_else(|| {
+                StoreError::Corrupt(format!("patient {} response {raw:?}", self.id))
+            })?),
         };
         Ok(Patient {
             id: self.id,

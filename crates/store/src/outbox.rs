@@ -10,8 +10,11 @@
 //! another dispatcher takes the invite, marks those rows `interrupted`, and
 //! sends once more with the same Message-ID, which the timeline records.
 
+pub use enroll_core::Channel;
 use enroll_core::{
-    Decision, PracticeRules, SendHistory, Trigger, ValidFields, check, decide_auto, decide_manual,
+    AttemptOutcome, ChannelAnswer, Decision, PracticeRules, RetryPolicy, RetryTiming, SMS_DAY,
+    SMS_WEEK, SendHistory, TextsToNumber, Trigger, ValidFields, check, decide_auto, decide_manual,
+    may_text,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -22,14 +25,16 @@ use std::collections::{HashMap, HashSet};
 
 use crate::batch::{Col, TimelineRow};
 use crate::cap::{CapLedger, ClaimedInvites};
-use crate::enrollment::{Tx, local_today, on_tx};
+use crate::enrollment::{Tx, on_tx};
 use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow};
 use crate::{
     Backend, Invite, InviteState, Patient, Practice, Result, Source, Store, StoreError, from_ms,
     to_ms,
 };
 
-/// How the dispatcher retries and how long its claims and links last.
+/// How the dispatcher retries and how long its claims and links last. The
+/// retry numbers are the rules' (`enroll_core::RetryPolicy`), kept here as
+/// plain fields so that configuration can set them.
 #[derive(Debug, Clone)]
 pub struct DeliveryPolicy {
     /// How long a claimed invite is reserved for one dispatcher. Longer than
@@ -47,11 +52,12 @@ pub struct DeliveryPolicy {
 
 impl Default for DeliveryPolicy {
     fn default() -> DeliveryPolicy {
+        let retry = RetryPolicy::default();
         DeliveryPolicy {
             lease: SignedDuration::from_mins(5),
-            max_attempts: 8,
-            first_retry: SignedDuration::from_secs(30),
-            longest_retry: SignedDuration::from_hours(1),
+            max_attempts: retry.max_attempts,
+            first_retry: retry.timing.first_retry,
+            longest_retry: retry.timing.longest_retry,
             link_lifetime: SignedDuration::from_hours(30 * 24),
             sms_enabled: false,
         }
@@ -59,31 +65,14 @@ impl Default for DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
-    /// Exponential backoff after attempt `attempt` (1-based), with `jitter`
-    /// in [0, 1) spreading retries over +-20% so that many invites failing
-    /// together (an SMTP server down) do not come back in one burst.
-    pub fn retry_delay(&self, attempt: i64, jitter: f64) -> SignedDuration {
-        let doublings = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let base =
-            self.first_retry.as_secs_f64() * f64::from(2u32.saturating_pow(doublings.min(20)));
-        let capped = base.min(self.longest_retry.as_secs_f64());
-        let spread = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
-        SignedDuration::from_secs_f64(capped * spread)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    Email,
-    Sms,
-}
-
-impl Channel {
-    fn key(self) -> &'static str {
-        match self {
-            Channel::Email => "email",
-            Channel::Sms => "sms",
+    /// The part of the policy the outcome of an attempt depends on.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            timing: RetryTiming {
+                first_retry: self.first_retry,
+                longest_retry: self.longest_retry,
+            },
         }
     }
 }
@@ -126,10 +115,31 @@ pub enum ChannelResult {
     Permanent(String),
 }
 
+impl ChannelResult {
+    /// The result as the rules weigh it.
+    fn answer(&self) -> ChannelAnswer<'_> {
+        match self {
+            ChannelResult::Sent { .. } => ChannelAnswer::Sent,
+            ChannelResult::Transient(e) => ChannelAnswer::Transient(e),
+            ChannelResult::Permanent(e) => ChannelAnswer::Permanent(e),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryReport {
     pub email: Option<ChannelResult>,
     pub sms: Option<ChannelResult>,
+}
+
+impl DeliveryReport {
+    /// The channels that were tried, email first.
+    fn results(&self) -> Vec<(Channel, &ChannelResult)> {
+        [(Channel::Email, &self.email), (Channel::Sms, &self.sms)]
+            .into_iter()
+            .filter_map(|(channel, result)| result.as_ref().map(|r| (channel, r)))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,10 +171,6 @@ pub struct FailedDelivery {
     pub address: Option<String>,
     pub reason: Option<String>,
 }
-
-/// R13: at most one text a day and three a week to one number.
-const SMS_PER_DAY: i64 = 1;
-const SMS_PER_WEEK: i64 = 3;
 
 fn system() -> Source {
     Source::new("system", Some("dispatcher"))
@@ -320,12 +326,13 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let ids: Vec<i64> = outcomes.iter().map(|o| o.job.invite_id).collect();
         let queued = tx.lock_queued_invites(&ids).await?;
+        let retry = policy.retry();
         let mut settled = Settlement::default();
         let finished = outcomes
             .iter()
             .map(|o| {
                 if queued.contains(&o.job.invite_id) {
-                    settled.settle(&o.job, &o.report, policy, o.jitter, now)
+                    settled.settle(&o.job, &o.report, &retry, o.jitter, now)
                 } else {
                     // Another dispatcher finished it first (our lease ran out).
                     Finished::AlreadyDone
@@ -477,24 +484,25 @@ impl FailedRow {
     }
 }
 
-/// The trigger an auto invite was queued for, as the rules take it. Only
-/// the kind matters to `decide_auto` today (see its doc).
-fn trigger_from_key(key: Option<&str>) -> Trigger {
-    match key {
-        Some("new_encounter") => Trigger::NewEncounter,
-        Some("new_appointment") => Trigger::NewAppointment,
-        Some("required_fields_changed") => Trigger::RequiredFieldsChanged { fields: vec![] },
-        _ => Trigger::ChartAdded,
-    }
-}
-
 /// What one delivery attempt came to, for [`Store::finish_deliveries`].
 #[derive(Debug, Clone)]
 pub struct DeliveryOutcome {
     pub job: DeliveryJob,
     pub report: DeliveryReport,
-    /// In [0, 1): spreads the retry time (see `DeliveryPolicy::retry_delay`).
+    /// In [0, 1): spreads the retry time (see `enroll_core::RetryTiming::delay`).
     pub jitter: f64,
+}
+
+/// The trigger an auto invite was queued for, as the rules take it. Only
+/// the kind matters to `decide_auto` today (see its doc), so an invite
+/// without one (or with a key this version does not know) is decided as
+/// for a chart added, the trigger every patient has.
+fn queued_for(invite: &Invite) -> Trigger {
+    invite
+        .trigger
+        .as_deref()
+        .and_then(Trigger::from_key)
+        .unwrap_or(Trigger::ChartAdded)
 }
 
 /// `prepared` sorted as `invite_ids`, with the invites that were no longer
@@ -612,69 +620,48 @@ struct InviteResultRow {
 }
 
 impl Settlement {
-    /// Sent when any channel took it; retried while a channel failed for a
-    /// passing reason; failed (not counted, R7) when every channel refused
-    /// for good or the attempts ran out.
+    /// Adds the rows of one attempt's outcome, as the rules decide it
+    /// ([`enroll_core::attempt_outcome`]).
     fn settle(
         &mut self,
         job: &DeliveryJob,
         report: &DeliveryReport,
-        policy: &DeliveryPolicy,
+        retry: &RetryPolicy,
         jitter: f64,
         now: Timestamp,
     ) -> Finished {
-        let results: Vec<(Channel, &ChannelResult)> =
-            [(Channel::Email, &report.email), (Channel::Sms, &report.sms)]
-                .into_iter()
-                .filter_map(|(channel, r)| r.as_ref().map(|r| (channel, r)))
-                .collect();
+        let results = report.results();
         for &(channel, result) in &results {
             self.deliveries.push(delivery_result(job, channel, result));
         }
-        let sent: Vec<Channel> = results
+        let answers: Vec<(Channel, ChannelAnswer)> = results
             .iter()
-            .filter(|(_, r)| matches!(r, ChannelResult::Sent { .. }))
-            .map(|(c, _)| *c)
+            .map(|&(channel, result)| (channel, result.answer()))
             .collect();
-        let transient = results.iter().find_map(|(c, r)| match r {
-            ChannelResult::Transient(e) => Some(format!("{}: {e}", c.key())),
-            _ => None,
-        });
-        let permanent = results.iter().find_map(|(c, r)| match r {
-            ChannelResult::Permanent(e) => Some(format!("{}: {e}", c.key())),
-            _ => None,
-        });
-        if !sent.is_empty() {
-            let note = permanent.or(transient);
-            let detail = json!({ "invite_id": job.invite_id, "channels": sent, "attempt": job.attempt, "other_channel": note });
-            self.invite(job, "sent", Some(to_ms(now)), note, None);
-            self.line(job, "invite_sent", detail);
-            return Finished::Sent;
+        match enroll_core::attempt_outcome(&answers, job.attempt, retry, jitter, now) {
+            AttemptOutcome::Sent {
+                channels,
+                other_channel,
+            } => {
+                let detail = json!({ "invite_id": job.invite_id, "channels": channels, "attempt": job.attempt, "other_channel": other_channel });
+                self.invite(job, "sent", Some(to_ms(now)), other_channel, None);
+                self.line(job, "invite_sent", detail);
+                Finished::Sent
+            }
+            AttemptOutcome::Retry { at, reason } => {
+                let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "retry_at": at, "reason": reason });
+                self.invite(job, "queued", None, Some(reason), Some(to_ms(at)));
+                self.line(job, "invite_retry_scheduled", detail);
+                Finished::Retry { at }
+            }
+            AttemptOutcome::Failed { reason } => {
+                let detail =
+                    json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
+                self.invite(job, "failed", None, Some(reason.clone()), None);
+                self.line(job, "invite_failed", detail);
+                Finished::Failed { reason }
+            }
         }
-        if let Some(reason) = transient.clone()
-            && job.attempt < policy.max_attempts
-        {
-            let at = now
-                .checked_add(policy.retry_delay(job.attempt, jitter))
-                .unwrap_or(Timestamp::MAX);
-            let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "retry_at": at, "reason": reason });
-            self.invite(job, "queued", None, Some(reason), Some(to_ms(at)));
-            self.line(job, "invite_retry_scheduled", detail);
-            return Finished::Retry { at };
-        }
-        let reason = match (permanent, transient.is_some()) {
-            (Some(p), false) => p,
-            (p, _) => format!(
-                "gave up after {} attempts{}",
-                job.attempt,
-                p.map(|p| format!(" ({p})")).unwrap_or_default()
-            ),
-        };
-        let detail =
-            json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
-        self.invite(job, "failed", None, Some(reason.clone()), None);
-        self.line(job, "invite_failed", detail);
-        Finished::Failed { reason }
     }
 
     fn invite(
@@ -805,7 +792,7 @@ impl Tx {
         now: Timestamp,
     ) -> Result<Decided> {
         let ledger = &mut chunk.cap;
-        let today = local_today(practice, now)?;
+        let today = practice.schedule.local_date(now);
         let facts = patient.facts(today);
         let source = system();
 
@@ -813,16 +800,13 @@ impl Tx {
             // An auto invite waiting for the schedule: the whole decision
             // again, as if its trigger happened now (R4-R7), except that it
             // does not coalesce with itself.
-            let schedule = practice.schedule.validate().map_err(|e| {
-                StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id))
-            })?;
             let mut history = self.send_history(patient.id, now).await?;
             history.auto_invite_pending = false;
             let rules = PracticeRules {
                 auto_invites_on: practice.auto_invites_on,
-                schedule: &schedule,
+                schedule: &practice.schedule,
             };
-            let trigger = trigger_from_key(invite.trigger.as_deref());
+            let trigger = queued_for(invite);
             match decide_auto(&trigger, &facts, &rules, &history, now) {
                 Decision::SendNow => {
                     self.count_now(invite.id, now).await?;
@@ -880,9 +864,7 @@ impl Tx {
             .await?;
         if email.is_none() && cell_phone.is_none() {
             // Email opted out and the number has had its texts for now (R13).
-            let at = now
-                .checked_add(SignedDuration::from_hours(24))
-                .unwrap_or(Timestamp::MAX);
+            let at = now.checked_add(SMS_DAY).unwrap_or(Timestamp::MAX);
             self.reschedule(invite.id, at).await?;
             let detail = json!({ "invite_id": invite.id, "due_at": at, "reason": "SMS limit for this number" });
             self.timeline(patient.id, now, "invite_rescheduled", detail, &source)
@@ -991,21 +973,27 @@ impl Tx {
             && !facts.sms_opted_out
         {
             let phone = phone.as_str();
-            let in_batch = planned.0.get(phone).copied().unwrap_or(0);
-            let day = in_batch
-                + self
-                    .texts_to(phone, now - SignedDuration::from_hours(24))
-                    .await?;
-            let week = in_batch
-                + self
-                    .texts_to(phone, now - SignedDuration::from_hours(7 * 24))
-                    .await?;
-            if day < SMS_PER_DAY && week < SMS_PER_WEEK {
+            if may_text(self.texts_counted(phone, planned, now).await?) {
                 *planned.0.entry(phone.to_string()).or_default() += 1;
                 cell_phone = Some(phone.to_string());
             }
         }
         Ok((email, cell_phone))
+    }
+
+    /// What R13 weighs for one number: the texts recorded in its day and
+    /// week, each plus the ones this batch has already planned.
+    async fn texts_counted(
+        &mut self,
+        phone: &str,
+        planned: &PlannedTexts,
+        now: Timestamp,
+    ) -> Result<TextsToNumber> {
+        let in_batch = planned.0.get(phone).copied().unwrap_or(0);
+        Ok(TextsToNumber {
+            last_day: in_batch + self.texts_to(phone, now - SMS_DAY).await?,
+            last_week: in_batch + self.texts_to(phone, now - SMS_WEEK).await?,
+        })
     }
 
     async fn texts_to(&mut self, phone: &str, since: Timestamp) -> Result<i64> {
@@ -1236,29 +1224,4 @@ fn new_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_exponentially_within_bounds() {
-        let policy = DeliveryPolicy::default();
-        let cases = [
-            (1, 0.5, 30.0),
-            (2, 0.5, 60.0),
-            (3, 0.5, 120.0),
-            (20, 0.5, 3600.0),
-            (1, 0.0, 24.0),
-            (1, 0.999_999, 36.0),
-        ];
-        for (attempt, jitter, seconds) in cases {
-            let delay = policy.retry_delay(attempt, jitter).as_secs_f64();
-            assert!(
-                (delay - seconds).abs() < 0.01,
-                "attempt {attempt} jitter {jitter}: {delay}"
-            );
-        }
-    }
 }

@@ -75,10 +75,6 @@ impl Store {
             .practice(patient.practice_id)
             .await?
             .ok_or(StoreError::NotFound("practice"))?;
-        let schedule = practice
-            .schedule
-            .validate()
-            .map_err(|e| StoreError::Corrupt(format!("practice {} schedule: {e}", practice.id)))?;
         let invites = self.patient_invites(patient.id).await?;
         let counted: Vec<Timestamp> = invites
             .iter()
@@ -93,7 +89,7 @@ impl Store {
             next_possible_at: i.next_possible_at,
         });
         Ok(staff_status(
-            &patient.facts(schedule.local_date(now)),
+            &patient.facts(practice.schedule.local_date(now)),
             practice.auto_invites_on,
             latest.as_ref(),
             sends_in_window(&counted, now),

@@ -1,6 +1,6 @@
 //! Practices: time zone, Auto Invite Schedule, the go-live switch (R3, R5).
 
-use enroll_core::Schedule;
+use enroll_core::{PracticeCode, ValidSchedule};
 use jiff::Timestamp;
 use jiff::civil::Date;
 
@@ -8,8 +8,16 @@ use crate::model::PracticeRow;
 use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms};
 
 impl Store {
+    /// Adds a practice, auto invites off. A code that is not a valid
+    /// practice code, and a schedule that does not validate (the practice
+    /// could not be read back), are refused here, whoever calls.
     pub async fn create_practice(&self, new: &NewPractice, now: Timestamp) -> Result<Practice> {
-        let schedule_json = schedule_json(&new.schedule)?;
+        PracticeCode::parse(&new.code).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let schedule = new
+            .schedule
+            .validate()
+            .map_err(|e| StoreError::Invalid(format!("the practice's schedule: {e}")))?;
+        let schedule_json = schedule_json(&schedule)?;
         let row: std::result::Result<PracticeRow, sqlx::Error> = on_pool!(self, pool => {
             sqlx::query_as(
                 "INSERT INTO practices (code, name, schedule_json, created_at) VALUES ($1, $2, $3, $4) \
@@ -73,8 +81,12 @@ impl Store {
             .ok_or(StoreError::NotFound("practice"))
     }
 
-    /// Replaces the schedule (callers validate it first).
-    pub async fn set_schedule(&self, practice_id: i64, schedule: &Schedule) -> Result<Practice> {
+    /// Replaces the schedule.
+    pub async fn set_schedule(
+        &self,
+        practice_id: i64,
+        schedule: &ValidSchedule,
+    ) -> Result<Practice> {
         let json = schedule_json(schedule)?;
         let changed = on_pool!(self, pool => {
             sqlx::query("UPDATE practices SET schedule_json = $1 WHERE id = $2")
@@ -92,6 +104,7 @@ impl Store {
     }
 }
 
-fn schedule_json(schedule: &Schedule) -> Result<String> {
-    serde_json::to_string(schedule).map_err(|e| StoreError::Corrupt(format!("schedule: {e}")))
+fn schedule_json(schedule: &ValidSchedule) -> Result<String> {
+    serde_json::to_string(&schedule.schedule)
+        .map_err(|e| StoreError::Corrupt(format!("schedule: {e}")))
 }

@@ -494,3 +494,138 @@ async fn migrating_twice_is_harmless() {
     })
     .await;
 }
+
+/// HL7 A40 through the store: the survivor keeps the safe side of every
+/// flag (`enroll_core::merged_flags`), written back in the merge's
+/// transaction.
+#[tokio::test]
+async fn a_merge_combines_the_flags_of_both_charts() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let practice = db.always_open_practice("MERGE", now).await;
+        let survivor = new_patient(&db.store, practice.id, "S-1", &complete("Ada", "A"), now).await;
+        let merged = new_patient(&db.store, practice.id, "M-1", &complete("Bea", "B"), now).await;
+        let later = now.as_millisecond() + 1_000;
+        db.execute(&format!(
+            "UPDATE patients SET activated_at = {later}, email_opted_out = TRUE, \
+             response = 'deferred' WHERE id = {survivor}"
+        ))
+        .await
+        .unwrap();
+        db.execute(&format!(
+            "UPDATE patients SET activated_at = {}, deceased = TRUE, sms_opted_out = TRUE, \
+             response = 'declined', preferred_language = 'es' WHERE id = {merged}",
+            now.as_millisecond()
+        ))
+        .await
+        .unwrap();
+
+        let merge = enroll_store::InboundMessage {
+            raw: b"MSH|^~\\&|EHR|MERGE|||20261125||ADT^A40|C-1|P|2.5.1",
+            peer: None,
+            received_at: now,
+            sending_app: "EHR".into(),
+            sending_facility: "MERGE".into(),
+            control_id: "C-1".into(),
+            message_type: "ADT^A40".into(),
+            parsed: Ok(enroll_store::IntakeEvent::Merge {
+                patient: enroll_store::PatientChange {
+                    mrn: "S-1".into(),
+                    ..Default::default()
+                },
+                merged_mrn: "M-1".into(),
+            }),
+        };
+        let received = db.store.receive_hl7(&merge, |_| "ACK".into()).await;
+        assert!(received.is_ok(), "{engine:?}: {received:?}");
+
+        let after = db.store.patient(survivor).await.unwrap().unwrap();
+        assert_eq!(
+            after.activated_at,
+            Some(now),
+            "{engine:?}: the earlier activation"
+        );
+        assert!(after.deceased, "{engine:?}");
+        assert!(after.email_opted_out && after.sms_opted_out, "{engine:?}");
+        assert_eq!(
+            after.response,
+            Some(enroll_core::PatientResponse::Deferred),
+            "{engine:?}: the survivor's response"
+        );
+        assert_eq!(
+            after.preferred_language.as_deref(),
+            Some("es"),
+            "{engine:?}"
+        );
+    })
+    .await;
+}
+
+/// A practice's schedule is validated once, when the practice is read: a
+/// stored schedule that does not validate (written around the checks) is
+/// corrupt, and the error names the practice. One that does not validate,
+/// and a code that is not a practice code, are refused when the practice is
+/// created.
+#[tokio::test]
+async fn a_schedule_is_validated_when_the_practice_is_read_and_created() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let practice = db.always_open_practice("LAKE", now).await;
+        db.execute(&format!(
+            "UPDATE practices SET schedule_json = '{{\"time_zone\": \"Mars/Olympus\", \"windows\": []}}' \
+             WHERE id = {}",
+            practice.id
+        ))
+        .await
+        .unwrap();
+        for read in [
+            db.store.practice(practice.id).await.map(|_| ()),
+            db.store.practices().await.map(|_| ()),
+        ] {
+            match read {
+                Err(StoreError::Corrupt(message)) => assert!(
+                    message.contains("LAKE") && message.contains("Mars/Olympus"),
+                    "{engine:?}: {message}"
+                ),
+                other => panic!("{engine:?}: {other:?}"),
+            }
+        }
+
+        let created = db
+            .store
+            .create_practice(
+                &enroll_store::NewPractice {
+                    code: "MARS".into(),
+                    name: "Mars".into(),
+                    schedule: Schedule::office_hours("Mars/Olympus"),
+                },
+                now,
+            )
+            .await;
+        assert!(
+            matches!(&created, Err(StoreError::Invalid(m)) if m.contains("Mars/Olympus")),
+            "{engine:?}: {created:?}"
+        );
+        assert!(
+            db.store.practice_by_code("MARS").await.unwrap().is_none(),
+            "{engine:?}: nothing written"
+        );
+
+        let bad_code = db
+            .store
+            .create_practice(
+                &enroll_store::NewPractice {
+                    code: "LAKE SIDE".into(),
+                    name: "Lakeside".into(),
+                    schedule: Schedule::office_hours("America/Chicago"),
+                },
+                now,
+            )
+            .await;
+        assert!(
+            matches!(&bad_code, Err(StoreError::Invalid(m)) if m.contains("invalid practice code")),
+            "{engine:?}: {bad_code:?}"
+        );
+    })
+    .await;
+}

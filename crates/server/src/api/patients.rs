@@ -118,11 +118,7 @@ pub(crate) async fn show(
         .practice(patient.practice_id)
         .await?
         .ok_or(ApiError::NotFound("practice"))?;
-    let today = practice
-        .schedule
-        .validate()
-        .map_err(|e| ApiError::Internal(Box::new(e)))?
-        .local_date(now);
+    let today = practice.schedule.local_date(now);
     let problems = problems_json(&check(&patient.demographics, today).problems);
     Ok(Json(PatientView {
         status_words: status.words(),

@@ -4,10 +4,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use enroll_core::Schedule;
+use axum::response::{IntoResponse, Response};
+use enroll_core::{InvalidPracticeCode, PracticeCode, Schedule, ValidSchedule};
 use enroll_store::{NewPractice, Practice};
 use jiff::civil::Date;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::json::JsonBody;
 use crate::auth::Staff;
@@ -38,12 +40,23 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     staff: Staff,
     JsonBody(new): JsonBody<NewPractice>,
-) -> Result<(StatusCode, Json<Practice>), ApiError> {
+) -> Response {
     if new.code.trim().is_empty() || new.name.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "a practice needs a non-blank code and name".into(),
-        ));
+        return ApiError::BadRequest("a practice needs a non-blank code and name".into())
+            .into_response();
     }
+    if let Err(invalid) = PracticeCode::parse(&new.code) {
+        return invalid_code(&invalid);
+    }
+    create_checked(state, staff, new).await.into_response()
+}
+
+/// The create-practice request whose code is valid.
+async fn create_checked(
+    state: AppState,
+    staff: Staff,
+    new: NewPractice,
+) -> Result<(StatusCode, Json<Practice>), ApiError> {
     check_schedule(&new.schedule)?;
     if state
         .store
@@ -104,7 +117,7 @@ pub(crate) async fn set_schedule(
     Path(id): Path<i64>,
     JsonBody(schedule): JsonBody<Schedule>,
 ) -> Result<Json<Practice>, ApiError> {
-    check_schedule(&schedule)?;
+    let schedule = check_schedule(&schedule)?;
     let practice = state.store.set_schedule(id, &schedule).await?;
     state
         .store
@@ -118,9 +131,22 @@ pub(crate) async fn set_schedule(
     Ok(Json(practice))
 }
 
-fn check_schedule(schedule: &Schedule) -> Result<(), ApiError> {
+/// 422 in the shape of every invalid-field answer (`invalid_fields` with
+/// `problems: [{field, problem, message}]`), naming the field `code`. The
+/// patient fields' `ApiError::InvalidFields` cannot name a practice's.
+fn invalid_code(invalid: &InvalidPracticeCode) -> Response {
+    let message = invalid.to_string();
+    let problem = json!({
+        "field": "code",
+        "problem": { "reason": "invalid", "detail": invalid.rule() },
+        "message": message,
+    });
+    let body = json!({ "code": "invalid_fields", "message": message, "problems": [problem] });
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+fn check_schedule(schedule: &Schedule) -> Result<ValidSchedule, ApiError> {
     schedule
         .validate()
-        .map(|_| ())
         .map_err(|e| ApiError::BadRequest(format!("schedule: {e}")))
 }

@@ -491,3 +491,38 @@ async fn a_fifth_auto_invite_in_thirty_days_is_suppressed_with_a_visible_reason(
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_practice_code_must_be_a_plain_token() {
+    on_each_engine(async |app| {
+        let schedule = json!({ "time_zone": "America/Chicago", "windows": [], "closed_dates": [] });
+        for bad in ["has space", "a/b", "NORTH^1.2.3^ISO", &"x".repeat(65)] {
+            let (status, body) = app
+                .post(
+                    "/api/practices",
+                    json!({ "code": bad, "name": "North", "schedule": schedule }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}: {body}");
+            assert_eq!(body["code"], "invalid_fields", "{body}");
+            assert_eq!(body["problems"][0]["field"], "code", "{body}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("letters, digits"),
+                "{body}"
+            );
+        }
+        let (status, body) = app
+            .post(
+                "/api/practices",
+                json!({ "code": "north-2_B", "name": "North", "schedule": schedule }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{:?}: {body}", app.engine);
+        assert_eq!(body["code"], "north-2_B");
+        assert_eq!(body["schedule"], schedule, "answered as it was sent");
+    })
+    .await;
+}
