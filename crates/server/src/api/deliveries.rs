@@ -2,11 +2,11 @@
 //! address is fixed (R7: a permanent failure did not count toward the cap).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use enroll_store::{EnrollOutcome, FailedDelivery, Source};
 use serde::{Deserialize, Serialize};
 
-use super::json::JsonBody;
+use super::json::{ApiQuery, JsonBody};
 use crate::auth::Staff;
 use crate::{ApiError, AppState};
 
@@ -18,7 +18,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn failed(
     State(state): State<AppState>,
     staff: Staff,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<FailedDelivery>>, ApiError> {
     let list = state
         .store

@@ -3,12 +3,12 @@
 //! and the MSH-4 facility to practice mapping.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use enroll_store::{MessageQuery, MessageStatus, StoredMessage, facility_setting_key};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::json::JsonBody;
+use super::json::{ApiPath, ApiQuery, JsonBody};
 use crate::auth::{Admin, Staff};
 use crate::{ApiError, AppState};
 
@@ -57,7 +57,7 @@ fn instant(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError
 pub(crate) async fn list(
     State(state): State<AppState>,
     staff: Staff,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<StoredMessage>>, ApiError> {
     let query = MessageQuery {
         status: q.status.as_deref().map(status_filter).transpose()?,
@@ -95,7 +95,7 @@ pub(crate) struct MessageView {
 pub(crate) async fn show(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<MessageView>, ApiError> {
     let mut message = state
         .store
@@ -122,7 +122,7 @@ pub(crate) async fn show(
 pub(crate) async fn reprocess(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<StoredMessage>, ApiError> {
     let message = state.intake.reprocess(id, &staff.0.username).await?;
     state
@@ -152,7 +152,7 @@ pub(crate) struct FacilityMapped {
 pub(crate) async fn map_facility(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(facility): Path<String>,
+    ApiPath(facility): ApiPath<String>,
     JsonBody(body): JsonBody<FacilityMapping>,
 ) -> Result<Json<FacilityMapped>, ApiError> {
     let code = body.practice_code.trim();

@@ -1,7 +1,7 @@
 //! Patients: create, update, search, view, timeline, triggers, Enroll Now.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use enroll_core::{Demographics, Refusal, StaffStatus, Trigger, check};
@@ -12,7 +12,7 @@ use enroll_store::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::json::JsonBody;
+use super::json::{ApiPath, ApiQuery, JsonBody};
 use crate::auth::Staff;
 use crate::error::problems_json;
 use crate::{ApiError, AppState};
@@ -82,7 +82,7 @@ pub(crate) async fn create(
 pub(crate) async fn update(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     JsonBody(demographics): JsonBody<Demographics>,
 ) -> Result<Json<SaveOutcome>, ApiError> {
     let now = state.clock.now();
@@ -100,7 +100,7 @@ pub(crate) async fn update(
 pub(crate) async fn show(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<PatientView>, ApiError> {
     let now = state.clock.now();
     let patient = state
@@ -131,7 +131,7 @@ pub(crate) async fn show(
 pub(crate) async fn search(
     State(state): State<AppState>,
     staff: Staff,
-    Query(query): Query<PatientQuery>,
+    ApiQuery(query): ApiQuery<PatientQuery>,
 ) -> Result<Json<Vec<Patient>>, ApiError> {
     if query.name.is_none() && query.dob.is_none() && query.mrn.is_none() {
         return Err(ApiError::BadRequest(
@@ -149,7 +149,7 @@ pub(crate) async fn search(
 pub(crate) async fn timeline(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Vec<TimelineEntry>>, ApiError> {
     state
         .store
@@ -171,7 +171,7 @@ pub(crate) async fn timeline(
 pub(crate) async fn invites(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Vec<Invite>>, ApiError> {
     state
         .store
@@ -193,7 +193,7 @@ pub(crate) async fn invites(
 pub(crate) async fn new_encounter(
     state: State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
     record(state, staff, id, Trigger::NewEncounter).await
 }
@@ -201,7 +201,7 @@ pub(crate) async fn new_encounter(
 pub(crate) async fn new_appointment(
     state: State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
     record(state, staff, id, Trigger::NewAppointment).await
 }
@@ -235,7 +235,7 @@ struct Enrolled {
 pub(crate) async fn enroll_now(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
@@ -300,7 +300,7 @@ pub(crate) struct AuditQuery {
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
     _staff: Staff,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     Ok(Json(
         state

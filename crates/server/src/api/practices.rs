@@ -2,7 +2,7 @@
 //! Tool's settings; its web page comes later).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::{InvalidPracticeCode, PracticeCode, Schedule, ValidSchedule};
@@ -11,7 +11,7 @@ use jiff::civil::Date;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::json::JsonBody;
+use super::json::{ApiPath, JsonBody};
 use crate::auth::Staff;
 use crate::{ApiError, AppState};
 
@@ -25,7 +25,7 @@ pub(crate) async fn list(
 pub(crate) async fn show(
     State(state): State<AppState>,
     _staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Practice>, ApiError> {
     Ok(Json(
         state
@@ -92,7 +92,7 @@ pub(crate) struct AutoInvites {
 pub(crate) async fn set_auto_invites(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     JsonBody(body): JsonBody<AutoInvites>,
 ) -> Result<Json<Practice>, ApiError> {
     let practice = state
@@ -114,7 +114,7 @@ pub(crate) async fn set_auto_invites(
 pub(crate) async fn set_schedule(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     JsonBody(schedule): JsonBody<Schedule>,
 ) -> Result<Json<Practice>, ApiError> {
     let schedule = check_schedule(&schedule)?;

@@ -2,11 +2,11 @@
 //! override (administrators only).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use enroll_notify::{InviteContext, Language, RenderedEmail};
 use serde::{Deserialize, Serialize};
 
-use super::json::JsonBody;
+use super::json::{ApiPath, ApiQuery, JsonBody};
 use crate::auth::{Admin, Staff};
 use crate::templates::save;
 use crate::{ApiError, AppState};
@@ -48,8 +48,8 @@ impl From<RenderedEmail> for EmailPreview {
 pub(crate) async fn preview(
     State(state): State<AppState>,
     _staff: Staff,
-    Path(id): Path<i64>,
-    Query(q): Query<PreviewQuery>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<PreviewQuery>,
 ) -> Result<Json<Preview>, ApiError> {
     let practice = state
         .store
@@ -98,7 +98,7 @@ pub(crate) struct TemplateSource {
 pub(crate) async fn put(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path((id, language, kind)): Path<(i64, String, String)>,
+    ApiPath((id, language, kind)): ApiPath<(i64, String, String)>,
     JsonBody(body): JsonBody<TemplateSource>,
 ) -> Result<Json<Preview>, ApiError> {
     let practice = state
@@ -128,8 +128,8 @@ pub(crate) async fn put(
     preview(
         State(state),
         Staff(admin),
-        Path(id),
-        Query(PreviewQuery {
+        ApiPath(id),
+        ApiQuery(PreviewQuery {
             language: Some(language),
             first_name: None,
         }),

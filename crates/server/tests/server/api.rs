@@ -345,6 +345,18 @@ async fn bad_input_gets_a_clear_json_error() {
             )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+        // A path or query the endpoint cannot read answers the same JSON shape.
+        for path in ["/api/patients/not-a-number", "/api/audit?limit=many"] {
+            let (status, body) = app.get(path).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+            assert_eq!(body["code"], "bad_request", "{path}: {body}");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("address") || message.contains("query string"),
+                "{path}: {message}"
+            );
+        }
     })
     .await;
 }
