@@ -41,6 +41,11 @@ impl From<StoreError> for ApiError {
                 code: "duplicate_mrn",
                 message: "a patient with this MRN already exists in the practice: update that patient instead".into(),
             },
+            StoreError::DuplicatePracticeCode => ApiError::Conflict {
+                code: "duplicate_practice",
+                message: "a practice with this code already exists".into(),
+            },
+            StoreError::Invalid(message) => ApiError::BadRequest(message),
             StoreError::Conflict(message) => ApiError::Conflict {
                 code: "conflict",
                 message: message.into(),

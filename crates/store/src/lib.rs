@@ -65,6 +65,8 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("a patient with this MRN already exists in the practice")]
     DuplicateMrn,
+    #[error("a practice with this code already exists")]
+    DuplicatePracticeCode,
     #[error("{0}")]
     Conflict(&'static str),
     #[error("stored data is corrupt: {0}")]

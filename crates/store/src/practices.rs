@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 
 use crate::model::PracticeRow;
-use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms};
+use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms, unique_violation};
 
 impl Store {
     /// Adds a practice, auto invites off. A code that is not a valid
@@ -30,7 +30,12 @@ impl Store {
             .fetch_one(pool)
             .await
         });
-        row?.into_practice()
+        match row {
+            // The unique index on the code decides, so two requests racing
+            // with one code cannot both succeed.
+            Err(e) if unique_violation(&e) => Err(StoreError::DuplicatePracticeCode),
+            other => other?.into_practice(),
+        }
     }
 
     pub async fn practice(&self, id: i64) -> Result<Option<Practice>> {

@@ -58,17 +58,6 @@ async fn create_checked(
     new: NewPractice,
 ) -> Result<(StatusCode, Json<Practice>), ApiError> {
     check_schedule(&new.schedule)?;
-    if state
-        .store
-        .practice_by_code(new.code.trim())
-        .await?
-        .is_some()
-    {
-        return Err(ApiError::Conflict {
-            code: "duplicate_practice",
-            message: "a practice with this code already exists".into(),
-        });
-    }
     let practice = state.store.create_practice(&new, state.clock.now()).await?;
     state
         .store

@@ -538,3 +538,34 @@ async fn a_practice_code_must_be_a_plain_token() {
     })
     .await;
 }
+
+/// The unique index decides: two requests racing with one code make one
+/// practice and one clear 409.
+#[tokio::test]
+async fn a_practice_code_is_taken_once_even_by_racing_requests() {
+    on_each_engine(async |app| {
+        let schedule = json!({ "time_zone": "America/Chicago", "windows": [] });
+        let body = json!({ "code": "EAST", "name": "East", "schedule": schedule });
+        let (first, second) = tokio::join!(
+            app.post("/api/practices", body.clone()),
+            app.post("/api/practices", body.clone()),
+        );
+        let mut statuses = [first.0, second.0];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::CREATED, StatusCode::CONFLICT],
+            "{:?}: {first:?} {second:?}",
+            app.engine
+        );
+        let conflict = if first.0 == StatusCode::CONFLICT {
+            first.1
+        } else {
+            second.1
+        };
+        assert_eq!(conflict["code"], "duplicate_practice", "{conflict}");
+        let (status, again) = app.post("/api/practices", body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    })
+    .await;
+}
