@@ -49,6 +49,7 @@ pub use outbox::{
     Channel, ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport,
     FailedDelivery, Finished, Prepared,
 };
+pub use patients::Chart;
 pub use settings::ActivationLink;
 pub use staff::hash_token;
 

@@ -1,13 +1,16 @@
 //! Reading patients, their invites and their timeline.
 
-use enroll_core::{CAP_WINDOW, InviteSummary, StaffStatus, sends_in_window, staff_status};
+use enroll_core::{
+    CAP_WINDOW, FieldProblem, InviteSummary, StaffStatus, check, sends_in_window, staff_status,
+};
 use jiff::Timestamp;
+use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow, TimelineRow};
 use crate::{
-    Invite, InviteState, Patient, PatientQuery, Result, Store, StoreError, TimelineEntry, on_pool,
-    to_ms,
+    Invite, InviteState, Patient, PatientQuery, Practice, Result, Store, StoreError, TimelineEntry,
+    on_pool, to_ms,
 };
 
 /// Search results are capped so a one-letter search stays cheap.
@@ -76,24 +79,31 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound("practice"))?;
         let invites = self.patient_invites(patient.id).await?;
-        let counted: Vec<Timestamp> = invites
-            .iter()
-            .filter(|i| i.counts_toward_cap())
-            .filter_map(|i| i.counted_at)
-            .filter(|t| *t > now - CAP_WINDOW)
-            .collect();
-        let latest = invites.last().map(|i| InviteSummary {
-            state: i.state.key().to_string(),
-            created_at: i.created_at,
-            failure_reason: i.failure_reason.clone(),
-            next_possible_at: i.next_possible_at,
-        });
-        Ok(staff_status(
-            &patient.facts(practice.schedule.local_date(now)),
-            practice.auto_invites_on,
-            latest.as_ref(),
-            sends_in_window(&counted, now),
-        ))
+        Ok(status_of(patient, &practice, &invites, now))
+    }
+
+    /// Everything staff see when they open a chart, assembled once for the
+    /// JSON API and the staff pages: the record, its status (R14), the
+    /// fields missing or invalid (R1, R11), its invites and its timeline.
+    /// `None` when there is no such patient.
+    pub async fn chart(&self, patient_id: i64, now: Timestamp) -> Result<Option<Chart>> {
+        let Some(patient) = self.patient(patient_id).await? else {
+            return Ok(None);
+        };
+        let practice = self
+            .practice(patient.practice_id)
+            .await?
+            .ok_or(StoreError::NotFound("practice"))?;
+        let invites = self.patient_invites(patient.id).await?;
+        let timeline = self.patient_timeline(patient.id).await?;
+        let today = practice.schedule.local_date(now);
+        Ok(Some(Chart {
+            status: status_of(&patient, &practice, &invites, now),
+            problems: check(&patient.demographics, today).problems,
+            patient,
+            invites,
+            timeline,
+        }))
     }
 
     /// Counts patients, for `enroll doctor` and the demo.
@@ -131,6 +141,46 @@ impl Store {
             .await
         })?)
     }
+}
+
+/// A chart as staff see it (see [`Store::chart`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Chart {
+    pub patient: Patient,
+    pub status: StaffStatus,
+    /// Every problem of R1, blocking or not.
+    pub problems: Vec<FieldProblem>,
+    /// Oldest first.
+    pub invites: Vec<Invite>,
+    /// Oldest first, with the lines of charts merged into this one.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// R14 for a patient whose practice and invites (oldest first) are in hand.
+fn status_of(
+    patient: &Patient,
+    practice: &Practice,
+    invites: &[Invite],
+    now: Timestamp,
+) -> StaffStatus {
+    let counted: Vec<Timestamp> = invites
+        .iter()
+        .filter(|i| i.counts_toward_cap())
+        .filter_map(|i| i.counted_at)
+        .filter(|t| *t > now - CAP_WINDOW)
+        .collect();
+    let latest = invites.last().map(|i| InviteSummary {
+        state: i.state.key().to_string(),
+        created_at: i.created_at,
+        failure_reason: i.failure_reason.clone(),
+        next_possible_at: i.next_possible_at,
+    });
+    staff_status(
+        &patient.facts(practice.schedule.local_date(now)),
+        practice.auto_invites_on,
+        latest.as_ref(),
+        sends_in_window(&counted, now),
+    )
 }
 
 impl Invite {

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use enroll_core::{Demographics, Refusal, StaffStatus, Trigger, check};
+use enroll_core::{Demographics, Refusal, StaffStatus, Trigger};
 use enroll_store::{
-    AuditEntry, EnrollOutcome, Invite, Patient, PatientQuery, SaveOutcome, Source, TimelineEntry,
-    TriggerOutcome,
+    AuditEntry, Chart, EnrollOutcome, Invite, Patient, PatientQuery, SaveOutcome, Source,
+    TimelineEntry, TriggerOutcome,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -28,14 +28,30 @@ pub(crate) struct NewPatient {
     demographics: Demographics,
 }
 
-/// A patient as staff see it: the record, the status in words (R14) and
-/// the fields that are missing or invalid (R1, R11).
+/// A chart as staff see it: the record, the status and its words (R14),
+/// the fields that are missing or invalid (R1, R11), the invites and the
+/// timeline (`Store::chart`, shared with the staff pages).
 #[derive(Serialize)]
 pub(crate) struct PatientView {
     patient: Patient,
     status: StaffStatus,
     status_words: String,
     problems: Vec<Value>,
+    invites: Vec<Invite>,
+    timeline: Vec<TimelineEntry>,
+}
+
+impl From<Chart> for PatientView {
+    fn from(chart: Chart) -> PatientView {
+        PatientView {
+            status_words: chart.status.words(),
+            problems: problems_json(&chart.problems),
+            patient: chart.patient,
+            status: chart.status,
+            invites: chart.invites,
+            timeline: chart.timeline,
+        }
+    }
 }
 
 fn source(staff: &Staff) -> Source {
@@ -103,29 +119,16 @@ pub(crate) async fn show(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<PatientView>, ApiError> {
     let now = state.clock.now();
-    let patient = state
+    let chart = state
         .store
-        .patient(id)
+        .chart(id, now)
         .await?
         .ok_or(ApiError::NotFound("patient"))?;
     state
         .store
         .audit(&staff.0.username, "patient.view", Some(id), now)
         .await?;
-    let status = state.store.patient_status(&patient, now).await?;
-    let practice = state
-        .store
-        .practice(patient.practice_id)
-        .await?
-        .ok_or(ApiError::NotFound("practice"))?;
-    let today = practice.schedule.local_date(now);
-    let problems = problems_json(&check(&patient.demographics, today).problems);
-    Ok(Json(PatientView {
-        status_words: status.words(),
-        patient,
-        status,
-        problems,
-    }))
+    Ok(Json(chart.into()))
 }
 
 pub(crate) async fn search(

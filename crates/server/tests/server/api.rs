@@ -242,6 +242,11 @@ async fn search_view_and_timeline_are_audited() {
         let (_, timeline) = app.get(&format!("/api/patients/{id}/timeline")).await;
         assert_eq!(timeline[0]["kind"], "chart_added");
         assert_eq!(timeline[0]["actor"], "frida");
+        // The chart view carries the same invites and timeline.
+        assert_eq!(view["timeline"], timeline, "{view}");
+        let (_, invites) = app.get(&format!("/api/patients/{id}/invites")).await;
+        assert_eq!(view["invites"], invites, "{view}");
+        assert_eq!(view["invites"].as_array().map(Vec::len), Some(1), "{view}");
 
         let (_, audit) = app.get(&format!("/api/audit?patient_id={id}")).await;
         let mut actions: Vec<&str> = audit
@@ -253,7 +258,12 @@ async fn search_view_and_timeline_are_audited() {
         actions.sort();
         assert_eq!(
             actions,
-            ["patient.create", "patient.timeline", "patient.view"],
+            [
+                "patient.create",
+                "patient.invites",
+                "patient.timeline",
+                "patient.view"
+            ],
             "{:?}",
             app.engine
         );
