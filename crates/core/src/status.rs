@@ -175,11 +175,30 @@ mod tests {
         f
     }
 
+    /// The patient's data in these tests. The status words are built from
+    /// R1's real verdict on it (`check`), so a message that quoted the
+    /// invalid address would show in the words and fail the PHI assertion.
+    const BAD_EMAIL: &str = "ada.quist@";
+
     fn missing_email() -> Vec<FieldProblem> {
-        vec![FieldProblem {
-            field: Field::Email,
-            problem: Problem::Invalid("has nothing after the @".into()),
-        }]
+        let demographics = crate::fields::Demographics {
+            first_name: Some("Ada".into()),
+            last_name: Some("Quist".into()),
+            date_of_birth: Some("1990-07-04".into()),
+            birth_sex: Some("F".into()),
+            zip: Some("10027".into()),
+            email: Some(BAD_EMAIL.into()),
+            cell_phone: Some("+1 617 555 0100".into()),
+        };
+        let today = jiff::civil::date(2026, 11, 25);
+        let blocking = crate::fields::check(&demographics, today).blocking();
+        assert_eq!(
+            blocking.iter().map(|p| p.field).collect::<Vec<_>>(),
+            [Field::Email],
+            "only the email is wrong"
+        );
+        assert!(matches!(blocking[0].problem, Problem::Invalid(_)));
+        blocking
     }
 
     /// R14: precedence of the statuses, and the words staff read.
@@ -265,7 +284,16 @@ mod tests {
                     "{name}: {text:?} lacks {fragment:?}"
                 );
             }
-            assert!(!text.contains("ada@"), "{name}: no patient data");
+            for phi in [
+                BAD_EMAIL,
+                "ada.quist",
+                "Quist",
+                "1990-07-04",
+                "10027",
+                "555",
+            ] {
+                assert!(!text.contains(phi), "{name}: {text:?} shows {phi:?}");
+            }
         }
     }
 
