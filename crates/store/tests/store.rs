@@ -101,6 +101,47 @@ async fn racing_enroll_now_never_makes_a_fifth_send() {
     .await;
 }
 
+/// Two `Store`s on one SQLite file, as two processes would have: each has
+/// its own write turn, so only SQLite's lock taken by `BEGIN IMMEDIATE`
+/// keeps them apart. Without it both read the history, then one write
+/// fails with "database is locked" (or, worse, both commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_sqlite_file_racing_enroll_now_keep_the_cap() {
+    let db = TestDb::new(Engine::Sqlite).await.unwrap();
+    let now = wednesday_afternoon();
+    let practice = db.always_open_practice("RACE2", now).await;
+    db.store
+        .set_auto_invites(practice.id, false, None)
+        .await
+        .unwrap();
+    let id = new_patient(&db.store, practice.id, "M1", &complete("Ana", "Race"), now).await;
+    let other = Store::connect(&db.url).await.unwrap();
+    let stores = [Arc::new(db.store.clone()), Arc::new(other.clone())];
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                let key = format!("click-{i}");
+                store.enroll_now(id, Some(&key), &api(), now).await
+            })
+        })
+        .collect();
+    let (mut queued, mut capped) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(EnrollOutcome::Queued {
+                replayed: false, ..
+            }) => queued += 1,
+            Ok(EnrollOutcome::Refused {
+                refusal: Refusal::CapReached { .. },
+            }) => capped += 1,
+            other => panic!("every click is answered, not refused by a lock: {other:?}"),
+        }
+    }
+    assert_eq!((queued, capped), (4, 36));
+    other.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_retries_with_one_idempotency_key_make_one_invite() {
     on_each_engine(async |engine, db| {

@@ -131,6 +131,47 @@ async fn an_invite_is_emailed_with_its_links_and_no_other_phi() {
     .await;
 }
 
+/// R5 across the spring-forward weekend, through the store and the
+/// dispatcher (core's own tests cover the arithmetic): a chart added on
+/// Friday evening 2026-03-06 (EST, UTC-5) in a Mon-Fri 08:00-17:00
+/// practice is due Monday 2026-03-09 08:00 EDT, which is 12:00 UTC, an
+/// hour earlier in UTC than the Monday before.
+#[tokio::test]
+async fn an_auto_invite_queued_over_a_dst_weekend_goes_at_local_opening_time() {
+    on_each_engine(async |app| {
+        let schedule = enroll_core::Schedule::office_hours("America/New_York");
+        app.call(
+            reqwest::Method::PUT,
+            &format!("/api/practices/{}/schedule", app.practice_id),
+            Some(serde_json::to_value(&schedule).unwrap()),
+        )
+        .await;
+        app.clock.set("2026-03-06T23:30:00Z".parse().unwrap()); // Friday 18:30 EST
+        let smtp = TestSmtp::start().await;
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
+        let id = app.patient("M-DST", json!({})).await;
+        let invite = &app.invites(id).await[0];
+        assert_eq!(invite["state"], "scheduled", "{invite}");
+        assert_eq!(
+            invite["due_at"], "2026-03-09T12:00:00Z",
+            "{:?}: Monday 08:00 EDT",
+            app.engine
+        );
+        app.clock.set("2026-03-09T11:59:59Z".parse().unwrap()); // Monday 07:59:59 EDT
+        assert_eq!(dispatcher.run_round().await.unwrap().claimed, 0);
+        assert!(smtp.received().is_empty());
+        app.clock.set("2026-03-09T12:00:00Z".parse().unwrap());
+        assert_eq!(
+            dispatcher.run_round().await.unwrap(),
+            sent(1),
+            "{:?}",
+            app.engine
+        );
+        assert_eq!(smtp.received().len(), 1);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn auto_invites_wait_for_the_schedule_window() {
     on_each_engine(async |app| {

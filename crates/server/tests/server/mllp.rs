@@ -407,6 +407,41 @@ async fn the_same_control_id_twice_gets_the_original_ack_and_is_applied_once() {
         let ack = sender.send(other.as_bytes()).await;
         assert_eq!(ack_code(&ack), "AA");
         assert!(patient_by_mrn(app, "7002").await.is_some());
+
+        // The same sender and control id with other content is still the
+        // duplicate: answered with the first ACK and not applied.
+        let changed = String::from_utf8(a04("DUP-1", "7001", "Ana", "ana@example.org"))
+            .unwrap()
+            .replace("^NY^10027^", "^NY^10099^");
+        let third = sender.send(changed.as_bytes()).await;
+        assert_eq!(third, first, "the original ACK");
+        let (_, view) = app.get(&format!("/api/patients/{id}")).await;
+        assert_eq!(
+            view["patient"]["demographics"]["zip"], "10027",
+            "not applied"
+        );
+        let (_, dups) = app.get("/api/hl7/messages?status=duplicate").await;
+        assert_eq!(dups.as_array().unwrap().len(), 2, "{dups}");
+
+        // Senders that differ only in MSH-4 are two senders.
+        let schedule = json!({ "time_zone": "America/New_York", "windows": [] });
+        let (status, body) = app
+            .post(
+                "/api/practices",
+                json!({ "code": "NORTH", "name": "North", "schedule": schedule }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let north = String::from_utf8(a04("DUP-1", "7003", "Ana", "ana@example.org"))
+            .unwrap()
+            .replace("|EPIC|TEST|", "|EPIC|NORTH|");
+        let ack = sender.send(north.as_bytes()).await;
+        assert_eq!(ack_code(&ack), "AA", "{ack}");
+        assert_ne!(ack, first);
+        let patient = patient_by_mrn(app, "7003")
+            .await
+            .expect("applied for NORTH");
+        assert_eq!(patient["practice_id"], body["id"], "{patient}");
     })
     .await;
 }
