@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use enroll_server::{Clock, RoundSummary};
-use enroll_store::{DeliveryPolicy, InviteState, Prepared, Source};
+use enroll_store::{DeliveryPolicy, InviteState, Source};
 use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -504,26 +504,22 @@ async fn an_interrupted_attempt_is_sent_again_once_with_the_same_message_id() {
     on_each_engine(async |app| {
         let smtp = TestSmtp::start().await;
         let id = app.patient("M1", json!({})).await;
-        // A dispatcher claims the invite, records the attempt, hands it
-        // over... and its process dies before recording the outcome.
-        let now = app.clock.now();
-        let policy = DeliveryPolicy::default();
-        let claimed = app
-            .db
-            .store
-            .claim_due_invites("crashed", now, policy.lease, 10)
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 1);
-        let Prepared::Send(job) = app
-            .db
-            .store
-            .prepare_delivery(claimed[0], "crashed", &policy, now)
-            .await
-            .unwrap()
-        else {
-            panic!("{:?}: the invite should be sent", app.engine);
-        };
+        // A dispatcher hands the invite to the SMTP server... and its
+        // process dies before recording the outcome.
+        let first = app.dispatcher(smtp.addr, "crashed");
+        let crashing = first.clone().with_email(Arc::new(DiesAfterSending {
+            inner: first.email(),
+        }));
+        let round = tokio::spawn(async move { crashing.run_round().await });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while smtp.count() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the first copy reaches the server");
+        round.abort();
+        let _ = round.await;
 
         let dispatcher = app.dispatcher(smtp.addr, "w2");
         assert_eq!(
@@ -531,6 +527,7 @@ async fn an_interrupted_attempt_is_sent_again_once_with_the_same_message_id() {
             0,
             "the lease still holds"
         );
+        let policy = DeliveryPolicy::default();
         app.clock
             .advance(policy.lease + SignedDuration::from_secs(1));
         assert_eq!(
@@ -546,18 +543,45 @@ async fn an_interrupted_attempt_is_sent_again_once_with_the_same_message_id() {
             "sent once more, not again"
         );
 
-        let mail = &smtp.received()[0];
-        let expected = app.links().message_id(job.invite_id, job.invite_created_at);
-        assert_eq!(mail.header("Message-ID"), Some(format!("<{expected}>")));
+        // Two copies arrived, one Message-ID: a mail client shows one.
+        let mails = smtp.received();
+        assert_eq!(mails.len(), 2, "{:?}", app.engine);
+        let invite = &app.invites(id).await[0];
+        let created: Timestamp = invite["created_at"].as_str().unwrap().parse().unwrap();
+        let expected = app
+            .links()
+            .message_id(invite["id"].as_i64().unwrap(), created);
+        for mail in &mails {
+            assert_eq!(mail.header("Message-ID"), Some(format!("<{expected}>")));
+            assert_eq!(mail.to, ["rosa@example.org"]);
+        }
+        assert_eq!(mails[0].header("Subject"), mails[1].header("Subject"));
         let kinds = app.timeline_kinds(id).await;
         assert!(
             kinds.contains(&"invite_resent_after_interruption".to_string()),
             "{:?}: {kinds:?}",
             app.engine
         );
-        assert_eq!(app.invites(id).await[0]["attempts"], 2);
+        assert_eq!(invite["attempts"], 2);
     })
     .await;
+}
+
+/// Sends the email, then never answers: a process that dies between the
+/// SMTP server's 250 and recording it.
+struct DiesAfterSending {
+    inner: Arc<dyn enroll_notify::EmailSender>,
+}
+
+#[async_trait::async_trait]
+impl enroll_notify::EmailSender for DiesAfterSending {
+    async fn send_email(
+        &self,
+        email: &enroll_notify::OutgoingEmail,
+    ) -> Result<(), enroll_notify::DeliveryError> {
+        self.inner.send_email(email).await?;
+        std::future::pending().await
+    }
 }
 
 /// Hands each email on, first noting how many invites are claimed and not
