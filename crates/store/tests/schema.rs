@@ -21,126 +21,106 @@ struct Schema {
 /// sqlx's own bookkeeping, not ours.
 const IGNORED_TABLE: &str = "_sqlx_migrations";
 
+/// SQLite's catalogue, as rows with the columns `tbl`, `col`, `required`
+/// and `tbl`, `idx`, `uniq`, `partial`, `cols`, `named`.
+const SQLITE_COLUMNS: &str = "SELECT m.name AS tbl, p.name AS col, p.\"notnull\" OR p.pk > 0 AS required \
+     FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> $1";
+// Primary keys are left out: SQLite's INTEGER PRIMARY KEY is the rowid,
+// with no index to list. UNIQUE in a table definition makes an index
+// SQLite names itself.
+const SQLITE_INDEXES: &str = "SELECT m.name AS tbl, il.name AS idx, il.\"unique\" AS uniq, \
+        il.partial AS partial, group_concat(ii.name, ',') AS cols, \
+        il.name NOT LIKE 'sqlite_autoindex_%' AS named \
+     FROM sqlite_master m JOIN pragma_index_list(m.name) il JOIN pragma_index_info(il.name) ii \
+     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> $1 AND il.origin <> 'pk' \
+     GROUP BY m.name, il.name ORDER BY m.name, il.name";
+
+/// The same from PostgreSQL's catalogue; a UNIQUE constraint's index is
+/// named by PostgreSQL.
+const POSTGRES_COLUMNS: &str = "SELECT table_name::text AS tbl, column_name::text AS col, \
+        is_nullable = 'NO' AS required \
+     FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> $1";
+const POSTGRES_INDEXES: &str = "SELECT t.relname::text AS tbl, i.relname::text AS idx, \
+        ix.indisunique AS uniq, ix.indpred IS NOT NULL AS partial, \
+        string_agg(a.attname::text, ',' ORDER BY k.ord) AS cols, \
+        NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid) AS named \
+     FROM pg_index ix \
+     JOIN pg_class i ON i.oid = ix.indexrelid \
+     JOIN pg_class t ON t.oid = ix.indrelid \
+     JOIN pg_namespace n ON n.oid = t.relnamespace \
+     JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
+     JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+     WHERE n.nspname = 'public' AND t.relname <> $1 AND NOT ix.indisprimary \
+     GROUP BY t.relname, i.relname, ix.indisunique, ix.indpred, ix.indexrelid";
+
+/// The schema from the rows of the two catalogue queries above.
+fn schema_of<R: Row>(columns: Vec<R>, indexes: Vec<R>) -> Schema
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let columns = columns.iter().map(|row| {
+        let null = if row.get::<bool, _>("required") {
+            "NOT NULL"
+        } else {
+            "NULL"
+        };
+        format!(
+            "{}.{} {null}",
+            row.get::<String, _>("tbl"),
+            row.get::<String, _>("col")
+        )
+    });
+    let indexes = indexes.iter().map(|row| {
+        let name = if row.get::<bool, _>("named") {
+            row.get("idx")
+        } else {
+            "<constraint>".to_string()
+        };
+        format!(
+            "{} {name} ({}){}{}",
+            row.get::<String, _>("tbl"),
+            row.get::<String, _>("cols"),
+            if row.get::<bool, _>("uniq") {
+                " UNIQUE"
+            } else {
+                ""
+            },
+            if row.get::<bool, _>("partial") {
+                " WHERE ..."
+            } else {
+                ""
+            },
+        )
+    });
+    Schema {
+        columns: columns.collect(),
+        indexes: indexes.collect(),
+    }
+}
+
 async fn sqlite_schema(url: &str) -> Schema {
     let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-    let mut schema = Schema::default();
-    let columns = sqlx::query(
-        "SELECT m.name AS tbl, p.name AS col, p.\"notnull\" OR p.pk > 0 AS required \
-         FROM sqlite_master m JOIN pragma_table_info(m.name) p \
-         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> $1",
-    )
-    .bind(IGNORED_TABLE)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    for row in columns {
-        schema.columns.insert(column_line(
-            row.get("tbl"),
-            row.get("col"),
-            row.get::<bool, _>("required"),
-        ));
-    }
-    // Primary keys are left out: SQLite's INTEGER PRIMARY KEY is the rowid,
-    // with no index to list.
-    let indexes = sqlx::query(
-        "SELECT m.name AS tbl, il.name AS idx, il.\"unique\" AS uniq, il.partial AS partial, \
-                group_concat(ii.name, ',') AS cols \
-         FROM sqlite_master m JOIN pragma_index_list(m.name) il \
-              JOIN pragma_index_info(il.name) ii \
-         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> $1 \
-               AND il.origin <> 'pk' \
-         GROUP BY m.name, il.name ORDER BY m.name, il.name",
-    )
-    .bind(IGNORED_TABLE)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    for row in indexes {
-        let name: String = row.get("idx");
-        // UNIQUE in a table definition makes an index SQLite names itself.
-        let named = !name.starts_with("sqlite_autoindex_");
-        schema.indexes.insert(index_line(
-            row.get("tbl"),
-            named.then_some(name),
-            row.get("cols"),
-            row.get::<bool, _>("uniq"),
-            row.get::<bool, _>("partial"),
-        ));
-    }
+    let read = |sql| sqlx::query(sql).bind(IGNORED_TABLE).fetch_all(&pool);
+    let schema = schema_of(
+        read(SQLITE_COLUMNS).await.unwrap(),
+        read(SQLITE_INDEXES).await.unwrap(),
+    );
     pool.close().await;
     schema
 }
 
 async fn postgres_schema(url: &str) -> Schema {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
-    let mut schema = Schema::default();
-    let columns = sqlx::query(
-        "SELECT table_name::text AS tbl, column_name::text AS col, is_nullable = 'NO' AS required \
-         FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> $1",
-    )
-    .bind(IGNORED_TABLE)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    for row in columns {
-        schema.columns.insert(column_line(
-            row.get("tbl"),
-            row.get("col"),
-            row.get::<bool, _>("required"),
-        ));
-    }
-    let indexes = sqlx::query(
-        "SELECT t.relname::text AS tbl, i.relname::text AS idx, ix.indisunique AS uniq, \
-                ix.indpred IS NOT NULL AS partial, \
-                string_agg(a.attname::text, ',' ORDER BY k.ord) AS cols, \
-                EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid) AS by_constraint \
-         FROM pg_index ix \
-         JOIN pg_class i ON i.oid = ix.indexrelid \
-         JOIN pg_class t ON t.oid = ix.indrelid \
-         JOIN pg_namespace n ON n.oid = t.relnamespace \
-         JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
-         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
-         WHERE n.nspname = 'public' AND t.relname <> $1 AND NOT ix.indisprimary \
-         GROUP BY t.relname, i.relname, ix.indisunique, ix.indpred, ix.indexrelid",
-    )
-    .bind(IGNORED_TABLE)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    for row in indexes {
-        let name: String = row.get("idx");
-        // A UNIQUE constraint's index is named by PostgreSQL.
-        let named = !row.get::<bool, _>("by_constraint");
-        schema.indexes.insert(index_line(
-            row.get("tbl"),
-            named.then_some(name),
-            row.get("cols"),
-            row.get::<bool, _>("uniq"),
-            row.get::<bool, _>("partial"),
-        ));
-    }
+    let read = |sql| sqlx::query(sql).bind(IGNORED_TABLE).fetch_all(&pool);
+    let schema = schema_of(
+        read(POSTGRES_COLUMNS).await.unwrap(),
+        read(POSTGRES_INDEXES).await.unwrap(),
+    );
     pool.close().await;
     schema
-}
-
-fn column_line(table: String, column: String, required: bool) -> String {
-    let null = if required { "NOT NULL" } else { "NULL" };
-    format!("{table}.{column} {null}")
-}
-
-fn index_line(
-    table: String,
-    name: Option<String>,
-    columns: String,
-    unique: bool,
-    partial: bool,
-) -> String {
-    format!(
-        "{table} {} ({columns}){}{}",
-        name.as_deref().unwrap_or("<constraint>"),
-        if unique { " UNIQUE" } else { "" },
-        if partial { " WHERE ..." } else { "" },
-    )
 }
 
 #[tokio::test]
