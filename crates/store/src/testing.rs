@@ -153,6 +153,31 @@ pub fn replace_database(url: &str, name: &str) -> String {
     url.to_string()
 }
 
+/// Drops the database `name` on the server of `admin_url` (benchmarks
+/// clean up after themselves). `name` must be a plain identifier.
+pub async fn drop_database(admin_url: &str, name: &str) -> crate::Result<()> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(crate::StoreError::Invalid(format!(
+            "{name:?} is not a database name this helper drops"
+        )));
+    }
+    let mut admin = PgConnection::connect(admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut admin)
+    .await?;
+    admin.close().await?;
+    Ok(())
+}
+
+/// The database a URL names (its path without the `/`).
+pub fn database_name(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let name = url.path().trim_start_matches('/');
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// The one integer `sql` answers in `store`, e.g. a `COUNT(*)`.
 pub async fn scalar(store: &crate::Store, sql: &str) -> crate::Result<i64> {
     let sql = sqlx::AssertSqlSafe(sql.to_string());

@@ -47,7 +47,6 @@ use enroll_server::{
 use enroll_store::Source;
 use enroll_store::testing::{Engine, TestDb};
 use futures::StreamExt;
-use sqlx::Connection;
 
 /// Delivers N due invites to a local SMTP server and reports invites per
 /// second and peak memory, on SQLite and PostgreSQL.
@@ -624,8 +623,13 @@ async fn measure_dispatcher(
     let url = db.url.clone();
     db.store.close().await;
     drop(db);
-    if engine == Engine::Postgres {
-        drop_postgres_database(&url).await?;
+    if let (Engine::Postgres, Some(admin_url)) = (engine, &args.postgres_url) {
+        let name = enroll_store::testing::database_name(&url).unwrap_or_default();
+        ensure!(
+            name.starts_with("enroll_test_"),
+            "unexpected benchmark database name {name:?}"
+        );
+        enroll_store::testing::drop_database(admin_url, &name).await?;
     }
     Ok(Some(Row {
         engine: engine_name,
@@ -638,31 +642,6 @@ async fn measure_dispatcher(
         sends_in_flight,
         server_busy,
     }))
-}
-
-/// Drops the benchmark's database (named in `url`) from the admin database.
-async fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
-    let Ok(admin_url) = std::env::var("ENROLL_TEST_POSTGRES_URL") else {
-        return Ok(());
-    };
-    let name = url
-        .split('?')
-        .next()
-        .and_then(|base| base.rsplit('/').next())
-        .unwrap_or_default();
-    ensure!(
-        name.starts_with("enroll_test_")
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-        "unexpected benchmark database name {name:?}"
-    );
-    let mut admin = sqlx::postgres::PgConnection::connect(&admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&mut admin)
-    .await?;
-    admin.close().await?;
-    Ok(())
 }
 
 // ---------------------------------------------------------------- sends in flight

@@ -1688,12 +1688,9 @@ impl Launcher {
                 )
                 .await;
                 if let Some((admin_url, name)) = &database
-                    && let Err(e) = drop_postgres_database(admin_url, name).await
+                    && let Err(e) = enroll_store::testing::drop_database(admin_url, name).await
                 {
-                    eprintln!(
-                        "warning: could not drop the database {name}: {}",
-                        error_words(&e)
-                    );
+                    eprintln!("warning: could not drop the database {name}: {}", e);
                 }
                 result
             }
@@ -2040,17 +2037,6 @@ async fn create_postgres_database(admin_url: &str, name: &str) -> anyhow::Result
             .await
             .with_context(|| format!("create the database {name}"))?;
     }
-    admin.close().await?;
-    Ok(())
-}
-
-async fn drop_postgres_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let mut admin = sqlx::postgres::PgConnection::connect(admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&mut admin)
-    .await?;
     admin.close().await?;
     Ok(())
 }

@@ -11,7 +11,18 @@ mod templates;
 use axum::Router;
 use axum::routing::{get, post, put};
 
-use crate::AppState;
+use enroll_store::Practice;
+
+use crate::{ApiError, AppState};
+
+/// The practice `id`, or 404.
+pub(crate) async fn practice_or_404(state: &AppState, id: i64) -> Result<Practice, ApiError> {
+    state
+        .store
+        .practice(id)
+        .await?
+        .ok_or(ApiError::NotFound("practice"))
+}
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()

@@ -67,11 +67,7 @@ pub(crate) async fn create(
     if mrn.is_empty() {
         return Err(ApiError::BadRequest("mrn must not be blank".into()));
     }
-    state
-        .store
-        .practice(new.practice_id)
-        .await?
-        .ok_or(ApiError::NotFound("practice"))?;
+    super::practice_or_404(&state, new.practice_id).await?;
     let now = state.clock.now();
     let outcome = state
         .store
@@ -154,20 +150,7 @@ pub(crate) async fn timeline(
     staff: Staff,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Vec<TimelineEntry>>, ApiError> {
-    state
-        .store
-        .patient(id)
-        .await?
-        .ok_or(ApiError::NotFound("patient"))?;
-    state
-        .store
-        .audit(
-            &staff.0.username,
-            "patient.timeline",
-            Some(id),
-            state.clock.now(),
-        )
-        .await?;
+    audit_read(&state, &staff, id, "patient.timeline").await?;
     Ok(Json(state.store.patient_timeline(id).await?))
 }
 
@@ -176,6 +159,17 @@ pub(crate) async fn invites(
     staff: Staff,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Vec<Invite>>, ApiError> {
+    audit_read(&state, &staff, id, "patient.invites").await?;
+    Ok(Json(state.store.patient_invites(id).await?))
+}
+
+/// 404 for an unknown patient, else the audit line of a staff read.
+async fn audit_read(
+    state: &AppState,
+    staff: &Staff,
+    id: i64,
+    action: &str,
+) -> Result<(), ApiError> {
     state
         .store
         .patient(id)
@@ -183,14 +177,9 @@ pub(crate) async fn invites(
         .ok_or(ApiError::NotFound("patient"))?;
     state
         .store
-        .audit(
-            &staff.0.username,
-            "patient.invites",
-            Some(id),
-            state.clock.now(),
-        )
+        .audit(&staff.0.username, action, Some(id), state.clock.now())
         .await?;
-    Ok(Json(state.store.patient_invites(id).await?))
+    Ok(())
 }
 
 pub(crate) async fn new_encounter(

@@ -27,13 +27,7 @@ pub(crate) async fn show(
     _staff: Staff,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Practice>, ApiError> {
-    Ok(Json(
-        state
-            .store
-            .practice(id)
-            .await?
-            .ok_or(ApiError::NotFound("practice"))?,
-    ))
+    Ok(Json(super::practice_or_404(&state, id).await?))
 }
 
 pub(crate) async fn create(

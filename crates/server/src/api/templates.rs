@@ -51,11 +51,7 @@ pub(crate) async fn preview(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<PreviewQuery>,
 ) -> Result<Json<Preview>, ApiError> {
-    let practice = state
-        .store
-        .practice(id)
-        .await?
-        .ok_or(ApiError::NotFound("practice"))?;
+    let practice = super::practice_or_404(&state, id).await?;
     let language = match q.language.as_deref() {
         None => Language::English,
         Some(raw) => Language::from_code(raw).ok_or_else(|| {
@@ -101,11 +97,7 @@ pub(crate) async fn put(
     ApiPath((id, language, kind)): ApiPath<(i64, String, String)>,
     JsonBody(body): JsonBody<TemplateSource>,
 ) -> Result<Json<Preview>, ApiError> {
-    let practice = state
-        .store
-        .practice(id)
-        .await?
-        .ok_or(ApiError::NotFound("practice"))?;
+    let practice = super::practice_or_404(&state, id).await?;
     save(
         &state.store,
         &state.templates,
