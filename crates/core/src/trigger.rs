@@ -167,16 +167,21 @@ mod tests {
         assert_eq!(changed_required_fields(&empty, &empty), vec![]);
     }
 
-    #[test]
-    fn r2_trigger_keys_read_back() {
-        let triggers = [
+    /// One of each kind.
+    fn every_trigger() -> [Trigger; 4] {
+        [
             Trigger::ChartAdded,
             Trigger::RequiredFieldsChanged {
                 fields: vec![Field::Email],
             },
             Trigger::NewEncounter,
             Trigger::NewAppointment,
-        ];
+        ]
+    }
+
+    #[test]
+    fn r2_trigger_keys_read_back() {
+        let triggers = every_trigger();
         for trigger in &triggers {
             let back = Trigger::from_key(trigger.key());
             assert_eq!(back.as_ref().map(Trigger::key), Some(trigger.key()));
@@ -196,14 +201,7 @@ mod tests {
 
     #[test]
     fn r2_trigger_keys_are_distinct_and_match_serde() {
-        let triggers = [
-            Trigger::ChartAdded,
-            Trigger::RequiredFieldsChanged {
-                fields: vec![Field::Email],
-            },
-            Trigger::NewEncounter,
-            Trigger::NewAppointment,
-        ];
+        let triggers = every_trigger();
         let keys: std::collections::BTreeSet<&str> = triggers.iter().map(Trigger::key).collect();
         assert_eq!(keys.len(), 4);
         for trigger in &triggers {

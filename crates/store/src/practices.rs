@@ -78,12 +78,7 @@ impl Store {
             .execute(pool)
             .await.map(|r| r.rows_affected())
         })?;
-        if changed == 0 {
-            return Err(StoreError::NotFound("practice"));
-        }
-        self.practice(practice_id)
-            .await?
-            .ok_or(StoreError::NotFound("practice"))
+        self.practice_updated(practice_id, changed).await
     }
 
     /// Replaces the schedule.
@@ -100,6 +95,11 @@ impl Store {
                 .execute(pool)
                 .await.map(|r| r.rows_affected())
         })?;
+        self.practice_updated(practice_id, changed).await
+    }
+
+    /// The practice as an UPDATE that touched `changed` rows left it.
+    async fn practice_updated(&self, practice_id: i64, changed: u64) -> Result<Practice> {
         if changed == 0 {
             return Err(StoreError::NotFound("practice"));
         }
