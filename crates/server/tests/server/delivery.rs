@@ -16,6 +16,16 @@ use serde_json::json;
 use crate::{SMS_WEBHOOK_SECRET, TestApp, TestSmtp, on_each_engine};
 use enroll_notify::testing::SmtpSinkState as SmtpState;
 
+/// The test SMTP server answers mail to `address` with a permanent 550.
+fn reject_mail_to(smtp: &TestSmtp, address: &str) {
+    smtp.state.reject.lock().unwrap().insert(address.into());
+}
+
+/// The test SMTP server answers mail to `address` with a passing 451.
+fn defer_mail_to(smtp: &TestSmtp, address: &str) {
+    smtp.state.defer.lock().unwrap().insert(address.into());
+}
+
 fn sent(n: usize) -> RoundSummary {
     RoundSummary {
         claimed: n,
@@ -308,16 +318,8 @@ async fn smtp_down_then_back_delivers_every_invite_exactly_once() {
 async fn one_round_records_sent_failed_and_retried_invites_each_as_its_own() {
     on_each_engine(async |app| {
         let smtp = TestSmtp::start().await;
-        smtp.state
-            .reject
-            .lock()
-            .unwrap()
-            .insert("bad@example.org".into());
-        smtp.state
-            .defer
-            .lock()
-            .unwrap()
-            .insert("later@example.org".into());
+        reject_mail_to(&smtp, "bad@example.org");
+        defer_mail_to(&smtp, "later@example.org");
         let dispatcher = app.dispatcher(smtp.addr, "w1");
         let good = app.patient("M1", json!({})).await;
         let bad = app
@@ -439,11 +441,7 @@ async fn an_invite_the_store_cannot_prepare_does_not_hold_up_its_batch() {
 async fn a_rejected_address_fails_for_staff_does_not_count_and_can_be_sent_again() {
     on_each_engine(async |app| {
         let smtp = TestSmtp::start().await;
-        smtp.state
-            .reject
-            .lock()
-            .unwrap()
-            .insert("rosa@example.org".into());
+        reject_mail_to(&smtp, "rosa@example.org");
         let dispatcher = app.dispatcher(smtp.addr, "w1");
         let id = app.patient("M1", json!({})).await;
         let summary = dispatcher.run_round().await.unwrap();
