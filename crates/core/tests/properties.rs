@@ -230,23 +230,43 @@ fn simulate(
     };
     let patient = PatientFacts::default();
     let mut sends: Vec<(Timestamp, Via)> = Vec::new();
-    let mut pending: Option<Timestamp> = None;
+    // The waiting auto invite: when it is due, and its trigger.
+    let mut pending: Option<(Timestamp, Trigger)> = None;
     let counted = |sends: &[(Timestamp, Via)]| sends.iter().map(|&(t, _)| t).collect::<Vec<_>>();
 
-    // The dispatcher delivers a queued auto invite at its time if the cap,
-    // checked again then, allows it (a manual send may have come between).
-    let deliver = |sends: &mut Vec<(Timestamp, Via)>, at: Timestamp| {
-        if next_send_possible_at(&counted(sends), at).is_none() {
-            sends.push((at, Via::Auto));
-        }
+    // The dispatcher, when a waiting auto invite is due, asks `decide_auto`
+    // again as if its trigger happened then (without coalescing with
+    // itself), and does what it says: the simulation checks nothing itself,
+    // so the cap of R7 holds below only if the rules enforce it.
+    let deliver = |sends: &mut Vec<(Timestamp, Via)>,
+                   at: Timestamp,
+                   trigger: &Trigger|
+     -> Result<Option<(Timestamp, Trigger)>, TestCaseError> {
+        let history = SendHistory {
+            counted_sends: counted(sends),
+            auto_invite_pending: false,
+        };
+        Ok(
+            match decide_auto(trigger, &patient, &practice, &history, at) {
+                Decision::SendNow => {
+                    sends.push((at, Via::Auto));
+                    None
+                }
+                Decision::Queue { at: later } => Some((later, trigger.clone())),
+                Decision::Suppressed { .. } => None,
+                other => {
+                    prop_assert!(false, "a due invite decided {other:?}");
+                    None
+                }
+            },
+        )
     };
 
     let mut now = start;
     for (gap, event) in events {
         now += *gap;
-        if let Some(at) = pending.filter(|&at| at <= now) {
-            deliver(&mut sends, at);
-            pending = None;
+        while let Some((at, trigger)) = pending.clone().filter(|(at, _)| *at <= now) {
+            pending = deliver(&mut sends, at, &trigger)?;
         }
         let history = SendHistory {
             counted_sends: counted(&sends),
@@ -265,7 +285,7 @@ fn simulate(
                         prop_assert!(at > now, "queued at {at}, not after {now}");
                         prop_assert!(!schedule.is_open(now), "queued at {now} although open");
                         prop_assert_eq!(schedule.next_open(now), Some(at));
-                        pending = Some(at);
+                        pending = Some((at, trigger.clone()));
                     }
                     Decision::Coalesced => {
                         prop_assert!(pending.is_some(), "coalesced with nothing")
@@ -296,8 +316,8 @@ fn simulate(
             },
         }
     }
-    if let Some(at) = pending {
-        deliver(&mut sends, at);
+    while let Some((at, trigger)) = pending.clone() {
+        pending = deliver(&mut sends, at, &trigger)?;
     }
     Ok(sends)
 }
