@@ -3,14 +3,10 @@
 //! multipart/alternative message with a stable Message-ID and RFC 8058
 //! one-click unsubscribe headers, and the transient/permanent split of failures.
 
-use std::error::Error as _;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lettre::Message;
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
@@ -21,7 +17,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use crate::message::build_message;
 use crate::smtp::{Connector, Pool, Security};
+use crate::smtp_error::classify;
 use crate::{DeliveryError, EmailSender, OutgoingEmail, tls};
 
 /// How the connection to the SMTP server is secured.
@@ -292,185 +290,9 @@ impl EmailSender for SmtpMailer {
     }
 }
 
-/// Printable ASCII without spaces and without the characters that would end
-/// or split an angle-bracketed header value.
-fn is_header_token(value: &str) -> bool {
-    !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b',' | b'"'))
-}
-
-/// Builds the MIME message. Errors are permanent: resending the same input
-/// cannot fix a malformed address or header.
-pub(crate) fn build_message(email: &OutgoingEmail) -> Result<Message, DeliveryError> {
-    let to: Mailbox = email.to.trim().parse().map_err(|_| {
-        DeliveryError::Permanent("the recipient address is not a valid email address".to_owned())
-    })?;
-    let from: Mailbox = email.from.trim().parse().map_err(|_| {
-        DeliveryError::Permanent(
-            "the sender address (from) is not a valid email address".to_owned(),
-        )
-    })?;
-    let message_id = email.message_id.trim();
-    if !is_header_token(message_id) || !message_id.contains('@') {
-        return Err(DeliveryError::Permanent(
-            "the Message-ID must look like left@right, without angle brackets or spaces".to_owned(),
-        ));
-    }
-    let unsubscribe = email.list_unsubscribe.trim();
-    let is_web_url = unsubscribe.starts_with("https://") || unsubscribe.starts_with("http://");
-    if !is_header_token(unsubscribe) || !is_web_url {
-        return Err(DeliveryError::Permanent(
-            "the List-Unsubscribe value must be an http(s) URL without spaces".to_owned(),
-        ));
-    }
-    // Pre-encoded so lettre does not RFC 2047-encode or fold the URL: mail
-    // providers read it verbatim for one-click unsubscribe (RFC 8058). The
-    // values are checked above to be plain ASCII without spaces or brackets.
-    let list_unsubscribe = format!("<{unsubscribe}>");
-    let one_click = "List-Unsubscribe=One-Click".to_owned();
-    Message::builder()
-        .from(from)
-        .to(to)
-        .subject(email.content.subject.as_str())
-        .message_id(Some(format!("<{message_id}>")))
-        .raw_header(HeaderValue::dangerous_new_pre_encoded(
-            HeaderName::new_from_ascii_str("List-Unsubscribe"),
-            list_unsubscribe.clone(),
-            list_unsubscribe,
-        ))
-        .raw_header(HeaderValue::dangerous_new_pre_encoded(
-            HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
-            one_click.clone(),
-            one_click,
-        ))
-        .multipart(MultiPart::alternative_plain_html(
-            email.content.text.clone(),
-            email.content.html.clone(),
-        ))
-        .map_err(|err| DeliveryError::Permanent(format!("the message could not be built: {err}")))
-}
-
-/// The kind of the first I/O error in the chain, e.g. "connection refused".
-fn io_kind(err: &lettre::transport::smtp::Error) -> Option<std::io::ErrorKind> {
-    let mut source = err.source();
-    while let Some(inner) = source {
-        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
-        }
-        source = inner.source();
-    }
-    None
-}
-
-/// Maps a lettre error to the dispatcher's two cases. The server's reply text
-/// is never copied: it often quotes the recipient's address.
-pub(crate) fn classify(err: &lettre::transport::smtp::Error) -> DeliveryError {
-    if let Some(code) = err.status() {
-        let code = code.to_string();
-        if err.is_permanent() {
-            if matches!(code.as_str(), "530" | "534" | "535" | "538") {
-                return DeliveryError::Permanent(format!(
-                    "the SMTP server refused the login ({code}): check the SMTP username and password"
-                ));
-            }
-            return DeliveryError::Permanent(format!(
-                "the SMTP server rejected the message ({code})"
-            ));
-        }
-        return DeliveryError::Transient(format!("the SMTP server deferred the message ({code})"));
-    }
-    if err.is_timeout() {
-        return DeliveryError::Transient("the SMTP server timed out".to_owned());
-    }
-    if err.is_tls() {
-        let detail = err
-            .source()
-            .map(|source| format!(": {source}"))
-            .unwrap_or_default();
-        return DeliveryError::Transient(format!("TLS with the SMTP server failed{detail}"));
-    }
-    if err.is_client() {
-        // lettre's client errors are fixed strings (no addresses). One is about
-        // the recipient: a non-ASCII address the server cannot take.
-        let detail = err.source().map(|s| s.to_string()).unwrap_or_default();
-        if detail.contains("SMTPUTF8") {
-            return DeliveryError::Permanent(
-                "the recipient address is not ASCII and the SMTP server does not support SMTPUTF8"
-                    .to_owned(),
-            );
-        }
-        return DeliveryError::Transient(format!("SMTP client error: {detail}"));
-    }
-    if err.is_response() {
-        return DeliveryError::Transient("the SMTP server sent an unreadable reply".to_owned());
-    }
-    if err.is_transport_shutdown() {
-        return DeliveryError::Transient("the SMTP transport was shut down".to_owned());
-    }
-    match io_kind(err) {
-        Some(kind) => DeliveryError::Transient(format!("SMTP connection failed: {kind}")),
-        None => DeliveryError::Transient("SMTP connection failed".to_owned()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RenderedEmail;
-
-    fn email() -> OutgoingEmail {
-        OutgoingEmail {
-            to: "Maria <maria@example.org>".to_owned(),
-            from: "Main Street Clinic <invites@clinic.example>".to_owned(),
-            message_id: "invite-42@enroll.example".to_owned(),
-            list_unsubscribe: "https://enroll.example/unsubscribe/42/abcdef0123456789abcdef0123456789abcdef0123456789".to_owned(),
-            content: RenderedEmail {
-                subject: "Su invitación al portal".to_owned(),
-                text: "Hola, Maria".to_owned(),
-                html: "<p>Hola, Maria</p>".to_owned(),
-            },
-        }
-    }
-
-    #[test]
-    fn message_headers() {
-        let formatted = String::from_utf8(build_message(&email()).unwrap().formatted()).unwrap();
-        assert!(
-            formatted.contains("Message-ID: <invite-42@enroll.example>\r\n"),
-            "{formatted}"
-        );
-        assert!(formatted.contains(
-            "List-Unsubscribe: <https://enroll.example/unsubscribe/42/abcdef0123456789abcdef0123456789abcdef0123456789>\r\n"
-        ), "{formatted}");
-        assert!(formatted.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
-        assert!(formatted.contains("Content-Type: multipart/alternative;"));
-        assert!(formatted.contains("Date: "));
-        // The non-ASCII subject is encoded, so the message stays 7-bit.
-        assert!(formatted.is_ascii());
-    }
-
-    #[test]
-    fn bad_inputs_are_permanent_and_name_no_address() {
-        let cases: [fn(&mut OutgoingEmail); 8] = [
-            |e| e.to = "maria at example.org".to_owned(),
-            |e| e.to = String::new(),
-            |e| e.from = "clinic@".to_owned(),
-            |e| e.message_id = "<invite-42@enroll.example>".to_owned(),
-            |e| e.message_id = "invite 42@enroll.example".to_owned(),
-            |e| e.message_id = "invite-42".to_owned(),
-            |e| e.list_unsubscribe = "mailto:x@example.org".to_owned(),
-            |e| e.list_unsubscribe = "https://x.example/a>\r\nBcc: y@example.org".to_owned(),
-        ];
-        for change in cases {
-            let mut e = email();
-            change(&mut e);
-            let err = build_message(&e).unwrap_err();
-            assert!(err.is_permanent(), "{err}");
-            assert!(!err.to_string().contains("example.org"), "{err}");
-        }
-    }
 
     #[test]
     fn config_defaults_and_debug() {

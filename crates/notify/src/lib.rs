@@ -43,8 +43,10 @@
 mod email;
 mod error;
 mod keywords;
+mod message;
 mod sms;
 mod smtp;
+mod smtp_error;
 mod templates;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
 use crate::DeliveryError;
-use crate::email::classify;
+use crate::smtp_error::classify;
 
 /// An idle connection older than this is closed rather than reused (lettre's
 /// pool default): servers drop idle clients after a few minutes anyway.

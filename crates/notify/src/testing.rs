@@ -106,7 +106,7 @@ pub struct SmtpSinkState {
 /// same headers and MIME structure), for other SMTP clients in tests and
 /// benchmarks.
 pub fn build_message(email: &OutgoingEmail) -> Result<lettre::Message, DeliveryError> {
-    crate::email::build_message(email)
+    crate::message::build_message(email)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde_json::json;
 use sqlx::AssertSqlSafe;
 
-use crate::enrollment::{Tx, on_tx};
+use crate::tx::{Tx, on_tx};
 use crate::{Result, Source, from_ms, to_ms};
 
 /// Whether an invite claimed by a live lease is weighed as already handed

@@ -9,45 +9,22 @@
 //! queued auto invite (R6).
 
 use enroll_core::{
-    CAP_WINDOW, Decision, Demographics, PracticeRules, Refusal, SendHistory, Trigger,
+    CAP_WINDOW, Decision, Demographics, PracticeRules, SendHistory, Trigger,
     changed_required_fields, decide_auto, decide_manual,
 };
 use jiff::Timestamp;
-use serde::Serialize;
 use serde_json::json;
 use sqlx::AssertSqlSafe;
-use sqlx::{Postgres, Sqlite, Transaction};
 
 use crate::model::{
-    INVITE_COLUMNS, InviteKind, InviteRow, InviteState, PATIENT_COLUMNS, PatientRow, PracticeRow,
+    EnrollOutcome, INVITE_COLUMNS, InviteKind, InviteRow, InviteState, PATIENT_COLUMNS, PatientRow,
+    PracticeRow, TriggerOutcome,
 };
+use crate::tx::{Tx, on_tx};
 use crate::{
-    Backend, Invite, Patient, Practice, Result, SaveOutcome, Source, Store, StoreError, to_ms,
+    Invite, Patient, Practice, Result, SaveOutcome, Source, Store, StoreError, to_ms,
     unique_violation,
 };
-
-/// What one trigger led to (R2 + the decision of R3-R8).
-#[derive(Debug, Clone, Serialize)]
-pub struct TriggerOutcome {
-    pub trigger: Trigger,
-    pub decision: Decision,
-    pub invite_id: Option<i64>,
-}
-
-/// The answer to Enroll Now (R9).
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum EnrollOutcome {
-    /// An invite was recorded; `replayed` is true when this request repeated
-    /// an earlier one with the same idempotency key (no new send).
-    Queued {
-        invite: Invite,
-        replayed: bool,
-    },
-    Refused {
-        refusal: Refusal,
-    },
-}
 
 /// An invite about to be written to the outbox.
 struct NewInvite<'a> {
@@ -76,45 +53,7 @@ impl<'a> NewInvite<'a> {
     }
 }
 
-/// A transaction on either backend.
-pub(crate) enum Tx {
-    /// With this process's SQLite write turn (see `Store::sqlite_writer`).
-    Sqlite(
-        Transaction<'static, Sqlite>,
-        tokio::sync::OwnedMutexGuard<()>,
-    ),
-    Postgres(Transaction<'static, Postgres>),
-}
-
-/// Runs `$body` with `$conn` bound to the transaction's connection.
-macro_rules! on_tx {
-    ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            Tx::Sqlite(t, _) => {
-                let $conn = &mut **t;
-                $body
-            }
-            Tx::Postgres(t) => {
-                let $conn = &mut **t;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use on_tx;
-
 impl Store {
-    /// Starts a write transaction that other writers queue behind.
-    pub(crate) async fn begin_write(&self) -> Result<Tx> {
-        Ok(match &self.backend {
-            Backend::Sqlite(pool) => {
-                let turn = self.sqlite_writer.clone().lock_owned().await;
-                Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?, turn)
-            }
-            Backend::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
-    }
-
     /// Creates a patient (chart added) or, when the MRN is already known in
     /// the practice, updates it (what an HL7 A04/A28 means). Records the
     /// triggers and their decisions.
@@ -407,15 +346,6 @@ impl Tx {
         Ok(outcomes)
     }
 
-    pub(crate) async fn commit(self) -> Result<()> {
-        match self {
-            // The write turn passes on once the commit is done.
-            Tx::Sqlite(t, _turn) => t.commit().await?,
-            Tx::Postgres(t) => t.commit().await?,
-        }
-        Ok(())
-    }
-
     /// Serialises writers of one patient. SQLite already holds the database
     /// write lock (`BEGIN IMMEDIATE`); PostgreSQL locks the row.
     pub(crate) async fn lock_patient(&mut self, patient_id: i64) -> Result<()> {
@@ -424,16 +354,6 @@ impl Tx {
             sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(patient_id).fetch_optional(c).await
         })?;
         found.map(|_| ()).ok_or(StoreError::NotFound("patient"))
-    }
-
-    /// What a `SELECT` appends to lock the rows it reads: `FOR UPDATE` on
-    /// PostgreSQL; SQLite's write transaction already excludes every other
-    /// writer.
-    pub(crate) fn row_lock(&self) -> &'static str {
-        match self {
-            Tx::Sqlite(..) => "",
-            Tx::Postgres(_) => "FOR UPDATE",
-        }
     }
 
     pub(crate) async fn practice(&mut self, practice_id: i64) -> Result<Practice> {

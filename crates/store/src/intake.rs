@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::AssertSqlSafe;
 
-use crate::enrollment::{Tx, on_tx};
 use crate::model::PracticeRow;
+use crate::tx::{Tx, on_tx};
 use crate::{Practice, Result, Source, Store, StoreError, from_ms, on_pool, to_ms};
 
 /// A patient as one message describes it: only what it sent.

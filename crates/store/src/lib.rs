@@ -7,6 +7,8 @@
 //! backend's pool with `on_pool!`/`on_tx!`, which expand the same block once
 //! per backend. We chose this over sqlx's `Any` driver, which lacks
 //! compile-time types and transaction control such as `BEGIN IMMEDIATE`.
+//! The few clauses that do differ between the engines are decided in
+//! `engine`; a write transaction is a `tx::Tx`.
 //!
 //! Rules that must hold under concurrency (R6 coalescing, R7 cap, idempotent
 //! Enroll Now) are enforced in `enrollment`, inside the transaction that
@@ -15,6 +17,7 @@
 
 mod batch;
 mod cap;
+mod engine;
 mod enrollment;
 mod intake;
 mod model;
@@ -25,25 +28,26 @@ mod settings;
 mod staff;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tx;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::Engine;
 use jiff::Timestamp;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use enrollment::{EnrollOutcome, TriggerOutcome};
 pub use intake::{
     AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageQuery, MessageStatus,
     PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
 };
 pub use model::{
-    AuditEntry, Invite, InviteKind, InviteState, NewPractice, Patient, PatientQuery, Practice,
-    SaveOutcome, Source, StaffUser, TimelineEntry,
+    AuditEntry, EnrollOutcome, Invite, InviteKind, InviteState, NewPractice, Patient, PatientQuery,
+    Practice, SaveOutcome, Source, StaffUser, TimelineEntry, TriggerOutcome,
 };
 pub use outbox::{
     Channel, ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport,
@@ -84,6 +88,15 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 enum Backend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+impl Backend {
+    fn engine(&self) -> Engine {
+        match self {
+            Backend::Sqlite(_) => Engine::Sqlite,
+            Backend::Postgres(_) => Engine::Postgres,
+        }
+    }
 }
 
 /// The database, cheap to clone (it holds a connection pool).
@@ -251,19 +264,13 @@ impl Store {
 
     /// "sqlite" or "postgres".
     pub fn engine(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        }
+        self.backend.engine().name()
     }
 
     /// How many write transactions are worth running at once: SQLite has
     /// one writer; PostgreSQL overlaps the round trips of a few.
     pub fn concurrent_writers(&self) -> usize {
-        match self.backend {
-            Backend::Sqlite(_) => 1,
-            Backend::Postgres(_) => 4,
-        }
+        self.backend.engine().concurrent_writers()
     }
 
     /// A round trip to the database, for `/readyz` and `enroll doctor`.

@@ -1,13 +1,13 @@
 //! The store's records, and their conversion from database rows.
 
 use enroll_core::{
-    ChartFlags, Demographics, PatientFacts, PatientResponse, Schedule, ValidSchedule, check,
+    ChartFlags, Decision, Demographics, PatientFacts, PatientResponse, Refusal, Schedule, Trigger,
+    ValidSchedule, check,
 };
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::enrollment::TriggerOutcome;
 use crate::{Result, StoreError, from_ms, opt_from_ms};
 
 /// Where a change came from, recorded on the timeline (R2).
@@ -225,6 +225,29 @@ impl PatientRow {
 
 /// The result of creating or updating a patient: the record as stored and
 /// what each trigger led to.
+/// What one trigger led to (R2 + the decision of R3-R8).
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerOutcome {
+    pub trigger: Trigger,
+    pub decision: Decision,
+    pub invite_id: Option<i64>,
+}
+
+/// The answer to Enroll Now (R9).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum EnrollOutcome {
+    /// An invite was recorded; `replayed` is true when this request repeated
+    /// an earlier one with the same idempotency key (no new send).
+    Queued {
+        invite: Invite,
+        replayed: bool,
+    },
+    Refused {
+        refusal: Refusal,
+    },
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SaveOutcome {
     pub patient: Patient,

@@ -1,0 +1,102 @@
+//! Claiming due invites with a lease, and reading what was claimed.
+
+use jiff::{SignedDuration, Timestamp};
+use sqlx::AssertSqlSafe;
+use std::collections::HashMap;
+
+use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow};
+use crate::tx::{Tx, on_tx};
+use crate::{Invite, InviteState, Patient, Result, Store, to_ms};
+
+impl Store {
+    /// Claims up to `limit` invites that are due (scheduled or queued, due
+    /// at or before `now`, not claimed by a live lease), oldest first.
+    /// PostgreSQL skips rows another instance is claiming at this moment
+    /// (`Engine::claim_lock`); SQLite runs one writer at a time.
+    pub async fn claim_due_invites(
+        &self,
+        worker: &str,
+        now: Timestamp,
+        lease: SignedDuration,
+        limit: i64,
+    ) -> Result<Vec<i64>> {
+        let engine = self.backend.engine();
+        let (index, lock) = (engine.claim_index_hint(), engine.claim_lock());
+        let sql = format!(
+            "UPDATE invites SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
+               SELECT id FROM invites {index} WHERE state IN ('scheduled', 'queued') AND due_at <= $3 \
+               AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY due_at, id LIMIT $4 {lock}) \
+             RETURNING id"
+        );
+        let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
+        // Planned afresh on PostgreSQL, as batch statements are (see
+        // `Engine::keeps_batch_plans`): a plan kept from when few invites
+        // were pending sorts them all once thousands are.
+        let persistent = engine.keeps_batch_plans();
+        let mut ids: Vec<i64> = crate::on_pool!(self, pool => {
+            sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
+                .persistent(persistent)
+                .bind(worker)
+                .bind(to_ms(until))
+                .bind(to_ms(now))
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+}
+
+impl Tx {
+    /// The invites among `ids` still claimed by `worker`, sorted by patient
+    /// then id (the order patients are locked in).
+    pub(super) async fn claimed_invites(
+        &mut self,
+        ids: &[i64],
+        worker: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Invite>> {
+        // The state is checked here rather than in SQL: SQLite, without
+        // statistics, would rather walk an index on the state through every
+        // pending invite than look the ids up.
+        let (ids_match, json) = self.id_list("id", ids.iter().copied())?;
+        let persistent = self.keeps_batch_plans();
+        let sql = format!(
+            "SELECT {INVITE_COLUMNS} FROM invites WHERE {ids_match} \
+             AND claimed_by = $2 AND claimed_until >= $3 ORDER BY patient_id, id"
+        );
+        let rows: Vec<InviteRow> = on_tx!(self, c => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).persistent(persistent).bind(&json).bind(worker).bind(to_ms(now)).fetch_all(c).await
+        })?;
+        let invites: Vec<Invite> = rows
+            .into_iter()
+            .map(InviteRow::into_invite)
+            .collect::<Result<_>>()?;
+        Ok(invites
+            .into_iter()
+            .filter(|invite| matches!(invite.state, InviteState::Scheduled | InviteState::Queued))
+            .collect())
+    }
+
+    /// Reads and locks the patients, in ascending id order.
+    pub(super) async fn lock_patients(
+        &mut self,
+        mut ids: Vec<i64>,
+    ) -> Result<HashMap<i64, Patient>> {
+        ids.sort_unstable();
+        ids.dedup();
+        let (ids_match, json) = self.id_list("id", ids.iter().copied())?;
+        let persistent = self.keeps_batch_plans();
+        let sql = format!(
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE {ids_match} ORDER BY id {}",
+            self.row_lock()
+        );
+        let rows: Vec<PatientRow> = on_tx!(self, c => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).persistent(persistent).bind(&json).fetch_all(c).await
+        })?;
+        rows.into_iter()
+            .map(|row| row.into_patient().map(|p| (p.id, p)))
+            .collect()
+    }
+}
