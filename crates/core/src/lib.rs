@@ -33,8 +33,8 @@ pub use invite::{InviteKind, InviteState};
 pub use language::Language;
 pub use merge::{ChartFlags, merged_flags};
 pub use policy::{
-    Decision, Ineligible, PatientFacts, PatientResponse, PracticeRules, Refusal, SendHistory,
-    decide_auto, decide_manual,
+    AutoDecision, Ineligible, ManualDecision, PatientFacts, PatientResponse, PracticeRules,
+    Refusal, SendHistory, decide_auto, decide_manual,
 };
 pub use practice::{InvalidPracticeCode, PRACTICE_CODE_MAX_LEN, PracticeCode};
 pub use role::Role;

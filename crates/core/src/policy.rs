@@ -193,21 +193,35 @@ impl Refusal {
     }
 }
 
+/// What an auto trigger leads to (R3-R8). Serialized with the tag
+/// `decision` (`{"decision": "queue", "at": ...}`), as the API and the
+/// timeline show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
-pub enum Decision {
+pub enum AutoDecision {
     /// Record a send now (it counts toward the cap from now).
     SendNow,
-    /// Auto only: outside the schedule; queue until `at` (the next opening).
+    /// Outside the schedule; queue until `at` (the next opening).
     Queue { at: Timestamp },
-    /// Auto only: an auto invite is already queued; this trigger attaches to it.
+    /// An auto invite is already queued; this trigger attaches to it.
     Coalesced,
-    /// Auto only: the cap (R7) would be exceeded at the time of sending.
+    /// The cap (R7) would be exceeded at the time of sending.
     Suppressed { next_possible_at: Timestamp },
-    /// Auto only: not eligible (R3/R4); every reason is listed.
+    /// Not eligible (R3/R4); every reason is listed.
     NotInvited { reasons: Vec<Ineligible> },
-    /// Manual only.
-    Refused { refusal: Refusal },
+}
+
+/// What an Enroll Now leads to (R9): a send at once (the schedule does not
+/// apply), or one refusal. Serialized with the same `decision` tag as
+/// [`AutoDecision`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum ManualDecision {
+    /// Record a send now (it counts toward the cap from now).
+    SendNow,
+    Refused {
+        refusal: Refusal,
+    },
 }
 
 /// The decision for an auto trigger at `now`. Order: eligibility (all
@@ -226,7 +240,7 @@ pub fn decide_auto(
     practice: &PracticeRules<'_>,
     history: &SendHistory,
     now: Timestamp,
-) -> Decision {
+) -> AutoDecision {
     let _ = trigger;
     let mut reasons = Vec::new();
     if !practice.auto_invites_on {
@@ -252,23 +266,23 @@ pub fn decide_auto(
         });
     }
     if !reasons.is_empty() {
-        return Decision::NotInvited { reasons };
+        return AutoDecision::NotInvited { reasons };
     }
     if history.auto_invite_pending {
-        return Decision::Coalesced;
+        return AutoDecision::Coalesced;
     }
     let Some(send_at) = practice.schedule.next_open(now) else {
-        return Decision::NotInvited {
+        return AutoDecision::NotInvited {
             reasons: vec![Ineligible::ScheduleNeverOpens],
         };
     };
     if let Some(next_possible_at) = next_send_possible_at(&history.counted_sends, send_at) {
-        return Decision::Suppressed { next_possible_at };
+        return AutoDecision::Suppressed { next_possible_at };
     }
     if send_at == now {
-        Decision::SendNow
+        AutoDecision::SendNow
     } else {
-        Decision::Queue { at: send_at }
+        AutoDecision::Queue { at: send_at }
     }
 }
 
@@ -279,7 +293,11 @@ pub fn decide_auto(
 ///
 /// Only one refusal is given because staff act on one at a time, and the
 /// order puts first what no edit of the chart can fix.
-pub fn decide_manual(patient: &PatientFacts, history: &SendHistory, now: Timestamp) -> Decision {
+pub fn decide_manual(
+    patient: &PatientFacts,
+    history: &SendHistory,
+    now: Timestamp,
+) -> ManualDecision {
     let refusal = if patient.activated {
         Some(Refusal::AlreadyActive)
     } else if patient.deceased {
@@ -297,8 +315,8 @@ pub fn decide_manual(patient: &PatientFacts, history: &SendHistory, now: Timesta
             .map(|next_possible_at| Refusal::CapReached { next_possible_at })
     };
     match refusal {
-        Some(refusal) => Decision::Refused { refusal },
-        None => Decision::SendNow,
+        Some(refusal) => ManualDecision::Refused { refusal },
+        None => ManualDecision::SendNow,
     }
 }
 
@@ -371,12 +389,12 @@ mod tests {
         vec![t - DAY * 20, t - DAY * 10, t - DAY * 5, t - HOUR]
     }
 
-    fn queue(at: &str) -> Decision {
-        Decision::Queue { at: ts(at) }
+    fn queue(at: &str) -> AutoDecision {
+        AutoDecision::Queue { at: ts(at) }
     }
 
-    fn not_invited(reasons: Vec<Ineligible>) -> Decision {
-        Decision::NotInvited { reasons }
+    fn not_invited(reasons: Vec<Ineligible>) -> AutoDecision {
+        AutoDecision::NotInvited { reasons }
     }
 
     #[test]
@@ -422,9 +440,9 @@ mod tests {
         let oldest = ts("2026-10-25T07:00:00-04:00");
         let expires_overnight = vec![oldest, evening - DAY * 3, evening - DAY, evening - HOUR];
         #[rustfmt::skip]
-        let rows: Vec<(&str, bool, PatientFacts, SendHistory, Timestamp, Decision)> = vec![
-            ("eligible, inside the schedule", true, eligible(), sent(vec![]), now, Decision::SendNow),
-            ("at the opening instant", true, eligible(), sent(vec![]), ts("2026-11-23T08:00:00-05:00"), Decision::SendNow),
+        let rows: Vec<(&str, bool, PatientFacts, SendHistory, Timestamp, AutoDecision)> = vec![
+            ("eligible, inside the schedule", true, eligible(), sent(vec![]), now, AutoDecision::SendNow),
+            ("at the opening instant", true, eligible(), sent(vec![]), ts("2026-11-23T08:00:00-05:00"), AutoDecision::SendNow),
             ("outside: queued for the next opening", true, eligible(), sent(vec![]), evening, queue("2026-11-24T08:00:00-05:00")),
             ("Friday evening: queued for Monday", true, eligible(), sent(vec![]), ts("2026-11-20T17:00:00-05:00"), queue("2026-11-23T08:00:00-05:00")),
             ("auto invites off", false, eligible(), sent(vec![]), now, not_invited(vec![Ineligible::AutoInvitesOff])),
@@ -433,7 +451,7 @@ mod tests {
             ("declined", true, facts(|f| f.response = Some(PatientResponse::Declined)), sent(vec![]), now, not_invited(vec![Ineligible::Declined])),
             ("deferred", true, facts(|f| f.response = Some(PatientResponse::Deferred)), sent(vec![]), now, not_invited(vec![Ineligible::Deferred])),
             ("opted out, no phone", true, facts(|f| f.email_opted_out = true), sent(vec![]), now, not_invited(vec![Ineligible::OptedOut])),
-            ("email opted out, phone reachable", true, facts(|f| { f.email_opted_out = true; f.has_cell_phone = true; }), sent(vec![]), now, Decision::SendNow),
+            ("email opted out, phone reachable", true, facts(|f| { f.email_opted_out = true; f.has_cell_phone = true; }), sent(vec![]), now, AutoDecision::SendNow),
             ("missing fields", true, facts(|f| f.missing = missing(&[Field::Email])), sent(vec![]),
                 now, not_invited(vec![Ineligible::MissingFields { problems: missing(&[Field::Email]) }])),
             ("every reason listed", false, all_bad.clone(), sent(vec![]), now, not_invited(vec![
@@ -446,19 +464,19 @@ mod tests {
                 now, not_invited(vec![Ineligible::Deceased])),
             ("auto off, even when capped", false, eligible(), sent(four_sends_before(now)), now, not_invited(vec![Ineligible::AutoInvitesOff])),
             ("pending auto invite: coalesced", true, eligible(),
-                SendHistory { counted_sends: vec![], auto_invite_pending: true }, now, Decision::Coalesced),
+                SendHistory { counted_sends: vec![], auto_invite_pending: true }, now, AutoDecision::Coalesced),
             ("pending beats cap", true, eligible(),
-                SendHistory { counted_sends: four_sends_before(evening), auto_invite_pending: true }, evening, Decision::Coalesced),
+                SendHistory { counted_sends: four_sends_before(evening), auto_invite_pending: true }, evening, AutoDecision::Coalesced),
             ("cap reached inside the schedule", true, eligible(), sent(four_sends_before(now)), now,
-                Decision::Suppressed { next_possible_at: now - DAY * 20 + DAY * 30 }),
-            ("three sends: not capped", true, eligible(), sent(four_sends_before(now)[1..].to_vec()), now, Decision::SendNow),
+                AutoDecision::Suppressed { next_possible_at: now - DAY * 20 + DAY * 30 }),
+            ("three sends: not capped", true, eligible(), sent(four_sends_before(now)[1..].to_vec()), now, AutoDecision::SendNow),
             ("capped now, free at the next opening", true, eligible(), sent(expires_overnight), evening,
                 queue("2026-11-24T08:00:00-05:00")),
             ("capped at the next opening", true, eligible(), sent(four_sends_before(evening)), evening,
-                Decision::Suppressed { next_possible_at: evening - DAY * 20 + DAY * 30 }),
+                AutoDecision::Suppressed { next_possible_at: evening - DAY * 20 + DAY * 30 }),
             ("a future send caps the send time", true, eligible(),
                 sent(vec![evening - DAY * 5, evening - DAY * 3, evening - DAY, ts("2026-11-24T09:00:00-05:00")]),
-                evening, Decision::Suppressed { next_possible_at: evening - DAY * 5 + DAY * 30 }),
+                evening, AutoDecision::Suppressed { next_possible_at: evening - DAY * 5 + DAY * 30 }),
         ];
         let triggers = [
             Trigger::ChartAdded,
@@ -508,7 +526,7 @@ mod tests {
     #[test]
     fn r5_decide_auto_across_dst() {
         #[rustfmt::skip]
-        let rows: Vec<(&str, ValidSchedule, &str, Decision)> = vec![
+        let rows: Vec<(&str, ValidSchedule, &str, AutoDecision)> = vec![
             ("Saturday 22:00 queues to Monday", office("America/New_York"),
                 "2026-11-21T22:00:00-05:00", queue("2026-11-23T08:00:00-05:00")),
             ("Saturday 22:00 EDT, fall-back weekend: Monday 08:00 EST", office("America/New_York"),
@@ -520,7 +538,7 @@ mod tests {
             ("second 01:30 of the repeated hour", office("America/New_York"),
                 "2026-11-01T01:30:00-05:00", queue("2026-11-02T08:00:00-05:00")),
             ("second 01:30, Sunday window 01:00-02:00: still open", sunday("America/New_York", (1, 0), (2, 0)),
-                "2026-11-01T01:30:00-05:00", Decision::SendNow),
+                "2026-11-01T01:30:00-05:00", AutoDecision::SendNow),
             ("00:30 EDT, Sunday window 01:00-02:00", sunday("America/New_York", (1, 0), (2, 0)),
                 "2026-11-01T00:30:00-04:00", queue("2026-11-01T01:00:00-04:00")),
             ("second 01:15, Sunday window 00:00-01:30: closed, next week", sunday("America/New_York", (0, 0), (1, 30)),
@@ -565,15 +583,15 @@ mod tests {
             f.email_opted_out = true;
             f.missing = missing(&[Field::DateOfBirth, Field::Email]);
         };
-        let refused = |refusal| Decision::Refused { refusal };
+        let refused = |refusal| ManualDecision::Refused { refusal };
         #[rustfmt::skip]
-        let rows: Vec<(&str, PatientFacts, SendHistory, Decision)> = vec![
-            ("eligible, outside any schedule", eligible(), sent(vec![]), Decision::SendNow),
+        let rows: Vec<(&str, PatientFacts, SendHistory, ManualDecision)> = vec![
+            ("eligible, outside any schedule", eligible(), sent(vec![]), ManualDecision::SendNow),
             ("a pending auto invite does not matter", eligible(),
-                SendHistory { counted_sends: vec![], auto_invite_pending: true }, Decision::SendNow),
-            ("three sends", eligible(), sent(capped[1..].to_vec()), Decision::SendNow),
+                SendHistory { counted_sends: vec![], auto_invite_pending: true }, ManualDecision::SendNow),
+            ("three sends", eligible(), sent(capped[1..].to_vec()), ManualDecision::SendNow),
             ("email opted out, phone reachable", facts(|f| { f.email_opted_out = true; f.has_cell_phone = true; }),
-                sent(vec![]), Decision::SendNow),
+                sent(vec![]), ManualDecision::SendNow),
             ("already active first", facts(everything), sent(capped.clone()), refused(Refusal::AlreadyActive)),
             ("then deceased", facts(|f| { everything(f); f.activated = false; }), sent(capped.clone()), refused(Refusal::Deceased)),
             ("then responded (deferred)", facts(|f| { everything(f); f.activated = false; f.deceased = false; }),
@@ -682,18 +700,18 @@ mod tests {
     fn decisions_as_json() {
         let at = ts("2026-11-24T13:00:00Z");
         assert_eq!(
-            serde_json::to_value(Decision::Queue { at }).unwrap(),
+            serde_json::to_value(AutoDecision::Queue { at }).unwrap(),
             serde_json::json!({"decision": "queue", "at": "2026-11-24T13:00:00Z"})
         );
         assert_eq!(
-            serde_json::to_value(Decision::NotInvited {
+            serde_json::to_value(AutoDecision::NotInvited {
                 reasons: vec![Ineligible::AutoInvitesOff]
             })
             .unwrap(),
             serde_json::json!({"decision": "not_invited", "reasons": [{"reason": "auto_invites_off"}]})
         );
         assert_eq!(
-            serde_json::to_value(Decision::Refused {
+            serde_json::to_value(ManualDecision::Refused {
                 refusal: Refusal::PatientResponded {
                     response: PatientResponse::Declined
                 }

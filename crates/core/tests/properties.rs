@@ -6,9 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use enroll_core::{
-    CAP_WINDOW, Decision, Demographics, Field, PatientFacts, PracticeRules, Refusal, Schedule,
-    SendHistory, Trigger, ValidSchedule, Window, changed_required_fields, check, decide_auto,
-    decide_manual, next_send_possible_at,
+    AutoDecision, CAP_WINDOW, Demographics, Field, ManualDecision, PatientFacts, PracticeRules,
+    Refusal, Schedule, SendHistory, Trigger, ValidSchedule, Window, changed_required_fields, check,
+    decide_auto, decide_manual, next_send_possible_at,
 };
 use jiff::civil::{Date, Time, Weekday, date};
 use jiff::{SignedDuration, Timestamp};
@@ -276,21 +276,21 @@ fn simulate(
         match event {
             Event::Auto(trigger) => {
                 match decide_auto(trigger, &patient, &practice, &history, now) {
-                    Decision::SendNow => {
+                    AutoDecision::SendNow => {
                         prop_assert!(schedule.is_open(now), "SendNow at {now}, schedule closed");
                         sends.push((now, Via::Auto));
                     }
-                    Decision::Queue { at } => {
+                    AutoDecision::Queue { at } => {
                         prop_assert!(pending.is_none(), "a second queued auto invite (R6)");
                         prop_assert!(at > now, "queued at {at}, not after {now}");
                         prop_assert!(!schedule.is_open(now), "queued at {now} although open");
                         prop_assert_eq!(schedule.next_open(now), Some(at));
                         pending = Some((at, trigger.clone()));
                     }
-                    Decision::Coalesced => {
+                    AutoDecision::Coalesced => {
                         prop_assert!(pending.is_some(), "coalesced with nothing")
                     }
-                    Decision::Suppressed { next_possible_at } => {
+                    AutoDecision::Suppressed { next_possible_at } => {
                         prop_assert!(next_possible_at > now);
                         let send_at = schedule.next_open(now).unwrap();
                         prop_assert_eq!(
@@ -302,8 +302,8 @@ fn simulate(
                 }
             }
             Event::Manual => match decide_manual(&patient, &history, now) {
-                Decision::SendNow => sends.push((now, Via::Manual)),
-                Decision::Refused {
+                ManualDecision::SendNow => sends.push((now, Via::Manual)),
+                ManualDecision::Refused {
                     refusal: Refusal::CapReached { next_possible_at },
                 } => {
                     prop_assert!(next_possible_at > now);

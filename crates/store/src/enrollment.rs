@@ -9,7 +9,7 @@
 //! queued auto invite (R6).
 
 use enroll_core::{
-    CAP_WINDOW, Decision, Demographics, PracticeRules, SendHistory, Trigger,
+    AutoDecision, CAP_WINDOW, Demographics, ManualDecision, PracticeRules, SendHistory, Trigger,
     changed_required_fields, decide_auto, decide_manual,
 };
 use jiff::Timestamp;
@@ -175,7 +175,7 @@ impl Store {
         let today = practice.schedule.local_date(now);
         let history = tx.send_history(patient_id, now).await?;
         let outcome = match decide_manual(&patient.facts(today), &history, now) {
-            Decision::Refused { refusal } => {
+            ManualDecision::Refused { refusal } => {
                 tx.timeline(
                     patient_id,
                     now,
@@ -186,7 +186,7 @@ impl Store {
                 .await?;
                 EnrollOutcome::Refused { refusal }
             }
-            _ => {
+            ManualDecision::SendNow => {
                 tx.cancel_scheduled(patient_id, "superseded by Enroll Now", source, now)
                     .await?;
                 let new = NewInvite {
@@ -517,13 +517,13 @@ impl Tx {
         let decision = decide_auto(&trigger, &facts, &rules, &history, now);
         let key = trigger.key();
         let new = match &decision {
-            Decision::SendNow => Some(NewInvite::auto(InviteState::Queued, key, now)),
-            Decision::Queue { at } => Some(NewInvite::auto(InviteState::Scheduled, key, *at)),
-            Decision::Suppressed { next_possible_at } => Some(NewInvite {
+            AutoDecision::SendNow => Some(NewInvite::auto(InviteState::Queued, key, now)),
+            AutoDecision::Queue { at } => Some(NewInvite::auto(InviteState::Scheduled, key, *at)),
+            AutoDecision::Suppressed { next_possible_at } => Some(NewInvite {
                 next_possible_at: Some(*next_possible_at),
                 ..NewInvite::auto(InviteState::Suppressed, key, now)
             }),
-            Decision::Coalesced | Decision::NotInvited { .. } | Decision::Refused { .. } => None,
+            AutoDecision::Coalesced | AutoDecision::NotInvited { .. } => None,
         };
         let invite_id = match new {
             Some(new) => Some(self.insert_invite(&patient, &new, source, now).await?.id),

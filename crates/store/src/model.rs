@@ -1,8 +1,8 @@
 //! The store's records, and their conversion from database rows.
 
 use enroll_core::{
-    ChartFlags, Decision, Demographics, PatientFacts, PatientResponse, Refusal, Schedule, Trigger,
-    ValidSchedule, check,
+    AutoDecision, ChartFlags, Demographics, PatientFacts, PatientResponse, Refusal, Schedule,
+    Trigger, ValidSchedule, check,
 };
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -229,7 +229,7 @@ impl PatientRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct TriggerOutcome {
     pub trigger: Trigger,
-    pub decision: Decision,
+    pub decision: AutoDecision,
     pub invite_id: Option<i64>,
 }
 

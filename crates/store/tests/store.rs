@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use enroll_core::{Decision, Demographics, Refusal, Schedule, Trigger};
+use enroll_core::{AutoDecision, Demographics, Refusal, Schedule, Trigger};
 use enroll_store::testing::{ENGINES, Engine, TestDb};
 use enroll_store::{EnrollOutcome, InviteState, PatientQuery, Source, Store, StoreError};
 use jiff::{SignedDuration, Timestamp};
@@ -310,7 +310,7 @@ async fn triggers_outside_the_schedule_wait_for_the_next_opening() {
         assert_eq!(saved.triggers.len(), 1, "{engine:?}");
         assert_eq!(
             saved.triggers[0].decision,
-            Decision::Queue { at: monday_open },
+            AutoDecision::Queue { at: monday_open },
             "{engine:?}"
         );
         let invites = db.store.patient_invites(saved.patient.id).await.unwrap();
@@ -333,7 +333,7 @@ async fn triggers_outside_the_schedule_wait_for_the_next_opening() {
             )
             .await
             .unwrap();
-        assert_eq!(outcome.decision, Decision::Coalesced, "{engine:?}");
+        assert_eq!(outcome.decision, AutoDecision::Coalesced, "{engine:?}");
 
         // Enroll Now replaces the waiting auto invite and goes at once.
         let EnrollOutcome::Queued { invite, .. } = db
@@ -375,7 +375,7 @@ async fn only_a_required_field_change_is_a_trigger() {
             .await
             .unwrap();
         assert!(
-            matches!(&saved.triggers[0].decision, Decision::NotInvited { .. }),
+            matches!(&saved.triggers[0].decision, AutoDecision::NotInvited { .. }),
             "{engine:?}: no email, no invite"
         );
         d.cell_phone = Some("+1 617 555 0199".into());
@@ -398,7 +398,7 @@ async fn only_a_required_field_change_is_a_trigger() {
         assert_eq!(saved.triggers.len(), 1, "{engine:?}");
         assert_eq!(
             saved.triggers[0].decision,
-            Decision::SendNow,
+            AutoDecision::SendNow,
             "{engine:?}: the email completed the chart"
         );
         let timeline = db.store.patient_timeline(saved.patient.id).await.unwrap();
@@ -435,7 +435,11 @@ async fn activation_cancels_waiting_invites_and_refuses_enroll_now() {
             .create_patient(practice.id, "M1", &complete("Gus", "Active"), &api(), now)
             .await
             .unwrap();
-        assert_eq!(saved.triggers[0].decision, Decision::SendNow, "{engine:?}");
+        assert_eq!(
+            saved.triggers[0].decision,
+            AutoDecision::SendNow,
+            "{engine:?}"
+        );
         db.store
             .mark_activated(saved.patient.id, &api(), now)
             .await

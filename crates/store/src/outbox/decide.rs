@@ -2,7 +2,8 @@
 //! the patient's data of this moment (R4-R7).
 
 use enroll_core::{
-    Decision, PracticeRules, SMS_DAY, SendHistory, Trigger, check, decide_auto, decide_manual,
+    AutoDecision, ManualDecision, PracticeRules, SMS_DAY, SendHistory, Trigger, check, decide_auto,
+    decide_manual,
 };
 use jiff::Timestamp;
 use serde_json::json;
@@ -43,18 +44,18 @@ impl Tx {
             };
             let trigger = queued_for(invite);
             match decide_auto(&trigger, &facts, &rules, &history, now) {
-                Decision::SendNow => {
+                AutoDecision::SendNow => {
                     self.count_now(invite.id, now).await?;
                     ledger.counted(patient.id, invite.id, now);
                 }
-                Decision::Queue { at } => {
+                AutoDecision::Queue { at } => {
                     self.reschedule(invite.id, at).await?;
                     let detail = json!({ "invite_id": invite.id, "due_at": at });
                     self.timeline(patient.id, now, "invite_rescheduled", detail, &source)
                         .await?;
                     return Ok(Decided::Skipped("outside the schedule".into()));
                 }
-                Decision::Suppressed { next_possible_at } => {
+                AutoDecision::Suppressed { next_possible_at } => {
                     self.suppress_invite(invite.id, next_possible_at).await?;
                     let detail =
                         json!({ "invite_id": invite.id, "next_possible_at": next_possible_at });
@@ -62,15 +63,17 @@ impl Tx {
                         .await?;
                     return Ok(Decided::Skipped("cap reached".into()));
                 }
-                Decision::NotInvited { reasons } => {
+                AutoDecision::NotInvited { reasons } => {
                     let words: Vec<String> = reasons.iter().map(|r| r.message()).collect();
                     return self.cancel_one(invite, &words.join("; "), now).await;
                 }
-                Decision::Coalesced | Decision::Refused { .. } => {
+                // No other auto invite is counted as waiting (above), so the
+                // rules do not coalesce this one; should they, it gives way.
+                AutoDecision::Coalesced => {
                     return self.cancel_one(invite, "superseded", now).await;
                 }
             }
-        } else if let Decision::Refused { refusal } =
+        } else if let ManualDecision::Refused { refusal } =
             decide_manual(&facts, &SendHistory::default(), now)
         {
             // Already counted: first whether the patient may still be
