@@ -248,12 +248,12 @@ fn simulate(
         };
         Ok(
             match decide_auto(trigger, &patient, &practice, &history, at) {
-                Decision::SendNow => {
+                AutoDecision::SendNow => {
                     sends.push((at, Via::Auto));
                     None
                 }
-                Decision::Queue { at: later } => Some((later, trigger.clone())),
-                Decision::Suppressed { .. } => None,
+                AutoDecision::Queue { at: later } => Some((later, trigger.clone())),
+                AutoDecision::Suppressed { .. } => None,
                 other => {
                     prop_assert!(false, "a due invite decided {other:?}");
                     None
