@@ -16,58 +16,7 @@ use crate::Result;
 use crate::engine::{Col, JsonRows, to_json};
 use crate::tx::{Tx, on_tx};
 
-/// One line of a patient's timeline, for [`Tx::timeline_rows`].
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct TimelineRow {
-    pub patient_id: i64,
-    pub kind: &'static str,
-    /// The `detail` column: a JSON object as text.
-    pub detail: String,
-}
-
 impl Tx {
-    /// Appends `rows` to the timeline in one statement, all at `at` and by
-    /// the same source.
-    pub(crate) async fn timeline_rows(
-        &mut self,
-        rows: &[TimelineRow],
-        at: i64,
-        source: &crate::Source,
-    ) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let table = JsonRows::new(
-            self.engine(),
-            1,
-            &[
-                ("patient_id", Col::Int),
-                ("kind", Col::Text),
-                ("detail", Col::Text),
-            ],
-        )
-        .table();
-        let sql = format!(
-            "INSERT INTO timeline (patient_id, at, kind, detail, source, reference, actor) \
-             SELECT v.patient_id, $2, v.kind, v.detail, $3, $4, $5 FROM {table}"
-        );
-        let json = to_json(rows)?;
-        let persistent = self.keeps_batch_plans();
-        on_tx!(self, c => {
-            sqlx::query(AssertSqlSafe(sql.as_str()))
-                .persistent(persistent)
-                .bind(&json)
-                .bind(at)
-                .bind(&source.channel)
-                .bind(&source.reference)
-                .bind(&source.actor)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
     /// Runs the statement `sql` writes for `rows` (bound at `$1` and read
     /// through the [`JsonRows`] it is given), with `at` as `$2` when given.
     pub(crate) async fn write_rows<T: Serialize>(

@@ -3,14 +3,13 @@
 
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::json;
 use sqlx::AssertSqlSafe;
 use std::collections::HashSet;
 
 use super::decide::Attempt;
 use super::{Channel, DeliveryJob, DeliveryPolicy, system};
-use crate::batch::TimelineRow;
 use crate::engine::Col;
+use crate::timeline::{TimelineEvent, TimelineRow};
 use crate::tx::{Tx, on_tx};
 use crate::{Result, to_ms};
 
@@ -77,12 +76,12 @@ impl Tx {
         let lines: Vec<TimelineRow> = jobs
             .iter()
             .filter(|job| job.resumed_after_interruption)
-            .map(|job| TimelineRow {
-                patient_id: job.patient_id,
-                kind: "invite_resent_after_interruption",
-                detail: json!({ "invite_id": job.invite_id, "attempt": job.attempt,
-                    "note": "the previous attempt stopped after handing the invite over; sending again with the same Message-ID" })
-                .to_string(),
+            .map(|job| {
+                let resent = TimelineEvent::InviteResentAfterInterruption {
+                    invite_id: job.invite_id,
+                    attempt: job.attempt,
+                };
+                TimelineRow::new(job.patient_id, &resent)
             })
             .collect();
         self.timeline_rows(&lines, to_ms(now), &system()).await?;

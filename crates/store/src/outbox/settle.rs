@@ -4,7 +4,6 @@
 use enroll_core::{AttemptOutcome, ChannelAnswer, RetryPolicy};
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::json;
 use sqlx::AssertSqlSafe;
 use std::collections::HashSet;
 
@@ -12,8 +11,8 @@ use super::{
     Channel, ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Finished,
     system,
 };
-use crate::batch::TimelineRow;
 use crate::engine::Col;
+use crate::timeline::{TimelineEvent, TimelineRow};
 use crate::tx::{Tx, on_tx};
 use crate::{Result, Store, StoreError, to_ms};
 
@@ -218,22 +217,41 @@ impl Settlement {
                 channels,
                 other_channel,
             } => {
-                let detail = json!({ "invite_id": job.invite_id, "channels": channels, "attempt": job.attempt, "other_channel": other_channel });
+                self.line(
+                    job,
+                    &TimelineEvent::InviteSent {
+                        invite_id: job.invite_id,
+                        channels: &channels,
+                        attempt: job.attempt,
+                        other_channel: other_channel.as_deref(),
+                    },
+                );
                 self.invite(job, "sent", Some(to_ms(now)), other_channel, None);
-                self.line(job, "invite_sent", detail);
                 Finished::Sent
             }
             AttemptOutcome::Retry { at, reason } => {
-                let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "retry_at": at, "reason": reason });
+                self.line(
+                    job,
+                    &TimelineEvent::InviteRetryScheduled {
+                        invite_id: job.invite_id,
+                        attempt: job.attempt,
+                        retry_at: at,
+                        reason: &reason,
+                    },
+                );
                 self.invite(job, "queued", None, Some(reason), Some(to_ms(at)));
-                self.line(job, "invite_retry_scheduled", detail);
                 Finished::Retry { at }
             }
             AttemptOutcome::Failed { reason } => {
-                let detail =
-                    json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
+                self.line(
+                    job,
+                    &TimelineEvent::InviteFailed {
+                        invite_id: job.invite_id,
+                        attempt: job.attempt,
+                        reason: &reason,
+                    },
+                );
                 self.invite(job, "failed", None, Some(reason.clone()), None);
-                self.line(job, "invite_failed", detail);
                 Finished::Failed { reason }
             }
         }
@@ -256,12 +274,8 @@ impl Settlement {
         });
     }
 
-    fn line(&mut self, job: &DeliveryJob, kind: &'static str, detail: serde_json::Value) {
-        self.timeline.push(TimelineRow {
-            patient_id: job.patient_id,
-            kind,
-            detail: detail.to_string(),
-        });
+    fn line(&mut self, job: &DeliveryJob, event: &TimelineEvent<'_>) {
+        self.timeline.push(TimelineRow::new(job.patient_id, event));
     }
 }
 
