@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 
+use crate::batch::BatchRow;
 use crate::engine::{Col, JsonRows, to_json};
 use crate::tx::{Tx, on_tx};
 use crate::{Result, Source, to_ms};
@@ -251,6 +252,14 @@ pub(crate) struct TimelineRow {
     pub detail: String,
 }
 
+impl BatchRow for TimelineRow {
+    const COLUMNS: &'static [(&'static str, Col)] = &[
+        ("patient_id", Col::Int),
+        ("kind", Col::Text),
+        ("detail", Col::Text),
+    ];
+}
+
 impl TimelineRow {
     pub(crate) fn new(patient_id: i64, event: &TimelineEvent<'_>) -> TimelineRow {
         TimelineRow {
@@ -301,16 +310,7 @@ impl Tx {
         if rows.is_empty() {
             return Ok(());
         }
-        let table = JsonRows::new(
-            self.engine(),
-            1,
-            &[
-                ("patient_id", Col::Int),
-                ("kind", Col::Text),
-                ("detail", Col::Text),
-            ],
-        )
-        .table();
+        let table = JsonRows::new(self.engine(), 1, TimelineRow::COLUMNS).table();
         let sql = format!(
             "INSERT INTO timeline (patient_id, at, kind, detail, source, reference, actor) \
              SELECT v.patient_id, $2, v.kind, v.detail, $3, $4, $5 FROM {table}"
@@ -549,6 +549,7 @@ mod tests {
             assert_eq!(&event.detail(), detail, "{event:?}");
             let row = TimelineRow::new(1, event);
             assert_eq!(row.detail, detail.to_string(), "{event:?}");
+            crate::batch::assert_columns(&row);
         }
     }
 }

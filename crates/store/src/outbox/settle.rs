@@ -11,6 +11,7 @@ use super::{
     Channel, ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Finished,
     system,
 };
+use crate::batch::BatchRow;
 use crate::engine::Col;
 use crate::timeline::{TimelineEvent, TimelineRow};
 use crate::tx::{Tx, on_tx};
@@ -93,38 +94,18 @@ impl Tx {
     /// results, the invites' new states (the claim is released in every
     /// outcome), their timeline lines.
     async fn record_settlement(&mut self, settled: &Settlement, now: Timestamp) -> Result<()> {
-        self.write_rows(
-            &[
-                ("invite_id", Col::Int),
-                ("channel", Col::Text),
-                ("attempt", Col::Int),
-                ("state", Col::Text),
-                ("provider_id", Col::Text),
-                ("error", Col::Text),
-            ],
-            &settled.deliveries,
-            Some(to_ms(now)),
-            |v| {
-                let (table, only_listed) =
-                    (v.table(), v.restrict("deliveries.invite_id", "invite_id"));
-                format!(
-                    "UPDATE deliveries SET state = v.state, provider_id = v.provider_id, \
+        self.write_rows(&settled.deliveries, Some(to_ms(now)), |v| {
+            let (table, only_listed) = (v.table(), v.restrict("deliveries.invite_id", "invite_id"));
+            format!(
+                "UPDATE deliveries SET state = v.state, provider_id = v.provider_id, \
                      error = v.error, finished_at = $2 FROM {table} \
                      WHERE deliveries.invite_id = v.invite_id AND deliveries.channel = v.channel \
                      AND deliveries.attempt = v.attempt AND deliveries.state = 'sending' \
                      AND {only_listed}"
-                )
-            },
-        )
+            )
+        })
         .await?;
         self.write_rows(
-            &[
-                ("id", Col::Int),
-                ("state", Col::Text),
-                ("sent_at", Col::Int),
-                ("failure_reason", Col::Text),
-                ("due_at", Col::Int),
-            ],
             &settled.invites,
             None,
             |v| {
@@ -182,6 +163,17 @@ struct DeliveryResultRow {
     error: Option<String>,
 }
 
+impl BatchRow for DeliveryResultRow {
+    const COLUMNS: &'static [(&'static str, Col)] = &[
+        ("invite_id", Col::Int),
+        ("channel", Col::Text),
+        ("attempt", Col::Int),
+        ("state", Col::Text),
+        ("provider_id", Col::Text),
+        ("error", Col::Text),
+    ];
+}
+
 /// The invite after an attempt: `sent`, `failed`, or still `queued` with
 /// a new `due_at` for the retry.
 #[derive(Serialize)]
@@ -191,6 +183,16 @@ struct InviteResultRow {
     sent_at: Option<i64>,
     failure_reason: Option<String>,
     due_at: Option<i64>,
+}
+
+impl BatchRow for InviteResultRow {
+    const COLUMNS: &'static [(&'static str, Col)] = &[
+        ("id", Col::Int),
+        ("state", Col::Text),
+        ("sent_at", Col::Int),
+        ("failure_reason", Col::Text),
+        ("due_at", Col::Int),
+    ];
 }
 
 impl Settlement {
@@ -296,5 +298,30 @@ fn delivery_result(
         state,
         provider_id,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::assert_columns;
+
+    #[test]
+    fn settlement_rows_serialize_to_their_columns() {
+        assert_columns(&DeliveryResultRow {
+            invite_id: 1,
+            channel: "sms",
+            attempt: 1,
+            state: "sent",
+            provider_id: None,
+            error: None,
+        });
+        assert_columns(&InviteResultRow {
+            id: 1,
+            state: "queued",
+            sent_at: None,
+            failure_reason: None,
+            due_at: Some(2),
+        });
     }
 }
