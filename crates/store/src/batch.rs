@@ -16,63 +16,20 @@ use crate::Result;
 use crate::engine::{Col, JsonRows, to_json};
 use crate::tx::{Tx, on_tx};
 
-/// One line of a patient's timeline, for [`Tx::timeline_rows`].
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct TimelineRow {
-    pub patient_id: i64,
-    pub kind: &'static str,
-    /// The `detail` column: a JSON object as text.
-    pub detail: String,
+/// A row that travels in a batch's JSON array: `COLUMNS` are the keys it
+/// serializes to, with the SQL type each is read as. Declared next to the
+/// struct, and checked against its serialization by [`assert_columns`] in
+/// a test, so that the column list and the fields cannot drift apart.
+pub(crate) trait BatchRow: Serialize {
+    const COLUMNS: &'static [(&'static str, Col)];
 }
 
 impl Tx {
-    /// Appends `rows` to the timeline in one statement, all at `at` and by
-    /// the same source.
-    pub(crate) async fn timeline_rows(
-        &mut self,
-        rows: &[TimelineRow],
-        at: i64,
-        source: &crate::Source,
-    ) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let table = JsonRows::new(
-            self.engine(),
-            1,
-            &[
-                ("patient_id", Col::Int),
-                ("kind", Col::Text),
-                ("detail", Col::Text),
-            ],
-        )
-        .table();
-        let sql = format!(
-            "INSERT INTO timeline (patient_id, at, kind, detail, source, reference, actor) \
-             SELECT v.patient_id, $2, v.kind, v.detail, $3, $4, $5 FROM {table}"
-        );
-        let json = to_json(rows)?;
-        let persistent = self.keeps_batch_plans();
-        on_tx!(self, c => {
-            sqlx::query(AssertSqlSafe(sql.as_str()))
-                .persistent(persistent)
-                .bind(&json)
-                .bind(at)
-                .bind(&source.channel)
-                .bind(&source.reference)
-                .bind(&source.actor)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
     /// Runs the statement `sql` writes for `rows` (bound at `$1` and read
-    /// through the [`JsonRows`] it is given), with `at` as `$2` when given.
-    pub(crate) async fn write_rows<T: Serialize>(
+    /// through the [`JsonRows`] of `T::COLUMNS` it is given), with `at` as
+    /// `$2` when given.
+    pub(crate) async fn write_rows<T: BatchRow>(
         &mut self,
-        columns: &[(&str, Col)],
         rows: &[T],
         at: Option<i64>,
         sql: impl FnOnce(&JsonRows) -> String,
@@ -80,7 +37,7 @@ impl Tx {
         if rows.is_empty() {
             return Ok(());
         }
-        let sql = sql(&JsonRows::new(self.engine(), 1, columns));
+        let sql = sql(&JsonRows::new(self.engine(), 1, T::COLUMNS));
         let json = to_json(rows)?;
         let persistent = self.keeps_batch_plans();
         on_tx!(self, c => {
@@ -95,4 +52,21 @@ impl Tx {
         })?;
         Ok(())
     }
+}
+
+/// Panics unless `row` serializes to an object whose keys are exactly
+/// `T::COLUMNS` (for the tests next to each row type).
+#[cfg(test)]
+pub(crate) fn assert_columns<T: BatchRow>(row: &T) {
+    let value = serde_json::to_value(row).unwrap_or_else(|e| panic!("serialize: {e}"));
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut columns: Vec<&str> = T::COLUMNS.iter().map(|(name, _)| *name).collect();
+    keys.sort_unstable();
+    columns.sort_unstable();
+    assert_eq!(keys, columns, "{}", std::any::type_name::<T>());
 }

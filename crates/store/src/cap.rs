@@ -11,9 +11,9 @@ use std::collections::HashMap;
 
 use enroll_core::{CAP_WINDOW, CountedSend, InviteState, queued_over_cap};
 use jiff::Timestamp;
-use serde_json::json;
 use sqlx::AssertSqlSafe;
 
+use crate::timeline::TimelineEvent;
 use crate::tx::{Tx, on_tx};
 use crate::{Result, Source, from_ms, to_ms};
 
@@ -126,13 +126,12 @@ impl Tx {
         };
         for (invite_id, next_possible_at) in queued_over_cap(sends, now) {
             self.suppress_invite(invite_id, next_possible_at).await?;
-            let detail = json!({
-                "invite_id": invite_id,
-                "next_possible_at": next_possible_at,
-                "reason": reason,
-            });
-            self.timeline(patient_id, now, "invite_suppressed", detail, source)
-                .await?;
+            let suppressed = TimelineEvent::InviteSuppressed {
+                invite_id,
+                next_possible_at,
+                reason: Some(reason),
+            };
+            self.timeline(patient_id, now, &suppressed, source).await?;
         }
         Ok(())
     }

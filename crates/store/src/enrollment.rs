@@ -13,13 +13,13 @@ use enroll_core::{
     changed_required_fields, decide_auto, decide_manual,
 };
 use jiff::Timestamp;
-use serde_json::json;
 use sqlx::AssertSqlSafe;
 
 use crate::model::{
     EnrollOutcome, INVITE_COLUMNS, InviteKind, InviteRow, InviteState, PATIENT_COLUMNS, PatientRow,
     PracticeRow, TriggerOutcome,
 };
+use crate::timeline::TimelineEvent;
 use crate::tx::{Tx, on_tx};
 use crate::{
     Invite, Patient, Practice, Result, SaveOutcome, Source, Store, StoreError, to_ms,
@@ -176,14 +176,8 @@ impl Store {
         let history = tx.send_history(patient_id, now).await?;
         let outcome = match decide_manual(&patient.facts(today), &history, now) {
             ManualDecision::Refused { refusal } => {
-                tx.timeline(
-                    patient_id,
-                    now,
-                    "enroll_now_refused",
-                    json!({ "refusal": refusal, "message": refusal.message() }),
-                    source,
-                )
-                .await?;
+                let refused = TimelineEvent::EnrollNowRefused { refusal: &refusal };
+                tx.timeline(patient_id, now, &refused, source).await?;
                 EnrollOutcome::Refused { refusal }
             }
             ManualDecision::SendNow => {
@@ -199,14 +193,11 @@ impl Store {
                     idempotency_key,
                 };
                 let invite = tx.insert_invite(&patient, &new, source, now).await?;
-                tx.timeline(
-                    patient_id,
-                    now,
-                    "invite_queued",
-                    json!({ "invite_id": invite.id, "kind": "manual" }),
-                    source,
-                )
-                .await?;
+                let queued = TimelineEvent::InviteQueued {
+                    invite_id: invite.id,
+                    kind: InviteKind::Manual,
+                };
+                tx.timeline(patient_id, now, &queued, source).await?;
                 EnrollOutcome::Queued {
                     invite,
                     replayed: false,
@@ -233,7 +224,7 @@ impl Store {
                 .execute(c)
                 .await.map(|r| r.rows_affected())
         })?;
-        tx.timeline(patient_id, now, "activated", json!({}), source)
+        tx.timeline(patient_id, now, &TimelineEvent::Activated, source)
             .await?;
         tx.cancel_pending(
             patient_id,
@@ -293,14 +284,10 @@ impl Tx {
                 let id = old.id;
                 self.write_demographics(id, demographics, now).await?;
                 let fields = changed_required_fields(&old.demographics, demographics);
-                self.timeline(
-                    id,
-                    now,
-                    "demographics_updated",
-                    json!({ "required_fields_changed": fields }),
-                    source,
-                )
-                .await?;
+                let updated = TimelineEvent::DemographicsUpdated {
+                    required_fields_changed: &fields,
+                };
+                self.timeline(id, now, &updated, source).await?;
                 let triggers = if fields.is_empty() {
                     vec![]
                 } else {
@@ -316,7 +303,7 @@ impl Tx {
                 let id = self
                     .insert_patient(practice_id, mrn, demographics, now)
                     .await?;
-                self.timeline(id, now, "chart_added", json!({}), source)
+                self.timeline(id, now, &TimelineEvent::ChartAdded, source)
                     .await?;
                 Ok(WrittenPatient {
                     patient_id: id,
@@ -529,9 +516,12 @@ impl Tx {
             Some(new) => Some(self.insert_invite(&patient, &new, source, now).await?.id),
             None => None,
         };
-        let detail = json!({ "trigger": trigger, "decision": decision, "invite_id": invite_id });
-        self.timeline(patient_id, now, "trigger", detail, source)
-            .await?;
+        let line = TimelineEvent::Trigger {
+            trigger: &trigger,
+            decision: &decision,
+            invite_id,
+        };
+        self.timeline(patient_id, now, &line, source).await?;
         Ok(TriggerOutcome {
             trigger,
             decision,
@@ -611,14 +601,11 @@ impl Tx {
         now: Timestamp,
     ) -> Result<()> {
         for id in invite_ids {
-            self.timeline(
-                patient_id,
-                now,
-                "invite_cancelled",
-                json!({ "invite_id": id, "reason": reason }),
-                source,
-            )
-            .await?;
+            let cancelled = TimelineEvent::InviteCancelled {
+                invite_id: *id,
+                reason,
+            };
+            self.timeline(patient_id, now, &cancelled, source).await?;
         }
         Ok(())
     }
@@ -644,32 +631,5 @@ impl Tx {
         let pending = InviteState::pending_sql_list();
         self.cancel_in_states(patient_id, &pending, reason, source, now)
             .await
-    }
-
-    /// Appends one line to the patient's timeline.
-    pub(crate) async fn timeline(
-        &mut self,
-        patient_id: i64,
-        at: Timestamp,
-        kind: &str,
-        detail: serde_json::Value,
-        source: &Source,
-    ) -> Result<()> {
-        on_tx!(self, c => {
-            sqlx::query(
-                "INSERT INTO timeline (patient_id, at, kind, detail, source, reference, actor) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(patient_id)
-            .bind(to_ms(at))
-            .bind(kind)
-            .bind(detail.to_string())
-            .bind(&source.channel)
-            .bind(&source.reference)
-            .bind(&source.actor)
-            .execute(c)
-            .await.map(|r| r.rows_affected())
-        })?;
-        Ok(())
     }
 }

@@ -12,10 +12,10 @@
 use enroll_core::{ChartFlags, Demographics, Field, PatientResponse, Trigger};
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::json;
 use sqlx::AssertSqlSafe;
 
 use crate::model::PracticeRow;
+use crate::timeline::{AppointmentChange, TimelineEvent};
 use crate::tx::{Tx, on_tx};
 use crate::{Practice, Result, Source, Store, StoreError, from_ms, on_pool, to_ms};
 
@@ -748,7 +748,7 @@ impl Tx {
                     .bind(id).execute(c).await.map(|r| r.rows_affected())
             })?;
             if newly > 0 {
-                self.timeline(id, now, "deceased", json!({}), source)
+                self.timeline(id, now, &TimelineEvent::Deceased, source)
                     .await?;
                 self.cancel_pending(id, "the patient is deceased", source, now)
                     .await?;
@@ -784,14 +784,11 @@ impl Tx {
             .await
         })?;
         if let Some(encounter_id) = inserted {
-            self.timeline(
-                patient_id,
-                now,
-                "encounter",
-                json!({ "encounter_id": encounter_id, "visit_number": visit_number }),
-                source,
-            )
-            .await?;
+            let encounter = TimelineEvent::Encounter {
+                encounter_id,
+                visit_number,
+            };
+            self.timeline(patient_id, now, &encounter, source).await?;
         }
         Ok(inserted.is_some())
     }
@@ -833,21 +830,19 @@ impl Tx {
                 .execute(c).await.map(|r| r.rows_affected())
             })?;
         }
-        let kind = match (new, status) {
-            (true, AppointmentStatus::Booked) => "appointment_booked",
-            (false, AppointmentStatus::Booked) => "appointment_repeated",
-            (_, AppointmentStatus::Rescheduled) => "appointment_rescheduled",
-            (_, AppointmentStatus::Modified) => "appointment_modified",
-            (_, AppointmentStatus::Cancelled) => "appointment_cancelled",
+        let change = match (new, status) {
+            (true, AppointmentStatus::Booked) => AppointmentChange::Booked,
+            (false, AppointmentStatus::Booked) => AppointmentChange::Repeated,
+            (_, AppointmentStatus::Rescheduled) => AppointmentChange::Rescheduled,
+            (_, AppointmentStatus::Modified) => AppointmentChange::Modified,
+            (_, AppointmentStatus::Cancelled) => AppointmentChange::Cancelled,
         };
-        self.timeline(
-            patient_id,
-            now,
-            kind,
-            json!({ "appointment_id": appointment_id, "starts_at": starts_at }),
-            source,
-        )
-        .await?;
+        let line = TimelineEvent::Appointment {
+            change,
+            appointment_id,
+            starts_at,
+        };
+        self.timeline(patient_id, now, &line, source).await?;
         Ok(new)
     }
 
@@ -874,22 +869,14 @@ impl Tx {
                 self.move_history(merged, survivor).await?;
                 let combined = enroll_core::merged_flags(survivor_flags, merged_flags);
                 self.set_chart_flags(survivor, &combined).await?;
-                self.timeline(
-                    survivor,
-                    now,
-                    "chart_merged",
-                    json!({ "merged_patient_id": merged }),
-                    source,
-                )
-                .await?;
-                self.timeline(
-                    merged,
-                    now,
-                    "merged_into",
-                    json!({ "surviving_patient_id": survivor }),
-                    source,
-                )
-                .await?;
+                let merged_here = TimelineEvent::ChartMerged {
+                    merged_patient_id: merged,
+                };
+                self.timeline(survivor, now, &merged_here, source).await?;
+                let merged_away = TimelineEvent::MergedInto {
+                    surviving_patient_id: survivor,
+                };
+                self.timeline(merged, now, &merged_away, source).await?;
                 self.coalesce_pending(survivor, source, now).await?;
                 // Each chart kept its own 4 in 30 days; together they may
                 // hold more: the queued invites beyond the cap wait (R7).
@@ -908,7 +895,7 @@ impl Tx {
                         .bind(surviving_mrn).bind(to_ms(now)).bind(merged)
                         .execute(c).await.map(|r| r.rows_affected())
                 })?;
-                self.timeline(merged, now, "mrn_changed", json!({}), source)
+                self.timeline(merged, now, &TimelineEvent::MrnChanged, source)
                     .await?;
             }
             _ => {}

@@ -28,6 +28,7 @@ mod settings;
 mod staff;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timeline;
 mod tx;
 
 use std::str::FromStr;

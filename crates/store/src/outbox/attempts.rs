@@ -3,14 +3,14 @@
 
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::json;
 use sqlx::AssertSqlSafe;
 use std::collections::HashSet;
 
 use super::decide::Attempt;
 use super::{Channel, DeliveryJob, DeliveryPolicy, system};
-use crate::batch::TimelineRow;
+use crate::batch::BatchRow;
 use crate::engine::Col;
+use crate::timeline::{TimelineEvent, TimelineRow};
 use crate::tx::{Tx, on_tx};
 use crate::{Result, to_ms};
 
@@ -77,12 +77,12 @@ impl Tx {
         let lines: Vec<TimelineRow> = jobs
             .iter()
             .filter(|job| job.resumed_after_interruption)
-            .map(|job| TimelineRow {
-                patient_id: job.patient_id,
-                kind: "invite_resent_after_interruption",
-                detail: json!({ "invite_id": job.invite_id, "attempt": job.attempt,
-                    "note": "the previous attempt stopped after handing the invite over; sending again with the same Message-ID" })
-                .to_string(),
+            .map(|job| {
+                let resent = TimelineEvent::InviteResentAfterInterruption {
+                    invite_id: job.invite_id,
+                    attempt: job.attempt,
+                };
+                TimelineRow::new(job.patient_id, &resent)
             })
             .collect();
         self.timeline_rows(&lines, to_ms(now), &system()).await?;
@@ -109,42 +109,26 @@ impl Tx {
     }
 
     async fn count_attempts(&mut self, rows: &[AttemptRow], now: Timestamp) -> Result<()> {
-        self.write_rows(
-            &[("id", Col::Int), ("attempt", Col::Int)],
-            rows,
-            Some(to_ms(now)),
-            |v| {
-                let (table, only_listed) = (v.table(), v.restrict("invites.id", "id"));
-                format!(
-                    "UPDATE invites SET attempts = v.attempt, last_attempt_at = $2 FROM {table} \
+        self.write_rows(rows, Some(to_ms(now)), |v| {
+            let (table, only_listed) = (v.table(), v.restrict("invites.id", "id"));
+            format!(
+                "UPDATE invites SET attempts = v.attempt, last_attempt_at = $2 FROM {table} \
                      WHERE invites.id = v.id AND {only_listed}"
-                )
-            },
-        )
+            )
+        })
         .await
     }
 
     async fn insert_tokens(&mut self, rows: &[TokenRow], now: Timestamp) -> Result<()> {
-        self.write_rows(
-            &[
-                ("patient_id", Col::Int),
-                ("invite_id", Col::Int),
-                ("token_hash", Col::Text),
-                ("sent_to", Col::Text),
-                ("expires_at", Col::Int),
-            ],
-            rows,
-            Some(to_ms(now)),
-            |v| {
-                format!(
-                    "INSERT INTO activation_tokens \
+        self.write_rows(rows, Some(to_ms(now)), |v| {
+            format!(
+                "INSERT INTO activation_tokens \
                      (patient_id, invite_id, token_hash, sent_to, created_at, expires_at) \
                      SELECT v.patient_id, v.invite_id, v.token_hash, v.sent_to, $2, v.expires_at \
                      FROM {}",
-                    v.table()
-                )
-            },
-        )
+                v.table()
+            )
+        })
         .await
     }
 
@@ -167,13 +151,6 @@ impl Tx {
             }
         }
         self.write_rows(
-            &[
-                ("invite_id", Col::Int),
-                ("patient_id", Col::Int),
-                ("channel", Col::Text),
-                ("address", Col::Text),
-                ("attempt", Col::Int),
-            ],
             &rows,
             Some(to_ms(now)),
             |v| {
@@ -197,6 +174,10 @@ struct AttemptRow {
     attempt: i64,
 }
 
+impl BatchRow for AttemptRow {
+    const COLUMNS: &'static [(&'static str, Col)] = &[("id", Col::Int), ("attempt", Col::Int)];
+}
+
 #[derive(Serialize)]
 struct TokenRow {
     patient_id: i64,
@@ -204,6 +185,16 @@ struct TokenRow {
     token_hash: String,
     sent_to: String,
     expires_at: i64,
+}
+
+impl BatchRow for TokenRow {
+    const COLUMNS: &'static [(&'static str, Col)] = &[
+        ("patient_id", Col::Int),
+        ("invite_id", Col::Int),
+        ("token_hash", Col::Text),
+        ("sent_to", Col::Text),
+        ("expires_at", Col::Int),
+    ];
 }
 
 #[derive(Serialize)]
@@ -215,6 +206,16 @@ struct DeliveryRow<'a> {
     attempt: i64,
 }
 
+impl BatchRow for DeliveryRow<'_> {
+    const COLUMNS: &'static [(&'static str, Col)] = &[
+        ("invite_id", Col::Int),
+        ("patient_id", Col::Int),
+        ("channel", Col::Text),
+        ("address", Col::Text),
+        ("attempt", Col::Int),
+    ];
+}
+
 /// 128 random bits (R10's minimum), base64url: 22 characters, so that the
 /// activation link fits in a 160-character text (R13).
 fn new_token() -> String {
@@ -223,4 +224,29 @@ fn new_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::assert_columns;
+
+    #[test]
+    fn attempt_rows_serialize_to_their_columns() {
+        assert_columns(&AttemptRow { id: 1, attempt: 2 });
+        assert_columns(&TokenRow {
+            patient_id: 1,
+            invite_id: 2,
+            token_hash: "h".into(),
+            sent_to: "a@example.org".into(),
+            expires_at: 3,
+        });
+        assert_columns(&DeliveryRow {
+            invite_id: 1,
+            patient_id: 2,
+            channel: "email",
+            address: "a@example.org",
+            attempt: 1,
+        });
+    }
 }

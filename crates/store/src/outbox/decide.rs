@@ -6,10 +6,10 @@ use enroll_core::{
     decide_manual,
 };
 use jiff::Timestamp;
-use serde_json::json;
 
 use super::prepare::ChunkSoFar;
 use super::{DeliveryPolicy, system};
+use crate::timeline::TimelineEvent;
 use crate::tx::{Tx, on_tx};
 use crate::{Invite, InviteState, Patient, Practice, Result, to_ms};
 
@@ -50,17 +50,23 @@ impl Tx {
                 }
                 AutoDecision::Queue { at } => {
                     self.reschedule(invite.id, at).await?;
-                    let detail = json!({ "invite_id": invite.id, "due_at": at });
-                    self.timeline(patient.id, now, "invite_rescheduled", detail, &source)
+                    let rescheduled = TimelineEvent::InviteRescheduled {
+                        invite_id: invite.id,
+                        due_at: at,
+                        reason: None,
+                    };
+                    self.timeline(patient.id, now, &rescheduled, &source)
                         .await?;
                     return Ok(Decided::Skipped("outside the schedule".into()));
                 }
                 AutoDecision::Suppressed { next_possible_at } => {
                     self.suppress_invite(invite.id, next_possible_at).await?;
-                    let detail =
-                        json!({ "invite_id": invite.id, "next_possible_at": next_possible_at });
-                    self.timeline(patient.id, now, "invite_suppressed", detail, &source)
-                        .await?;
+                    let suppressed = TimelineEvent::InviteSuppressed {
+                        invite_id: invite.id,
+                        next_possible_at,
+                        reason: None,
+                    };
+                    self.timeline(patient.id, now, &suppressed, &source).await?;
                     return Ok(Decided::Skipped("cap reached".into()));
                 }
                 AutoDecision::NotInvited { reasons } => {
@@ -85,9 +91,12 @@ impl Tx {
             // but a merge may since have added another chart's sends.
             ledger.uncounted(patient.id, invite.id);
             self.suppress_invite(invite.id, next_possible_at).await?;
-            let detail = json!({ "invite_id": invite.id, "next_possible_at": next_possible_at });
-            self.timeline(patient.id, now, "invite_suppressed", detail, &source)
-                .await?;
+            let suppressed = TimelineEvent::InviteSuppressed {
+                invite_id: invite.id,
+                next_possible_at,
+                reason: None,
+            };
+            self.timeline(patient.id, now, &suppressed, &source).await?;
             return Ok(Decided::Skipped("cap reached".into()));
         }
 
@@ -104,8 +113,12 @@ impl Tx {
             // Email opted out and the number has had its texts for now (R13).
             let at = now.checked_add(SMS_DAY).unwrap_or(Timestamp::MAX);
             self.reschedule(invite.id, at).await?;
-            let detail = json!({ "invite_id": invite.id, "due_at": at, "reason": "SMS limit for this number" });
-            self.timeline(patient.id, now, "invite_rescheduled", detail, &source)
+            let rescheduled = TimelineEvent::InviteRescheduled {
+                invite_id: invite.id,
+                due_at: at,
+                reason: Some("SMS limit for this number"),
+            };
+            self.timeline(patient.id, now, &rescheduled, &source)
                 .await?;
             return Ok(Decided::Skipped("SMS limit".into()));
         }
@@ -161,15 +174,12 @@ impl Tx {
             .await
             .map(|r| r.rows_affected())
         })?;
-        let detail = json!({ "invite_id": invite.id, "reason": reason });
-        self.timeline(
-            invite.patient_id,
-            now,
-            "invite_cancelled",
-            detail,
-            &system(),
-        )
-        .await?;
+        let cancelled = TimelineEvent::InviteCancelled {
+            invite_id: invite.id,
+            reason,
+        };
+        self.timeline(invite.patient_id, now, &cancelled, &system())
+            .await?;
         Ok(Decided::Skipped(reason.to_string()))
     }
 }

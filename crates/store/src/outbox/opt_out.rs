@@ -1,8 +1,8 @@
 //! Opt-outs: the unsubscribe page (email) and STOP/START texts (SMS).
 
 use jiff::Timestamp;
-use serde_json::json;
 
+use crate::timeline::TimelineEvent;
 use crate::tx::on_tx;
 use crate::{Result, Source, Store, to_ms};
 
@@ -24,14 +24,9 @@ impl Store {
                 .map(|r| r.rows_affected())
         })?;
         let source = Source::new("patient", None).with_reference(format!("invite {invite_id}"));
-        tx.timeline(
-            invite.patient_id,
-            now,
-            "email_opted_out",
-            json!({ "invite_id": invite_id }),
-            &source,
-        )
-        .await?;
+        let opted_out = TimelineEvent::EmailOptedOut { invite_id };
+        tx.timeline(invite.patient_id, now, &opted_out, &source)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -50,10 +45,10 @@ impl Store {
                 .fetch_all(pool)
                 .await
         })?;
-        let kind = if opted_out {
-            "sms_opted_out"
+        let line = if opted_out {
+            TimelineEvent::SmsOptedOut
         } else {
-            "sms_opted_in"
+            TimelineEvent::SmsOptedIn
         };
         let source = Source::new("sms", None).with_reference("inbound text");
         for &id in &ids {
@@ -68,7 +63,7 @@ impl Store {
                     .await
                     .map(|r| r.rows_affected())
             })?;
-            tx.timeline(id, now, kind, json!({}), &source).await?;
+            tx.timeline(id, now, &line, &source).await?;
             tx.commit().await?;
         }
         Ok(ids.len())

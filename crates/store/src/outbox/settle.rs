@@ -4,7 +4,6 @@
 use enroll_core::{AttemptOutcome, ChannelAnswer, RetryPolicy};
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::json;
 use sqlx::AssertSqlSafe;
 use std::collections::HashSet;
 
@@ -12,8 +11,9 @@ use super::{
     Channel, ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Finished,
     system,
 };
-use crate::batch::TimelineRow;
+use crate::batch::BatchRow;
 use crate::engine::Col;
+use crate::timeline::{TimelineEvent, TimelineRow};
 use crate::tx::{Tx, on_tx};
 use crate::{Result, Store, StoreError, to_ms};
 
@@ -94,38 +94,18 @@ impl Tx {
     /// results, the invites' new states (the claim is released in every
     /// outcome), their timeline lines.
     async fn record_settlement(&mut self, settled: &Settlement, now: Timestamp) -> Result<()> {
-        self.write_rows(
-            &[
-                ("invite_id", Col::Int),
-                ("channel", Col::Text),
-                ("attempt", Col::Int),
-                ("state", Col::Text),
-                ("provider_id", Col::Text),
-                ("error", Col::Text),
-            ],
-            &settled.deliveries,
-            Some(to_ms(now)),
-            |v| {
-                let (table, only_listed) =
-                    (v.table(), v.restrict("deliveries.invite_id", "invite_id"));
-                format!(
-                    "UPDATE deliveries SET state = v.state, provider_id = v.provider_id, \
+        self.write_rows(&settled.deliveries, Some(to_ms(now)), |v| {
+            let (table, only_listed) = (v.table(), v.restrict("deliveries.invite_id", "invite_id"));
+            format!(
+                "UPDATE deliveries SET state = v.state, provider_id = v.provider_id, \
                      error = v.error, finished_at = $2 FROM {table} \
                      WHERE deliveries.invite_id = v.invite_id AND deliveries.channel = v.channel \
                      AND deliveries.attempt = v.attempt AND deliveries.state = 'sending' \
                      AND {only_listed}"
-                )
-            },
-        )
+            )
+        })
         .await?;
         self.write_rows(
-            &[
-                ("id", Col::Int),
-                ("state", Col::Text),
-                ("sent_at", Col::Int),
-                ("failure_reason", Col::Text),
-                ("due_at", Col::Int),
-            ],
             &settled.invites,
             None,
             |v| {
@@ -183,6 +163,17 @@ struct DeliveryResultRow {
     error: Option<String>,
 }
 
+impl BatchRow for DeliveryResultRow {
+    const COLUMNS: &'static [(&'static str, Col)] = &[
+        ("invite_id", Col::Int),
+        ("channel", Col::Text),
+        ("attempt", Col::Int),
+        ("state", Col::Text),
+        ("provider_id", Col::Text),
+        ("error", Col::Text),
+    ];
+}
+
 /// The invite after an attempt: `sent`, `failed`, or still `queued` with
 /// a new `due_at` for the retry.
 #[derive(Serialize)]
@@ -192,6 +183,16 @@ struct InviteResultRow {
     sent_at: Option<i64>,
     failure_reason: Option<String>,
     due_at: Option<i64>,
+}
+
+impl BatchRow for InviteResultRow {
+    const COLUMNS: &'static [(&'static str, Col)] = &[
+        ("id", Col::Int),
+        ("state", Col::Text),
+        ("sent_at", Col::Int),
+        ("failure_reason", Col::Text),
+        ("due_at", Col::Int),
+    ];
 }
 
 impl Settlement {
@@ -218,22 +219,41 @@ impl Settlement {
                 channels,
                 other_channel,
             } => {
-                let detail = json!({ "invite_id": job.invite_id, "channels": channels, "attempt": job.attempt, "other_channel": other_channel });
+                self.line(
+                    job,
+                    &TimelineEvent::InviteSent {
+                        invite_id: job.invite_id,
+                        channels: &channels,
+                        attempt: job.attempt,
+                        other_channel: other_channel.as_deref(),
+                    },
+                );
                 self.invite(job, "sent", Some(to_ms(now)), other_channel, None);
-                self.line(job, "invite_sent", detail);
                 Finished::Sent
             }
             AttemptOutcome::Retry { at, reason } => {
-                let detail = json!({ "invite_id": job.invite_id, "attempt": job.attempt, "retry_at": at, "reason": reason });
+                self.line(
+                    job,
+                    &TimelineEvent::InviteRetryScheduled {
+                        invite_id: job.invite_id,
+                        attempt: job.attempt,
+                        retry_at: at,
+                        reason: &reason,
+                    },
+                );
                 self.invite(job, "queued", None, Some(reason), Some(to_ms(at)));
-                self.line(job, "invite_retry_scheduled", detail);
                 Finished::Retry { at }
             }
             AttemptOutcome::Failed { reason } => {
-                let detail =
-                    json!({ "invite_id": job.invite_id, "attempt": job.attempt, "reason": reason });
+                self.line(
+                    job,
+                    &TimelineEvent::InviteFailed {
+                        invite_id: job.invite_id,
+                        attempt: job.attempt,
+                        reason: &reason,
+                    },
+                );
                 self.invite(job, "failed", None, Some(reason.clone()), None);
-                self.line(job, "invite_failed", detail);
                 Finished::Failed { reason }
             }
         }
@@ -256,12 +276,8 @@ impl Settlement {
         });
     }
 
-    fn line(&mut self, job: &DeliveryJob, kind: &'static str, detail: serde_json::Value) {
-        self.timeline.push(TimelineRow {
-            patient_id: job.patient_id,
-            kind,
-            detail: detail.to_string(),
-        });
+    fn line(&mut self, job: &DeliveryJob, event: &TimelineEvent<'_>) {
+        self.timeline.push(TimelineRow::new(job.patient_id, event));
     }
 }
 
@@ -282,5 +298,30 @@ fn delivery_result(
         state,
         provider_id,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::assert_columns;
+
+    #[test]
+    fn settlement_rows_serialize_to_their_columns() {
+        assert_columns(&DeliveryResultRow {
+            invite_id: 1,
+            channel: "sms",
+            attempt: 1,
+            state: "sent",
+            provider_id: None,
+            error: None,
+        });
+        assert_columns(&InviteResultRow {
+            id: 1,
+            state: "queued",
+            sent_at: None,
+            failure_reason: None,
+            due_at: Some(2),
+        });
     }
 }
