@@ -17,6 +17,15 @@ use crate::timeline::TimelineEvent;
 use crate::tx::{Tx, on_tx};
 use crate::{Result, Source, from_ms, to_ms};
 
+/// An invite held back by the cap, and until when.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Suppression<'a> {
+    pub(crate) invite_id: i64,
+    pub(crate) next_possible_at: Timestamp,
+    /// Why, when it is not plain R7 (e.g. a merge).
+    pub(crate) reason: Option<&'a str>,
+}
+
 /// Whether an invite claimed by a live lease is weighed as already handed
 /// to a channel: a dispatcher may have it in flight, past its own check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,33 +134,61 @@ impl Tx {
             return Ok(());
         };
         for (invite_id, next_possible_at) in queued_over_cap(sends, now) {
-            self.suppress_invite(invite_id, next_possible_at).await?;
-            let suppressed = TimelineEvent::InviteSuppressed {
+            let why = Suppression {
                 invite_id,
                 next_possible_at,
                 reason: Some(reason),
             };
-            self.timeline(patient_id, now, &suppressed, source).await?;
+            self.suppress_invite(patient_id, &why, source, now).await?;
         }
         Ok(())
     }
 
-    /// Not sent because of the cap (R7); released from any claim.
+    /// Not sent because of the cap (R7): suppressed, released from any
+    /// claim, and said on the patient's timeline.
     pub(crate) async fn suppress_invite(
         &mut self,
-        invite_id: i64,
-        next_possible_at: Timestamp,
+        patient_id: i64,
+        why: &Suppression<'_>,
+        source: &Source,
+        now: Timestamp,
     ) -> Result<()> {
+        let Suppression {
+            invite_id,
+            next_possible_at,
+            reason,
+        } = *why;
+        let line = TimelineEvent::InviteSuppressed {
+            invite_id,
+            next_possible_at,
+            reason,
+        };
+        self.timeline(patient_id, now, &line, source).await?;
+        self.set_invite_at(
+            invite_id,
+            "state = 'suppressed', next_possible_at = $1, claimed_by = NULL, claimed_until = NULL",
+            next_possible_at,
+        )
+        .await
+    }
+
+    /// `UPDATE invites SET <set> WHERE id = ...` with `at` bound as `$1`:
+    /// the outbox's one-invite moves (counted now, rescheduled, suppressed).
+    /// `set` is always one of our constant texts, never input.
+    pub(crate) async fn set_invite_at(
+        &mut self,
+        invite_id: i64,
+        set: &'static str,
+        at: Timestamp,
+    ) -> Result<()> {
+        let sql = format!("UPDATE invites SET {set} WHERE id = $2");
         on_tx!(self, c => {
-            sqlx::query(
-                "UPDATE invites SET state = 'suppressed', next_possible_at = $1, claimed_by = NULL, \
-                 claimed_until = NULL WHERE id = $2",
-            )
-            .bind(to_ms(next_possible_at))
-            .bind(invite_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
+            sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(to_ms(at))
+                .bind(invite_id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         Ok(())
     }

@@ -9,9 +9,10 @@ use jiff::Timestamp;
 
 use super::prepare::ChunkSoFar;
 use super::{DeliveryPolicy, system};
+use crate::cap::Suppression;
 use crate::timeline::TimelineEvent;
 use crate::tx::{Tx, on_tx};
-use crate::{Invite, InviteState, Patient, Practice, Result, to_ms};
+use crate::{Invite, InviteState, Patient, Practice, Result, Source};
 
 impl Tx {
     /// Checks the rules again for one claimed invite of a locked patient.
@@ -60,14 +61,9 @@ impl Tx {
                     return Ok(Decided::Skipped("outside the schedule".into()));
                 }
                 AutoDecision::Suppressed { next_possible_at } => {
-                    self.suppress_invite(invite.id, next_possible_at).await?;
-                    let suppressed = TimelineEvent::InviteSuppressed {
-                        invite_id: invite.id,
-                        next_possible_at,
-                        reason: None,
-                    };
-                    self.timeline(patient.id, now, &suppressed, &source).await?;
-                    return Ok(Decided::Skipped("cap reached".into()));
+                    return self
+                        .held_by_cap(invite, patient, next_possible_at, &source, now)
+                        .await;
                 }
                 AutoDecision::NotInvited { reasons } => {
                     let words: Vec<String> = reasons.iter().map(|r| r.message()).collect();
@@ -90,14 +86,9 @@ impl Tx {
             // Then R7 against the whole history: counted when it was queued,
             // but a merge may since have added another chart's sends.
             ledger.uncounted(patient.id, invite.id);
-            self.suppress_invite(invite.id, next_possible_at).await?;
-            let suppressed = TimelineEvent::InviteSuppressed {
-                invite_id: invite.id,
-                next_possible_at,
-                reason: None,
-            };
-            self.timeline(patient.id, now, &suppressed, &source).await?;
-            return Ok(Decided::Skipped("cap reached".into()));
+            return self
+                .held_by_cap(invite, patient, next_possible_at, &source, now)
+                .await;
         }
 
         let Some(valid) = check(&patient.demographics, today).valid else {
@@ -133,28 +124,36 @@ impl Tx {
         })))
     }
 
+    /// R7 holds the invite back until `next_possible_at`.
+    async fn held_by_cap(
+        &mut self,
+        invite: &Invite,
+        patient: &Patient,
+        next_possible_at: Timestamp,
+        source: &Source,
+        now: Timestamp,
+    ) -> Result<Decided> {
+        let why = Suppression {
+            invite_id: invite.id,
+            next_possible_at,
+            reason: None,
+        };
+        self.suppress_invite(patient.id, &why, source, now).await?;
+        Ok(Decided::Skipped("cap reached".into()))
+    }
+
     async fn count_now(&mut self, invite_id: i64, now: Timestamp) -> Result<()> {
-        on_tx!(self, c => {
-            sqlx::query("UPDATE invites SET state = 'queued', counted_at = $1 WHERE id = $2")
-                .bind(to_ms(now))
-                .bind(invite_id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+        self.set_invite_at(invite_id, "state = 'queued', counted_at = $1", now)
+            .await
     }
 
     async fn reschedule(&mut self, invite_id: i64, at: Timestamp) -> Result<()> {
-        on_tx!(self, c => {
-            sqlx::query("UPDATE invites SET due_at = $1, claimed_by = NULL, claimed_until = NULL WHERE id = $2")
-                .bind(to_ms(at))
-                .bind(invite_id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+        self.set_invite_at(
+            invite_id,
+            "due_at = $1, claimed_by = NULL, claimed_until = NULL",
+            at,
+        )
+        .await
     }
 
     async fn cancel_one(
