@@ -192,15 +192,6 @@ impl Dispatcher {
         self
     }
 
-    /// The same dispatcher retrying by `policy`.
-    pub fn with_policy(mut self, policy: DeliveryPolicy) -> Dispatcher {
-        self.policy = DeliveryPolicy {
-            sms_enabled: self.channels.sms.is_some(),
-            ..policy
-        };
-        self
-    }
-
     /// The same dispatcher claiming up to `batch` invites a round.
     pub fn with_batch(mut self, batch: i64) -> Dispatcher {
         self.batch = batch.max(1);
@@ -210,14 +201,6 @@ impl Dispatcher {
     /// Where emails go (a test wraps it to watch or slow the sends).
     pub fn email(&self) -> Arc<dyn EmailSender> {
         self.channels.email.clone()
-    }
-
-    pub fn policy(&self) -> &DeliveryPolicy {
-        &self.policy
-    }
-
-    pub fn worker(&self) -> &str {
-        &self.worker
     }
 
     /// Runs rounds until stopped, pausing `idle` when there was nothing to do.
