@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 use enroll_core::{Role, Schedule};
 use enroll_notify::SmtpMailer;
@@ -15,7 +15,8 @@ use enroll_server::{
     Application, DatabaseUrl, DeliveryConfig, Mailbox, MllpConfig, RunningApplication, Runtime,
     Settings,
 };
-use enroll_store::{NewPractice, Source, Store, hash_token};
+use enroll_server::{hash_password, random_secret};
+use enroll_store::{NewPractice, NewStaffUser, Source, Store, hash_token};
 use jiff::Timestamp;
 use rand::Rng;
 use tracing_subscriber::EnvFilter;
@@ -86,7 +87,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Create a staff user (or give an existing one a new token) and print its API token.
+    /// Create a staff user; prints a generated password and an API token, once.
     Add {
         username: String,
         #[arg(long)]
@@ -94,7 +95,27 @@ enum UserCommand {
         /// front-desk or admin.
         #[arg(long, default_value = "front-desk", value_parser = parse_role)]
         role: Role,
+        /// A practice (its code) the user works for; repeat for several. An
+        /// admin with none works for every practice.
+        #[arg(long = "practice")]
+        practices: Vec<String>,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
     },
+    /// API tokens are never shown again after creation: `--rotate` issues a
+    /// new one (the old one stops working at once).
+    Token {
+        username: String,
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Give the user a new generated password (their sessions end).
+    Password { username: String },
+    /// Disable the user: sessions end, the token stops working.
+    Disable { username: String },
+    /// Enable a disabled user again.
+    Enable { username: String },
 }
 
 #[derive(Subcommand)]
@@ -172,19 +193,10 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Doctor => doctor(&cli.config, &cli.database_url).await,
-        Command::User {
-            command:
-                UserCommand::Add {
-                    username,
-                    display_name,
-                    role,
-                },
-        } => {
+        Command::User { command } => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
             let store = open(&config.database_url).await?;
-            let token = add_user(&store, &username, display_name.as_deref(), role).await?;
-            println!("API token for {username} (shown once; store it safely):\n{token}");
-            Ok(())
+            user_command(&store, command).await
         }
         Command::Practice {
             command:
@@ -284,26 +296,128 @@ fn new_token() -> String {
     hex::encode(rand::rng().random::<[u8; 32]>())
 }
 
+/// A new staff user: the password (generated unless given) and the API
+/// token, both shown once and stored only as hashes.
+struct NewUser {
+    password: String,
+    token: String,
+}
+
 async fn add_user(
     store: &Store,
     username: &str,
     display_name: Option<&str>,
     role: Role,
-) -> anyhow::Result<String> {
-    if username.trim().is_empty() {
-        bail!("the username must not be blank");
+    practice_ids: &[i64],
+    password: Option<String>,
+) -> anyhow::Result<NewUser> {
+    let password = password.unwrap_or_else(|| random_secret(9));
+    if password.chars().count() < 12 {
+        bail!("the password must be at least 12 characters");
     }
     let token = new_token();
+    let password_hash =
+        hash_password(&password).map_err(|e| anyhow!("cannot hash the password: {e}"))?;
     store
-        .put_staff_user(
-            username.trim(),
-            display_name.unwrap_or(username),
-            role,
-            &hash_token(&token),
+        .add_staff_user(
+            &NewStaffUser {
+                username: username.trim(),
+                display_name: display_name.unwrap_or(username).trim(),
+                role,
+                password_hash: Some(&password_hash),
+                token_hash: Some(&hash_token(&token)),
+                practice_ids,
+            },
             Timestamp::now(),
         )
         .await?;
-    Ok(token)
+    Ok(NewUser { password, token })
+}
+
+async fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            username,
+            display_name,
+            role,
+            practices,
+            password_stdin,
+        } => {
+            let mut ids = Vec::new();
+            for code in &practices {
+                let practice = store.practice_by_code(code).await?.with_context(|| {
+                    format!("there is no practice with code {code:?} (see `enroll practice add`)")
+                })?;
+                ids.push(practice.id);
+            }
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line.trim_end_matches(['\r', '\n']).to_string())
+            } else {
+                None
+            };
+            let shown_password = password.is_none();
+            let user = add_user(
+                store,
+                &username,
+                display_name.as_deref(),
+                role,
+                &ids,
+                password,
+            )
+            .await?;
+            if shown_password {
+                println!("Password for {username} (shown once): {}", user.password);
+            }
+            println!(
+                "API token for {username} (shown once; store it safely):\n{}",
+                user.token
+            );
+        }
+        UserCommand::Token { username, rotate } => {
+            let user = known_user(store, &username).await?;
+            if !rotate {
+                bail!(
+                    "API tokens are shown only when made; run with --rotate for a new one (the old one stops working)"
+                );
+            }
+            let token = new_token();
+            store.set_staff_token(user.id, &hash_token(&token)).await?;
+            println!(
+                "New API token for {username} (shown once; the old one no longer works):\n{token}"
+            );
+        }
+        UserCommand::Password { username } => {
+            let user = known_user(store, &username).await?;
+            let password = random_secret(9);
+            let hash =
+                hash_password(&password).map_err(|e| anyhow!("cannot hash the password: {e}"))?;
+            store.set_staff_password(user.id, &hash).await?;
+            println!("New password for {username} (shown once): {password}");
+        }
+        UserCommand::Disable { username } => {
+            let user = known_user(store, &username).await?;
+            store.set_staff_disabled(user.id, true).await?;
+            println!(
+                "{username} is disabled: signed out everywhere, the API token no longer works"
+            );
+        }
+        UserCommand::Enable { username } => {
+            let user = known_user(store, &username).await?;
+            store.set_staff_disabled(user.id, false).await?;
+            println!("{username} is enabled again");
+        }
+    }
+    Ok(())
+}
+
+async fn known_user(store: &Store, username: &str) -> anyhow::Result<enroll_store::StaffUser> {
+    Ok(store
+        .staff_account(username)
+        .await?
+        .with_context(|| format!("there is no staff user {username:?}"))?
+        .user)
 }
 
 async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow::Result<()> {
@@ -421,12 +535,12 @@ async fn demo(
             data_dir.display()
         ));
     }
-    let token = add_user(&store, "demo", Some("Demo front desk"), Role::Admin).await?;
+    let sign_ins = demo_users(&store).await?;
     let running = start_demo(store.clone(), port, mllp_port).await?;
     let mllp = running
         .mllp_addr
         .context("the demo's MLLP listener did not start")?;
-    print_demo_banner(running.http_addr, mllp, &token);
+    print_demo_banner(running.http_addr, mllp, &sign_ins);
     wait_for_shutdown().await;
     running.stop().await?;
     store.close().await;
@@ -512,9 +626,79 @@ fn announce(text: &str) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-fn print_demo_banner(addr: SocketAddr, mllp: SocketAddr, token: &str) {
+/// What the demo prints so anyone can sign in: fresh each start.
+struct DemoSignIns {
+    front_desk: String,
+    admin: String,
+    token: String,
+}
+
+/// The demo's users: `frontdesk` (front desk of every demo practice),
+/// `admin` (administrator of all) and `demo` (the API token's user). Their
+/// passwords and the token are made anew at every start.
+async fn demo_users(store: &Store) -> anyhow::Result<DemoSignIns> {
+    let practice_ids: Vec<i64> = store.practices().await?.iter().map(|p| p.id).collect();
+    let mut secrets = Vec::new();
+    for (username, name, role, ids) in [
+        (
+            "frontdesk",
+            "Front Desk",
+            Role::FrontDesk,
+            practice_ids.as_slice(),
+        ),
+        ("admin", "Demo Administrator", Role::Admin, &[][..]),
+        ("demo", "Demo API user", Role::Admin, &[][..]),
+    ] {
+        let password = random_secret(9);
+        let token = new_token();
+        match store.staff_account(username).await? {
+            Some(account) => {
+                let hash = hash_password(&password)
+                    .map_err(|e| anyhow!("cannot hash the password: {e}"))?;
+                store.set_staff_password(account.user.id, &hash).await?;
+                store
+                    .set_staff_token(account.user.id, &hash_token(&token))
+                    .await?;
+                store.set_staff_disabled(account.user.id, false).await?;
+            }
+            None => {
+                add_user(
+                    store,
+                    username,
+                    Some(name),
+                    role,
+                    ids,
+                    Some(password.clone()),
+                )
+                .await?;
+                let id = known_user(store, username).await?.id;
+                store.set_staff_token(id, &hash_token(&token)).await?;
+            }
+        }
+        secrets.push((password, token));
+    }
+    let mut secrets = secrets.into_iter();
+    let (front_desk, _) = secrets.next().context("demo users")?;
+    let (admin, _) = secrets.next().context("demo users")?;
+    let (_, token) = secrets.next().context("demo users")?;
+    Ok(DemoSignIns {
+        front_desk,
+        admin,
+        token,
+    })
+}
+
+fn print_demo_banner(addr: SocketAddr, mllp: SocketAddr, sign_ins: &DemoSignIns) {
+    let DemoSignIns {
+        front_desk,
+        admin,
+        token,
+    } = sign_ins;
     announce(&format!(
         "\nEnroll demo is running on http://{addr}\n\
+         Sign in at http://{addr}/ as\n  \
+         front desk: frontdesk / {front_desk}\n  \
+         administrator: admin / {admin}\n\
          API token (user demo): {token}\n\
          Mailbox (every email and text the demo sends): http://{addr}/mailbox\n\
          HL7 MLLP listener: {mllp} (sending facility MSH-4 = RIVERSIDE)\n\n\

@@ -69,6 +69,19 @@ impl Field {
         }
     }
 
+    /// The label of a form field or a list item: "First name", "ZIP code".
+    pub fn heading(self) -> &'static str {
+        match self {
+            Field::FirstName => "First name",
+            Field::LastName => "Last name",
+            Field::DateOfBirth => "Date of birth",
+            Field::BirthSex => "Birth sex",
+            Field::Zip => "ZIP code",
+            Field::Email => "Email address",
+            Field::CellPhone => "Cell phone",
+        }
+    }
+
     /// True for the six fields of R1 that an invite cannot go without; the
     /// cell phone is optional (an invalid one is reported but never blocks).
     pub fn is_required(self) -> bool {
@@ -600,6 +613,20 @@ mod overlay_tests {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_heading_is_the_label_starting_with_a_capital() {
+        for field in Field::ALL {
+            let label = field.label();
+            let mut chars = label.chars();
+            let capital: String = chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect())
+                .unwrap_or_default();
+            assert_eq!(field.heading(), capital, "{label}");
+        }
+    }
+
     use super::*;
     use jiff::civil::date;
 

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod practice;
 pub mod role;
 pub mod schedule;
+pub mod search;
 pub mod sms;
 pub mod status;
 pub mod trigger;
@@ -37,8 +38,9 @@ pub use policy::{
     Refusal, SendHistory, decide_auto, decide_manual,
 };
 pub use practice::{InvalidPracticeCode, PRACTICE_CODE_MAX_LEN, PracticeCode};
-pub use role::Role;
+pub use role::{PracticeScope, Role};
 pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
+pub use search::{NameTerms, SearchTerms, parse_date};
 pub use sms::{SMS_DAY, SMS_PER_DAY, SMS_PER_WEEK, SMS_WEEK, TextsToNumber, may_text};
 pub use status::{InviteSummary, StaffStatus, staff_status};
 pub use trigger::{Trigger, changed_required_fields};

@@ -55,9 +55,63 @@ impl fmt::Display for Role {
     }
 }
 
+/// Which practices' patients a staff user may see and change. A search
+/// never returns, and a chart never opens, a patient outside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PracticeScope {
+    /// An administrator assigned to no practice: the IT administrator of
+    /// the whole install.
+    All,
+    /// The practices the user works for (possibly none: sees nothing).
+    Only(Vec<i64>),
+}
+
+impl PracticeScope {
+    /// An administrator with no practices works for all; anyone else
+    /// works for exactly the practices given.
+    pub fn for_user(role: Role, practices: Vec<i64>) -> PracticeScope {
+        if role.is_admin() && practices.is_empty() {
+            PracticeScope::All
+        } else {
+            PracticeScope::Only(practices)
+        }
+    }
+
+    pub fn allows(&self, practice_id: i64) -> bool {
+        match self {
+            PracticeScope::All => true,
+            PracticeScope::Only(ids) => ids.contains(&practice_id),
+        }
+    }
+
+    /// The practice ids to filter by; `None` means no filter.
+    pub fn ids(&self) -> Option<&[i64]> {
+        match self {
+            PracticeScope::All => None,
+            PracticeScope::Only(ids) => Some(ids),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_administrator_without_practices_works_for_all() {
+        let all = PracticeScope::for_user(Role::Admin, vec![]);
+        assert!(all.allows(1) && all.allows(99));
+        let front_desk = PracticeScope::for_user(Role::FrontDesk, vec![]);
+        assert!(
+            !front_desk.allows(1),
+            "a front desk with no practice sees no one"
+        );
+        let two = PracticeScope::for_user(Role::Admin, vec![1, 2]);
+        assert!(two.allows(2) && !two.allows(3));
+        assert_eq!(two.ids(), Some(&[1, 2][..]));
+        assert_eq!(all.ids(), None);
+    }
 
     #[test]
     fn keys_and_names_read_back() {

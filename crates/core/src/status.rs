@@ -40,6 +40,29 @@ pub enum StaffStatus {
 }
 
 impl StaffStatus {
+    /// The short word of the status badge (search results, the chart's
+    /// Patient Portal icon) and the key of its look.
+    pub fn badge(&self) -> (&'static str, &'static str) {
+        match self {
+            StaffStatus::Active => ("Active", "active"),
+            StaffStatus::Deceased => ("Deceased", "deceased"),
+            StaffStatus::Declined => ("Declined", "declined"),
+            StaffStatus::Deferred => ("Deferred", "deferred"),
+            StaffStatus::OptedOut => ("Opted out", "opted-out"),
+            StaffStatus::DeliveryFailed { .. } => ("Delivery failed", "failed"),
+            StaffStatus::Pending { delivery, .. } if delivery == "sent" => ("Invited", "invited"),
+            StaffStatus::Pending { .. } => ("Invite waiting", "waiting"),
+            StaffStatus::NotEnrolled { reasons }
+                if reasons
+                    .iter()
+                    .any(|r| matches!(r, Ineligible::CapReached { .. })) =>
+            {
+                ("Suppressed", "suppressed")
+            }
+            StaffStatus::NotEnrolled { .. } => ("Not invited", "not-invited"),
+        }
+    }
+
     /// One line for staff, e.g. "Pending: invited 2026-11-20T14:00:00Z,
     /// 2 of 4 sends in 30 days, sent".
     pub fn words(&self) -> String {

@@ -120,6 +120,13 @@ impl Application {
             mailbox: runtime.mailbox,
             sms_webhook_secret: settings.sms.webhook_secret.clone(),
             intake,
+            staff_ui: crate::ui::session::StaffUi::new(
+                &settings.staff_ui,
+                settings
+                    .public_url
+                    .as_ref()
+                    .is_some_and(|u| u.scheme() == "https"),
+            ),
         };
         let dispatcher =
             Dispatcher::new(&state, channels, &settings.email_from, &settings.delivery);

@@ -33,6 +33,7 @@ pub struct Settings {
     pub sms: SmsConfig,
     pub delivery: DeliveryConfig,
     pub mllp: MllpConfig,
+    pub staff_ui: crate::ui::session::StaffUiConfig,
 }
 
 impl Default for Settings {
@@ -46,6 +47,7 @@ impl Default for Settings {
             sms: SmsConfig::default(),
             delivery: DeliveryConfig::default(),
             mllp: MllpConfig::default(),
+            staff_ui: crate::ui::session::StaffUiConfig::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod mailbox;
 pub mod mllp;
 mod pages;
 pub mod templates;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub use links::{LINK_SECRET_SETTING, Links};
 pub use mailbox::Mailbox;
 pub use mllp::{MllpConfig, RunningMllp};
 pub use templates::SharedTemplates;
+pub use ui::session::{hash_password, random_secret, verify_password};
 
 /// Shared by every handler; made by [`Application::build`].
 #[derive(Clone)]
@@ -57,11 +59,14 @@ pub struct AppState {
     pub templates: SharedTemplates,
     /// HL7 intake, shared with the MLLP listener (reprocessing uses it).
     pub intake: Arc<Intake>,
+    /// The staff pages' sign-in policy (idle sign-out, lockout, throttle).
+    pub staff_ui: Arc<ui::session::StaffUi>,
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .merge(ui::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api", api::router())
@@ -121,9 +126,13 @@ pub(crate) fn serve(
     let app = router(state);
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped.cancelled_owned())
-            .await
+        // With the peer's address: the sign-in throttle counts per IP.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped.cancelled_owned())
+        .await
     });
     Ok(RunningServer { addr, stop, task })
 }

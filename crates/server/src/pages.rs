@@ -28,6 +28,30 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/unsubscribe.html"),
         ),
         ("mailbox.html", include_str!("../templates/mailbox.html")),
+        (
+            "staff_base.html",
+            include_str!("../templates/staff_base.html"),
+        ),
+        (
+            "staff_signin.html",
+            include_str!("../templates/staff_signin.html"),
+        ),
+        (
+            "staff_search.html",
+            include_str!("../templates/staff_search.html"),
+        ),
+        (
+            "staff_chart.html",
+            include_str!("../templates/staff_chart.html"),
+        ),
+        (
+            "staff_users.html",
+            include_str!("../templates/staff_users.html"),
+        ),
+        (
+            "staff_audit.html",
+            include_str!("../templates/staff_audit.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "page template does not compile");
@@ -36,7 +60,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
-fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+pub(crate) fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     match PAGES.get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {

@@ -17,6 +17,7 @@
 
 mod batch;
 mod cap;
+mod chart_actions;
 mod engine;
 mod enrollment;
 mod intake;
@@ -47,8 +48,8 @@ pub use intake::{
     PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
 };
 pub use model::{
-    AuditEntry, EnrollOutcome, Invite, InviteKind, InviteState, NewPractice, Patient, PatientQuery,
-    Practice, SaveOutcome, Source, StaffUser, TimelineEntry, TriggerOutcome,
+    AuditEntry, EnrollOutcome, Invite, InviteKind, InviteState, NewPractice, Patient,
+    PatientSearch, Practice, SaveOutcome, Source, StaffUser, TimelineEntry, TriggerOutcome,
 };
 pub use outbox::{
     Channel, ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport,
@@ -56,7 +57,7 @@ pub use outbox::{
 };
 pub use patients::Chart;
 pub use settings::ActivationLink;
-pub use staff::hash_token;
+pub use staff::{Lockout, NewStaffUser, StaffAccount, StaffListing, StaffSession, hash_token};
 
 /// Errors of the storage layer. Messages never contain patient data.
 #[derive(Debug, thiserror::Error)]

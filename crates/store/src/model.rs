@@ -255,17 +255,14 @@ pub struct SaveOutcome {
     pub triggers: Vec<TriggerOutcome>,
 }
 
-/// Patient search; every given filter must match.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct PatientQuery {
-    /// "smi" matches a first or last name starting with it; "smith, jo"
-    /// matches last name "smith*" and first name "jo*".
-    pub name: Option<String>,
-    /// ISO date, exact.
-    pub dob: Option<String>,
-    /// Exact.
-    pub mrn: Option<String>,
+/// A patient search: what the box held, understood, and whose patients
+/// the searcher may see. Every given part must match.
+#[derive(Debug, Clone)]
+pub struct PatientSearch {
+    pub terms: enroll_core::SearchTerms,
+    /// Narrows to one practice (still within `scope`).
     pub practice_id: Option<i64>,
+    pub scope: enroll_core::PracticeScope,
     pub limit: Option<i64>,
 }
 
@@ -384,6 +381,9 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     pub patient_id: Option<i64>,
+    /// What a search looked for and which patients it showed; never PHI
+    /// beyond what the actor typed.
+    pub detail: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -393,6 +393,7 @@ pub(crate) struct AuditRow {
     pub(crate) actor: String,
     pub(crate) action: String,
     pub(crate) patient_id: Option<i64>,
+    pub(crate) detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -401,4 +402,6 @@ pub struct StaffUser {
     pub username: String,
     pub display_name: String,
     pub role: enroll_core::Role,
+    /// The practices whose patients the user may see and change.
+    pub scope: enroll_core::PracticeScope,
 }

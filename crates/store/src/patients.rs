@@ -1,7 +1,8 @@
 //! Reading patients, their invites and their timeline.
 
 use enroll_core::{
-    CAP_WINDOW, FieldProblem, InviteSummary, StaffStatus, check, sends_in_window, staff_status,
+    CAP_WINDOW, FieldProblem, InviteSummary, NameTerms, StaffStatus, check, sends_in_window,
+    staff_status,
 };
 use jiff::Timestamp;
 use serde::Serialize;
@@ -9,8 +10,8 @@ use sqlx::AssertSqlSafe;
 
 use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow, TimelineRow};
 use crate::{
-    Invite, InviteState, Patient, PatientQuery, Practice, Result, Store, StoreError, TimelineEntry,
-    on_pool, to_ms,
+    Invite, InviteState, Patient, PatientSearch, Practice, Result, Store, StoreError,
+    TimelineEntry, on_pool, to_ms,
 };
 
 /// Search results are capped so a one-letter search stays cheap.
@@ -23,31 +24,57 @@ impl Store {
         row.map(PatientRow::into_patient).transpose()
     }
 
-    /// Patients matching every given filter, ordered by last then first name.
-    pub async fn search_patients(&self, query: &PatientQuery) -> Result<Vec<Patient>> {
-        let (last, first) = name_prefixes(query.name.as_deref());
-        let limit = query.limit.unwrap_or(50).clamp(1, MAX_SEARCH_RESULTS);
-        // A single name word matches either name; "last, first" matches both.
+    /// Patients matching every part of the search, within the searcher's
+    /// practices, ordered by last then first name.
+    pub async fn search_patients(&self, search: &PatientSearch) -> Result<Vec<Patient>> {
+        let limit = search.limit.unwrap_or(50).clamp(1, MAX_SEARCH_RESULTS);
+        let mut filter = SearchFilter::default();
+        filter.name(search.terms.name.as_ref());
+        if let Some(dob) = search.terms.dob {
+            let p = filter.bind(dob.to_string());
+            filter.and(format!("date_of_birth = {p}"));
+        }
+        match (&search.terms.mrn, &search.terms.phone) {
+            (Some(mrn), Some(phone)) => {
+                let (m, p) = (filter.bind(mrn.clone()), filter.bind(phone.clone()));
+                filter.and(format!("(mrn = {m} OR cell_phone = {p})"));
+            }
+            (Some(mrn), None) => {
+                let m = filter.bind(mrn.clone());
+                filter.and(format!("mrn = {m}"));
+            }
+            (None, Some(phone)) => {
+                let p = filter.bind(phone.clone());
+                filter.and(format!("cell_phone = {p}"));
+            }
+            (None, None) => {}
+        }
+        if let Some(email) = &search.terms.email {
+            let e = filter.bind(email.clone());
+            filter.and(format!("lower(email) = {e}"));
+        }
+        // Ids are integers we hold, never text from outside: inlined.
+        if let Some(id) = search.practice_id {
+            filter.and(format!("practice_id = {id}"));
+        }
+        if let Some(ids) = search.scope.ids() {
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            if list.is_empty() {
+                return Ok(Vec::new());
+            }
+            filter.and(format!("practice_id IN ({})", list.join(", ")));
+        }
         let sql = format!(
-            "SELECT {PATIENT_COLUMNS} FROM patients WHERE \
-             (CAST($1 AS TEXT) IS NULL OR last_name_lc LIKE $1 OR (CAST($2 AS TEXT) IS NULL AND first_name_lc LIKE $1)) \
-             AND (CAST($2 AS TEXT) IS NULL OR first_name_lc LIKE $2) \
-             AND (CAST($3 AS TEXT) IS NULL OR date_of_birth = $3) \
-             AND (CAST($4 AS TEXT) IS NULL OR mrn = $4) \
-             AND (CAST($5 AS BIGINT) IS NULL OR practice_id = $5) \
-             AND merged_into IS NULL \
-             ORDER BY last_name_lc, first_name_lc, id LIMIT $6"
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE merged_into IS NULL{} \
+             ORDER BY last_name_lc, first_name_lc, id LIMIT {limit}",
+            filter.conditions
         );
         let rows: Vec<PatientRow> = on_pool!(self, pool => {
-            sqlx::query_as(AssertSqlSafe(sql.as_str()))
-                .bind(last)
-                .bind(first)
-                .bind(query.dob.as_deref().map(str::trim))
-                .bind(query.mrn.as_deref().map(str::trim))
-                .bind(query.practice_id)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
+            let mut query = sqlx::query_as(AssertSqlSafe(sql.as_str()));
+            for value in &filter.binds {
+                query = query.bind(value);
+            }
+            query.fetch_all(pool).await
         })?;
         rows.into_iter().map(PatientRow::into_patient).collect()
     }
@@ -190,40 +217,47 @@ impl Invite {
     }
 }
 
-/// LIKE patterns for the name filter: ("smith%", None) for "smith",
-/// ("smith%", "jo%") for "smith, jo". LIKE wildcards typed by the user are
-/// dropped so they cannot widen the search.
-fn name_prefixes(name: Option<&str>) -> (Option<String>, Option<String>) {
-    let Some(name) = name else {
-        return (None, None);
-    };
-    let clean = |s: &str| -> Option<String> {
-        let s: String = s
-            .trim()
-            .to_lowercase()
-            .chars()
-            .filter(|c| *c != '%' && *c != '_')
-            .collect();
-        (!s.is_empty()).then(|| format!("{s}%"))
-    };
-    match name.split_once(',') {
-        Some((last, first)) => (clean(last), clean(first)),
-        None => (clean(name), None),
-    }
+/// The WHERE conditions of a search and the text values they bind, in
+/// order ($1, $2, ...: both engines number them the same way).
+#[derive(Default)]
+struct SearchFilter {
+    conditions: String,
+    binds: Vec<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::name_prefixes;
+impl SearchFilter {
+    fn bind(&mut self, value: String) -> String {
+        self.binds.push(value);
+        format!("${}", self.binds.len())
+    }
 
-    #[test]
-    fn name_filter_splits_last_and_first() {
-        assert_eq!(name_prefixes(Some("Smith")), (Some("smith%".into()), None));
-        assert_eq!(
-            name_prefixes(Some(" smith , Jo ")),
-            (Some("smith%".into()), Some("jo%".into()))
-        );
-        assert_eq!(name_prefixes(Some("%_")), (None, None));
-        assert_eq!(name_prefixes(None), (None, None));
+    fn and(&mut self, condition: String) {
+        self.conditions.push_str(" AND ");
+        self.conditions.push_str(&condition);
+    }
+
+    /// Name words are prefixes of the lowercase name columns. The parser
+    /// keeps only letters, apostrophes and hyphens, so no LIKE wildcard
+    /// typed by the user can widen the search.
+    fn name(&mut self, name: Option<&NameTerms>) {
+        let prefix = |filter: &mut SearchFilter, word: &str| filter.bind(format!("{word}%"));
+        match name {
+            None => {}
+            Some(NameTerms::Either(word)) => {
+                let w = prefix(self, word);
+                self.and(format!("(last_name_lc LIKE {w} OR first_name_lc LIKE {w})"));
+            }
+            Some(NameTerms::LastFirst { last, first }) => {
+                let (l, f) = (prefix(self, last), prefix(self, first));
+                self.and(format!("last_name_lc LIKE {l} AND first_name_lc LIKE {f}"));
+            }
+            Some(NameTerms::TwoWords(a, b)) => {
+                let (a, b) = (prefix(self, a), prefix(self, b));
+                self.and(format!(
+                    "((last_name_lc LIKE {a} AND first_name_lc LIKE {b}) \
+                     OR (first_name_lc LIKE {a} AND last_name_lc LIKE {b}))"
+                ));
+            }
+        }
     }
 }

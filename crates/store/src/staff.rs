@@ -1,17 +1,27 @@
-//! Staff users, their API tokens, and the audit log of who viewed what.
+//! Staff users (their password hash, API token, role and practices), the
+//! sessions of signed-in browsers, and the audit log of who viewed what.
+//!
+//! Password hashing (argon2id) is the server's: the store keeps and
+//! compares only what it is given.
 
-use jiff::Timestamp;
+use enroll_core::{PracticeScope, Role};
+use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
 use crate::model::AuditRow;
-use crate::{AuditEntry, Result, StaffUser, Store, StoreError, from_ms, on_pool, to_ms};
-use enroll_core::Role;
+use crate::{
+    AuditEntry, Result, StaffUser, Store, StoreError, from_ms, on_pool, opt_from_ms, to_ms,
+    unique_violation,
+};
 
-/// API tokens are long random strings, so one SHA-256 is enough to keep them
-/// unusable if the database leaks (passwords, which are guessable, use argon2).
+/// API tokens and session cookies are long random strings, so one SHA-256
+/// is enough to keep them unusable if the database leaks (passwords, which
+/// are guessable, use argon2).
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
+
+const STAFF_COLUMNS: &str = "id, username, display_name, role, disabled";
 
 #[derive(sqlx::FromRow)]
 struct StaffRow {
@@ -19,21 +29,48 @@ struct StaffRow {
     username: String,
     display_name: String,
     role: String,
+    disabled: bool,
 }
 
-impl TryFrom<StaffRow> for StaffUser {
-    type Error = StoreError;
+/// What signing in needs to know about an account.
+#[derive(Debug, Clone)]
+pub struct StaffAccount {
+    pub user: StaffUser,
+    pub password_hash: Option<String>,
+    pub disabled: bool,
+    pub locked_until: Option<Timestamp>,
+}
 
-    fn try_from(r: StaffRow) -> Result<StaffUser> {
-        let role = Role::from_key(&r.role)
-            .ok_or_else(|| StoreError::Corrupt(format!("staff user {} role {:?}", r.id, r.role)))?;
-        Ok(StaffUser {
-            id: r.id,
-            username: r.username,
-            display_name: r.display_name,
-            role,
-        })
-    }
+/// A staff user as the admin pages and the CLI list them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StaffListing {
+    pub user: StaffUser,
+    pub disabled: bool,
+    pub practice_codes: Vec<String>,
+}
+
+/// A new staff user: the password and token arrive hashed.
+pub struct NewStaffUser<'a> {
+    pub username: &'a str,
+    pub display_name: &'a str,
+    pub role: Role,
+    pub password_hash: Option<&'a str>,
+    pub token_hash: Option<&'a str>,
+    pub practice_ids: &'a [i64],
+}
+
+/// When repeated wrong passwords lock an account.
+#[derive(Debug, Clone, Copy)]
+pub struct Lockout {
+    pub max_failures: i64,
+    pub lock_for: SignedDuration,
+}
+
+/// A signed-in browser: who, and the value its forms must echo (CSRF).
+#[derive(Debug, Clone)]
+pub struct StaffSession {
+    pub user: StaffUser,
+    pub csrf_token: String,
 }
 
 impl Store {
@@ -53,7 +90,7 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (username) DO UPDATE SET api_token_hash = excluded.api_token_hash, \
                  display_name = excluded.display_name, role = excluded.role \
-                 RETURNING id, username, display_name, role",
+                 RETURNING id, username, display_name, role, disabled",
             )
             .bind(username)
             .bind(display_name)
@@ -63,22 +100,357 @@ impl Store {
             .fetch_one(pool)
             .await
         })?;
-        row.try_into()
+        self.with_scope(row).await
+    }
+
+    /// Adds a staff user; a username already taken is refused.
+    pub async fn add_staff_user(
+        &self,
+        new: &NewStaffUser<'_>,
+        now: Timestamp,
+    ) -> Result<StaffUser> {
+        if new.username.trim().is_empty() || new.username.chars().any(char::is_whitespace) {
+            return Err(StoreError::Invalid(
+                "a username must not be blank or contain spaces".into(),
+            ));
+        }
+        let inserted: std::result::Result<(i64,), sqlx::Error> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "INSERT INTO staff_users (username, display_name, role, password_hash, api_token_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(new.username)
+            .bind(new.display_name)
+            .bind(new.role.key())
+            .bind(new.password_hash)
+            .bind(new.token_hash)
+            .bind(to_ms(now))
+            .fetch_one(pool)
+            .await
+        });
+        let (id,) = match inserted {
+            Err(e) if unique_violation(&e) => {
+                return Err(StoreError::Conflict(
+                    "a staff user with this username already exists",
+                ));
+            }
+            other => other?,
+        };
+        self.set_staff_practices(id, new.practice_ids).await?;
+        self.staff_user(id).await?.ok_or(StoreError::Conflict(
+            "the staff user vanished while being added",
+        ))
+    }
+
+    /// Replaces the practices a user works for.
+    pub async fn set_staff_practices(&self, user_id: i64, practice_ids: &[i64]) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM staff_practices WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            for practice_id in practice_ids {
+                sqlx::query("INSERT INTO staff_practices (user_id, practice_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(user_id)
+                    .bind(practice_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    pub async fn staff_user(&self, id: i64) -> Result<Option<StaffUser>> {
+        let sql = format!("SELECT {STAFF_COLUMNS} FROM staff_users WHERE id = $1");
+        let row: Option<StaffRow> = on_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(pool).await
+        })?;
+        match row {
+            Some(row) => Ok(Some(self.with_scope(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every staff user, by username, with the codes of their practices.
+    pub async fn staff_users(&self) -> Result<Vec<StaffListing>> {
+        let sql = format!("SELECT {STAFF_COLUMNS} FROM staff_users ORDER BY username");
+        let rows: Vec<StaffRow> = on_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).fetch_all(pool).await
+        })?;
+        let mut listed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let disabled = row.disabled;
+            let codes: Vec<(String,)> = on_pool!(self, pool => {
+                sqlx::query_as(
+                    "SELECT p.code FROM staff_practices s JOIN practices p ON p.id = s.practice_id \
+                     WHERE s.user_id = $1 ORDER BY p.code",
+                )
+                .bind(row.id)
+                .fetch_all(pool)
+                .await
+            })?;
+            listed.push(StaffListing {
+                user: self.with_scope(row).await?,
+                disabled,
+                practice_codes: codes.into_iter().map(|(c,)| c).collect(),
+            });
+        }
+        Ok(listed)
+    }
+
+    /// The account behind a username, for signing in.
+    pub async fn staff_account(&self, username: &str) -> Result<Option<StaffAccount>> {
+        #[derive(sqlx::FromRow)]
+        struct AccountRow {
+            id: i64,
+            username: String,
+            display_name: String,
+            role: String,
+            disabled: bool,
+            password_hash: Option<String>,
+            locked_until: Option<i64>,
+        }
+        let row: Option<AccountRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, username, display_name, role, disabled, password_hash, locked_until \
+                 FROM staff_users WHERE username = $1",
+            )
+            .bind(username.trim())
+            .fetch_optional(pool)
+            .await
+        })?;
+        let Some(r) = row else { return Ok(None) };
+        let user = self
+            .with_scope(StaffRow {
+                id: r.id,
+                username: r.username,
+                display_name: r.display_name,
+                role: r.role,
+                disabled: r.disabled,
+            })
+            .await?;
+        Ok(Some(StaffAccount {
+            user,
+            password_hash: r.password_hash,
+            disabled: r.disabled,
+            locked_until: opt_from_ms(r.locked_until)?,
+        }))
+    }
+
+    /// Counts a wrong password; the one that reaches `lockout.max_failures`
+    /// locks the account until `now + lockout.lock_for` and starts the
+    /// count again. Returns when the account is locked until, if it is.
+    pub async fn record_failed_sign_in(
+        &self,
+        user_id: i64,
+        lockout: Lockout,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        let until = to_ms(now.saturating_add(lockout.lock_for).unwrap_or(now));
+        // One statement, so two wrong passwords racing both count.
+        let (locked_until,): (Option<i64>,) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "UPDATE staff_users SET \
+                   locked_until = CASE WHEN failed_sign_ins + 1 >= $2 THEN $3 ELSE locked_until END, \
+                   failed_sign_ins = CASE WHEN failed_sign_ins + 1 >= $2 THEN 0 ELSE failed_sign_ins + 1 END \
+                 WHERE id = $1 RETURNING locked_until",
+            )
+            .bind(user_id)
+            .bind(lockout.max_failures)
+            .bind(until)
+            .fetch_one(pool)
+            .await
+        })?;
+        Ok(opt_from_ms(locked_until)?.filter(|t| *t > now))
+    }
+
+    /// A right password: the count of wrong ones starts again.
+    pub async fn record_sign_in(&self, user_id: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE staff_users SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1")
+                .bind(user_id)
+                .execute(pool)
+                .await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Sets a new password hash; the user's sessions end.
+    pub async fn set_staff_password(&self, user_id: i64, password_hash: &str) -> Result<()> {
+        self.update_staff(
+            "UPDATE staff_users SET password_hash = $2, failed_sign_ins = 0, locked_until = NULL WHERE id = $1",
+            user_id,
+            password_hash,
+        )
+        .await?;
+        self.end_sessions_of(user_id).await
+    }
+
+    /// Replaces the user's API token (the old one stops working at once).
+    pub async fn set_staff_token(&self, user_id: i64, token_hash: &str) -> Result<()> {
+        self.update_staff(
+            "UPDATE staff_users SET api_token_hash = $2 WHERE id = $1",
+            user_id,
+            token_hash,
+        )
+        .await
+    }
+
+    pub async fn set_staff_role(&self, user_id: i64, role: Role) -> Result<()> {
+        self.update_staff(
+            "UPDATE staff_users SET role = $2 WHERE id = $1",
+            user_id,
+            role.key(),
+        )
+        .await
+    }
+
+    /// Disables (or enables) an account; disabling ends its sessions, and
+    /// its token stops working.
+    pub async fn set_staff_disabled(&self, user_id: i64, disabled: bool) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE staff_users SET disabled = $2 WHERE id = $1")
+                .bind(user_id)
+                .bind(disabled)
+                .execute(pool)
+                .await.map(|r| r.rows_affected())
+        })?;
+        if disabled {
+            self.end_sessions_of(user_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn update_staff(&self, sql: &'static str, user_id: i64, value: &str) -> Result<()> {
+        let changed = on_pool!(self, pool => {
+            sqlx::query(sql).bind(user_id).bind(value).execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        if changed == 0 {
+            return Err(StoreError::Conflict("no such staff user"));
+        }
+        Ok(())
     }
 
     /// The enabled staff user holding this API token, if any.
     pub async fn staff_by_token(&self, token: &str) -> Result<Option<StaffUser>> {
         let hash = hash_token(token);
+        let sql = format!(
+            "SELECT {STAFF_COLUMNS} FROM staff_users WHERE api_token_hash = $1 AND NOT disabled"
+        );
         let row: Option<StaffRow> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT id, username, display_name, role FROM staff_users \
-                 WHERE api_token_hash = $1 AND NOT disabled",
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&hash)
+                .fetch_optional(pool)
+                .await
+        })?;
+        match row {
+            Some(row) => Ok(Some(self.with_scope(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts a session for a browser holding a cookie that hashes to
+    /// `token_hash`.
+    pub async fn start_session(
+        &self,
+        user_id: i64,
+        token_hash: &str,
+        csrf_token: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO staff_sessions (token_hash, user_id, csrf_token, created_at, last_seen_at) \
+                 VALUES ($1, $2, $3, $4, $4)",
             )
-            .bind(&hash)
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(csrf_token)
+            .bind(to_ms(now))
+            .execute(pool)
+            .await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// The session behind a cookie, if it was used within `idle` and its
+    /// user is still enabled; its last use becomes `now`. A session idle
+    /// longer is ended (automatic sign-out).
+    pub async fn session(
+        &self,
+        token_hash: &str,
+        idle: SignedDuration,
+        now: Timestamp,
+    ) -> Result<Option<StaffSession>> {
+        let row: Option<(i64, String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT s.user_id, s.csrf_token, s.last_seen_at FROM staff_sessions s \
+                 JOIN staff_users u ON u.id = s.user_id WHERE s.token_hash = $1 AND NOT u.disabled",
+            )
+            .bind(token_hash)
             .fetch_optional(pool)
             .await
         })?;
-        row.map(StaffUser::try_from).transpose()
+        let Some((user_id, csrf_token, last_seen_at)) = row else {
+            return Ok(None);
+        };
+        if from_ms(last_seen_at)?.saturating_add(idle).unwrap_or(now) <= now {
+            self.end_session(token_hash).await?;
+            return Ok(None);
+        }
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE staff_sessions SET last_seen_at = $2 WHERE token_hash = $1")
+                .bind(token_hash)
+                .bind(to_ms(now))
+                .execute(pool)
+                .await.map(|r| r.rows_affected())
+        })?;
+        Ok(self
+            .staff_user(user_id)
+            .await?
+            .map(|user| StaffSession { user, csrf_token }))
+    }
+
+    /// Signs a browser out.
+    pub async fn end_session(&self, token_hash: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM staff_sessions WHERE token_hash = $1")
+                .bind(token_hash)
+                .execute(pool)
+                .await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    async fn end_sessions_of(&self, user_id: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM staff_sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(pool)
+                .await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    async fn with_scope(&self, row: StaffRow) -> Result<StaffUser> {
+        let role = Role::from_key(&row.role).ok_or_else(|| {
+            StoreError::Corrupt(format!("staff user {} role {:?}", row.id, row.role))
+        })?;
+        let ids: Vec<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT practice_id FROM staff_practices WHERE user_id = $1 ORDER BY practice_id")
+                .bind(row.id)
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(StaffUser {
+            id: row.id,
+            username: row.username,
+            display_name: row.display_name,
+            role,
+            scope: PracticeScope::for_user(role, ids.into_iter().map(|(id,)| id).collect()),
+        })
     }
 
     /// Records that `actor` did `action` (view, search, update...) on a patient.
@@ -89,12 +461,27 @@ impl Store {
         patient_id: Option<i64>,
         now: Timestamp,
     ) -> Result<()> {
+        self.audit_with_detail(actor, action, patient_id, None, now)
+            .await
+    }
+
+    /// [`Store::audit`] with what the action looked for or showed (a
+    /// search's terms and the ids it returned).
+    pub async fn audit_with_detail(
+        &self,
+        actor: &str,
+        action: &str,
+        patient_id: Option<i64>,
+        detail: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
         on_pool!(self, pool => {
-            sqlx::query("INSERT INTO audit_log (at, actor, action, patient_id) VALUES ($1, $2, $3, $4)")
+            sqlx::query("INSERT INTO audit_log (at, actor, action, patient_id, detail) VALUES ($1, $2, $3, $4, $5)")
                 .bind(to_ms(now))
                 .bind(actor)
                 .bind(action)
                 .bind(patient_id)
+                .bind(detail)
                 .execute(pool)
                 .await.map(|r| r.rows_affected())
         })?;
@@ -104,7 +491,7 @@ impl Store {
     pub async fn audit_log(&self, patient_id: Option<i64>, limit: i64) -> Result<Vec<AuditEntry>> {
         let rows: Vec<AuditRow> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT id, at, actor, action, patient_id FROM audit_log \
+                "SELECT id, at, actor, action, patient_id, detail FROM audit_log \
                  WHERE (CAST($1 AS BIGINT) IS NULL OR patient_id = $1) ORDER BY id DESC LIMIT $2",
             )
             .bind(patient_id)
@@ -120,6 +507,7 @@ impl Store {
                     actor: r.actor,
                     action: r.action,
                     patient_id: r.patient_id,
+                    detail: r.detail,
                 })
             })
             .collect()

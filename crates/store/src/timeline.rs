@@ -5,7 +5,7 @@
 //! The stored text is what staff and the timeline API read, and older rows
 //! keep it, so each event's kind and detail keys are fixed (see the test).
 
-use enroll_core::{AutoDecision, Channel, Field, InviteKind, Refusal, Trigger};
+use enroll_core::{AutoDecision, Channel, Field, InviteKind, PatientResponse, Refusal, Trigger};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -110,6 +110,16 @@ pub(crate) enum TimelineEvent<'a> {
     },
     /// The merged chart was the only one known and took the surviving MRN.
     MrnChanged,
+    /// R11: staff confirmed the required fields with the patient.
+    FieldsConfirmed,
+    /// Staff recorded that the patient declined or deferred the portal.
+    ResponseRecorded {
+        response: PatientResponse,
+    },
+    /// Staff removed that response (explicit, confirmed, audited).
+    ResponseRemoved {
+        was: PatientResponse,
+    },
 }
 
 /// Why an invite is sent a second time with the same Message-ID.
@@ -150,6 +160,9 @@ impl TimelineEvent<'_> {
             TimelineEvent::ChartMerged { .. } => "chart_merged",
             TimelineEvent::MergedInto { .. } => "merged_into",
             TimelineEvent::MrnChanged => "mrn_changed",
+            TimelineEvent::FieldsConfirmed => "fields_confirmed",
+            TimelineEvent::ResponseRecorded { .. } => "response_recorded",
+            TimelineEvent::ResponseRemoved { .. } => "response_removed",
         }
     }
 
@@ -161,7 +174,10 @@ impl TimelineEvent<'_> {
             | TimelineEvent::Deceased
             | TimelineEvent::SmsOptedOut
             | TimelineEvent::SmsOptedIn
-            | TimelineEvent::MrnChanged => json!({}),
+            | TimelineEvent::MrnChanged
+            | TimelineEvent::FieldsConfirmed => json!({}),
+            TimelineEvent::ResponseRecorded { response } => json!({ "response": response }),
+            TimelineEvent::ResponseRemoved { was } => json!({ "was": was }),
             TimelineEvent::DemographicsUpdated {
                 required_fields_changed,
             } => json!({ "required_fields_changed": required_fields_changed }),
@@ -524,6 +540,25 @@ mod tests {
                 json!({ "surviving_patient_id": 5 }),
             ),
             (TimelineEvent::MrnChanged, "mrn_changed", json!({})),
+            (
+                TimelineEvent::FieldsConfirmed,
+                "fields_confirmed",
+                json!({}),
+            ),
+            (
+                TimelineEvent::ResponseRecorded {
+                    response: PatientResponse::Declined,
+                },
+                "response_recorded",
+                json!({ "response": "declined" }),
+            ),
+            (
+                TimelineEvent::ResponseRemoved {
+                    was: PatientResponse::Deferred,
+                },
+                "response_removed",
+                json!({ "was": "deferred" }),
+            ),
         ];
         let appointments = [
             (AppointmentChange::Booked, "appointment_booked"),

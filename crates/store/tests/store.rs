@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use enroll_core::{AutoDecision, Demographics, Refusal, Schedule, Trigger};
+use enroll_core::{PracticeScope, SearchTerms};
 use enroll_store::testing::{ENGINES, Engine, TestDb};
-use enroll_store::{EnrollOutcome, InviteState, PatientQuery, Source, Store, StoreError};
+use enroll_store::{EnrollOutcome, InviteState, PatientSearch, Source, Store, StoreError};
 use jiff::{SignedDuration, Timestamp};
 
 /// Wednesday 2026-11-25 15:00 in New York: inside office hours.
@@ -484,8 +485,14 @@ async fn mrn_is_unique_per_practice_and_search_finds_patients() {
             "{engine:?}"
         );
 
-        let search = |query: PatientQuery| {
+        let search = |typed: &str, practice_id: Option<i64>, scope: PracticeScope| {
             let store = db.store.clone();
+            let query = PatientSearch {
+                terms: SearchTerms::parse(typed),
+                practice_id,
+                scope,
+                limit: None,
+            };
             async move {
                 let mut names: Vec<String> = store
                     .search_patients(&query)
@@ -498,31 +505,45 @@ async fn mrn_is_unique_per_practice_and_search_finds_patients() {
                 names
             }
         };
-        let by_name = PatientQuery {
-            name: Some("SMITH".into()),
-            ..Default::default()
-        };
+        let all = || PracticeScope::All;
         assert_eq!(
-            search(by_name).await,
+            search("SMITH", None, all()).await,
             ["Hana", "Hugo"],
             "{engine:?}: prefix, any case"
         );
-        let by_full_name = PatientQuery {
-            name: Some("smith, ha".into()),
-            ..Default::default()
-        };
-        assert_eq!(search(by_full_name).await, ["Hana"], "{engine:?}");
-        let by_mrn_in_b = PatientQuery {
-            mrn: Some("M1".into()),
-            practice_id: Some(b.id),
-            ..Default::default()
-        };
-        assert_eq!(search(by_mrn_in_b).await, ["Hugo"], "{engine:?}");
-        let by_dob = PatientQuery {
-            dob: Some("1980-02-29".into()),
-            ..Default::default()
-        };
-        assert_eq!(search(by_dob).await.len(), 2, "{engine:?}");
+        assert_eq!(
+            search("smith, ha", None, all()).await,
+            ["Hana"],
+            "{engine:?}"
+        );
+        assert_eq!(
+            search("ha smi", None, all()).await,
+            ["Hana"],
+            "{engine:?}: first last"
+        );
+        assert_eq!(
+            search("smi hu", None, all()).await,
+            ["Hugo"],
+            "{engine:?}: last first"
+        );
+        assert_eq!(
+            search("M1", Some(b.id), all()).await,
+            ["Hugo"],
+            "{engine:?}"
+        );
+        assert_eq!(
+            search("smith", None, PracticeScope::Only(vec![a.id])).await,
+            ["Hana"],
+            "{engine:?}: a search never returns another practice's patient"
+        );
+        assert!(
+            search("smith", None, PracticeScope::Only(vec![]))
+                .await
+                .is_empty(),
+            "{engine:?}"
+        );
+        let by_dob = || search("02/29/1980", None, all());
+        assert_eq!(by_dob().await.len(), 2, "{engine:?}");
     })
     .await;
 }

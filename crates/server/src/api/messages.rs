@@ -56,7 +56,7 @@ fn instant(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError
 
 pub(crate) async fn list(
     State(state): State<AppState>,
-    staff: Staff,
+    staff: Admin,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<StoredMessage>>, ApiError> {
     let query = MessageQuery {
@@ -94,7 +94,7 @@ pub(crate) struct MessageView {
 
 pub(crate) async fn show(
     State(state): State<AppState>,
-    staff: Staff,
+    staff: Admin,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<MessageView>, ApiError> {
     let mut message = state
@@ -121,7 +121,7 @@ pub(crate) async fn show(
 
 pub(crate) async fn reprocess(
     State(state): State<AppState>,
-    staff: Staff,
+    staff: Admin,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<StoredMessage>, ApiError> {
     let message = state.intake.reprocess(id, &staff.0.username).await?;

@@ -4,16 +4,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use enroll_core::{Demographics, Refusal, StaffStatus, Trigger};
+use enroll_core::{Demographics, Refusal, SearchTerms, StaffStatus, Trigger, parse_date};
 use enroll_store::{
-    AuditEntry, Chart, EnrollOutcome, Invite, Patient, PatientQuery, SaveOutcome, Source,
+    AuditEntry, Chart, EnrollOutcome, Invite, Patient, PatientSearch, SaveOutcome, Source,
     TimelineEntry, TriggerOutcome,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::json::{ApiPath, ApiQuery, JsonBody};
-use crate::auth::Staff;
+use crate::auth::{Admin, Staff};
 use crate::error::problems_json;
 use crate::{ApiError, AppState};
 
@@ -67,6 +67,9 @@ pub(crate) async fn create(
     if mrn.is_empty() {
         return Err(ApiError::BadRequest("mrn must not be blank".into()));
     }
+    if !staff.0.scope.allows(new.practice_id) {
+        return Err(ApiError::NotFound("practice"));
+    }
     super::practice_or_404(&state, new.practice_id).await?;
     let now = state.clock.now();
     let outcome = state
@@ -97,6 +100,7 @@ pub(crate) async fn update(
     ApiPath(id): ApiPath<i64>,
     JsonBody(demographics): JsonBody<Demographics>,
 ) -> Result<Json<SaveOutcome>, ApiError> {
+    scoped(&state, &staff, id).await?;
     let now = state.clock.now();
     let outcome = state
         .store
@@ -114,6 +118,7 @@ pub(crate) async fn show(
     staff: Staff,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<PatientView>, ApiError> {
+    scoped(&state, &staff, id).await?;
     let now = state.clock.now();
     let chart = state
         .store
@@ -127,22 +132,93 @@ pub(crate) async fn show(
     Ok(Json(chart.into()))
 }
 
+/// The search of the JSON API: `q` as the staff search box understands it,
+/// or the structured `name`, `dob`, `mrn`; within the caller's practices.
+#[derive(Deserialize)]
+pub(crate) struct SearchQuery {
+    q: Option<String>,
+    name: Option<String>,
+    dob: Option<String>,
+    mrn: Option<String>,
+    practice_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+impl SearchQuery {
+    fn terms(&self) -> Result<SearchTerms, ApiError> {
+        if let Some(q) = &self.q {
+            return Ok(SearchTerms::parse(q));
+        }
+        let dob = match self.dob.as_deref() {
+            Some(raw) => Some(parse_date(raw.trim()).ok_or_else(|| {
+                ApiError::BadRequest("dob must be a date such as 1990-07-04 or 07/04/1990".into())
+            })?),
+            None => None,
+        };
+        Ok(SearchTerms {
+            name: self
+                .name
+                .as_deref()
+                .and_then(|n| SearchTerms::parse(n).name),
+            dob,
+            mrn: self.mrn.as_deref().map(|m| m.trim().to_string()),
+            ..SearchTerms::default()
+        })
+    }
+}
+
 pub(crate) async fn search(
     State(state): State<AppState>,
     staff: Staff,
-    ApiQuery(query): ApiQuery<PatientQuery>,
+    ApiQuery(query): ApiQuery<SearchQuery>,
 ) -> Result<Json<Vec<Patient>>, ApiError> {
-    if query.name.is_none() && query.dob.is_none() && query.mrn.is_none() {
+    let terms = query.terms()?;
+    if terms.is_empty() {
         return Err(ApiError::BadRequest(
-            "give at least one of name, dob or mrn".into(),
+            "give q, or at least one of name, dob or mrn".into(),
         ));
     }
-    let found = state.store.search_patients(&query).await?;
+    let found = state
+        .store
+        .search_patients(&PatientSearch {
+            terms,
+            practice_id: query.practice_id,
+            scope: staff.0.scope.clone(),
+            limit: query.limit,
+        })
+        .await?;
+    let ids: Vec<String> = found.iter().map(|p| p.id.to_string()).collect();
+    let looked_for = query.q.clone().unwrap_or_else(|| {
+        [&query.name, &query.dob, &query.mrn]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let detail = serde_json::json!({ "terms": looked_for, "ids": ids.join(",") }).to_string();
     state
         .store
-        .audit(&staff.0.username, "patient.search", None, state.clock.now())
+        .audit_with_detail(
+            &staff.0.username,
+            "patient.search",
+            None,
+            Some(&detail),
+            state.clock.now(),
+        )
         .await?;
     Ok(Json(found))
+}
+
+/// The patient `id` if it is one of the caller's practices'; otherwise 404,
+/// exactly as for a patient that does not exist.
+async fn scoped(state: &AppState, staff: &Staff, id: i64) -> Result<Patient, ApiError> {
+    state
+        .store
+        .patient(id)
+        .await?
+        .filter(|p| staff.0.scope.allows(p.practice_id))
+        .ok_or(ApiError::NotFound("patient"))
 }
 
 pub(crate) async fn timeline(
@@ -170,11 +246,7 @@ async fn audit_read(
     id: i64,
     action: &str,
 ) -> Result<(), ApiError> {
-    state
-        .store
-        .patient(id)
-        .await?
-        .ok_or(ApiError::NotFound("patient"))?;
+    scoped(state, staff, id).await?;
     state
         .store
         .audit(&staff.0.username, action, Some(id), state.clock.now())
@@ -204,6 +276,7 @@ async fn record(
     id: i64,
     trigger: Trigger,
 ) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
+    scoped(&state, &staff, id).await?;
     let now = state.clock.now();
     let outcome = state
         .store
@@ -230,6 +303,7 @@ pub(crate) async fn enroll_now(
     ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    scoped(&state, &staff, id).await?;
     let key = idempotency_key(&headers)?;
     let now = state.clock.now();
     let outcome = state
@@ -289,11 +363,21 @@ pub(crate) struct AuditQuery {
     limit: Option<i64>,
 }
 
+/// The audit log, for administrators; reading it is itself audited.
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
-    _staff: Staff,
+    Admin(admin): Admin,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    state
+        .store
+        .audit(
+            &admin.username,
+            "audit.read",
+            q.patient_id,
+            state.clock.now(),
+        )
+        .await?;
     Ok(Json(
         state
             .store

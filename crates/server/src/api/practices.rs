@@ -12,27 +12,33 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::json::{ApiPath, JsonBody};
-use crate::auth::Staff;
+use crate::auth::{Admin, Staff};
 use crate::{ApiError, AppState};
 
+/// The practices the caller works for.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
 ) -> Result<Json<Vec<Practice>>, ApiError> {
-    Ok(Json(state.store.practices().await?))
+    let mut practices = state.store.practices().await?;
+    practices.retain(|p| staff.0.scope.allows(p.id));
+    Ok(Json(practices))
 }
 
 pub(crate) async fn show(
     State(state): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Practice>, ApiError> {
+    if !staff.0.scope.allows(id) {
+        return Err(ApiError::NotFound("practice"));
+    }
     Ok(Json(super::practice_or_404(&state, id).await?))
 }
 
 pub(crate) async fn create(
     State(state): State<AppState>,
-    staff: Staff,
+    staff: Admin,
     JsonBody(new): JsonBody<NewPractice>,
 ) -> Response {
     if new.code.trim().is_empty() || new.name.trim().is_empty() {
@@ -48,7 +54,7 @@ pub(crate) async fn create(
 /// The create-practice request whose code is valid.
 async fn create_checked(
     state: AppState,
-    staff: Staff,
+    staff: Admin,
     new: NewPractice,
 ) -> Result<(StatusCode, Json<Practice>), ApiError> {
     check_schedule(&new.schedule)?;
@@ -74,10 +80,11 @@ pub(crate) struct AutoInvites {
 /// R3: turning auto invites on does not invite the backlog.
 pub(crate) async fn set_auto_invites(
     State(state): State<AppState>,
-    staff: Staff,
+    staff: Admin,
     ApiPath(id): ApiPath<i64>,
     JsonBody(body): JsonBody<AutoInvites>,
 ) -> Result<Json<Practice>, ApiError> {
+    in_scope(&staff, id)?;
     let practice = state
         .store
         .set_auto_invites(id, body.on, body.go_live_date)
@@ -96,10 +103,11 @@ pub(crate) async fn set_auto_invites(
 
 pub(crate) async fn set_schedule(
     State(state): State<AppState>,
-    staff: Staff,
+    staff: Admin,
     ApiPath(id): ApiPath<i64>,
     JsonBody(schedule): JsonBody<Schedule>,
 ) -> Result<Json<Practice>, ApiError> {
+    in_scope(&staff, id)?;
     let schedule = check_schedule(&schedule)?;
     let practice = state.store.set_schedule(id, &schedule).await?;
     state
@@ -117,6 +125,16 @@ pub(crate) async fn set_schedule(
 /// 422 in the shape of every invalid-field answer (`invalid_fields` with
 /// `problems: [{field, problem, message}]`), naming the field `code`. The
 /// patient fields' `ApiError::InvalidFields` cannot name a practice's.
+/// An administrator of some practices changes only theirs (404 for the
+/// others, as for a practice that does not exist).
+fn in_scope(admin: &Admin, practice_id: i64) -> Result<(), ApiError> {
+    if admin.0.scope.allows(practice_id) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("practice"))
+    }
+}
+
 fn invalid_code(invalid: &InvalidPracticeCode) -> Response {
     let message = invalid.to_string();
     let problem = json!({

@@ -248,7 +248,11 @@ async fn search_view_and_timeline_are_audited() {
         assert_eq!(view["invites"], invites, "{view}");
         assert_eq!(view["invites"].as_array().map(Vec::len), Some(1), "{view}");
 
-        let (_, audit) = app.get(&format!("/api/audit?patient_id={id}")).await;
+        let (_, audit) = app.admin_get(&format!("/api/audit?patient_id={id}")).await;
+        // Ada's reading of the log is itself in it, first (newest first).
+        assert_eq!(audit[0]["action"], "audit.read", "{audit}");
+        assert_eq!(audit[0]["actor"], "ada", "{audit}");
+        let audit = Value::Array(audit.as_array().unwrap()[1..].to_vec());
         let mut actions: Vec<&str> = audit
             .as_array()
             .unwrap()
@@ -282,7 +286,7 @@ async fn search_view_and_timeline_are_audited() {
 async fn triggers_outside_office_hours_are_queued_for_the_opening() {
     on_each_engine(async |app| {
         let (status, _) = app
-            .call(
+            .admin_call(
                 reqwest::Method::PUT,
                 &format!("/api/practices/{}/schedule", app.practice_id),
                 Some(json!({
@@ -332,7 +336,7 @@ async fn bad_input_gets_a_clear_json_error() {
         assert!(!body["message"].as_str().unwrap().is_empty());
 
         let (status, body) = app
-            .call(
+            .admin_call(
                 reqwest::Method::PUT,
                 &format!("/api/practices/{}/schedule", app.practice_id),
                 Some(json!({ "time_zone": "Mars/Olympus", "windows": [] })),
@@ -358,7 +362,7 @@ async fn bad_input_gets_a_clear_json_error() {
 
         // A path or query the endpoint cannot read answers the same JSON shape.
         for path in ["/api/patients/not-a-number", "/api/audit?limit=many"] {
-            let (status, body) = app.get(path).await;
+            let (status, body) = app.admin_get(path).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
             assert_eq!(body["code"], "bad_request", "{path}: {body}");
             let message = body["message"].as_str().unwrap_or_default();
@@ -458,7 +462,7 @@ async fn a_fifth_auto_invite_in_thirty_days_is_suppressed_with_a_visible_reason(
         // Four Enroll Nows while auto invites are off (R7 counts both kinds).
         let switch_path = format!("/api/practices/{}/auto-invites", app.practice_id);
         let switch = async |on: bool| {
-            app.call(
+            app.admin_call(
                 reqwest::Method::PUT,
                 &switch_path,
                 Some(json!({ "on": on })),
@@ -520,7 +524,7 @@ async fn a_practice_code_must_be_a_plain_token() {
         let schedule = json!({ "time_zone": "America/Chicago", "windows": [], "closed_dates": [] });
         for bad in ["has space", "a/b", "NORTH^1.2.3^ISO", &"x".repeat(65)] {
             let (status, body) = app
-                .post(
+                .admin_post(
                     "/api/practices",
                     json!({ "code": bad, "name": "North", "schedule": schedule }),
                 )
@@ -537,7 +541,7 @@ async fn a_practice_code_must_be_a_plain_token() {
             );
         }
         let (status, body) = app
-            .post(
+            .admin_post(
                 "/api/practices",
                 json!({ "code": "north-2_B", "name": "North", "schedule": schedule }),
             )
@@ -557,8 +561,8 @@ async fn a_practice_code_is_taken_once_even_by_racing_requests() {
         let schedule = json!({ "time_zone": "America/Chicago", "windows": [] });
         let body = json!({ "code": "EAST", "name": "East", "schedule": schedule });
         let (first, second) = tokio::join!(
-            app.post("/api/practices", body.clone()),
-            app.post("/api/practices", body.clone()),
+            app.admin_post("/api/practices", body.clone()),
+            app.admin_post("/api/practices", body.clone()),
         );
         let mut statuses = [first.0, second.0];
         statuses.sort();
@@ -574,7 +578,7 @@ async fn a_practice_code_is_taken_once_even_by_racing_requests() {
             second.1
         };
         assert_eq!(conflict["code"], "duplicate_practice", "{conflict}");
-        let (status, again) = app.post("/api/practices", body).await;
+        let (status, again) = app.admin_post("/api/practices", body).await;
         assert_eq!(status, StatusCode::CONFLICT, "{again}");
     })
     .await;

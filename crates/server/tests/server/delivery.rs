@@ -150,7 +150,7 @@ async fn an_invite_is_emailed_with_its_links_and_no_other_phi() {
 async fn an_auto_invite_queued_over_a_dst_weekend_goes_at_local_opening_time() {
     on_each_engine(async |app| {
         let schedule = enroll_core::Schedule::office_hours("America/New_York");
-        app.call(
+        app.admin_call(
             reqwest::Method::PUT,
             &format!("/api/practices/{}/schedule", app.practice_id),
             Some(serde_json::to_value(&schedule).unwrap()),
@@ -189,7 +189,7 @@ async fn auto_invites_wait_for_the_schedule_window() {
             "time_zone": "America/New_York",
             "windows": [{ "weekday": "monday", "opens": "08:00", "closes": "17:00" }],
         });
-        app.call(
+        app.admin_call(
             reqwest::Method::PUT,
             &format!("/api/practices/{}/schedule", app.practice_id),
             Some(schedule),

@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod browser;
 mod delivery;
 mod mllp;
 mod sms;
+mod ui;
 
 use std::sync::Arc;
 
@@ -25,6 +27,12 @@ use serde_json::{Value, json};
 pub const TOKEN: &str = "test-token-of-frida";
 pub const ADMIN_TOKEN: &str = "test-token-of-ada";
 pub const SMS_WEBHOOK_SECRET: &str = "hook-secret";
+/// The staff pages' password of both test users.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Hashed once per test binary: argon2 is slow on purpose.
+static PASSWORD_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| enroll_server::hash_password(PASSWORD).unwrap());
 
 pub struct TestApp {
     pub engine: Engine,
@@ -89,10 +97,22 @@ impl TestApp {
             ),
             ("ada", "Ada Admin", enroll_core::Role::Admin, ADMIN_TOKEN),
         ] {
-            db.store
+            let user = db
+                .store
                 .put_staff_user(username, name, role, &enroll_store::hash_token(token), now)
                 .await
                 .unwrap();
+            db.store
+                .set_staff_password(user.id, &PASSWORD_HASH)
+                .await
+                .unwrap();
+            // Frida works at the test practice; Ada administers every practice.
+            if role == enroll_core::Role::FrontDesk {
+                db.store
+                    .set_staff_practices(user.id, &[practice.id])
+                    .await
+                    .unwrap();
+            }
         }
         let clock = Arc::new(TestClock::new(now));
         let mut settings = test_settings();
@@ -124,13 +144,44 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// A JSON API call as Frida, the front desk.
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        self.call_as(TOKEN, method, path, body).await
+    }
+
+    /// A JSON API call as Ada, the administrator (practice settings, HL7
+    /// messages, the audit log).
+    pub async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(ADMIN_TOKEN, method, path, body).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        self.admin_call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.admin_call(reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
+    async fn call_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }

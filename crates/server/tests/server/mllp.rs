@@ -94,7 +94,8 @@ fn ack_code(ack: &str) -> &str {
 }
 
 async fn patient_by_mrn(app: &TestApp, mrn: &str) -> Option<Value> {
-    let (status, found) = app.get(&format!("/api/patients?mrn={mrn}")).await;
+    // As the administrator: the patient may be any practice's.
+    let (status, found) = app.admin_get(&format!("/api/patients?mrn={mrn}")).await;
     assert_eq!(status, StatusCode::OK, "{found}");
     found.as_array().and_then(|list| list.first().cloned())
 }
@@ -343,13 +344,13 @@ async fn a_table_of_messages_gets_the_right_acks_and_leaves_the_right_patients()
             }
         }
         // Every message was kept, with its status.
-        let (_, list) = app.get("/api/hl7/messages?limit=100").await;
+        let (_, list) = app.admin_get("/api/hl7/messages?limit=100").await;
         let list = list.as_array().unwrap();
         assert_eq!(list.len(), cases().len());
-        let (_, errors) = app.get("/api/hl7/messages?status=error").await;
+        let (_, errors) = app.admin_get("/api/hl7/messages?status=error").await;
         assert_eq!(errors.as_array().unwrap().len(), 1, "{errors}");
         assert_eq!(errors[0]["error_location"], "PID-7");
-        let (_, rejected) = app.get("/api/hl7/messages?status=rejected").await;
+        let (_, rejected) = app.admin_get("/api/hl7/messages?status=rejected").await;
         assert_eq!(rejected.as_array().unwrap().len(), 2, "{rejected}");
         // The encounter and the appointment are on the timelines.
         let maria = patient_by_mrn(app, "1001").await.unwrap()["id"]
@@ -396,7 +397,7 @@ async fn the_same_control_id_twice_gets_the_original_ack_and_is_applied_once() {
             "{kinds:?}"
         );
         assert_eq!(app.invites(id).await.len(), 1);
-        let (_, dups) = app.get("/api/hl7/messages?status=duplicate").await;
+        let (_, dups) = app.admin_get("/api/hl7/messages?status=duplicate").await;
         assert_eq!(dups.as_array().unwrap().len(), 1, "{dups}");
         assert!(dups[0]["duplicate_of"].is_i64());
         // The same control id from another sender is another message.
@@ -420,13 +421,13 @@ async fn the_same_control_id_twice_gets_the_original_ack_and_is_applied_once() {
             view["patient"]["demographics"]["zip"], "10027",
             "not applied"
         );
-        let (_, dups) = app.get("/api/hl7/messages?status=duplicate").await;
+        let (_, dups) = app.admin_get("/api/hl7/messages?status=duplicate").await;
         assert_eq!(dups.as_array().unwrap().len(), 2, "{dups}");
 
         // Senders that differ only in MSH-4 are two senders.
         let schedule = json!({ "time_zone": "America/New_York", "windows": [] });
         let (status, body) = app
-            .post(
+            .admin_post(
                 "/api/practices",
                 json!({ "code": "NORTH", "name": "North", "schedule": schedule }),
             )
@@ -458,7 +459,7 @@ async fn an_unmapped_facility_is_an_error_until_mapped_then_reprocessing_applies
         assert!(ack.contains("MSH^1^4"), "ERR names MSH-4: {ack}");
         assert!(patient_by_mrn(app, "8001").await.is_none());
         let (_, errors) = app
-            .get("/api/hl7/messages?status=error&facility=NORTHSIDE")
+            .admin_get("/api/hl7/messages?status=error&facility=NORTHSIDE")
             .await;
         let id = errors[0]["id"].as_i64().unwrap();
         assert!(
@@ -486,15 +487,15 @@ async fn an_unmapped_facility_is_an_error_until_mapped_then_reprocessing_applies
         assert_eq!(mapped.status(), StatusCode::OK);
 
         let (status, reprocessed) = app
-            .post(&format!("/api/hl7/messages/{id}/reprocess"), json!({}))
+            .admin_post(&format!("/api/hl7/messages/{id}/reprocess"), json!({}))
             .await;
         assert_eq!(status, StatusCode::OK, "{reprocessed}");
         assert_eq!(reprocessed["status"], "applied");
-        assert_eq!(reprocessed["reprocessed_by"], "frida");
+        assert_eq!(reprocessed["reprocessed_by"], "ada");
         assert!(patient_by_mrn(app, "8001").await.is_some());
         // Applied messages are not applied twice.
         let (status, again) = app
-            .post(&format!("/api/hl7/messages/{id}/reprocess"), json!({}))
+            .admin_post(&format!("/api/hl7/messages/{id}/reprocess"), json!({}))
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{again}");
         // Later messages from that facility go straight in.
@@ -503,9 +504,9 @@ async fn an_unmapped_facility_is_an_error_until_mapped_then_reprocessing_applies
             .replace("8001^^^", "8002^^^");
         assert_eq!(ack_code(&sender.send(next.as_bytes()).await), "AA");
         // The raw message can be read back exactly, and reading it is audited.
-        let (_, shown) = app.get(&format!("/api/hl7/messages/{id}")).await;
+        let (_, shown) = app.admin_get(&format!("/api/hl7/messages/{id}")).await;
         assert!(text_of(&shown["raw_text"]).starts_with("MSH|^~\\&|EPIC|NORTHSIDE|"));
-        let (_, audit) = app.get("/api/audit").await;
+        let (_, audit) = app.admin_get("/api/audit").await;
         assert!(audit.to_string().contains("hl7.message_view"), "{audit}");
     })
     .await;
@@ -685,7 +686,7 @@ async fn an_oversized_frame_is_answered_ar_and_the_connection_goes_on() {
         assert_eq!(ack_code(&ack), "AR", "{ack}");
         assert_eq!(field(&ack, "MSA", 2), "BIG-1");
         assert!(ack.contains("more than the maximum"), "{ack}");
-        let (_, rejected) = app.get("/api/hl7/messages?status=rejected").await;
+        let (_, rejected) = app.admin_get("/api/hl7/messages?status=rejected").await;
         assert_eq!(rejected.as_array().unwrap().len(), 1);
         // The next message on the same connection is taken as usual.
         let ack = sender
@@ -733,7 +734,9 @@ async fn many_connections_at_once_each_keep_their_order() {
                 .unwrap();
             assert_eq!(patient["demographics"]["first_name"], "New");
         }
-        let (_, applied) = app.get("/api/hl7/messages?status=applied&limit=1000").await;
+        let (_, applied) = app
+            .admin_get("/api/hl7/messages?status=applied&limit=1000")
+            .await;
         assert_eq!(applied.as_array().unwrap().len(), 200);
     })
     .await;
@@ -855,7 +858,9 @@ async fn a_third_party_client_python_hl7_mllp_send_gets_an_ack_for_every_message
             );
         }
         assert_eq!(stdout.matches("MSA|").count(), expected.len(), "{stdout}");
-        let (_, applied) = app.get("/api/hl7/messages?status=applied&limit=1000").await;
+        let (_, applied) = app
+            .admin_get("/api/hl7/messages?status=applied&limit=1000")
+            .await;
         assert_eq!(applied.as_array().unwrap().len(), 20);
     })
     .await;
@@ -972,9 +977,9 @@ async fn the_same_message_racing_on_eight_connections_is_applied_once() {
             acks.iter().all(|a| a == &acks[0] && ack_code(a) == "AA"),
             "{acks:?}"
         );
-        let (_, applied) = app.get("/api/hl7/messages?status=applied").await;
+        let (_, applied) = app.admin_get("/api/hl7/messages?status=applied").await;
         assert_eq!(applied.as_array().unwrap().len(), 1, "{:?}", app.engine);
-        let (_, dups) = app.get("/api/hl7/messages?status=duplicate").await;
+        let (_, dups) = app.admin_get("/api/hl7/messages?status=duplicate").await;
         assert_eq!(dups.as_array().unwrap().len(), 7);
         assert_eq!(invites_of(app, "9401").await.len(), 1);
     })

@@ -1,0 +1,135 @@
+//! The staff web UI: sign-in, patient search (right-click -> Patient
+//! Portal -> Enroll Now), the chart with its banner's Patient Portal icon,
+//! the confirmation of R11, and the admin pages for users and the audit
+//! log. Server-rendered (minijinja, the templates in `templates/staff_*`),
+//! with one small script of our own for the context menu and the in-place
+//! answers; no build step and nothing fetched from the internet.
+
+mod admin;
+mod chart;
+mod search;
+pub mod session;
+mod signin;
+mod words;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use minijinja::Value;
+use serde::Serialize;
+
+use crate::AppState;
+use crate::pages::render;
+use session::SignedIn;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/signin", get(signin::form).post(signin::sign_in))
+        .route("/signout", post(signin::sign_out))
+        .route("/search", get(search::page))
+        .route("/patients/{id}", get(chart::page))
+        .route(
+            "/patients/{id}/demographics",
+            post(chart::save_demographics),
+        )
+        .route("/patients/{id}/enroll", post(chart::enroll_now))
+        .route("/patients/{id}/confirm", post(chart::confirm))
+        .route("/patients/{id}/response", post(chart::response))
+        .route("/patients/{id}/status", get(chart::status))
+        .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{id}", post(admin::change_user))
+        .route("/admin/audit", get(admin::audit_log))
+        .route("/static/staff.css", get(stylesheet))
+        .route("/static/staff.js", get(script))
+}
+
+/// `/`: the search for a signed-in user, else sign-in.
+async fn home(signed_in: Result<SignedIn, Response>) -> Redirect {
+    match signed_in {
+        Ok(_) => Redirect::to("/search"),
+        Err(_) => Redirect::to("/signin"),
+    }
+}
+
+async fn stylesheet() -> Response {
+    static_file(
+        "text/css; charset=utf-8",
+        include_str!("../../static/staff.css"),
+    )
+}
+
+async fn script() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/staff.js"),
+    )
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Who is signed in, for the page header.
+#[derive(Serialize)]
+struct Viewer<'a> {
+    name: &'a str,
+    role: String,
+    is_admin: bool,
+    csrf: &'a str,
+}
+
+fn viewer(signed_in: &SignedIn) -> Viewer<'_> {
+    Viewer {
+        name: &signed_in.user.display_name,
+        role: signed_in.user.role.to_string(),
+        is_admin: signed_in.user.role.is_admin(),
+        csrf: &signed_in.csrf,
+    }
+}
+
+/// A staff page: the template with the viewer added. Pages hold health
+/// data, so no browser or proxy may keep a copy.
+fn staff_page(status: StatusCode, template: &str, signed_in: &SignedIn, ctx: Value) -> Response {
+    let ctx = minijinja::context! { viewer => viewer(signed_in), ..ctx };
+    let mut response = render(status, template, ctx);
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "staff page failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong on our side. Try again; if it keeps happening, tell your administrator.",
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "There is no such patient among your practices' patients.",
+    )
+        .into_response()
+}
+
+/// "Nov 24, 2026 9:05 AM" in the practice's time zone.
+fn local_time(at: Timestamp, tz: &TimeZone) -> String {
+    tz.to_datetime(at)
+        .strftime("%b %-d, %Y %-I:%M %p")
+        .to_string()
+}

@@ -1,0 +1,525 @@
+//! The staff pages in a real browser: Debian's chromium driven through
+//! chromedriver (WebDriver) by fantoccini, axe-core run on every page, and
+//! a screenshot of every page at 1366x768 and 768x1024 saved under
+//! `target/screenshots/` for a person to look at.
+//!
+//! Needs `chromedriver` and `chromium` on the PATH (or CHROMEDRIVER and
+//! CHROMIUM) and axe-core's `axe.min.js` at ENROLL_AXE_JS; `scripts/test`
+//! installs all three. Without them the test says so and passes, unless
+//! ENROLL_REQUIRE_BROWSER=1 (as in CI), when it fails.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::actions::{InputSource, MOUSE_BUTTON_RIGHT, MouseActions, PointerAction};
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::{PASSWORD, TestApp, TestSmtp};
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn required() -> bool {
+    std::env::var("ENROLL_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
+}
+
+fn find(env: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Ok(path) = std::env::var(env) {
+        return Some(PathBuf::from(path));
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// What the browser test needs, or why it cannot run.
+struct Tools {
+    chromedriver: PathBuf,
+    chromium: PathBuf,
+    axe: String,
+}
+
+fn tools() -> Result<Tools, String> {
+    let chromedriver = find("CHROMEDRIVER", &["chromedriver"]).ok_or("chromedriver not found")?;
+    let chromium = find(
+        "CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    )
+    .ok_or("chromium not found")?;
+    let axe_path = std::env::var("ENROLL_AXE_JS").map_err(|_| "ENROLL_AXE_JS is not set")?;
+    let axe = std::fs::read_to_string(&axe_path).map_err(|e| format!("{axe_path}: {e}"))?;
+    Ok(Tools {
+        chromedriver,
+        chromium,
+        axe,
+    })
+}
+
+async fn start_driver(tools: &Tools) -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&tools.chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Driver { child, url }
+}
+
+async fn browser(driver: &Driver, tools: &Tools) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": tools.chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1366,768", "--lang=en-US"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session")
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// axe-core on the page as it is now: no serious or critical violation.
+async fn axe_check(client: &Client, tools: &Tools, page: &str) {
+    client.execute(&tools.axe, vec![]).await.expect("load axe");
+    let result = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document, { resultTypes: ['violations'] })\
+               .then(r => done(r.violations.map(v => ({ id: v.id, impact: v.impact,\
+                   nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3) }))))\
+               .catch(e => done([{ id: 'axe-error', impact: 'critical', nodes: [String(e)] }]));",
+            vec![],
+        )
+        .await
+        .expect("run axe");
+    let bad: Vec<&Value> = result
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    assert!(bad.is_empty(), "{page}: axe found {bad:#?}");
+}
+
+/// axe, then a screenshot at both sizes.
+async fn look_at(client: &Client, tools: &Tools, name: &str) {
+    axe_check(client, tools, name).await;
+    let dir = screenshot_dir();
+    for (w, h, size) in [(1366, 768, "1366x768"), (768, 1024, "768x1024")] {
+        client.set_window_size(w, h).await.unwrap();
+        let png = client.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("staff-{name}-{size}.png")), png).unwrap();
+    }
+    client.set_window_size(1366, 768).await.unwrap();
+}
+
+async fn sign_in(client: &Client, app: &TestApp, username: &str) {
+    client.goto(&app.url("/")).await.unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys(username)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{PASSWORD}{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    client.wait().for_element(Locator::Id("q")).await.unwrap();
+}
+
+async fn search(client: &Client, app: &TestApp, typed: &str) {
+    client
+        .goto(&app.url(&format!(
+            "/search?q={}",
+            url::form_urlencoded::byte_serialize(typed.as_bytes()).collect::<String>()
+        )))
+        .await
+        .unwrap();
+}
+
+async fn answer_text(client: &Client) -> String {
+    let answer = client.find(Locator::Id("answer")).await.unwrap();
+    for _ in 0..50 {
+        let text = answer.text().await.unwrap();
+        if !text.trim().is_empty() {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no answer appeared");
+}
+
+async fn right_click(client: &Client, css: &str) {
+    let row = client.find(Locator::Css(css)).await.unwrap();
+    let actions = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement {
+            element: row,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_RIGHT,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_RIGHT,
+        });
+    client.perform_actions(actions).await.unwrap();
+}
+
+async fn menu_item(client: &Client, action: &str) -> fantoccini::elements::Element {
+    client
+        .wait()
+        .for_element(Locator::Css(&format!(
+            "#portal-menu:not([hidden]) [data-action=\"{action}\"]"
+        )))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_browser() {
+    let tools = match tools() {
+        Ok(tools) => tools,
+        Err(why) if !required() => {
+            eprintln!("skipping the browser test: {why} (scripts/test installs it)");
+            return;
+        }
+        Err(why) => panic!("the browser test is required: {why}"),
+    };
+    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+        return;
+    };
+    let smtp = TestSmtp::start().await;
+    let dispatcher = app.dispatcher(smtp.addr, "browser");
+    let complete = app
+        .patient(
+            "B-1",
+            json!({ "first_name": "Ada", "last_name": "Lovelace",
+        "email": "ada@example.org" }),
+        )
+        .await;
+    let no_email = app
+        .patient(
+            "B-2",
+            json!({ "first_name": "Alan", "last_name": "Lovelace",
+        "email": null }),
+        )
+        .await;
+    let banner = app
+        .patient(
+            "B-3",
+            json!({ "first_name": "Grace", "last_name": "Hopper",
+        "email": "grace@example.org" }),
+        )
+        .await;
+    // Deliver the auto invites of the charts just added, so each send below is Enroll Now's.
+    dispatcher.run_round().await.unwrap();
+    smtp.clear();
+
+    let driver = start_driver(&tools).await;
+    let client = browser(&driver, &tools).await;
+
+    // Sign-in page, then search.
+    client.goto(&app.url("/")).await.unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("username"))
+        .await
+        .unwrap();
+    look_at(&client, &tools, "signin").await;
+    sign_in(&client, &app, "frida").await;
+    search(&client, &app, "lovelace").await;
+    client
+        .wait()
+        .for_element(Locator::Css(&format!("tr[data-patient=\"{complete}\"]")))
+        .await
+        .unwrap();
+    look_at(&client, &tools, "search").await;
+
+    // Path 1: right-click the result -> Patient Portal -> Enroll Now.
+    right_click(&client, &format!("tr[data-patient=\"{complete}\"]")).await;
+    look_at(&client, &tools, "search-menu").await;
+    menu_item(&client, "enroll").await.click().await.unwrap();
+    let text = answer_text(&client).await;
+    assert!(text.contains("Sent"), "{text}");
+    look_at(&client, &tools, "search-sent").await;
+    dispatcher.run_round().await.unwrap();
+    assert!(
+        smtp.received().iter().any(|m| m.to == ["ada@example.org"]),
+        "Enroll Now's email reached the SMTP server"
+    );
+
+    // Refused for want of an email; Update now -> save -> sent.
+    right_click(&client, &format!("tr[data-patient=\"{no_email}\"]")).await;
+    menu_item(&client, "enroll").await.click().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = answer_text(&client).await;
+    assert!(text.contains("Email address is missing"), "{text}");
+    look_at(&client, &tools, "search-refused").await;
+    client
+        .find(Locator::Css("#answer [data-update]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let email = client
+        .wait()
+        .for_element(Locator::Id("field-email"))
+        .await
+        .unwrap();
+    let focused = client
+        .execute("return document.activeElement.id", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        focused, "field-email",
+        "Update now opens the form at the missing field"
+    );
+    look_at(&client, &tools, "chart-update-now").await;
+    email.send_keys("alan@example.org").await.unwrap();
+    client
+        .find(Locator::Id("save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Css(".notice"))
+        .await
+        .unwrap();
+    let notice = client
+        .find(Locator::Css(".notice"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(notice.contains("Invitation on its way"), "{notice}");
+    dispatcher.run_round().await.unwrap();
+    assert!(smtp.received().iter().any(|m| m.to == ["alan@example.org"]));
+
+    // Path 2: open the chart, confirm, click the banner icon -> Enroll Now.
+    client
+        .goto(&app.url(&format!("/patients/{banner}")))
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("portal-icon"))
+        .await
+        .unwrap();
+    look_at(&client, &tools, "chart").await;
+    client
+        .find(Locator::Css("#confirm-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        let line = client
+            .find(Locator::Id("confirmed-line"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if line.contains("by frida") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .find(Locator::Id("portal-icon"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    look_at(&client, &tools, "chart-menu").await;
+    menu_item(&client, "enroll").await.click().await.unwrap();
+    let text = answer_text(&client).await;
+    assert!(text.contains("Sent"), "{text}");
+    dispatcher.run_round().await.unwrap();
+    assert!(
+        smtp.received()
+            .iter()
+            .any(|m| m.to == ["grace@example.org"])
+    );
+    let (_, chart) = app.get(&format!("/api/patients/{banner}")).await;
+    assert_eq!(chart["patient"]["fields_confirmed_by"], "frida");
+
+    // The keyboard alone: search box -> arrow to the row -> Shift+F10 -> arrows -> Enter.
+    search(&client, &app, "hopper").await;
+    let q = client.wait().for_element(Locator::Id("q")).await.unwrap();
+    q.send_keys(&(char::from(Key::Down)).to_string())
+        .await
+        .unwrap();
+    let focused = client
+        .execute(
+            "return document.activeElement.getAttribute('data-patient')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        focused,
+        banner.to_string(),
+        "the arrow key moves to the first row"
+    );
+    let row = client
+        .find(Locator::Css(&format!("tr[data-patient=\"{banner}\"]")))
+        .await
+        .unwrap();
+    row.send_keys(&format!(
+        "{}{}",
+        char::from(Key::Shift),
+        char::from(Key::F10)
+    ))
+    .await
+    .unwrap();
+    menu_item(&client, "enroll").await;
+    let focused = client
+        .execute(
+            "return document.activeElement.getAttribute('data-action')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused, "enroll", "the menu opens with Enroll Now focused");
+    // Keys go where the focus is, as a person's would.
+    for _ in 0..2 {
+        client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(&char::from(Key::Down).to_string())
+            .await
+            .unwrap();
+    }
+    let focused = client
+        .execute(
+            "return document.activeElement.getAttribute('data-action')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let visible = client
+        .execute(
+            "return Array.from(document.querySelectorAll('#portal-menu button:not([hidden])')).map(b => b.dataset.action).join(',')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        focused, "history",
+        "arrow keys move through the menu ({visible})"
+    );
+    client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("invites"))
+        .await
+        .unwrap();
+    let url = client.current_url().await.unwrap();
+    assert!(
+        url.path().ends_with(&format!("/patients/{banner}")),
+        "{url}"
+    );
+
+    // A front desk cannot open admin pages.
+    client.goto(&app.url("/admin/users")).await.unwrap();
+    let body = client
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("Only an administrator"), "{body}");
+
+    // The admin's pages, then idle sign-out.
+    client.delete_all_cookies().await.unwrap();
+    sign_in(&client, &app, "ada").await;
+    client.goto(&app.url("/admin/users")).await.unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("new-username"))
+        .await
+        .unwrap();
+    look_at(&client, &tools, "admin-users").await;
+    client.goto(&app.url("/admin/audit")).await.unwrap();
+    look_at(&client, &tools, "admin-audit").await;
+    app.clock.advance(jiff::SignedDuration::from_mins(16));
+    client.goto(&app.url("/search")).await.unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("username"))
+        .await
+        .unwrap();
+    let url = client.current_url().await.unwrap();
+    assert_eq!(url.path(), "/signin", "signed out after 15 idle minutes");
+
+    client.close().await.unwrap();
+    drop(driver);
+    app.stop().await;
+}
