@@ -374,7 +374,7 @@ mod tls_tests {
 
     fn email(to: &str) -> OutgoingEmail {
         OutgoingEmail {
-            to: to.to_owned(),
+            to: crate::EmailAddress::parse(to).unwrap(),
             from: "Main Street Clinic <invites@clinic.example>".to_owned(),
             message_id: "invite-7@enroll.example".to_owned(),
             list_unsubscribe: "https://enroll.example/unsubscribe/7/abcdef".to_owned(),

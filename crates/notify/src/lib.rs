@@ -63,6 +63,9 @@ pub use templates::{SMS_MAX_CHARS, TemplateError, TemplateKind, Templates};
 
 /// The language of an invite (enroll-core's, one mapping each way).
 pub use enroll_core::Language;
+/// The recipients' types: an outgoing message can only carry an address
+/// that core's R1 check accepts.
+pub use enroll_core::{E164Phone, EmailAddress};
 
 /// Everything an invite may show (R12: first name and practice name, plus the
 /// two links). There are deliberately no fields for anything else.
@@ -113,7 +116,7 @@ impl fmt::Debug for RenderedEmail {
 #[derive(Clone, PartialEq, Eq)]
 pub struct OutgoingEmail {
     /// The patient's address.
-    pub to: String,
+    pub to: EmailAddress,
     /// The practice's sender, e.g. `"Main Street Clinic <invites@clinic.example>"`.
     pub from: String,
     /// Without angle brackets, e.g. `"invite-42@enroll.example"`; stable per
@@ -139,8 +142,8 @@ impl fmt::Debug for OutgoingEmail {
 /// A text message ready for an [`SmsSender`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct OutgoingSms {
-    /// The patient's cell phone in E.164 form, e.g. `"+16175550123"`.
-    pub to: String,
+    /// The patient's cell phone, e.g. `+16175550123`.
+    pub to: E164Phone,
     pub body: String,
 }
 
@@ -185,7 +188,7 @@ mod tests {
         assert!(shown.contains("Main Street Clinic"));
 
         let email = OutgoingEmail {
-            to: "maria@example.org".into(),
+            to: EmailAddress::parse("maria@example.org").unwrap(),
             from: "clinic@example.org".into(),
             message_id: "invite-1@enroll.example".into(),
             list_unsubscribe: ctx.unsubscribe_url.clone(),
@@ -200,7 +203,7 @@ mod tests {
         assert!(!shown.contains("Maria"));
 
         let sms = OutgoingSms {
-            to: "+16175550123".into(),
+            to: E164Phone::parse("+16175550123").unwrap(),
             body: "Hi Maria".into(),
         };
         let shown = format!("{sms:?}");

@@ -19,7 +19,7 @@ fn is_header_token(value: &str) -> bool {
 /// Builds the MIME message. Errors are permanent: resending the same input
 /// cannot fix a malformed address or header.
 pub(crate) fn build_message(email: &OutgoingEmail) -> Result<Message, DeliveryError> {
-    let to: Mailbox = email.to.trim().parse().map_err(|_| {
+    let to: Mailbox = email.to.as_str().parse().map_err(|_| {
         DeliveryError::Permanent("the recipient address is not a valid email address".to_owned())
     })?;
     let from: Mailbox = email.from.trim().parse().map_err(|_| {
@@ -74,7 +74,7 @@ mod tests {
 
     fn email() -> OutgoingEmail {
         OutgoingEmail {
-            to: "Maria <maria@example.org>".to_owned(),
+            to: crate::EmailAddress::parse("maria@example.org").unwrap(),
             from: "Main Street Clinic <invites@clinic.example>".to_owned(),
             message_id: "invite-42@enroll.example".to_owned(),
             list_unsubscribe: "https://enroll.example/unsubscribe/42/abcdef0123456789abcdef0123456789abcdef0123456789".to_owned(),
@@ -105,9 +105,8 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_permanent_and_name_no_address() {
-        let cases: [fn(&mut OutgoingEmail); 8] = [
-            |e| e.to = "maria at example.org".to_owned(),
-            |e| e.to = String::new(),
+        // A malformed recipient cannot be built: `to` is an `EmailAddress`.
+        let cases: [fn(&mut OutgoingEmail); 6] = [
             |e| e.from = "clinic@".to_owned(),
             |e| e.message_id = "<invite-42@enroll.example>".to_owned(),
             |e| e.message_id = "invite 42@enroll.example".to_owned(),

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use enroll_notify::testing::SmtpSink;
 use enroll_notify::{
-    DeliveryError, EmailSender, HttpSmsSender, InviteContext, Language, OutgoingEmail, OutgoingSms,
-    SmsConfig, SmsSender, SmtpConfig, SmtpMailer, SmtpSecurity, TemplateError, TemplateKind,
-    Templates,
+    DeliveryError, E164Phone, EmailAddress, EmailSender, HttpSmsSender, InviteContext, Language,
+    OutgoingEmail, OutgoingSms, SmsConfig, SmsSender, SmtpConfig, SmtpMailer, SmtpSecurity,
+    TemplateError, TemplateKind, Templates,
 };
 use tokio::net::TcpListener;
 
@@ -407,7 +407,7 @@ fn invite_email(to: &str) -> OutgoingEmail {
         .render_email("main-st", &ctx(Language::English))
         .unwrap();
     OutgoingEmail {
-        to: to.to_owned(),
+        to: EmailAddress::parse(to).unwrap(),
         from: "Main Street Clinic <invites@clinic.example>".to_owned(),
         message_id: "invite-42@enroll.example".to_owned(),
         list_unsubscribe: "https://portal.example.org/unsubscribe/42/9f86d081884c7d65".to_owned(),
@@ -538,15 +538,13 @@ async fn smtp_550_is_permanent_451_is_transient() {
 async fn smtp_malformed_addresses_are_permanent() {
     let stub = start_smtp_stub().await;
     let mailer = SmtpMailer::new(&smtp_config(stub.addr)).unwrap();
-    let err = mailer
-        .send_email(&invite_email("maria at patients.example"))
-        .await
-        .unwrap_err();
-    assert!(err.is_permanent(), "{err}");
-    assert!(!err.to_string().contains("patients.example"), "{err}");
+    // A malformed recipient cannot be built (`to` is an `EmailAddress`);
+    // a malformed sender is refused before anything is sent.
     let mut email = invite_email("maria@patients.example");
     email.from = "not an address".to_owned();
-    assert!(mailer.send_email(&email).await.unwrap_err().is_permanent());
+    let err = mailer.send_email(&email).await.unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(!err.to_string().contains("patients.example"), "{err}");
     assert!(stub.received().is_empty());
 }
 
@@ -879,7 +877,7 @@ fn sms_config(addr: SocketAddr) -> SmsConfig {
 
 fn invite_sms(to: &str) -> OutgoingSms {
     OutgoingSms {
-        to: to.to_owned(),
+        to: E164Phone::parse(to).unwrap(),
         body: Templates::builtin()
             .render_sms("main-st", &ctx(Language::English))
             .unwrap(),
@@ -937,14 +935,13 @@ async fn sms_refusals_are_classified_without_patient_data() {
     }
     assert_eq!(seen.lock().unwrap().len(), cases.len());
 
-    // A number that is not E.164 never leaves the process.
-    let err = sender
-        .send_sms(&invite_sms("617-555-0100"))
-        .await
-        .unwrap_err();
-    assert!(err.is_permanent(), "{err}");
-    assert!(!err.to_string().contains("555"), "{err}");
-    assert_eq!(seen.lock().unwrap().len(), cases.len());
+    // A number that is not E.164 cannot even be put in an `OutgoingSms`
+    // (`to` is an `E164Phone`, which normalises or refuses).
+    assert_eq!(
+        E164Phone::parse("617-555-0100").unwrap().as_str(),
+        "+16175550100"
+    );
+    assert!(E164Phone::parse("617-555").is_err());
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use enroll_notify::{
-    DeliveryError, EmailSender, InviteContext, Language, OutgoingEmail, OutgoingSms, SmsSender,
+    DeliveryError, E164Phone, EmailAddress, EmailSender, InviteContext, Language, OutgoingEmail,
+    OutgoingSms, SmsSender,
 };
 use enroll_store::{
     ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Finished,
@@ -552,8 +553,15 @@ impl Dispatcher {
                 ));
             }
         };
+        // The stored address passed core's R1 check when it was written;
+        // one that no longer parses is refused as the mailer would.
+        let Ok(to) = EmailAddress::parse(to) else {
+            return ChannelResult::Permanent(
+                "the recipient address is not a valid email address".into(),
+            );
+        };
         let email = OutgoingEmail {
-            to: to.to_string(),
+            to,
             from: self.email_from.clone(),
             message_id: self.links.message_id(job.invite_id, job.invite_created_at),
             list_unsubscribe: context.unsubscribe_url.clone(),
@@ -587,13 +595,14 @@ impl Dispatcher {
                 return ChannelResult::Permanent(format!("the SMS text could not be made: {e}"));
             }
         };
-        match sender
-            .send_sms(&OutgoingSms {
-                to: to.to_string(),
-                body,
-            })
-            .await
-        {
+        // As for email: stored normalised, so this refusal is for a number
+        // written around the checks.
+        let Ok(to) = E164Phone::parse(to) else {
+            return ChannelResult::Permanent(
+                "the recipient is not a phone number in E.164 form".into(),
+            );
+        };
+        match sender.send_sms(&OutgoingSms { to, body }).await {
             Ok(provider_id) => ChannelResult::Sent {
                 provider_id: Some(provider_id),
             },

@@ -364,7 +364,7 @@ impl Store {
                 ack: &original_ack,
             };
             let id = tx.insert_message(message, &row, now).await?;
-            tx.commit().await?;
+            self.commit_intake(tx).await?;
             return Ok(Received {
                 message_id: id,
                 status: MessageStatus::Duplicate,
@@ -390,7 +390,7 @@ impl Store {
             ack: &answer,
         };
         let id = tx.insert_message(message, &row, now).await?;
-        tx.commit().await?;
+        self.commit_intake(tx).await?;
         Ok(Received {
             message_id: id,
             status,
@@ -398,6 +398,17 @@ impl Store {
             duplicate_of: None,
             ack: answer,
         })
+    }
+
+    /// Commits an intake transaction. With the `testing` feature a test's
+    /// [`crate::testing::IntakeFaults`] act first (hold, or fail: the
+    /// transaction is then dropped, which rolls it back).
+    async fn commit_intake(&self, tx: Tx) -> Result<()> {
+        #[cfg(feature = "testing")]
+        if let Some(faults) = &self.intake_faults {
+            faults.before_commit().await?;
+        }
+        tx.commit().await
     }
 
     /// Applies a stored message again (after staff fixed what stopped it,

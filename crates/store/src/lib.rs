@@ -111,6 +111,9 @@ pub struct Store {
     /// when the dispatcher and the MLLP listener wrote at once. Other
     /// processes on the same file still meet the busy timeout.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// Tests' faults at the HL7 intake's commit; only with `testing`.
+    #[cfg(feature = "testing")]
+    intake_faults: Option<Arc<testing::IntakeFaults>>,
 }
 
 /// Runs `$body` with `$pool` bound to the backend's pool; the block is
@@ -252,6 +255,8 @@ impl Store {
         Ok(Store {
             backend,
             sqlite_writer,
+            #[cfg(feature = "testing")]
+            intake_faults: None,
         })
     }
 

@@ -12,6 +12,8 @@
 // Test support: a setup step that fails fails the test, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -113,6 +115,86 @@ impl TestDb {
             )
             .await
             .expect("turn auto invites on")
+    }
+}
+
+/// Faults a test injects into the HL7 intake's transaction, right before
+/// its COMMIT: hold commits open until released, or make the next ones fail
+/// (rolled back, as when the database connection drops at commit). Installed
+/// with [`Store::with_intake_faults`], which only the `testing` feature has,
+/// so a production build cannot carry one.
+#[derive(Debug)]
+pub struct IntakeFaults {
+    state: tokio::sync::watch::Sender<FaultState>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    /// Commits wait while this is set.
+    held: bool,
+    /// How many of the next commits fail.
+    fail_next: usize,
+    /// Commits waiting at the hold now.
+    waiting: usize,
+}
+
+impl IntakeFaults {
+    pub fn new() -> Arc<IntakeFaults> {
+        Arc::new(IntakeFaults {
+            state: tokio::sync::watch::Sender::new(FaultState::default()),
+        })
+    }
+
+    /// From now on every intake commit waits until [`Self::release`].
+    pub fn hold(&self) {
+        self.state.send_modify(|s| s.held = true);
+    }
+
+    /// Lets the held commits (and later ones) go on.
+    pub fn release(&self) {
+        self.state.send_modify(|s| s.held = false);
+    }
+
+    /// The next `n` intake commits fail and roll back.
+    pub fn fail_next(&self, n: usize) {
+        self.state.send_modify(|s| s.fail_next = n);
+    }
+
+    /// Waits until `n` commits are waiting at the hold (their transactions
+    /// open, everything written but not committed).
+    pub async fn held(&self, n: usize) {
+        let mut changes = self.state.subscribe();
+        // The sender lives in `self`, so the wait cannot see it dropped.
+        let _ = changes.wait_for(|s| s.waiting >= n).await;
+    }
+
+    /// Called by the store right before an intake COMMIT; an error rolls
+    /// the transaction back.
+    pub(crate) async fn before_commit(&self) -> crate::Result<()> {
+        self.state.send_modify(|s| s.waiting += 1);
+        let mut changes = self.state.subscribe();
+        let _ = changes.wait_for(|s| !s.held).await;
+        let mut fail = false;
+        self.state.send_modify(|s| {
+            s.waiting -= 1;
+            fail = s.fail_next > 0;
+            s.fail_next = s.fail_next.saturating_sub(1);
+        });
+        if fail {
+            return Err(crate::StoreError::Database(sqlx::Error::Io(
+                std::io::Error::other("commit failed (injected by IntakeFaults)"),
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// This store with `faults` acting on every HL7 intake commit
+    /// ([`Store::receive_hl7`]); clones of the returned store share them.
+    pub fn with_intake_faults(mut self, faults: Arc<IntakeFaults>) -> Store {
+        self.intake_faults = Some(faults);
+        self
     }
 }
 

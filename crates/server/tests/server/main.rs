@@ -19,7 +19,7 @@ use enroll_server::{
     Settings, TestClock,
 };
 
-use enroll_store::testing::{ENGINES, Engine, TestDb};
+use enroll_store::testing::{ENGINES, Engine, IntakeFaults, TestDb};
 use jiff::Timestamp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -38,6 +38,8 @@ pub struct TestApp {
     pub engine: Engine,
     pub db: TestDb,
     pub clock: Arc<TestClock>,
+    /// Faults at the HL7 intake's commit (inert until a test sets one).
+    pub faults: Arc<IntakeFaults>,
     running: Option<RunningApplication>,
     /// The MLLP listener (facility TEST maps to the test practice by code).
     pub mllp_addr: std::net::SocketAddr,
@@ -117,9 +119,10 @@ impl TestApp {
         let clock = Arc::new(TestClock::new(now));
         let mut settings = test_settings();
         adjust(&mut settings);
+        let faults = IntakeFaults::new();
         let runtime = Runtime {
             clock: clock.clone(),
-            store: Some(db.store.clone()),
+            store: Some(db.store.clone().with_intake_faults(faults.clone())),
             mailbox: None,
         };
         let app = Application::build(settings, runtime).await.unwrap();
@@ -130,6 +133,7 @@ impl TestApp {
             engine,
             db,
             clock,
+            faults,
             mllp_addr: running.mllp_addr.expect("the MLLP listener"),
             mllp_tls_addr: running.mllp_tls_addr,
             running: Some(running),

@@ -52,11 +52,25 @@ impl Sender {
     }
 
     async fn send(&mut self, message: &[u8]) -> String {
+        self.write_frame(message).await;
+        self.read_ack().await.expect("an ACK")
+    }
+
+    /// Sends one frame without waiting for its answer.
+    async fn write_frame(&mut self, message: &[u8]) {
         let mut frame = vec![0x0B];
         frame.extend_from_slice(message);
         frame.extend_from_slice(&[0x1C, 0x0D]);
         self.stream.write_all(&frame).await.unwrap();
-        self.read_ack().await.expect("an ACK")
+    }
+
+    /// Fails when any byte (or the close) arrives within `wait`.
+    async fn assert_silent_for(&mut self, wait: Duration, why: &str) {
+        let mut chunk = [0u8; 4096];
+        if let Ok(read) = tokio::time::timeout(wait, self.stream.read(&mut chunk)).await {
+            let n = read.unwrap_or(0);
+            panic!("{why}: got {:?}", String::from_utf8_lossy(&chunk[..n]));
+        }
     }
 
     /// The next ACK, or `None` when the server closed the connection.
@@ -755,14 +769,24 @@ async fn an_idle_connection_is_closed_and_stopping_finishes_the_message_in_hand(
         let mut idle = Sender::connect(addr).await;
         assert_eq!(idle.read_ack().await, None, "closed after the idle timeout");
 
-        // A message sent just before the stop is still stored and answered.
+        // A message in hand when the stop comes is still stored and
+        // answered: its commit is held until the listener has stopped
+        // accepting, so the stop surely overlaps it.
         let mut sender = Sender::connect(addr).await;
-        let mut frame = vec![0x0B];
-        frame.extend(a04("STOP-1", "9201", "Uma", "uma@example.org"));
-        frame.extend([0x1C, 0x0D]);
-        sender.stream.write_all(&frame).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let (ack, ()) = tokio::join!(sender.read_ack(), app.stop_servers());
+        app.faults.hold();
+        sender
+            .write_frame(&a04("STOP-1", "9201", "Uma", "uma@example.org"))
+            .await;
+        within_10s(app.faults.held(1)).await;
+        let faults = app.faults.clone();
+        let release_once_stopping = async move {
+            while TcpStream::connect(addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            faults.release();
+        };
+        let (ack, (), ()) =
+            tokio::join!(sender.read_ack(), app.stop_servers(), release_once_stopping);
         let ack = ack.expect("the ACK of the message in hand");
         assert_eq!(ack_code(&ack), "AA", "{engine:?}");
         assert_eq!(
@@ -982,6 +1006,90 @@ async fn the_same_message_racing_on_eight_connections_is_applied_once() {
         let (_, dups) = app.admin_get("/api/hl7/messages?status=duplicate").await;
         assert_eq!(dups.as_array().unwrap().len(), 7);
         assert_eq!(invites_of(app, "9401").await.len(), 1);
+    })
+    .await;
+}
+
+async fn within_10s<T>(wait: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("within 10 s")
+}
+
+async fn count(app: &TestApp, table: &str) -> i64 {
+    enroll_store::testing::scalar(&app.db.store, &format!("SELECT COUNT(*) FROM {table}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn no_ack_byte_is_sent_before_the_commit_completes() {
+    on_each_engine(async |app: &TestApp| {
+        app.faults.hold();
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        sender
+            .write_frame(&a04("HOLD-1", "9501", "Ida", "ida@example.org"))
+            .await;
+        // Everything is written; only the COMMIT is waiting.
+        within_10s(app.faults.held(1)).await;
+        sender
+            .assert_silent_for(
+                Duration::from_millis(300),
+                "no ACK while the commit is held",
+            )
+            .await;
+        assert_eq!(count(app, "hl7_messages").await, 0, "not committed yet");
+        app.faults.release();
+        let ack = sender.read_ack().await.expect("the ACK once committed");
+        assert_eq!(ack_code(&ack), "AA", "{:?}: {ack}", app.engine);
+        assert_eq!(count(app, "hl7_messages").await, 1);
+        assert!(patient_by_mrn(app, "9501").await.is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_commit_gets_no_ack_and_the_resent_message_is_applied_once() {
+    on_each_engine(async |app: &TestApp| {
+        let message = a04("FAIL-1", "9601", "Eva", "eva@example.org");
+        app.faults.fail_next(1);
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        sender.write_frame(&message).await;
+        // DESIGN section 6: nothing is answered and the connection closes,
+        // so the sender sends again.
+        assert_eq!(
+            sender.read_ack().await,
+            None,
+            "{:?}: no answer to a message that was not committed",
+            app.engine
+        );
+        for table in ["hl7_messages", "patients", "timeline", "invites"] {
+            assert_eq!(count(app, table).await, 0, "{table}: nothing applied");
+        }
+
+        // The sender's resend, on a new connection, is applied once.
+        let mut again = Sender::connect(app.mllp_addr).await;
+        let ack = again.send(&message).await;
+        assert_eq!(ack_code(&ack), "AA", "{ack}");
+        let stored = app
+            .db
+            .store
+            .hl7_messages(&Default::default())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1, "one message row: {stored:?}");
+        assert_eq!(stored[0].status, enroll_store::MessageStatus::Applied);
+        assert_eq!(count(app, "patients").await, 1);
+        let id = patient_by_mrn(app, "9601").await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let kinds = app.timeline_kinds(id).await;
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "chart_added").count(),
+            1,
+            "one trigger: {kinds:?}"
+        );
+        assert_eq!(count(app, "invites").await, 1, "one invite");
     })
     .await;
 }

@@ -196,3 +196,73 @@ async fn two_patients_sharing_a_number_get_one_text_between_them_in_one_round() 
     })
     .await;
 }
+
+/// R13's week through the running dispatcher and the store's counts: a
+/// number gets at most 3 texts in any 7 x 24 h, even when each day's text
+/// is allowed, and across patients sharing it; once the first text is a
+/// week old, the number may be texted again.
+#[tokio::test]
+async fn a_number_gets_at_most_three_texts_in_seven_days() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let (url, provider) = start_provider().await;
+        let dispatcher = texting_dispatcher(app, &smtp, &url);
+        let texts = || provider.texts.lock().unwrap().len();
+        let start = crate::wednesday_morning();
+        let at_hour = |hours: i64| app.clock.set(start + SignedDuration::from_hours(hours));
+        let deliver = async || {
+            assert_eq!(
+                dispatcher.run_round().await.unwrap().sent,
+                1,
+                "{:?}",
+                app.engine
+            );
+        };
+
+        // Hours 0, 25 and 50: a text each (never two within 24 h).
+        let rosa = app
+            .patient("MRN-7301", json!({ "cell_phone": "617-555-0100" }))
+            .await;
+        deliver().await;
+        for hour in [25, 50] {
+            at_hour(hour);
+            assert_eq!(app.enroll(rosa).await.0, reqwest::StatusCode::CREATED);
+            deliver().await;
+        }
+        assert_eq!(texts(), 3, "{:?}", app.engine);
+
+        // Hour 75: a day since the last text, but the week's three are
+        // spent: email only (the cap of R7 still allows this 4th send).
+        at_hour(75);
+        assert_eq!(app.enroll(rosa).await.0, reqwest::StatusCode::CREATED);
+        deliver().await;
+        assert_eq!(texts(), 3, "{:?}: no 4th text in 7 days", app.engine);
+
+        // Hour 167: another patient on the same number; still the same week.
+        at_hour(167);
+        let lily = app
+            .patient(
+                "MRN-7302",
+                json!({ "cell_phone": "617-555-0100", "first_name": "Lily" }),
+            )
+            .await;
+        deliver().await;
+        assert_eq!(texts(), 3, "{:?}: the limit is per number", app.engine);
+
+        // Hour 169: the first text is more than a week old.
+        at_hour(169);
+        assert_eq!(app.enroll(lily).await.0, reqwest::StatusCode::CREATED);
+        deliver().await;
+        assert_eq!(texts(), 4, "{:?}: texted again after the week", app.engine);
+        assert_eq!(smtp.received().len(), 6, "every invite was emailed");
+        assert!(
+            provider
+                .texts
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(_, form)| form["To"] == "+16175550100")
+        );
+    })
+    .await;
+}

@@ -1,0 +1,305 @@
+//! The outbox's settlement (`Store::finish_deliveries`,
+//! store/src/outbox/settle.rs) called directly, on both engines, after a
+//! real claim and prepare: what each outcome writes to the invite, its
+//! `deliveries` rows, its claim, its timeline and the cap; and that an
+//! outcome for an invite another dispatcher finished changes nothing. The
+//! server's delivery tests reach the same code through SMTP.
+
+// A test's helpers fail the test when a step fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use enroll_core::Demographics;
+use enroll_store::testing::{ENGINES, Engine, TestDb, scalar};
+use enroll_store::{
+    ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Finished,
+    InviteState, Prepared, Source,
+};
+use jiff::{SignedDuration, Timestamp};
+
+/// Wednesday 2026-11-25 15:00 in New York.
+fn now() -> Timestamp {
+    "2026-11-25T20:00:00Z".parse().unwrap()
+}
+
+async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
+    for engine in ENGINES {
+        if let Some(db) = TestDb::new(engine).await {
+            test(engine, &db).await;
+        }
+    }
+}
+
+fn policy() -> DeliveryPolicy {
+    DeliveryPolicy {
+        sms_enabled: true,
+        max_attempts: 2,
+        ..DeliveryPolicy::default()
+    }
+}
+
+/// A patient whose chart-added invite is queued (the practice is always
+/// open), with a cell phone when `cell` is set.
+async fn patient_with_a_queued_invite(db: &TestDb, mrn: &str, cell: bool) -> i64 {
+    let practice = match db.store.practice_by_code("SETTLE").await.unwrap() {
+        Some(practice) => practice,
+        None => db.always_open_practice("SETTLE", now()).await,
+    };
+    let demographics = Demographics {
+        first_name: Some("Ida".into()),
+        last_name: Some("Wells".into()),
+        date_of_birth: Some("1962-07-16".into()),
+        birth_sex: Some("F".into()),
+        zip: Some("60616".into()),
+        email: Some("ida@example.org".into()),
+        cell_phone: cell.then(|| "+1 617 555 0100".into()),
+    };
+    let source = Source::new("api", Some("tester"));
+    let saved = db
+        .store
+        .create_patient(practice.id, mrn, &demographics, &source, now())
+        .await
+        .unwrap();
+    saved.patient.id
+}
+
+/// Claims and prepares what is due at `at`: the jobs to send.
+async fn prepare(db: &TestDb, at: Timestamp) -> Vec<DeliveryJob> {
+    let lease = policy().lease;
+    let ids = db
+        .store
+        .claim_due_invites("w1", at, lease, 10)
+        .await
+        .unwrap();
+    let prepared = db
+        .store
+        .prepare_deliveries(&ids, "w1", &policy(), at)
+        .await
+        .unwrap();
+    prepared
+        .into_iter()
+        .map(|(_, p)| match p {
+            Prepared::Send(job) => job,
+            Prepared::Skipped { reason } => panic!("skipped: {reason}"),
+        })
+        .collect()
+}
+
+fn outcome(job: &DeliveryJob, email: ChannelResult, sms: Option<ChannelResult>) -> DeliveryOutcome {
+    DeliveryOutcome {
+        job: job.clone(),
+        report: DeliveryReport {
+            email: Some(email),
+            sms,
+        },
+        // The middle of the spread: the retry delay exactly as configured.
+        jitter: 0.5,
+    }
+}
+
+async fn finish(db: &TestDb, outcomes: &[DeliveryOutcome], at: Timestamp) -> Vec<Finished> {
+    db.store
+        .finish_deliveries(outcomes, &policy(), at)
+        .await
+        .unwrap()
+}
+
+async fn count(db: &TestDb, sql_where: &str) -> i64 {
+    scalar(&db.store, &format!("SELECT COUNT(*) FROM {sql_where}"))
+        .await
+        .unwrap()
+}
+
+async fn claimed(db: &TestDb) -> i64 {
+    count(
+        db,
+        "invites WHERE claimed_by IS NOT NULL OR claimed_until IS NOT NULL",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn one_channel_taking_the_invite_is_enough_and_the_other_channels_failure_is_kept() {
+    on_each_engine(async |engine, db| {
+        let patient = patient_with_a_queued_invite(db, "M-1", true).await;
+        let jobs = prepare(db, now()).await;
+        assert_eq!(jobs.len(), 1, "{engine:?}");
+        let sent_at = now() + SignedDuration::from_secs(2);
+        let sms_refused = ChannelResult::Permanent("21610: the number is unsubscribed".into());
+        let email_sent = ChannelResult::Sent {
+            provider_id: Some("<id@smtp>".into()),
+        };
+        let done = finish(db, &[outcome(&jobs[0], email_sent, Some(sms_refused))], sent_at).await;
+        assert_eq!(done, [Finished::Sent], "{engine:?}");
+
+        let invite = db.store.invite_by_id(jobs[0].invite_id).await.unwrap().unwrap();
+        assert_eq!((invite.state, invite.sent_at), (InviteState::Sent, Some(sent_at)));
+        assert!(
+            invite.failure_reason.as_deref().is_some_and(|r| r.contains("21610")),
+            "{engine:?}: the text's failure is kept: {:?}",
+            invite.failure_reason
+        );
+        let id = jobs[0].invite_id;
+        assert_eq!(
+            count(db, &format!("deliveries WHERE invite_id = {id} AND channel = 'email' AND state = 'sent' AND provider_id = '<id@smtp>'")).await,
+            1,
+            "{engine:?}"
+        );
+        assert_eq!(
+            count(db, &format!("deliveries WHERE invite_id = {id} AND channel = 'sms' AND state = 'permanent_failure' AND error LIKE '21610%'")).await,
+            1,
+            "{engine:?}"
+        );
+        assert_eq!(count(db, "deliveries WHERE finished_at IS NULL").await, 0);
+        assert_eq!(claimed(db).await, 0, "{engine:?}: the claim is released");
+        let kinds: Vec<String> = db
+            .store
+            .patient_timeline(patient)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert!(kinds.contains(&"invite_sent".to_string()), "{kinds:?}");
+        let month_ago = sent_at - SignedDuration::from_hours(30 * 24);
+        assert_eq!(db.store.counted_sends_since(patient, month_ago).await.unwrap(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_passing_failure_is_retried_at_its_time_and_the_last_attempt_fails_without_counting() {
+    on_each_engine(async |engine, db| {
+        let patient = patient_with_a_queued_invite(db, "M-1", false).await;
+        let jobs = prepare(db, now()).await;
+        let busy = || ChannelResult::Transient("421 try again later".into());
+        let done = finish(db, &[outcome(&jobs[0], busy(), None)], now()).await;
+        let retry_at = now() + SignedDuration::from_secs(30);
+        assert_eq!(done, [Finished::Retry { at: retry_at }], "{engine:?}");
+        let invite = db
+            .store
+            .invite_by_id(jobs[0].invite_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (invite.state, invite.due_at),
+            (InviteState::Queued, retry_at)
+        );
+        assert_eq!(claimed(db).await, 0, "{engine:?}: released for the retry");
+
+        // Not due again before its time; then attempt 2 of 2.
+        let early = retry_at - SignedDuration::from_secs(1);
+        let lease = policy().lease;
+        assert!(
+            db.store
+                .claim_due_invites("w1", early, lease, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let jobs = prepare(db, retry_at).await;
+        assert_eq!(jobs.len(), 1, "{engine:?}");
+        assert_eq!(jobs[0].attempt, 2);
+        let done = finish(db, &[outcome(&jobs[0], busy(), None)], retry_at).await;
+        assert!(
+            matches!(&done[..], [Finished::Failed { reason }] if reason.contains("2 attempts")),
+            "{engine:?}: {done:?}"
+        );
+        let invite = db
+            .store
+            .invite_by_id(jobs[0].invite_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(invite.state, InviteState::Failed, "{engine:?}");
+        let id = invite.id;
+        assert_eq!(
+            count(
+                db,
+                &format!("deliveries WHERE invite_id = {id} AND state = 'transient_failure'")
+            )
+            .await,
+            2,
+            "{engine:?}: both attempts recorded"
+        );
+        // R7: a send no channel took does not count.
+        let month_ago = retry_at - SignedDuration::from_hours(30 * 24);
+        assert_eq!(
+            db.store
+                .counted_sends_since(patient, month_ago)
+                .await
+                .unwrap(),
+            0,
+            "{engine:?}"
+        );
+        let kinds: Vec<String> = db
+            .store
+            .patient_timeline(patient)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        for kind in ["invite_retry_scheduled", "invite_failed"] {
+            assert!(kinds.contains(&kind.to_string()), "{kind}: {kinds:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_outcome_for_an_invite_already_finished_changes_nothing_and_the_batch_keeps_its_order() {
+    on_each_engine(async |engine, db| {
+        patient_with_a_queued_invite(db, "M-1", false).await;
+        patient_with_a_queued_invite(db, "M-2", false).await;
+        let jobs = prepare(db, now()).await;
+        assert_eq!(jobs.len(), 2, "{engine:?}");
+        let sent = || ChannelResult::Sent { provider_id: None };
+        assert_eq!(
+            finish(db, &[outcome(&jobs[0], sent(), None)], now()).await,
+            [Finished::Sent]
+        );
+
+        // A late outcome for the first (a dispatcher whose lease ran out),
+        // in one batch with the second's.
+        let late = now() + SignedDuration::from_mins(10);
+        let refused = ChannelResult::Permanent("550 no such user".into());
+        let done = finish(
+            db,
+            &[
+                outcome(&jobs[0], refused, None),
+                outcome(&jobs[1], sent(), None),
+            ],
+            late,
+        )
+        .await;
+        assert_eq!(done, [Finished::AlreadyDone, Finished::Sent], "{engine:?}");
+        let first = db
+            .store
+            .invite_by_id(jobs[0].invite_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (first.state, first.sent_at),
+            (InviteState::Sent, Some(now())),
+            "{engine:?}"
+        );
+        let id = first.id;
+        assert_eq!(
+            count(
+                db,
+                &format!("deliveries WHERE invite_id = {id} AND state = 'sent'")
+            )
+            .await,
+            1,
+            "{engine:?}: its delivery row is untouched"
+        );
+        assert_eq!(
+            count(db, "deliveries WHERE state = 'permanent_failure'").await,
+            0
+        );
+        assert_eq!(count(db, "invites WHERE state = 'sent'").await, 2);
+    })
+    .await;
+}
