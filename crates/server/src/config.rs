@@ -13,6 +13,7 @@ use enroll_notify::{ExposeSecret, SecretString, SmsConfig, SmtpConfig};
 use serde::Deserialize;
 use url::Url;
 
+use crate::activation::ActivationConfig;
 use crate::dispatcher::DeliveryConfig;
 use crate::mllp::MllpConfig;
 
@@ -33,6 +34,7 @@ pub struct Settings {
     pub sms: SmsConfig,
     pub delivery: DeliveryConfig,
     pub mllp: MllpConfig,
+    pub activation: ActivationConfig,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             sms: SmsConfig::default(),
             delivery: DeliveryConfig::default(),
             mllp: MllpConfig::default(),
+            activation: ActivationConfig::default(),
         }
     }
 }
@@ -153,5 +156,7 @@ mod tests {
         assert_eq!(settings.delivery.batch, 1000);
         assert!(settings.mllp.enabled);
         assert!(!settings.sms.enabled());
+        assert_eq!(settings.activation.link_lifetime_days, 30);
+        assert_eq!(settings.activation.max_identity_failures, 5);
     }
 }

@@ -4,6 +4,7 @@
 //! Handlers are thin: extract, parse into domain types, call one store
 //! operation (which applies the rules inside its transaction), map the result.
 
+pub mod activation;
 mod api;
 pub mod app;
 mod auth;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+pub use activation::ActivationConfig;
 pub use app::{Application, BuildError, RunningApplication, Runtime};
 pub use clock::{Clock, SystemClock, TestClock};
 pub use config::{DatabaseUrl, Settings};
@@ -57,6 +59,8 @@ pub struct AppState {
     pub templates: SharedTemplates,
     /// HL7 intake, shared with the MLLP listener (reprocessing uses it).
     pub intake: Arc<Intake>,
+    /// The patient activation pages' rules, throttle and code channels.
+    pub activation: Arc<activation::Activation>,
 }
 
 /// The whole HTTP application.
@@ -65,7 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api", api::router())
-        .route("/a/{token}", get(pages::activate))
+        .merge(activation::router())
         .route(
             "/unsubscribe/{invite}/{signature}",
             get(pages::unsubscribe_form).post(pages::unsubscribe),
@@ -121,9 +125,13 @@ pub(crate) fn serve(
     let app = router(state);
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped.cancelled_owned())
-            .await
+        // With the peer address, for the activation pages' per-IP throttle.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped.cancelled_owned())
+        .await
     });
     Ok(RunningServer { addr, stop, task })
 }

@@ -15,6 +15,7 @@
 //! records the send: SQLite takes the write lock up front (`BEGIN IMMEDIATE`),
 //! PostgreSQL locks the patient row (`SELECT ... FOR UPDATE`).
 
+mod activation;
 mod batch;
 mod cap;
 mod engine;
@@ -42,6 +43,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
 pub use intake::{
     AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageQuery, MessageStatus,
     PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
