@@ -24,6 +24,7 @@ mod intake;
 mod model;
 mod outbox;
 mod patients;
+mod portal;
 mod practices;
 mod settings;
 mod staff;
@@ -57,6 +58,7 @@ pub use outbox::{
     FailedDelivery, Finished, Prepared,
 };
 pub use patients::Chart;
+pub use portal::{PatientAccount, PortalSession};
 pub use settings::ActivationLink;
 pub use staff::hash_token;
 

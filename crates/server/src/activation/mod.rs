@@ -14,6 +14,7 @@
 
 mod pages;
 mod password;
+mod portal;
 mod text;
 mod throttle;
 
@@ -103,4 +104,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/a/{token}/account", post(pages::account))
         .route("/a/{token}/code", post(pages::code))
         .route("/a/{token}/resend", post(pages::resend))
+        .route("/portal", get(portal::home))
+        .route(
+            "/portal/sign-in",
+            get(portal::sign_in_form).post(portal::sign_in),
+        )
+        .route("/portal/sign-out", post(portal::sign_out))
 }

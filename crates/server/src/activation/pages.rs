@@ -53,6 +53,14 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "patient_message.html",
             include_str!("../../templates/patient_message.html"),
         ),
+        (
+            "patient_sign_in.html",
+            include_str!("../../templates/patient_sign_in.html"),
+        ),
+        (
+            "patient_home.html",
+            include_str!("../../templates/patient_home.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "patient page template does not compile");
@@ -61,7 +69,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
-fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+pub(super) fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     match PAGES.get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => {
             let mut response = (status, Html(html)).into_response();
@@ -135,7 +143,7 @@ fn expired(t: &Texts) -> Response {
     )
 }
 
-fn throttled(t: &Texts) -> Response {
+pub(super) fn throttled(t: &Texts) -> Response {
     let mut page = message(
         StatusCode::TOO_MANY_REQUESTS,
         t,
@@ -158,7 +166,7 @@ fn restart(t: &Texts) -> Response {
     )
 }
 
-fn internal(t: &Texts, e: impl std::fmt::Display) -> Response {
+pub(super) fn internal(t: &Texts, e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "activation page failed");
     message(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -170,7 +178,7 @@ fn internal(t: &Texts, e: impl std::fmt::Display) -> Response {
 }
 
 /// 256 random bits, base64url: a flow secret.
-fn new_secret() -> String {
+pub(super) fn new_secret() -> String {
     use base64::Engine;
     let bytes: [u8; 32] = rand::rng().random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -189,7 +197,7 @@ fn same_hash(given: &str, stored_hash: &str) -> bool {
 
 #[derive(Deserialize)]
 pub(crate) struct LangQuery {
-    lang: Option<String>,
+    pub(super) lang: Option<String>,
 }
 
 fn chosen_language(chosen: Option<&str>, link: Option<&ActivationToken>) -> Language {
@@ -756,6 +764,8 @@ mod tests {
                 "patient_code.html",
                 "patient_done.html",
                 "patient_message.html",
+                "patient_sign_in.html",
+                "patient_home.html",
             ] {
                 let page = PAGES
                     .get_template(name)
@@ -763,7 +773,7 @@ mod tests {
                         tpl.render(context! { t, token => "tok", secret => "s",
                         practice_name => "Clinic", heading => "h", text => "x",
                         errors => Errors::new(), address => "r•••@example.org",
-                        username => "u", min_length => 10 })
+                        username => "u", min_length => 10, csrf => "c" })
                     })
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert!(page.contains(&format!("lang=\"{}\"", t.lang)), "{name}");

@@ -71,6 +71,12 @@ pub(crate) struct Texts {
     pub call_practice: &'static str,
     pub code_email_subject: &'static str,
     pub code_message: &'static str,
+    pub sign_in_heading: &'static str,
+    pub sign_in_button: &'static str,
+    pub sign_in_wrong: &'static str,
+    pub sign_in_link: &'static str,
+    pub home_heading: &'static str,
+    pub sign_out_button: &'static str,
 }
 
 pub(crate) fn texts(language: Language) -> &'static Texts {
@@ -144,6 +150,12 @@ static ENGLISH: Texts = Texts {
     call_practice: "Call {practice}:",
     code_email_subject: "Your code for the {practice} patient portal",
     code_message: "Your {practice} patient portal code is {code}. It works for 10 minutes. If you did not ask for it, ignore this message.",
+    sign_in_heading: "Sign in to your patient portal",
+    sign_in_button: "Sign in",
+    sign_in_wrong: "The username or password is not right.",
+    sign_in_link: "Sign in now",
+    home_heading: "Your patient portal",
+    sign_out_button: "Sign out",
 };
 
 static SPANISH: Texts = Texts {
@@ -210,4 +222,10 @@ static SPANISH: Texts = Texts {
     call_practice: "Llame a {practice}:",
     code_email_subject: "Su código para el portal del paciente de {practice}",
     code_message: "Su código del portal del paciente de {practice} es {code}. Sirve durante 10 minutos. Si no lo pidió, ignore este mensaje.",
+    sign_in_heading: "Entre a su portal del paciente",
+    sign_in_button: "Entrar",
+    sign_in_wrong: "El usuario o la contraseña no son correctos.",
+    sign_in_link: "Entrar ahora",
+    home_heading: "Su portal del paciente",
+    sign_out_button: "Salir",
 };

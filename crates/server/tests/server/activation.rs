@@ -864,3 +864,160 @@ async fn a_family_sharing_one_email_gets_two_usernames_and_a_new_code_on_request
     })
     .await;
 }
+
+/// The `name=value` of the Set-Cookie `name`, and the whole header.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| {
+            let pair = v.split(';').next().unwrap_or_default().to_string();
+            (pair, v.to_string())
+        })
+}
+
+#[tokio::test]
+async fn an_activated_patient_signs_in_sees_the_practice_and_signs_out() {
+    on_each_engine(async |app, smtp| {
+        app.patient("M-13", json!({})).await;
+        let token = invite_token(app, smtp).await;
+        let code_page = to_code(app, &token).await;
+        let done = post(
+            app,
+            &format!("/a/{token}/code"),
+            &[
+                ("flow", &code_page.flow()),
+                ("code", &last_code(smtp)),
+                ("terms", "yes"),
+            ],
+        )
+        .await;
+        assert!(
+            done.body.contains("/portal/sign-in"),
+            "the success page leads to sign-in"
+        );
+
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let home = http.get(app.url("/portal")).send().await.unwrap();
+        assert_eq!(home.status(), StatusCode::SEE_OTHER);
+        assert_eq!(home.headers()["location"], "/portal/sign-in");
+
+        let form_page = http.get(app.url("/portal/sign-in")).send().await.unwrap();
+        let (pre, header) = set_cookie(&form_page, "enroll_sign_in").expect("a sign-in cookie");
+        assert!(
+            header.contains("HttpOnly") && header.contains("SameSite=Lax"),
+            "{header}"
+        );
+        let page = Page {
+            status: form_page.status(),
+            body: form_page.text().await.unwrap(),
+        };
+        assert_eq!(page.status, StatusCode::OK);
+        let csrf = page.hidden("csrf");
+
+        let attempt = async |cookie: Option<&str>, username: &str, password: &str| {
+            let mut request = http.post(app.url("/portal/sign-in")).form(&[
+                ("csrf", csrf.as_str()),
+                ("username", username),
+                ("password", password),
+            ]);
+            if let Some(cookie) = cookie {
+                request = request.header("cookie", cookie);
+            }
+            request.send().await.unwrap()
+        };
+        let forged = attempt(None, "rosa@example.org", STRONG).await;
+        assert_eq!(
+            forged.status(),
+            StatusCode::FORBIDDEN,
+            "no sign-in cookie: CSRF"
+        );
+        let wrong = attempt(Some(&pre), "rosa@example.org", "not the password at all").await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            wrong
+                .text()
+                .await
+                .unwrap()
+                .contains("The username or password is not right.")
+        );
+        let unknown = attempt(Some(&pre), "nobody@example.org", STRONG).await;
+        assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            unknown
+                .text()
+                .await
+                .unwrap()
+                .contains("The username or password is not right.")
+        );
+
+        let signed_in = attempt(Some(&pre), "Rosa@Example.org", STRONG).await;
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        assert_eq!(signed_in.headers()["location"], "/portal");
+        let (session, header) = set_cookie(&signed_in, "enroll_patient").expect("a session cookie");
+        assert!(
+            header.contains("HttpOnly") && header.contains("SameSite=Lax"),
+            "{header}"
+        );
+        let value = session.split_once('=').unwrap().1.to_string();
+        let stored = enroll_store::testing::scalar(
+            &app.db.store,
+            &format!(
+                "SELECT COUNT(*) FROM patient_sessions WHERE session_hash = '{}'",
+                enroll_store::hash_token(&value)
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(stored, 1, "the session is stored as its hash");
+
+        let home = http
+            .get(app.url("/portal"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(home.status(), StatusCode::OK);
+        let home = Page {
+            status: StatusCode::OK,
+            body: home.text().await.unwrap(),
+        };
+        assert!(
+            home.body.contains("Your patient portal account with"),
+            "{}",
+            home.body
+        );
+        assert!(home.body.contains("rosa@example.org"));
+
+        let forged = http
+            .post(app.url("/portal/sign-out"))
+            .header("cookie", &session)
+            .form(&[("csrf", "forged")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+        let out = http
+            .post(app.url("/portal/sign-out"))
+            .header("cookie", &session)
+            .form(&[("csrf", home.hidden("csrf").as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status(), StatusCode::SEE_OTHER);
+        let after = http
+            .get(app.url("/portal"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(after.status(), StatusCode::SEE_OTHER, "the session ended");
+    })
+    .await;
+}

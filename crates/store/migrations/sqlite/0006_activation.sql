@@ -34,7 +34,8 @@ CREATE TABLE patient_accounts (
     created_at        BIGINT NOT NULL
 );
 
--- Patient sign-in sessions: only the SHA-256 of the cookie's value.
+-- Patient sign-in sessions: only the SHA-256 of the cookie's value (the
+-- forms' CSRF value is derived from the cookie, so it needs no column).
 CREATE TABLE patient_sessions (
     id           INTEGER PRIMARY KEY,
     account_id   BIGINT NOT NULL REFERENCES patient_accounts(id),
