@@ -1021,3 +1021,125 @@ async fn an_activated_patient_signs_in_sees_the_practice_and_signs_out() {
     })
     .await;
 }
+
+/// Sends one HL7 message over MLLP and returns its ACK.
+async fn send_hl7(app: &TestApp, segments: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.mllp_addr).await.unwrap();
+    let mut frame = vec![0x0B];
+    frame.extend_from_slice(segments.join("\r").as_bytes());
+    frame.extend_from_slice(b"\r\x1C\x0D");
+    stream.write_all(&frame).await.unwrap();
+    let mut ack = Vec::new();
+    while !ack.ends_with(b"\x1C\x0D") {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed without an ACK");
+        ack.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&ack).into_owned()
+}
+
+#[tokio::test]
+async fn a_merge_voids_the_merged_charts_links_and_keeps_the_survivors() {
+    on_each_engine(async |app, smtp| {
+        app.patient("9001", json!({})).await;
+        let survivor = invite_token(app, smtp).await;
+        app.patient("9002", json!({ "first_name": "Rosita" })).await;
+        app.clock.advance(SignedDuration::from_mins(5));
+        let merged = invite_token(app, smtp).await;
+        assert_ne!(survivor, merged);
+        assert_eq!(get(app, &format!("/a/{merged}")).await.status, StatusCode::OK);
+
+        let ack = send_hl7(
+            app,
+            &[
+                "MSH|^~\\&|EPIC|TEST|ENROLL|PORTAL|20261125100000||ADT^A40^ADT_A39|MERGE-1|P|2.5.1",
+                "EVN|A40|20261125100000",
+                "PID|1||9001^^^TEST^MR||Parks^Rosa||19900704|F|||1 Main St^^New York^NY^10027||^NET^Internet^rosa@example.org",
+                "MRG|9002^^^TEST^MR",
+            ],
+        )
+        .await;
+        assert!(ack.contains("MSA|AA"), "{ack}");
+        let page = get(app, &format!("/a/{merged}")).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "the merged chart's link stopped working");
+        assert_eq!(get(app, &format!("/a/{survivor}")).await.status, StatusCode::OK);
+    })
+    .await;
+}
+
+/// Guesses spread over many client addresses (127.0.0.0/8 is all this
+/// machine): the throttle counts each address, the lockout counts the link.
+#[tokio::test]
+async fn guesses_from_many_addresses_still_lock_the_link() {
+    let few = |s: &mut Settings| s.activation.requests_per_minute_per_ip = 3;
+    on_each_engine_with(few, async |app, smtp| {
+        let id = app.patient("M-14", json!({})).await;
+        let token = invite_token(app, smtp).await;
+        let from = |last: u8| {
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+                .build()
+                .unwrap()
+        };
+        let flow = {
+            let response = from(2)
+                .get(app.url(&format!("/a/{token}")))
+                .send()
+                .await
+                .unwrap();
+            Page {
+                status: response.status(),
+                body: response.text().await.unwrap(),
+            }
+            .flow()
+        };
+        let mut statuses = vec![];
+        for last in 10..40u8 {
+            let response = from(last)
+                .post(app.url(&format!("/a/{token}/identity")))
+                .form(&[
+                    ("flow", flow.as_str()),
+                    ("date_of_birth", "1990-07-04"),
+                    ("zip", &format!("1{last:04}")),
+                ])
+                .send()
+                .await
+                .unwrap();
+            statuses.push(response.status());
+        }
+        assert!(
+            statuses[..4]
+                .iter()
+                .all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses[4..].iter().all(|s| *s == StatusCode::LOCKED),
+            "{statuses:?}"
+        );
+        // One address past its allowance is throttled; the others are not.
+        let busy = from(50);
+        for _ in 0..3 {
+            busy.get(app.url("/a/AAAAAAAAAAAAAAAAAAAAAA"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let throttled = busy
+            .get(app.url("/a/AAAAAAAAAAAAAAAAAAAAAA"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+        let other = from(51)
+            .get(app.url("/a/AAAAAAAAAAAAAAAAAAAAAA"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), StatusCode::NOT_FOUND);
+        assert_ne!(status_of(app, id).await, "active");
+    })
+    .await;
+}
