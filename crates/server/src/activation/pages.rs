@@ -426,9 +426,7 @@ pub(crate) async fn identity(
         errors.insert("date_of_birth", t.dob_missing.to_string());
     }
     let zip = form.zip.trim();
-    if !(zip.len() == 5 || zip.len() == 10)
-        || !zip[..zip.len().min(5)].bytes().all(|b| b.is_ascii_digit())
-    {
+    if enroll_core::Zip::parse(zip).is_err() {
         errors.insert("zip", t.zip_missing.to_string());
     }
     if !errors.is_empty() {

@@ -242,7 +242,21 @@ async fn a_patient_activates_from_the_invite_link_step_by_step() {
         .await;
         assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(bad.body.contains("id=\"date_of_birth-error\""));
-        assert!(bad.body.contains("Tries left").not());
+        // Text that is no ZIP (multi-byte characters included) is a field error too.
+        let bad_zip = post(
+            app,
+            &format!("/a/{token}/identity"),
+            &[
+                ("flow", &flow),
+                ("date_of_birth", "1990-07-04"),
+                ("zip", "1234é6789"),
+            ],
+        )
+        .await;
+        assert_eq!(bad_zip.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(bad_zip.body.contains("id=\"zip-error\""));
+        assert!(!bad_zip.body.contains("Tries left"));
+        assert!(!bad.body.contains("Tries left"));
 
         let account = post(
             app,
@@ -405,16 +419,6 @@ async fn a_patient_activates_from_the_invite_link_step_by_step() {
         assert_eq!(stored, 1);
     })
     .await;
-}
-
-trait Not {
-    fn not(self) -> bool;
-}
-
-impl Not for bool {
-    fn not(self) -> bool {
-        !self
-    }
 }
 
 #[tokio::test]
