@@ -576,7 +576,13 @@ async fn send_code_and_show(
     let code = new_code();
     let channel = match send_code(state, t, link, &code).await {
         Ok(channel) => channel,
-        Err(e) => return internal(t, e),
+        // A mail server's answer may quote the address: the log gets ids only.
+        Err(_) => {
+            return internal(
+                t,
+                format!("sending the one-time code of link {} failed", link.token_id),
+            );
+        }
     };
     let now = state.clock.now();
     if let Err(e) = state

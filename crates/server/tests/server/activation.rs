@@ -1147,3 +1147,32 @@ async fn guesses_from_many_addresses_still_lock_the_link() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_code_that_cannot_be_sent_says_to_try_again_and_the_account_step_stays() {
+    on_each_engine(async |app, smtp| {
+        app.patient("M-15", json!({})).await;
+        let token = invite_token(app, smtp).await;
+        let account = to_account(app, &token).await;
+        smtp.state
+            .reject
+            .lock()
+            .unwrap()
+            .insert("rosa@example.org".into());
+        let form = [
+            ("flow", account.flow()),
+            ("username", "rosa@example.org".to_string()),
+            ("password", STRONG.to_string()),
+            ("password_again", STRONG.to_string()),
+        ];
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let page = post(app, &format!("/a/{token}/account"), &form).await;
+        assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(page.body.contains("Please try again in a few minutes."));
+        smtp.state.reject.lock().unwrap().clear();
+        let page = post(app, &format!("/a/{token}/account"), &form).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(page.body.contains("Enter the code we sent you"));
+    })
+    .await;
+}
