@@ -5,6 +5,7 @@
 //! local date as an argument, so the rules are tested with any clock,
 //! including across DST changes.
 
+pub mod activation;
 pub mod cap;
 pub mod delivery;
 pub mod fields;
@@ -20,6 +21,10 @@ pub mod sms;
 pub mod status;
 pub mod trigger;
 
+pub use activation::{
+    ActivationRules, CodeState, LinkFacts, LinkState, UsernameProblem, code_state,
+    identity_matches, link_state, normalize_username, parse_entered_date, username_candidates,
+};
 pub use cap::{
     CAP_MAX_SENDS, CAP_WINDOW, CountedSend, next_send_possible_at, queued_over_cap, sends_in_window,
 };

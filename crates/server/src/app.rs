@@ -112,6 +112,11 @@ impl Application {
             settings.mllp.mapping_options()?,
         ));
         let channels = channels(&settings, runtime.mailbox.as_ref())?;
+        let activation = Arc::new(crate::activation::Activation::new(
+            &settings.activation,
+            channels.clone(),
+            &settings.email_from,
+        ));
         let state = AppState {
             templates: crate::templates::load(&store).await?,
             store,
@@ -127,9 +132,11 @@ impl Application {
                     .as_ref()
                     .is_some_and(|u| u.scheme() == "https"),
             ),
+            activation,
         };
         let dispatcher =
-            Dispatcher::new(&state, channels, &settings.email_from, &settings.delivery);
+            Dispatcher::new(&state, channels, &settings.email_from, &settings.delivery)
+                .with_link_lifetime(settings.activation.link_lifetime());
         Ok(Application {
             settings,
             state,

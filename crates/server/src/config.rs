@@ -13,6 +13,7 @@ use enroll_notify::{ExposeSecret, SecretString, SmsConfig, SmtpConfig};
 use serde::Deserialize;
 use url::Url;
 
+use crate::activation::ActivationConfig;
 use crate::dispatcher::DeliveryConfig;
 use crate::mllp::MllpConfig;
 
@@ -34,6 +35,7 @@ pub struct Settings {
     pub delivery: DeliveryConfig,
     pub mllp: MllpConfig,
     pub staff_ui: crate::ui::session::StaffUiConfig,
+    pub activation: ActivationConfig,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             delivery: DeliveryConfig::default(),
             mllp: MllpConfig::default(),
             staff_ui: crate::ui::session::StaffUiConfig::default(),
+            activation: ActivationConfig::default(),
         }
     }
 }
@@ -155,5 +158,7 @@ mod tests {
         assert_eq!(settings.delivery.batch, 1000);
         assert!(settings.mllp.enabled);
         assert!(!settings.sms.enabled());
+        assert_eq!(settings.activation.link_lifetime_days, 30);
+        assert_eq!(settings.activation.max_identity_failures, 5);
     }
 }

@@ -187,6 +187,12 @@ impl Dispatcher {
         self
     }
 
+    /// The same dispatcher giving its activation links `lifetime` (R10).
+    pub fn with_link_lifetime(mut self, lifetime: jiff::SignedDuration) -> Dispatcher {
+        self.policy.link_lifetime = lifetime;
+        self
+    }
+
     /// The same dispatcher claiming under another name (a second instance).
     pub fn with_worker(mut self, worker: &str) -> Dispatcher {
         self.worker = worker.to_string();

@@ -4,6 +4,7 @@
 //! Handlers are thin: extract, parse into domain types, call one store
 //! operation (which applies the rules inside its transaction), map the result.
 
+pub mod activation;
 mod api;
 pub mod app;
 mod auth;
@@ -16,7 +17,9 @@ pub mod links;
 pub mod mailbox;
 pub mod mllp;
 mod pages;
+mod password;
 pub mod templates;
+mod throttle;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -33,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+pub use activation::ActivationConfig;
 pub use app::{Application, BuildError, RunningApplication, Runtime};
 pub use clock::{Clock, SystemClock, TestClock};
 pub use config::{DatabaseUrl, Settings};
@@ -42,8 +46,9 @@ pub use intake::Intake;
 pub use links::{LINK_SECRET_SETTING, Links};
 pub use mailbox::Mailbox;
 pub use mllp::{MllpConfig, RunningMllp};
+pub use password::{hash_password, verify_password};
 pub use templates::SharedTemplates;
-pub use ui::session::{hash_password, random_secret, verify_password};
+pub use ui::session::random_secret;
 
 /// Shared by every handler; made by [`Application::build`].
 #[derive(Clone)]
@@ -61,6 +66,8 @@ pub struct AppState {
     pub intake: Arc<Intake>,
     /// The staff pages' sign-in policy (idle sign-out, lockout, throttle).
     pub staff_ui: Arc<ui::session::StaffUi>,
+    /// The patient activation pages' rules, throttle and code channels.
+    pub activation: Arc<activation::Activation>,
 }
 
 /// The whole HTTP application.
@@ -70,7 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api", api::router())
-        .route("/a/{token}", get(pages::activate))
+        .merge(activation::router())
         .route(
             "/unsubscribe/{invite}/{signature}",
             get(pages::unsubscribe_form).post(pages::unsubscribe),
@@ -126,7 +133,7 @@ pub(crate) fn serve(
     let app = router(state);
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
-        // With the peer's address: the sign-in throttle counts per IP.
+        // With the peer's address: the sign-in and activation pages throttle per IP.
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -66,6 +66,15 @@ impl Links {
 
     /// Stable for one invite, so a re-send after an interruption carries the
     /// same id and mail systems can tell it is the same message.
+    /// The Message-ID of a one-time activation code's email.
+    pub fn code_message_id(&self, token_id: i64, at: Timestamp) -> String {
+        format!(
+            "code-{token_id}-{}@{}",
+            at.as_millisecond(),
+            self.message_domain
+        )
+    }
+
     pub fn message_id(&self, invite_id: i64, invite_created_at: Timestamp) -> String {
         format!(
             "invite-{invite_id}-{}@{}",

@@ -1,4 +1,4 @@
-//! Pages for patients (the activation link's landing page, unsubscribe),
+//! Pages for patients (unsubscribe; activation is in `activation`),
 //! the demo mailbox, and the SMS provider's inbound webhook.
 
 use std::sync::LazyLock;
@@ -22,7 +22,6 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     for (name, source) in [
         ("base.html", include_str!("../templates/base.html")),
         ("message.html", include_str!("../templates/message.html")),
-        ("activate.html", include_str!("../templates/activate.html")),
         (
             "unsubscribe.html",
             include_str!("../templates/unsubscribe.html"),
@@ -84,39 +83,6 @@ fn internal(e: impl std::fmt::Display) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR,
         "Something went wrong",
         "Please try again in a few minutes.",
-    )
-}
-
-/// Where the invite's link leads (R10).
-pub(crate) async fn activate(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let link = match state.store.activation_link(&token).await {
-        Ok(Some(link)) => link,
-        Ok(None) => {
-            return message(
-                StatusCode::NOT_FOUND,
-                "This invitation link is not valid",
-                "Check that the whole link was copied, or ask your practice for a new invitation.",
-            );
-        }
-        Err(e) => return internal(e),
-    };
-    let now = state.clock.now();
-    if link.used || link.expires_at <= now {
-        let text = format!(
-            "This invitation has expired or was already used. Ask {} for a new one.",
-            link.practice_name
-        );
-        return message(
-            StatusCode::GONE,
-            "This invitation can no longer be used",
-            &text,
-        );
-    }
-    let expires_on = link.expires_at.strftime("%B %-d, %Y").to_string();
-    render(
-        StatusCode::OK,
-        "activate.html",
-        context! { first_name => link.first_name, practice_name => link.practice_name, expires_on },
     )
 }
 

@@ -877,6 +877,8 @@ impl Tx {
             (Some(survivor), Some(merged)) if survivor != merged => {
                 let survivor_flags = self.locked_patient(survivor).await?.chart_flags();
                 let merged_flags = self.locked_patient(merged).await?.chart_flags();
+                // R10: the merged chart's links stop working.
+                self.revoke_tokens(merged, now).await?;
                 self.move_history(merged, survivor).await?;
                 let combined = enroll_core::merged_flags(survivor_flags, merged_flags);
                 self.set_chart_flags(survivor, &combined).await?;

@@ -15,6 +15,7 @@
 //! records the send: SQLite takes the write lock up front (`BEGIN IMMEDIATE`),
 //! PostgreSQL locks the patient row (`SELECT ... FOR UPDATE`).
 
+mod activation;
 mod batch;
 mod cap;
 mod chart_actions;
@@ -24,6 +25,7 @@ mod intake;
 mod model;
 mod outbox;
 mod patients;
+mod portal;
 mod practices;
 mod settings;
 mod staff;
@@ -43,6 +45,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
 pub use intake::{
     AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageQuery, MessageStatus,
     PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
@@ -56,6 +59,7 @@ pub use outbox::{
     FailedDelivery, Finished, Prepared,
 };
 pub use patients::Chart;
+pub use portal::{PatientAccount, PortalSession};
 pub use settings::ActivationLink;
 pub use staff::{Lockout, NewStaffUser, StaffAccount, StaffListing, StaffSession, hash_token};
 

@@ -238,26 +238,77 @@ impl SearchFilter {
 
     /// Name words are prefixes of the lowercase name columns. The parser
     /// keeps only letters, apostrophes and hyphens, so no LIKE wildcard
-    /// typed by the user can widen the search.
+    /// typed by the user can widen the search. Each prefix is also a range
+    /// (`>= "smi" AND < "smj"`), which both engines answer from the name
+    /// indexes (a LIKE alone is a full scan: SQLite's LIKE is case-blind and
+    /// PostgreSQL's needs a C-collated index); the LIKE keeps the result
+    /// exact under any collation.
     fn name(&mut self, name: Option<&NameTerms>) {
-        let prefix = |filter: &mut SearchFilter, word: &str| filter.bind(format!("{word}%"));
         match name {
             None => {}
             Some(NameTerms::Either(word)) => {
-                let w = prefix(self, word);
-                self.and(format!("(last_name_lc LIKE {w} OR first_name_lc LIKE {w})"));
+                let last = self.prefix("last_name_lc", word);
+                let first = self.prefix("first_name_lc", word);
+                self.and(format!("({last} OR {first})"));
             }
             Some(NameTerms::LastFirst { last, first }) => {
-                let (l, f) = (prefix(self, last), prefix(self, first));
-                self.and(format!("last_name_lc LIKE {l} AND first_name_lc LIKE {f}"));
+                let last = self.prefix("last_name_lc", last);
+                let first = self.prefix("first_name_lc", first);
+                self.and(format!("{last} AND {first}"));
             }
             Some(NameTerms::TwoWords(a, b)) => {
-                let (a, b) = (prefix(self, a), prefix(self, b));
+                let (last_a, first_b) = (
+                    self.prefix("last_name_lc", a),
+                    self.prefix("first_name_lc", b),
+                );
+                let (first_a, last_b) = (
+                    self.prefix("first_name_lc", a),
+                    self.prefix("last_name_lc", b),
+                );
                 self.and(format!(
-                    "((last_name_lc LIKE {a} AND first_name_lc LIKE {b}) \
-                     OR (first_name_lc LIKE {a} AND last_name_lc LIKE {b}))"
+                    "(({last_a} AND {first_b}) OR ({first_a} AND {last_b}))"
                 ));
             }
+        }
+    }
+
+    /// `column` starts with `word`, as an index range and a LIKE.
+    fn prefix(&mut self, column: &str, word: &str) -> String {
+        let like = self.bind(format!("{word}%"));
+        let from = self.bind(word.to_string());
+        match next_prefix(word) {
+            Some(upto) => {
+                let upto = self.bind(upto);
+                format!("({column} >= {from} AND {column} < {upto} AND {column} LIKE {like})")
+            }
+            None => format!("({column} >= {from} AND {column} LIKE {like})"),
+        }
+    }
+}
+
+/// The smallest string after every string that starts with `word`: its
+/// last character moved one on ("smi" -> "smj").
+fn next_prefix(word: &str) -> Option<String> {
+    let mut chars: Vec<char> = word.chars().collect();
+    let last = chars.pop()?;
+    let next = char::from_u32(u32::from(last) + 1)?;
+    chars.push(next);
+    Some(chars.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_prefix;
+
+    #[test]
+    fn the_range_after_a_prefix_starts_at_its_last_character_moved_on() {
+        assert_eq!(next_prefix("smi").as_deref(), Some("smj"));
+        assert_eq!(next_prefix("o'n").as_deref(), Some("o'o"));
+        assert_eq!(next_prefix("jos\u{e9}").as_deref(), Some("jos\u{ea}"));
+        assert_eq!(next_prefix(""), None);
+        // Every name starting with the prefix sorts inside [prefix, next).
+        for name in ["smi", "smith", "smizzz", "smi\u{10ffff}"] {
+            assert!(("smi".."smj").contains(&name), "{name}");
         }
     }
 }

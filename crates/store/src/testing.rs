@@ -237,6 +237,22 @@ pub fn replace_database(url: &str, name: &str) -> String {
 
 /// Drops the database `name` on the server of `admin_url` (benchmarks
 /// clean up after themselves). `name` must be a plain identifier.
+/// Runs one statement with text parameters ($1, $2, ...) on either
+/// engine: the benchmarks' bulk loads.
+pub async fn execute_with(
+    store: &crate::Store,
+    sql: &str,
+    values: &[String],
+) -> crate::Result<u64> {
+    Ok(crate::on_pool!(store, pool => {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for value in values {
+            query = query.bind(value);
+        }
+        query.execute(pool).await.map(|r| r.rows_affected())
+    })?)
+}
+
 pub async fn drop_database(admin_url: &str, name: &str) -> crate::Result<()> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(crate::StoreError::Invalid(format!(

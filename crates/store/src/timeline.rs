@@ -120,6 +120,31 @@ pub(crate) enum TimelineEvent<'a> {
     ResponseRemoved {
         was: PatientResponse,
     },
+    /// R10: a wrong date of birth or ZIP code on an activation link (which
+    /// of the two is not recorded either); `locked` once it was the last.
+    ActivationIdentityFailed {
+        invite_id: i64,
+        failures: i64,
+        locked: bool,
+    },
+    ActivationIdentityConfirmed {
+        invite_id: i64,
+    },
+    /// The one-time code went out (channel "email" or "sms").
+    ActivationCodeSent {
+        invite_id: i64,
+        channel: &'a str,
+    },
+    ActivationCodeFailed {
+        invite_id: i64,
+        failures: i64,
+    },
+    /// A form was sent on a link that no longer works ("used", "locked",
+    /// "expired").
+    ActivationRefused {
+        invite_id: i64,
+        link: &'a str,
+    },
 }
 
 /// Why an invite is sent a second time with the same Message-ID.
@@ -163,6 +188,11 @@ impl TimelineEvent<'_> {
             TimelineEvent::FieldsConfirmed => "fields_confirmed",
             TimelineEvent::ResponseRecorded { .. } => "response_recorded",
             TimelineEvent::ResponseRemoved { .. } => "response_removed",
+            TimelineEvent::ActivationIdentityFailed { .. } => "activation_identity_failed",
+            TimelineEvent::ActivationIdentityConfirmed { .. } => "activation_identity_confirmed",
+            TimelineEvent::ActivationCodeSent { .. } => "activation_code_sent",
+            TimelineEvent::ActivationCodeFailed { .. } => "activation_code_failed",
+            TimelineEvent::ActivationRefused { .. } => "activation_refused",
         }
     }
 
@@ -246,6 +276,24 @@ impl TimelineEvent<'_> {
             TimelineEvent::MergedInto {
                 surviving_patient_id,
             } => json!({ "surviving_patient_id": surviving_patient_id }),
+            TimelineEvent::ActivationIdentityFailed {
+                invite_id,
+                failures,
+                locked,
+            } => json!({ "invite_id": invite_id, "failures": failures, "locked": locked }),
+            TimelineEvent::ActivationIdentityConfirmed { invite_id } => {
+                json!({ "invite_id": invite_id })
+            }
+            TimelineEvent::ActivationCodeSent { invite_id, channel } => {
+                json!({ "invite_id": invite_id, "channel": channel })
+            }
+            TimelineEvent::ActivationCodeFailed {
+                invite_id,
+                failures,
+            } => json!({ "invite_id": invite_id, "failures": failures }),
+            TimelineEvent::ActivationRefused { invite_id, link } => {
+                json!({ "invite_id": invite_id, "link": link })
+            }
         }
     }
 }
@@ -558,6 +606,44 @@ mod tests {
                 },
                 "response_removed",
                 json!({ "was": "deferred" }),
+            ),
+            (
+                TimelineEvent::ActivationIdentityFailed {
+                    invite_id: 7,
+                    failures: 5,
+                    locked: true,
+                },
+                "activation_identity_failed",
+                json!({ "invite_id": 7, "failures": 5, "locked": true }),
+            ),
+            (
+                TimelineEvent::ActivationIdentityConfirmed { invite_id: 7 },
+                "activation_identity_confirmed",
+                json!({ "invite_id": 7 }),
+            ),
+            (
+                TimelineEvent::ActivationCodeSent {
+                    invite_id: 7,
+                    channel: "email",
+                },
+                "activation_code_sent",
+                json!({ "invite_id": 7, "channel": "email" }),
+            ),
+            (
+                TimelineEvent::ActivationCodeFailed {
+                    invite_id: 7,
+                    failures: 1,
+                },
+                "activation_code_failed",
+                json!({ "invite_id": 7, "failures": 1 }),
+            ),
+            (
+                TimelineEvent::ActivationRefused {
+                    invite_id: 7,
+                    link: "locked",
+                },
+                "activation_refused",
+                json!({ "invite_id": 7, "link": "locked" }),
             ),
         ];
         let appointments = [

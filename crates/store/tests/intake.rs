@@ -14,7 +14,7 @@ use enroll_core::{Demographics, Field};
 use enroll_store::testing::{ENGINES, Engine, TestDb, scalar};
 use enroll_store::{
     AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageStatus, Patient,
-    PatientChange, PatientQuery, Received, Store, StoreError,
+    PatientChange, PatientSearch, Received, Store, StoreError,
 };
 use jiff::Timestamp;
 
@@ -82,9 +82,14 @@ async fn receive(store: &Store, message: &InboundMessage<'_>) -> Received {
 }
 
 async fn by_mrn(store: &Store, mrn: &str) -> Option<Patient> {
-    let query = PatientQuery {
-        mrn: Some(mrn.into()),
-        ..PatientQuery::default()
+    let query = PatientSearch {
+        terms: enroll_core::SearchTerms {
+            mrn: Some(mrn.into()),
+            ..enroll_core::SearchTerms::default()
+        },
+        practice_id: None,
+        scope: enroll_core::PracticeScope::All,
+        limit: None,
     };
     store.search_patients(&query).await.unwrap().pop()
 }

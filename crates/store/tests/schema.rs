@@ -37,20 +37,21 @@ const SQLITE_INDEXES: &str = "SELECT m.name AS tbl, il.name AS idx, il.\"unique\
      GROUP BY m.name, il.name ORDER BY m.name, il.name";
 
 /// The same from PostgreSQL's catalogue; a UNIQUE constraint's index is
-/// named by PostgreSQL.
+/// named by PostgreSQL. An expression (`lower(email)`) has no column name
+/// on either engine, so it is left out of `cols` on both.
 const POSTGRES_COLUMNS: &str = "SELECT table_name::text AS tbl, column_name::text AS col, \
         is_nullable = 'NO' AS required \
      FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> $1";
 const POSTGRES_INDEXES: &str = "SELECT t.relname::text AS tbl, i.relname::text AS idx, \
         ix.indisunique AS uniq, ix.indpred IS NOT NULL AS partial, \
-        string_agg(a.attname::text, ',' ORDER BY k.ord) AS cols, \
+        COALESCE(string_agg(a.attname::text, ',' ORDER BY k.ord), '') AS cols, \
         NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid) AS named \
      FROM pg_index ix \
      JOIN pg_class i ON i.oid = ix.indexrelid \
      JOIN pg_class t ON t.oid = ix.indrelid \
      JOIN pg_namespace n ON n.oid = t.relnamespace \
      JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
-     JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+     LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
      WHERE n.nspname = 'public' AND t.relname <> $1 AND NOT ix.indisprimary \
      GROUP BY t.relname, i.relname, ix.indisunique, ix.indpred, ix.indexrelid";
 

@@ -10,9 +10,10 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::session::{Refused, SignedIn, hash_password, random_secret};
+use super::session::{Refused, SignedIn, random_secret};
 use super::{internal, local_time, staff_page};
 use crate::AppState;
+use crate::password::hash_password;
 
 /// An admin page for anyone else: 403 in words.
 fn admins_only(signed_in: &SignedIn) -> Result<(), Refused> {

@@ -3,24 +3,22 @@
 //! it), CSRF on every state-changing request, automatic sign-out when idle,
 //! a lockout per account and a throttle per IP address.
 
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri};
+use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use enroll_store::{Lockout, StaffSession, StaffUser, hash_token};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use jiff::SignedDuration;
 use rand::RngCore;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
+use crate::throttle::Throttle;
 
 /// The session cookie's name. `__Host-` would pin it to https only; the
 /// demo runs on plain http, so the prefix is not used.
@@ -58,13 +56,11 @@ pub struct StaffUi {
     pub(crate) lockout: Lockout,
     /// Cookies are marked Secure when patients and staff reach us by https.
     pub(crate) secure_cookies: bool,
-    throttle: DefaultKeyedRateLimiter<IpAddr>,
+    throttle: Throttle,
 }
 
 impl StaffUi {
     pub fn new(config: &StaffUiConfig, secure_cookies: bool) -> Arc<StaffUi> {
-        let per_minute =
-            NonZeroU32::new(config.sign_ins_per_minute_per_ip).unwrap_or(NonZeroU32::MIN);
         Arc::new(StaffUi {
             idle: SignedDuration::from_mins(i64::from(config.idle_timeout_minutes.max(1))),
             lockout: Lockout {
@@ -72,29 +68,14 @@ impl StaffUi {
                 lock_for: SignedDuration::from_mins(i64::from(config.lockout_minutes)),
             },
             secure_cookies,
-            throttle: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            throttle: Throttle::new(config.sign_ins_per_minute_per_ip),
         })
     }
 
     /// False when this address has tried to sign in too often just now.
     pub(crate) fn may_try_sign_in(&self, ip: Option<IpAddr>) -> bool {
-        ip.is_none_or(|ip| self.throttle.check_key(&ip).is_ok())
+        self.throttle.allow(ip)
     }
-}
-
-/// argon2id with the crate's default (OWASP-recommended) parameters and a
-/// random salt, as a PHC string.
-pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes())?
-        .to_string())
-}
-
-/// True when `password` is the one `stored` (a PHC string) was made from.
-pub fn verify_password(password: &str, stored: &str) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), stored)
-        .is_ok()
 }
 
 /// A random value for a cookie, a CSRF token or a generated password: 128
@@ -204,22 +185,6 @@ fn form_urlencoded_value(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-/// The client's address, when the server was started with it.
-pub(crate) struct ClientIp(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientIp, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
-    }
-}
-
 /// The session cookie for a new session.
 pub(crate) fn session_cookie(value: String, secure: bool) -> Cookie<'static> {
     Cookie::build((SESSION_COOKIE, value))
@@ -241,15 +206,6 @@ pub(crate) fn safe_next(next: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_verify_only_against_their_own_hash() {
-        let hash = hash_password("correct horse battery").unwrap();
-        assert!(hash.starts_with("$argon2id$"), "{hash}");
-        assert!(verify_password("correct horse battery", &hash));
-        assert!(!verify_password("correct horse batterY", &hash));
-        assert!(!verify_password("anything", "not a hash"));
-    }
 
     #[test]
     fn sign_in_leads_only_to_a_page_of_this_site() {

@@ -9,12 +9,12 @@ use enroll_store::hash_token;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::session::{
-    ClientIp, SESSION_COOKIE, SignedIn, random_secret, safe_next, session_cookie, verify_password,
-};
+use super::session::{SESSION_COOKIE, SignedIn, random_secret, safe_next, session_cookie};
 use super::{internal, local_time};
 use crate::AppState;
 use crate::pages::render;
+use crate::password::verify_password;
+use crate::throttle::ClientIp;
 
 #[derive(Deserialize)]
 pub(crate) struct Next {

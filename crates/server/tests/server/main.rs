@@ -4,6 +4,7 @@
 // A test's helpers fail the test when a step fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod activation;
 mod api;
 mod browser;
 mod delivery;

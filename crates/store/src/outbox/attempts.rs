@@ -1,5 +1,5 @@
 //! "Attempt n is being made": interrupted attempts, attempt counts,
-//! activation tokens and `sending` deliveries, a statement each per chunk.
+//! activation tokens (one per delivery, reused by its retries) and `sending` deliveries, a statement each per chunk.
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use super::decide::Attempt;
 use super::{Channel, DeliveryJob, DeliveryPolicy, system};
+use crate::activation::derive_token;
 use crate::batch::BatchRow;
 use crate::engine::Col;
 use crate::timeline::{TimelineEvent, TimelineRow};
@@ -38,9 +39,17 @@ impl Tx {
         let mut counted = Vec::with_capacity(attempts.len());
         let mut tokens = Vec::with_capacity(attempts.len());
         let mut jobs = Vec::with_capacity(attempts.len());
+        let key = self.token_key().await?;
         for a in attempts {
             let attempt = a.invite.attempts + 1;
-            let token = new_token();
+            let sent_to = a
+                .email
+                .clone()
+                .or_else(|| a.cell_phone.clone())
+                .unwrap_or_default();
+            // A retry derives the same token as the attempt before it (R10:
+            // one link per delivery); its row is already there.
+            let token = derive_token(&key, a.invite.id, &sent_to)?;
             counted.push(AttemptRow {
                 id: a.invite.id,
                 attempt,
@@ -49,11 +58,7 @@ impl Tx {
                 patient_id: a.invite.patient_id,
                 invite_id: a.invite.id,
                 token_hash: crate::hash_token(&token),
-                sent_to: a
-                    .email
-                    .clone()
-                    .or_else(|| a.cell_phone.clone())
-                    .unwrap_or_default(),
+                sent_to,
                 expires_at,
             });
             jobs.push(DeliveryJob {
@@ -125,7 +130,7 @@ impl Tx {
                 "INSERT INTO activation_tokens \
                      (patient_id, invite_id, token_hash, sent_to, created_at, expires_at) \
                      SELECT v.patient_id, v.invite_id, v.token_hash, v.sent_to, $2, v.expires_at \
-                     FROM {}",
+                     FROM {} WHERE TRUE ON CONFLICT (token_hash) DO NOTHING",
                 v.table()
             )
         })
@@ -214,16 +219,6 @@ impl BatchRow for DeliveryRow<'_> {
         ("address", Col::Text),
         ("attempt", Col::Int),
     ];
-}
-
-/// 128 random bits (R10's minimum), base64url: 22 characters, so that the
-/// activation link fits in a 160-character text (R13).
-fn new_token() -> String {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]
