@@ -47,10 +47,13 @@ impl From<RenderedEmail> for EmailPreview {
 /// What a patient of this practice would receive, with sample links.
 pub(crate) async fn preview(
     State(state): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<PreviewQuery>,
 ) -> Result<Json<Preview>, ApiError> {
+    if !staff.0.scope.allows(id) {
+        return Err(ApiError::NotFound("practice"));
+    }
     let practice = super::practice_or_404(&state, id).await?;
     let language = match q.language.as_deref() {
         None => Language::English,
@@ -97,6 +100,10 @@ pub(crate) async fn put(
     ApiPath((id, language, kind)): ApiPath<(i64, String, String)>,
     JsonBody(body): JsonBody<TemplateSource>,
 ) -> Result<Json<Preview>, ApiError> {
+    // An administrator of some practices changes only theirs.
+    if !admin.scope.allows(id) {
+        return Err(ApiError::NotFound("practice"));
+    }
     let practice = super::practice_or_404(&state, id).await?;
     save(
         &state.store,

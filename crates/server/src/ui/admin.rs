@@ -78,7 +78,8 @@ async fn users_page(
         .map(|u| {
             json!({ "id": u.user.id, "username": u.user.username, "name": u.user.display_name,
                     "role": u.user.role.to_string(), "is_admin": u.user.role.is_admin(),
-                    "disabled": u.disabled, "practices": u.practice_codes.join(", ") })
+                    "disabled": u.disabled, "practices": u.practice_codes.join(", "),
+                    "codes": u.practice_codes })
         })
         .collect();
     staff_page(

@@ -12,6 +12,20 @@ fn text<'a>(detail: &'a Value, key: &str) -> &'a str {
     detail.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
+/// A detail's list of words joined: `["email", "sms"]` -> "email and sms".
+fn joined(detail: &Value, key: &str, separator: &str) -> String {
+    detail
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(separator)
+        })
+        .unwrap_or_default()
+}
+
 /// One timeline line, e.g. "Invite 12 sent by email and text message".
 pub(crate) fn timeline_words(e: &TimelineEntry) -> String {
     let d = &e.detail;
@@ -19,16 +33,7 @@ pub(crate) fn timeline_words(e: &TimelineEntry) -> String {
     match e.kind.as_str() {
         "chart_added" => "Chart added".into(),
         "demographics_updated" => {
-            let changed = d
-                .get("required_fields_changed")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
+            let changed = joined(d, "required_fields_changed", ", ");
             if changed.is_empty() {
                 "Demographics updated".into()
             } else {
@@ -58,16 +63,7 @@ pub(crate) fn timeline_words(e: &TimelineEntry) -> String {
             format!("Invite {invite} sent again after an interruption")
         }
         "invite_sent" => {
-            let channels = d
-                .get("channels")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                })
-                .unwrap_or_default();
+            let channels = joined(d, "channels", " and ");
             format!("Invite {invite} sent by {channels}")
         }
         "invite_retry_scheduled" => {
@@ -140,13 +136,7 @@ pub(crate) fn invite_words(
             e.kind == "invite_sent"
                 && e.detail.get("invite_id").and_then(Value::as_i64) == Some(invite.id)
         })
-        .and_then(|e| e.detail.get("channels").and_then(Value::as_array))
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
+        .map(|e| joined(&e.detail, "channels", ", "))
         .unwrap_or_default();
     let how = match (&invite.actor, &invite.trigger) {
         (Some(actor), _) => format!("Enroll Now by {actor}"),

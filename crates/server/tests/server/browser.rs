@@ -486,6 +486,21 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         "{url}"
     );
 
+    // Another practice's chart does not exist for Frida.
+    let other = crate::ui::other_practice_patient(&app).await;
+    client
+        .goto(&app.url(&format!("/patients/{other}")))
+        .await
+        .unwrap();
+    let body = client
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("no such patient"), "{body}");
+
     // A front desk cannot open admin pages.
     client.goto(&app.url("/admin/users")).await.unwrap();
     let body = client

@@ -122,7 +122,8 @@ async fn try_sign_in(
     (status, cookie, response.text().await.unwrap())
 }
 
-async fn other_practice_patient(app: &TestApp) -> i64 {
+/// A patient of another practice than Frida's (made by the administrator).
+pub async fn other_practice_patient(app: &TestApp) -> i64 {
     let other = app
         .db
         .always_open_practice("OTHER", crate::wednesday_morning())
@@ -616,6 +617,32 @@ async fn an_admin_adds_a_user_whose_generated_password_signs_in_and_disabling_en
             .unwrap()
             .user
             .id;
+        // Another practice for Gus: he now finds its patients too.
+        let other = other_practice_patient(app).await;
+        let other_practice = app
+            .db
+            .store
+            .patient(other)
+            .await
+            .unwrap()
+            .unwrap()
+            .practice_id;
+        let (status, _) = ada
+            .post(
+                &format!("/admin/users/{gus_id}"),
+                &[
+                    ("csrf", &csrf),
+                    ("action", "practices"),
+                    ("practice", &practice),
+                    ("practice", &other_practice.to_string()),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            gus.get(&format!("/patients/{other}")).await.0,
+            StatusCode::OK
+        );
         ada.post(
             &format!("/admin/users/{gus_id}"),
             &[("csrf", &csrf), ("action", "disable")],
