@@ -45,7 +45,7 @@ pub use policy::{
 pub use practice::{InvalidPracticeCode, PRACTICE_CODE_MAX_LEN, PracticeCode};
 pub use role::{PracticeScope, Role};
 pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
-pub use search::{NameTerms, SearchTerms, parse_date};
+pub use search::{NameMatch, NameTerms, SearchTerms, parse_date};
 pub use sms::{SMS_DAY, SMS_PER_DAY, SMS_PER_WEEK, SMS_WEEK, TextsToNumber, may_text};
 pub use status::{InviteSummary, StaffStatus, staff_status};
 pub use trigger::{Trigger, changed_required_fields};

@@ -20,6 +20,49 @@ pub enum NameTerms {
     TwoWords(String, String),
 }
 
+/// One way a typed name can match a patient: the last name starts with
+/// `last` and the first name with `first` (a `None` side is not looked at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameMatch<'a> {
+    pub last: Option<&'a str>,
+    pub first: Option<&'a str>,
+}
+
+impl NameTerms {
+    /// The ways this name can match, any one of them enough: one word is a
+    /// last or a first name; "Smith, John" is one way; two words are either
+    /// order. The store searches each way on its own index, in name order,
+    /// so a short prefix stops at the first page of results.
+    pub fn ways(&self) -> Vec<NameMatch<'_>> {
+        match self {
+            NameTerms::Either(word) => vec![
+                NameMatch {
+                    last: Some(word),
+                    first: None,
+                },
+                NameMatch {
+                    last: None,
+                    first: Some(word),
+                },
+            ],
+            NameTerms::LastFirst { last, first } => vec![NameMatch {
+                last: Some(last),
+                first: Some(first),
+            }],
+            NameTerms::TwoWords(a, b) => vec![
+                NameMatch {
+                    last: Some(a),
+                    first: Some(b),
+                },
+                NameMatch {
+                    last: Some(b),
+                    first: Some(a),
+                },
+            ],
+        }
+    }
+}
+
 /// Everything the box held that means something. Every part present must
 /// match (a name and a date of birth narrow each other down).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,6 +180,31 @@ fn digits_only(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_name_matches_in_each_way_people_mean_it() {
+        use super::{NameMatch, NameTerms};
+        let way = |last, first| NameMatch { last, first };
+        assert_eq!(
+            NameTerms::Either("smi".into()).ways(),
+            [way(Some("smi"), None), way(None, Some("smi"))]
+        );
+        assert_eq!(
+            NameTerms::LastFirst {
+                last: "smith".into(),
+                first: "jo".into()
+            }
+            .ways(),
+            [way(Some("smith"), Some("jo"))]
+        );
+        assert_eq!(
+            NameTerms::TwoWords("john".into(), "smith".into()).ways(),
+            [
+                way(Some("john"), Some("smith")),
+                way(Some("smith"), Some("john"))
+            ]
+        );
+    }
+
     use super::*;
 
     fn name(terms: &SearchTerms) -> Option<NameTerms> {

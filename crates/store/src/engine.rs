@@ -76,6 +76,27 @@ impl Engine {
         }
     }
 
+    /// What a patient search read in name order names after `FROM
+    /// patients`. SQLite, with statistics, would rather read the shorter of
+    /// the two name ranges and sort all of it than read the last-name index
+    /// in order and stop at a page of results (migration 0010); it is told.
+    /// PostgreSQL weighs the limit itself (and has no such syntax).
+    pub(crate) fn name_order_hint(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "INDEXED BY patients_by_last_name",
+            Engine::Postgres => "",
+        }
+    }
+
+    /// Whether a patient search may be kept prepared with its plan. Not on
+    /// PostgreSQL: after five runs it may keep one generic plan for every
+    /// name, and the right plan depends on the name ("smi" or "zz").
+    /// SQLite re-plans a kept statement when a bound value could change
+    /// its plan.
+    pub(crate) fn keeps_search_plans(self) -> bool {
+        self == Engine::Sqlite
+    }
+
     /// Whether a batch statement may be kept prepared with its plan.
     ///
     /// Not on PostgreSQL: after a few runs it keeps one generic plan per

@@ -1,13 +1,16 @@
 //! Reading patients, their invites and their timeline.
 
+use std::collections::HashMap;
+
 use enroll_core::{
-    CAP_WINDOW, FieldProblem, InviteSummary, NameTerms, StaffStatus, check, sends_in_window,
+    CAP_WINDOW, FieldProblem, InviteSummary, NameMatch, StaffStatus, check, sends_in_window,
     staff_status,
 };
 use jiff::Timestamp;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
+use crate::engine::Engine;
 use crate::model::{INVITE_COLUMNS, InviteRow, PATIENT_COLUMNS, PatientRow, TimelineRow};
 use crate::{
     Invite, InviteState, Patient, PatientSearch, Practice, Result, Store, StoreError,
@@ -16,6 +19,12 @@ use crate::{
 
 /// Search results are capped so a one-letter search stays cheap.
 const MAX_SEARCH_RESULTS: i64 = 200;
+
+/// Below this many patients with a first name starting with a prefix, a
+/// way of matching that uses it is searched through the first-name index
+/// and sorted; at or above it, in name order with the limit (see
+/// [`SearchFilter::sql`]).
+const RARE_FIRST_NAMES: i64 = 2_000;
 
 impl Store {
     pub async fn patient(&self, id: i64) -> Result<Option<Patient>> {
@@ -27,56 +36,53 @@ impl Store {
     /// Patients matching every part of the search, within the searcher's
     /// practices, ordered by last then first name.
     pub async fn search_patients(&self, search: &PatientSearch) -> Result<Vec<Patient>> {
-        let limit = search.limit.unwrap_or(50).clamp(1, MAX_SEARCH_RESULTS);
-        let mut filter = SearchFilter::default();
-        filter.name(search.terms.name.as_ref());
-        if let Some(dob) = search.terms.dob {
-            let p = filter.bind(dob.to_string());
-            filter.and(format!("date_of_birth = {p}"));
-        }
-        match (&search.terms.mrn, &search.terms.phone) {
-            (Some(mrn), Some(phone)) => {
-                let (m, p) = (filter.bind(mrn.clone()), filter.bind(phone.clone()));
-                filter.and(format!("(mrn = {m} OR cell_phone = {p})"));
+        let mut rare_first_names = Vec::new();
+        if let Some(name) = &search.terms.name {
+            for way in name.ways() {
+                rare_first_names.push(match way.first {
+                    Some(prefix) => self.first_name_prefix_is_rare(prefix).await?,
+                    None => false,
+                });
             }
-            (Some(mrn), None) => {
-                let m = filter.bind(mrn.clone());
-                filter.and(format!("mrn = {m}"));
-            }
-            (None, Some(phone)) => {
-                let p = filter.bind(phone.clone());
-                filter.and(format!("cell_phone = {p}"));
-            }
-            (None, None) => {}
         }
-        if let Some(email) = &search.terms.email {
-            let e = filter.bind(email.clone());
-            filter.and(format!("lower(email) = {e}"));
-        }
-        // Ids are integers we hold, never text from outside: inlined.
-        if let Some(id) = search.practice_id {
-            filter.and(format!("practice_id = {id}"));
-        }
-        if let Some(ids) = search.scope.ids() {
-            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-            if list.is_empty() {
-                return Ok(Vec::new());
-            }
-            filter.and(format!("practice_id IN ({})", list.join(", ")));
-        }
-        let sql = format!(
-            "SELECT {PATIENT_COLUMNS} FROM patients WHERE merged_into IS NULL{} \
-             ORDER BY last_name_lc, first_name_lc, id LIMIT {limit}",
-            filter.conditions
+        let Some(filter) = SearchFilter::of(search, &rare_first_names) else {
+            return Ok(Vec::new());
+        };
+        let engine = self.backend.engine();
+        let sql = filter.sql(
+            search.limit.unwrap_or(50).clamp(1, MAX_SEARCH_RESULTS),
+            engine,
         );
         let rows: Vec<PatientRow> = on_pool!(self, pool => {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql.as_str()));
+            let mut query = sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .persistent(engine.keeps_search_plans());
             for value in &filter.binds {
                 query = query.bind(value);
             }
             query.fetch_all(pool).await
         })?;
         rows.into_iter().map(PatientRow::into_patient).collect()
+    }
+
+    /// Whether fewer than [`RARE_FIRST_NAMES`] patients have a first name
+    /// starting with `prefix` (any practice: this only chooses how to
+    /// search). Counting stops there, so the question costs at most that
+    /// many index entries.
+    async fn first_name_prefix_is_rare(&self, prefix: &str) -> Result<bool> {
+        let mut probe = SearchFilter::default();
+        let range = probe.prefix("first_name_lc", prefix);
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM patients WHERE merged_into IS NULL AND {range} \
+             LIMIT {RARE_FIRST_NAMES}) AS probe"
+        );
+        let count: i64 = on_pool!(self, pool => {
+            let mut query = sqlx::query_scalar(AssertSqlSafe(sql.as_str()));
+            for value in &probe.binds {
+                query = query.bind(value);
+            }
+            query.fetch_one(pool).await
+        })?;
+        Ok(count < RARE_FIRST_NAMES)
     }
 
     pub async fn patient_invites(&self, patient_id: i64) -> Result<Vec<Invite>> {
@@ -107,6 +113,45 @@ impl Store {
             .ok_or(StoreError::NotFound("practice"))?;
         let invites = self.patient_invites(patient.id).await?;
         Ok(status_of(patient, &practice, &invites, now))
+    }
+
+    /// The status staff see (R14) of each of `patients`, by patient id: one
+    /// query for all their invites, for a page of search results.
+    pub async fn patient_statuses(
+        &self,
+        patients: &[Patient],
+        now: Timestamp,
+    ) -> Result<HashMap<i64, StaffStatus>> {
+        if patients.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let practices: HashMap<i64, Practice> = self
+            .practices()
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
+        // Ids are integers we hold, never text from outside: inlined.
+        let ids: Vec<String> = patients.iter().map(|p| p.id.to_string()).collect();
+        let sql = format!(
+            "SELECT {INVITE_COLUMNS} FROM invites WHERE patient_id IN ({}) ORDER BY id",
+            ids.join(", ")
+        );
+        let rows: Vec<InviteRow> = on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str())).fetch_all(pool).await)?;
+        let mut invites: HashMap<i64, Vec<Invite>> = HashMap::new();
+        for row in rows {
+            let invite = row.into_invite()?;
+            invites.entry(invite.patient_id).or_default().push(invite);
+        }
+        let mut statuses = HashMap::with_capacity(patients.len());
+        for patient in patients {
+            let practice = practices
+                .get(&patient.practice_id)
+                .ok_or(StoreError::NotFound("practice"))?;
+            let theirs = invites.get(&patient.id).map(Vec::as_slice).unwrap_or(&[]);
+            statuses.insert(patient.id, status_of(patient, practice, theirs, now));
+        }
+        Ok(statuses)
     }
 
     /// Everything staff see when they open a chart, assembled once for the
@@ -217,15 +262,149 @@ impl Invite {
     }
 }
 
-/// The WHERE conditions of a search and the text values they bind, in
-/// order ($1, $2, ...: both engines number them the same way).
+/// A search as SQL: the conditions every result meets, one more set per
+/// way the name can match, and the text values they bind ($1, $2, ...: both
+/// engines number them the same way, and a number used twice binds once).
 #[derive(Default)]
 struct SearchFilter {
     conditions: String,
+    /// One entry per way the typed name can match (one without conditions
+    /// when no name was typed).
+    ways: Vec<Way>,
     binds: Vec<String>,
 }
 
+/// The conditions of one way a typed name can match, and how to read it.
+struct Way {
+    conditions: String,
+    read: WayRead,
+}
+
+enum WayRead {
+    /// In name order from the last-name index, up to the limit: quick when
+    /// matches are common, even across a long range of last names.
+    InNameOrder,
+    /// Every match, from the first-name index (its first-name prefix is
+    /// rare, so they are few), sorted afterwards.
+    Whole,
+    /// No name was typed: the planner picks the index (MRN, DOB, ...).
+    NoName,
+}
+
+/// Name order, and the order of the last-name index (0010), so a way read
+/// in name order stops at the limit.
+const NAME_ORDER: &str = "ORDER BY last_name_lc, first_name_lc, id";
+
 impl SearchFilter {
+    /// `None` when the searcher may see no practice at all.
+    fn of(search: &PatientSearch, rare_first_names: &[bool]) -> Option<SearchFilter> {
+        let mut filter = SearchFilter::default();
+        let terms = &search.terms;
+        let ways = match &terms.name {
+            None => vec![Way {
+                conditions: String::new(),
+                read: WayRead::NoName,
+            }],
+            Some(name) => name
+                .ways()
+                .iter()
+                .zip(rare_first_names.iter().chain(std::iter::repeat(&false)))
+                .map(|(way, rare)| {
+                    let read = match rare {
+                        true => WayRead::Whole,
+                        false => WayRead::InNameOrder,
+                    };
+                    Way {
+                        conditions: filter.way(way),
+                        read,
+                    }
+                })
+                .collect(),
+        };
+        filter.ways = ways;
+        if let Some(dob) = terms.dob {
+            let p = filter.bind(dob.to_string());
+            filter.and(format!("date_of_birth = {p}"));
+        }
+        match (&terms.mrn, &terms.phone) {
+            (Some(mrn), Some(phone)) => {
+                let (m, p) = (filter.bind(mrn.clone()), filter.bind(phone.clone()));
+                filter.and(format!("(mrn = {m} OR cell_phone = {p})"));
+            }
+            (Some(mrn), None) => {
+                let m = filter.bind(mrn.clone());
+                filter.and(format!("mrn = {m}"));
+            }
+            (None, Some(phone)) => {
+                let p = filter.bind(phone.clone());
+                filter.and(format!("cell_phone = {p}"));
+            }
+            (None, None) => {}
+        }
+        if let Some(email) = &terms.email {
+            let e = filter.bind(email.clone());
+            filter.and(format!("lower(email) = {e}"));
+        }
+        // Ids are integers we hold, never text from outside: inlined.
+        if let Some(id) = search.practice_id {
+            filter.and(format!("practice_id = {id}"));
+        }
+        if let Some(ids) = search.scope.ids() {
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            if list.is_empty() {
+                return None;
+            }
+            filter.and(format!("practice_id IN ({})", list.join(", ")));
+        }
+        Some(filter)
+    }
+
+    /// One way alone is one query. Several ways are each searched on their
+    /// own and then put together: an OR of the ways would make both
+    /// engines gather every match (25,000 patients for "smi" in a million)
+    /// and sort them to keep fifty. A way read in name order stops at the
+    /// limit, which is quick when matches are common and a long read of
+    /// the range when they are rare ("smi" as a first name: every "ma..."
+    /// last name is read to find none). So a way whose first-name prefix
+    /// is rare is read whole from the first-name index (fewer than
+    /// [`RARE_FIRST_NAMES`] rows), and the outer query sorts.
+    fn sql(&self, limit: i64, engine: Engine) -> String {
+        let matching = |way: &Way| {
+            let hint = match way.read {
+                WayRead::InNameOrder => engine.name_order_hint(),
+                WayRead::Whole | WayRead::NoName => "",
+            };
+            format!(
+                "FROM patients {hint} WHERE merged_into IS NULL{}{}",
+                way.conditions, self.conditions
+            )
+        };
+        if let [way] = self.ways.as_slice()
+            && !matches!(way.read, WayRead::Whole)
+        {
+            return format!(
+                "SELECT {PATIENT_COLUMNS} {} {NAME_ORDER} LIMIT {limit}",
+                matching(way)
+            );
+        }
+        let each_way: Vec<String> = self
+            .ways
+            .iter()
+            .enumerate()
+            .map(|(i, way)| match way.read {
+                WayRead::Whole => format!("SELECT id {}", matching(way)),
+                WayRead::InNameOrder | WayRead::NoName => format!(
+                    "SELECT id FROM (SELECT id {} {NAME_ORDER} LIMIT {limit}) AS way{i}",
+                    matching(way)
+                ),
+            })
+            .collect();
+        format!(
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id IN ({}) {NAME_ORDER} LIMIT {limit}",
+            each_way.join(" UNION ")
+        )
+    }
+
     fn bind(&mut self, value: String) -> String {
         self.binds.push(value);
         format!("${}", self.binds.len())
@@ -236,40 +415,23 @@ impl SearchFilter {
         self.conditions.push_str(&condition);
     }
 
-    /// Name words are prefixes of the lowercase name columns. The parser
-    /// keeps only letters, apostrophes and hyphens, so no LIKE wildcard
-    /// typed by the user can widen the search. Each prefix is also a range
-    /// (`>= "smi" AND < "smj"`), which both engines answer from the name
-    /// indexes (a LIKE alone is a full scan: SQLite's LIKE is case-blind and
-    /// PostgreSQL's needs a C-collated index); the LIKE keeps the result
-    /// exact under any collation.
-    fn name(&mut self, name: Option<&NameTerms>) {
-        match name {
-            None => {}
-            Some(NameTerms::Either(word)) => {
-                let last = self.prefix("last_name_lc", word);
-                let first = self.prefix("first_name_lc", word);
-                self.and(format!("({last} OR {first})"));
-            }
-            Some(NameTerms::LastFirst { last, first }) => {
-                let last = self.prefix("last_name_lc", last);
-                let first = self.prefix("first_name_lc", first);
-                self.and(format!("{last} AND {first}"));
-            }
-            Some(NameTerms::TwoWords(a, b)) => {
-                let (last_a, first_b) = (
-                    self.prefix("last_name_lc", a),
-                    self.prefix("first_name_lc", b),
-                );
-                let (first_a, last_b) = (
-                    self.prefix("first_name_lc", a),
-                    self.prefix("last_name_lc", b),
-                );
-                self.and(format!(
-                    "(({last_a} AND {first_b}) OR ({first_a} AND {last_b}))"
-                ));
+    /// The conditions of one way a name matches. Name words are prefixes of
+    /// the lowercase name columns. The parser keeps only letters,
+    /// apostrophes and hyphens, so no LIKE wildcard typed by the user can
+    /// widen the search. Each prefix is also a range (`>= "smi" AND <
+    /// "smj"`), which both engines answer from the name indexes (a LIKE
+    /// alone is a full scan: SQLite's LIKE is case-blind and PostgreSQL's
+    /// needs a C-collated index); the LIKE keeps the result exact under any
+    /// collation.
+    fn way(&mut self, way: &NameMatch<'_>) -> String {
+        let mut conditions = String::new();
+        for (column, word) in [("last_name_lc", way.last), ("first_name_lc", way.first)] {
+            if let Some(word) = word {
+                conditions.push_str(" AND ");
+                conditions.push_str(&self.prefix(column, word));
             }
         }
+        conditions
     }
 
     /// `column` starts with `word`, as an index range and a LIKE.

@@ -235,8 +235,6 @@ pub fn replace_database(url: &str, name: &str) -> String {
     url.to_string()
 }
 
-/// Drops the database `name` on the server of `admin_url` (benchmarks
-/// clean up after themselves). `name` must be a plain identifier.
 /// Runs one statement with text parameters ($1, $2, ...) on either
 /// engine: the benchmarks' bulk loads.
 pub async fn execute_with(
@@ -253,6 +251,8 @@ pub async fn execute_with(
     })?)
 }
 
+/// Drops the database `name` on the server of `admin_url` (benchmarks
+/// clean up after themselves). `name` must be a plain identifier.
 pub async fn drop_database(admin_url: &str, name: &str) -> crate::Result<()> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(crate::StoreError::Invalid(format!(

@@ -549,6 +549,129 @@ async fn mrn_is_unique_per_practice_and_search_finds_patients() {
 }
 
 #[tokio::test]
+async fn a_name_of_two_words_finds_both_orders_in_name_order_once_each_up_to_the_limit() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let a = db.always_open_practice("A", now).await;
+        for (mrn, first, last) in [
+            ("M1", "Jonah", "Smith"),
+            ("M2", "Joan", "Smith"),
+            ("M3", "Smitty", "Jones"),
+            ("M4", "Joy", "Jordan"),
+            ("M5", "Ann", "Smith"),
+            ("M6", "Jo", "Smithers"),
+        ] {
+            new_patient(&db.store, a.id, mrn, &complete(first, last), now).await;
+        }
+        let merged = new_patient(&db.store, a.id, "M7", &complete("John", "Smith"), now).await;
+        let survivor = new_patient(&db.store, a.id, "M8", &complete("Zed", "Zulu"), now).await;
+        enroll_store::testing::execute_with(
+            &db.store,
+            &format!("UPDATE patients SET merged_into = {survivor} WHERE id = {merged}"),
+            &[],
+        )
+        .await
+        .unwrap();
+        let search = |typed: &str, limit: Option<i64>| {
+            let store = db.store.clone();
+            let query = PatientSearch {
+                terms: SearchTerms::parse(typed),
+                practice_id: None,
+                scope: PracticeScope::All,
+                limit,
+            };
+            async move {
+                store
+                    .search_patients(&query)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| p.mrn)
+                    .take(4)
+                    .collect::<Vec<_>>()
+            }
+        };
+        // Twice: with every first name rare (each way is read whole through
+        // the first-name index), then with 2,000 more "Joanne"s, so that
+        // "jo" as a first name is read in name order up to the limit.
+        for (round, more_joannes) in [("rare first names", 2000), ("common first name", 0)] {
+            assert_eq!(
+                search("smi jo", None).await,
+                ["M3", "M2", "M1", "M6"],
+                "{engine:?}, {round}: Jones, Smitty (first name smi) then the Smiths named \
+                 Jo..., by last then first name; never the merged chart"
+            );
+            assert_eq!(
+                search("smi jo", Some(2)).await,
+                ["M3", "M2"],
+                "{engine:?}, {round}: the limit applies to both orders together"
+            );
+            assert_eq!(
+                search("jo jo", None).await,
+                ["M4"],
+                "{engine:?}, {round}: Joy Jordan matches in both orders and is listed once"
+            );
+            assert_eq!(
+                search("jo", Some(3)).await,
+                ["M3", "M4", "M2"],
+                "{engine:?}, {round}: one word is a last or a first name, in name order"
+            );
+            enroll_store::testing::execute_with(
+                &db.store,
+                &format!(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {more_joannes}) \
+                     INSERT INTO patients (practice_id, mrn, first_name, last_name, first_name_lc, \
+                     last_name_lc, created_at, updated_at) \
+                     SELECT {}, 'Z' || i, 'Joanne', 'Zed', 'joanne', 'zed', 0, 0 FROM n WHERE i <= {more_joannes}",
+                    a.id
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_statuses_of_a_page_of_results_are_each_patients_own() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let a = db.always_open_practice("A", now).await;
+        let invited = new_patient(&db.store, a.id, "M1", &complete("Ann", "Able"), now).await;
+        let missing_email = Demographics {
+            email: None,
+            ..complete("Bob", "Baker")
+        };
+        let not_invited = new_patient(&db.store, a.id, "M2", &missing_email, now).await;
+        db.store
+            .enroll_now(invited, Some("statuses-1"), &api(), now)
+            .await
+            .unwrap();
+        let mut patients = Vec::new();
+        for id in [invited, not_invited] {
+            patients.push(db.store.patient(id).await.unwrap().unwrap());
+        }
+        let statuses = db.store.patient_statuses(&patients, now).await.unwrap();
+        for patient in &patients {
+            assert_eq!(
+                statuses.get(&patient.id),
+                Some(&db.store.patient_status(patient, now).await.unwrap()),
+                "{engine:?}: patient {}",
+                patient.mrn
+            );
+        }
+        assert_ne!(
+            statuses.get(&invited),
+            statuses.get(&not_invited),
+            "{engine:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn migrating_twice_is_harmless() {
     on_each_engine(async |engine, db| {
         db.store.migrate().await.unwrap();

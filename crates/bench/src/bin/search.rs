@@ -3,7 +3,7 @@
 //! number, an email), end to end through `GET /api/patients?q=`.
 //!
 //!     cargo build --release -p enroll-bench
-//!     ./target/release/search [--patients 1000000] [--queries 2000] [--postgres-url URL]
+//!     ./target/release/search [--patients 1000000] [--queries 2000] [--postgres-url URL | --database FILE]
 //!
 //! The patients are inserted straight into a fresh database (the store's
 //! own migrations), then the statistics are gathered (ANALYZE) and the
@@ -33,6 +33,11 @@ struct Args {
     /// made there) instead of a SQLite file.
     #[arg(long)]
     postgres_url: Option<String>,
+    /// Keep the SQLite database in this file: the first run fills it, later
+    /// runs (after a change to the search) reuse it and only apply new
+    /// migrations.
+    #[arg(long)]
+    database: Option<std::path::PathBuf>,
 }
 
 const LAST: [&str; 40] = [
@@ -210,7 +215,14 @@ async fn insert_patients(store: &Store, practice_id: i64, count: usize) -> anyho
             eprintln!("search bench: {done} patients");
         }
     }
-    enroll_store::testing::execute_with(store, "ANALYZE", &[]).await?;
+    // Statistics, as a running system has them; on PostgreSQL also the
+    // visibility map that autovacuum would soon write after a bulk load,
+    // without which no read can answer from an index alone.
+    let gather = match store.engine() {
+        "postgres" => "VACUUM ANALYZE",
+        _ => "ANALYZE",
+    };
+    enroll_store::testing::execute_with(store, gather, &[]).await?;
     Ok(())
 }
 
@@ -221,6 +233,7 @@ fn query_for(kind: usize, p: &Synthetic) -> String {
     let (y, rest) = p.dob.split_at(4);
     match kind {
         0 => format!("{last3} {first2}"),
+        7 => p.last.clone(),
         1 => format!("{}, {}", capitalized(&p.last), capitalized(&p.first)),
         2 => format!("{} {}", p.first, p.last),
         3 => format!("{}/{}/{y}", &rest[1..3], &rest[4..6]),
@@ -230,7 +243,7 @@ fn query_for(kind: usize, p: &Synthetic) -> String {
     }
 }
 
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 8] = [
     "smi jo",
     "Last, First",
     "first last",
@@ -238,6 +251,7 @@ const KINDS: [&str; 7] = [
     "MRN",
     "(617) phone",
     "email",
+    "last name",
 ];
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -248,55 +262,105 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Which face of the search is timed: the JSON API a front-end or script
+/// calls, or the staff search page a front desk sees (HTML with a status
+/// badge per row).
+#[derive(Clone, Copy)]
+enum Face {
+    Api,
+    Page,
+}
+
+impl Face {
+    fn name(self) -> &'static str {
+        match self {
+            Face::Api => "GET /api/patients?q=",
+            Face::Page => "GET /search?q= (HTML page)",
+        }
+    }
+}
+
+/// A SQLite database to search, and whether it already holds the patients.
+async fn open_sqlite(path: &std::path::Path, patients: usize) -> anyhow::Result<(Store, bool)> {
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::connect(&url).await?;
+    store.migrate().await?;
+    let have = usize::try_from(store.count_patients().await?).unwrap_or(0);
+    anyhow::ensure!(
+        have == 0 || have == patients,
+        "{} holds {have} patients, not {patients}: remove it or pass --patients {have}",
+        path.display()
+    );
+    Ok((store, have == patients))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    let (store, engine) = match &args.postgres_url {
-        Some(url) => {
+    let (store, engine, filled) = match (&args.postgres_url, &args.database) {
+        (Some(url), _) => {
             let db = enroll_store::testing::TestDb::create(
                 enroll_store::testing::Engine::Postgres,
                 Some(url),
             )
             .await;
-            (db.store.clone(), "PostgreSQL")
+            (db.store.clone(), "PostgreSQL", false)
         }
-        None => {
-            let url = format!("sqlite://{}", dir.path().join("search.db").display());
-            let store = Store::connect(&url).await?;
-            store.migrate().await?;
-            (store, "SQLite")
+        (None, Some(path)) => {
+            let (store, filled) = open_sqlite(path, args.patients).await?;
+            (store, "SQLite", filled)
+        }
+        (None, None) => {
+            let (store, filled) = open_sqlite(&dir.path().join("search.db"), args.patients).await?;
+            (store, "SQLite", filled)
         }
     };
     let now = Timestamp::now();
-    let practice = store
-        .create_practice(
-            &NewPractice {
-                code: "BENCH".into(),
-                name: "Bench Practice".into(),
-                schedule: Schedule::office_hours("America/New_York"),
-            },
-            now,
-        )
-        .await?;
-    let started = Instant::now();
-    insert_patients(&store, practice.id, args.patients).await?;
-    eprintln!(
-        "search bench: {} patients on {engine} in {:.1} s",
-        args.patients,
-        started.elapsed().as_secs_f64()
-    );
+    let practice = match store.practice_by_code("BENCH").await? {
+        Some(practice) => practice,
+        None => {
+            store
+                .create_practice(
+                    &NewPractice {
+                        code: "BENCH".into(),
+                        name: "Bench Practice".into(),
+                        schedule: Schedule::office_hours("America/New_York"),
+                    },
+                    now,
+                )
+                .await?
+        }
+    };
+    if filled {
+        eprintln!(
+            "search bench: {} patients already in the database",
+            args.patients
+        );
+    } else {
+        let started = Instant::now();
+        insert_patients(&store, practice.id, args.patients).await?;
+        eprintln!(
+            "search bench: {} patients on {engine} in {:.1} s",
+            args.patients,
+            started.elapsed().as_secs_f64()
+        );
+    }
     let token = "bench-token";
-    let user = store
-        .put_staff_user("bench", "Bench", Role::FrontDesk, &hash_token(token), now)
-        .await?;
+    let user = match store.staff_by_token(token).await? {
+        Some(user) => user,
+        None => {
+            store
+                .put_staff_user("bench", "Bench", Role::FrontDesk, &hash_token(token), now)
+                .await?
+        }
+    };
     store.set_staff_practices(user.id, &[practice.id]).await?;
 
-    let settings = Settings {
+    let mut settings = Settings {
         listen: "127.0.0.1:0".parse()?,
         ..Settings::default()
     };
-    let mut settings = settings;
     settings.delivery.enabled = false;
     settings.mllp.enabled = false;
     let runtime = Runtime {
@@ -305,8 +369,12 @@ async fn main() -> anyhow::Result<()> {
         mailbox: None,
     };
     let running = Application::build(settings, runtime).await?.start().await?;
-    let base = format!("http://{}/api/patients", running.http_addr);
-    let http = reqwest::Client::new();
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", running.http_addr),
+        token,
+        cookie: signed_in_browser(&store, user.id).await?,
+    };
 
     // Patients to look for: regenerate the same sequence and sample it.
     let mut rng = StdRng::seed_from_u64(2026);
@@ -315,61 +383,137 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| synthetic(n, &mut rng))
         .step_by(sample_every)
         .collect();
+    // The page first: its session was started just now.
+    for face in [Face::Page, Face::Api] {
+        let (times, found_total) = time_queries(&client, face, &samples, args.queries).await?;
+        println!(
+            "patient search over HTTP, {engine}, {} patients, {}, {} queries ({:.1} results each on average)",
+            args.patients,
+            face.name(),
+            args.queries,
+            found_total as f64 / args.queries.max(1) as f64
+        );
+        print_table(times);
+    }
+    running.stop().await?;
+    Ok(())
+}
+
+/// The cookie of a signed-in browser for the page: a session as the
+/// sign-in page makes, started now (the insert takes longer than the idle
+/// sign-out) and kept alive by the searches.
+async fn signed_in_browser(store: &Store, user_id: i64) -> anyhow::Result<String> {
+    let cookie = enroll_server::random_secret(32);
+    store
+        .start_session(
+            user_id,
+            &hash_token(&cookie),
+            "bench-csrf",
+            Timestamp::now(),
+        )
+        .await?;
+    Ok(format!("enroll_session={cookie}"))
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: &'static str,
+    cookie: String,
+}
+
+impl Client {
+    /// One search, end to end; the number of patients it found.
+    async fn search(&self, face: Face, q: &str) -> anyhow::Result<usize> {
+        let encoded: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
+        match face {
+            Face::Api => {
+                let response = self
+                    .http
+                    .get(format!("{}/api/patients?q={encoded}", self.base))
+                    .bearer_auth(self.token)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await?;
+                anyhow::ensure!(status.is_success(), "{q:?}: {status} {body}");
+                Ok(body.as_array().map(Vec::len).unwrap_or(0))
+            }
+            Face::Page => {
+                let response = self
+                    .http
+                    .get(format!("{}/search?q={encoded}", self.base))
+                    .header(reqwest::header::COOKIE, &self.cookie)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body = response.text().await?;
+                anyhow::ensure!(status.is_success(), "{q:?}: {status}");
+                // Each result row of the table carries its chart link.
+                Ok(body.matches("data-patient=").count())
+            }
+        }
+    }
+}
+
+/// Times `queries` searches of the mix (after 100 of warm-up), one after
+/// another as a front desk types them; the times per kind and how many
+/// patients they found in all.
+async fn time_queries(
+    client: &Client,
+    face: Face,
+    samples: &[Synthetic],
+    queries: usize,
+) -> anyhow::Result<(Vec<Vec<Duration>>, usize)> {
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); KINDS.len()];
     let mut found_total = 0usize;
-    for i in 0..(args.queries + 100) {
+    let mut slowest: Vec<(Duration, String)> = Vec::new();
+    for i in 0..(queries + 100) {
         let kind = i % KINDS.len();
         let patient = &samples[(i * 7919) % samples.len()];
         let q = query_for(kind, patient);
         let t = Instant::now();
-        let encoded: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
-        let response = http
-            .get(format!("{base}?q={encoded}"))
-            .bearer_auth(token)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await?;
+        let found = client.search(face, &q).await?;
         let elapsed = t.elapsed();
-        anyhow::ensure!(status.is_success(), "{q:?}: {status} {body}");
-        let found = body.as_array().map(Vec::len).unwrap_or(0);
         anyhow::ensure!(found > 0, "{q:?} found no one");
         if i >= 100 {
             times[kind].push(elapsed);
             found_total += found;
+            slowest.push((elapsed, q));
         }
     }
-    running.stop().await?;
+    slowest.sort();
+    let names: Vec<String> = slowest
+        .iter()
+        .rev()
+        .take(5)
+        .map(|(t, q)| format!("{q:?} {:.1} ms", t.as_secs_f64() * 1e3))
+        .collect();
+    println!("slowest: {}", names.join(", "));
+    Ok((times, found_total))
+}
 
-    println!(
-        "patient search over HTTP, {engine}, {} patients, {} queries ({:.1} results each on average)",
-        args.patients,
-        args.queries,
-        found_total as f64 / args.queries.max(1) as f64
-    );
-    println!(
-        "{:<14} {:>8} {:>8} {:>8}",
-        "query", "p50 ms", "p95 ms", "max ms"
-    );
+fn print_table(mut times: Vec<Vec<Duration>>) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("| query | p50 ms | p95 ms | max ms |");
+    println!("| --- | ---: | ---: | ---: |");
     let mut all: Vec<Duration> = Vec::new();
     for (kind, t) in times.iter_mut().enumerate() {
         t.sort();
         all.extend(t.iter().copied());
         println!(
-            "{:<14} {:>8.2} {:>8.2} {:>8.2}",
+            "| {} | {:.2} | {:.2} | {:.2} |",
             KINDS[kind],
-            percentile(t, 0.5).as_secs_f64() * 1e3,
-            percentile(t, 0.95).as_secs_f64() * 1e3,
-            t.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+            ms(percentile(t, 0.5)),
+            ms(percentile(t, 0.95)),
+            ms(t.last().copied().unwrap_or_default())
         );
     }
     all.sort();
     println!(
-        "{:<14} {:>8.2} {:>8.2} {:>8.2}",
-        "all",
-        percentile(&all, 0.5).as_secs_f64() * 1e3,
-        percentile(&all, 0.95).as_secs_f64() * 1e3,
-        all.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        "| all | {:.2} | {:.2} | {:.2} |",
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.95)),
+        ms(all.last().copied().unwrap_or_default())
     );
-    Ok(())
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::search::{age_on, display_name};
 use super::session::SignedIn;
-use super::words::{invite_words, timeline_words};
+use super::words::{invite_words, status_line, timeline_words};
 use super::{internal, local_time, not_found, staff_page};
 use crate::AppState;
 
@@ -201,7 +201,7 @@ fn render_chart(
             response => p.response.map(PatientResponse::key),
         },
         status => context! {
-            words => super::words::status_line(&chart.status, tz),
+            words => status_line(&chart.status, tz),
             badge,
             badge_class,
             sends => sends_in_30_days(chart),
@@ -431,7 +431,7 @@ async fn enroll(
         next_possible_at: None,
         badge,
         badge_class,
-        status_words: status.words(),
+        status_words: status_line(&status, tz),
     };
     match outcome {
         EnrollOutcome::Queued { replayed: true, .. } => {
@@ -594,7 +594,7 @@ pub(crate) async fn status(
     signed_in: SignedIn,
     Path(id): Path<i64>,
 ) -> Response {
-    let (patient, _) = match scoped_patient(&state, &signed_in, id).await {
+    let (patient, practice) = match scoped_patient(&state, &signed_in, id).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -605,7 +605,8 @@ pub(crate) async fn status(
     {
         Ok(status) => {
             let (badge, badge_class) = status.badge();
-            Json(json!({ "badge": badge, "badge_class": badge_class, "status_words": status.words() }))
+            let words = status_line(&status, &practice.schedule.tz);
+            Json(json!({ "badge": badge, "badge_class": badge_class, "status_words": words }))
                 .into_response()
         }
         Err(e) => internal(e),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use enroll_core::SearchTerms;
+use enroll_core::{SearchTerms, StaffStatus};
 use enroll_store::{Patient, PatientSearch, Practice};
 use jiff::civil::Date;
 use minijinja::context;
@@ -65,13 +65,15 @@ pub(crate) async fn page_inner(
         .map(|p| (p.id, p))
         .collect();
     let now = state.clock.now();
-    let mut rows = Vec::with_capacity(found.len());
-    for patient in &found {
-        let Some(practice) = practices.get(&patient.practice_id) else {
-            continue;
-        };
-        rows.push(row(state, patient, practice, now).await?);
-    }
+    let statuses = state.store.patient_statuses(&found, now).await?;
+    let rows: Vec<Row> = found
+        .iter()
+        .filter_map(|patient| {
+            let practice = practices.get(&patient.practice_id)?;
+            let status = statuses.get(&patient.id)?;
+            Some(row(patient, practice, status, now))
+        })
+        .collect();
     let ids: Vec<String> = found.iter().map(|p| p.id.to_string()).collect();
     // The audit line names what was looked for and which patients were shown.
     let detail = serde_json::json!({ "terms": typed, "ids": ids.join(",") }).to_string();
@@ -88,17 +90,11 @@ pub(crate) async fn page_inner(
     Ok((rows, true))
 }
 
-async fn row(
-    state: &AppState,
-    patient: &Patient,
-    practice: &Practice,
-    now: jiff::Timestamp,
-) -> Result<Row, enroll_store::StoreError> {
-    let status = state.store.patient_status(patient, now).await?;
+fn row(patient: &Patient, practice: &Practice, status: &StaffStatus, now: jiff::Timestamp) -> Row {
     let (badge, badge_class) = status.badge();
     let d = &patient.demographics;
     let today = practice.schedule.local_date(now);
-    Ok(Row {
+    Row {
         id: patient.id,
         name: display_name(patient),
         dob: d.date_of_birth.clone().unwrap_or_default(),
@@ -112,9 +108,9 @@ async fn row(
         practice: practice.name.clone(),
         badge,
         badge_class,
-        status_words: super::words::status_line(&status, &practice.schedule.tz),
+        status_words: super::words::status_line(status, &practice.schedule.tz),
         was_invited: !matches!(badge_class, "not-invited"),
-    })
+    }
 }
 
 /// "Smith, John" (or what is known of it).

@@ -410,6 +410,12 @@ async fn enroll_now_in_place_sends_refuses_with_the_missing_fields_and_update_no
         assert_eq!(status, StatusCode::OK, "{sent}");
         assert_eq!(sent["result"], "sent");
         assert_eq!(app.invites(complete).await.len(), before + 1);
+        let words = sent["status_words"].as_str().unwrap_or_default();
+        assert!(
+            words.starts_with("Invited ")
+                && words.contains(" of 4 invitations in the last 30 days"),
+            "the status in the front desk's words and time zone, not UTC: {sent}"
+        );
 
         let (status, refused) = staff.enroll_in_place(no_email, &csrf).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
