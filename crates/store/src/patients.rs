@@ -315,7 +315,7 @@ impl SearchFilter {
                         false => WayRead::InNameOrder,
                     };
                     Way {
-                        conditions: filter.way(way),
+                        conditions: filter.way(way, &read),
                         read,
                     }
                 })
@@ -423,9 +423,19 @@ impl SearchFilter {
     /// alone is a full scan: SQLite's LIKE is case-blind and PostgreSQL's
     /// needs a C-collated index); the LIKE keeps the result exact under any
     /// collation.
-    fn way(&mut self, way: &NameMatch<'_>) -> String {
+    ///
+    /// Read in name order, the first-name range is kept from the planners
+    /// (`first_name_lc || ''` is the same text but no index's column):
+    /// PostgreSQL, seeing it, reads the first names in range and sorts them
+    /// all (it multiplies the range's and the LIKE's selectivities, expects
+    /// two rows, and is wrong by a thousand).
+    fn way(&mut self, way: &NameMatch<'_>, read: &WayRead) -> String {
+        let first_name = match read {
+            WayRead::InNameOrder => "(first_name_lc || '')",
+            WayRead::Whole | WayRead::NoName => "first_name_lc",
+        };
         let mut conditions = String::new();
-        for (column, word) in [("last_name_lc", way.last), ("first_name_lc", way.first)] {
+        for (column, word) in [("last_name_lc", way.last), (first_name, way.first)] {
             if let Some(word) = word {
                 conditions.push_str(" AND ");
                 conditions.push_str(&self.prefix(column, word));
