@@ -62,6 +62,10 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "patient_home.html",
             include_str!("../../templates/patient_home.html"),
         ),
+        (
+            "patient_short_code.html",
+            include_str!("../../templates/patient_short_code.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "patient page template does not compile");
@@ -277,7 +281,7 @@ impl Screen<'_> {
 
 /// The address the code went to, as the page shows it: enough for the
 /// patient to recognise, too little for anyone else to use.
-fn masked(address: &str) -> String {
+pub(crate) fn masked(address: &str) -> String {
     if let Some((local, domain)) = address.split_once('@') {
         let first: String = local.chars().take(1).collect();
         return format!("{first}•••@{domain}");
@@ -770,6 +774,7 @@ mod tests {
                 "patient_message.html",
                 "patient_sign_in.html",
                 "patient_home.html",
+                "patient_short_code.html",
             ] {
                 let page = PAGES
                     .get_template(name)
@@ -777,7 +782,7 @@ mod tests {
                         tpl.render(context! { t, token => "tok", secret => "s",
                         practice_name => "Clinic", heading => "h", text => "x",
                         errors => Errors::new(), address => "r•••@example.org",
-                        username => "u", min_length => 10, csrf => "c" })
+                        username => "u", min_length => 10, csrf => "c", typed => "" })
                     })
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert!(page.contains(&format!("lang=\"{}\"", t.lang)), "{name}");
