@@ -224,11 +224,14 @@ struct Screen<'a> {
 }
 
 impl Screen<'_> {
+    /// `typed`: the answers to show again after an error (what the patient
+    /// typed, escaped by the template), so "check both" can be done in place.
     fn identity(
         &self,
         status: StatusCode,
         errors: &Errors,
         attempts_left: Option<i64>,
+        typed: Option<&FlowForm>,
     ) -> Response {
         let Screen {
             t,
@@ -239,7 +242,8 @@ impl Screen<'_> {
         render(
             status,
             "patient_identity.html",
-            context! { t, token, secret, errors, attempts_left, practice_name => &link.practice_name },
+            context! { t, token, secret, errors, attempts_left, practice_name => &link.practice_name,
+            typed => typed.map(|f| context! { date_of_birth => f.date_of_birth.trim(), zip => f.zip.trim() }) },
         )
     }
 
@@ -336,7 +340,7 @@ pub(crate) async fn landing(
         link: &link,
         secret: &secret,
     };
-    screen.identity(StatusCode::OK, &Errors::new(), None)
+    screen.identity(StatusCode::OK, &Errors::new(), None, None)
 }
 
 /// What every form sends besides its own fields.
@@ -435,7 +439,7 @@ pub(crate) async fn identity(
         errors.insert("zip", t.zip_missing.to_string());
     }
     if !errors.is_empty() {
-        return screen.identity(StatusCode::UNPROCESSABLE_ENTITY, &errors, None);
+        return screen.identity(StatusCode::UNPROCESSABLE_ENTITY, &errors, None, Some(&form));
     }
     let now = state.clock.now();
     let rules = &state.activation.rules;
@@ -458,7 +462,12 @@ pub(crate) async fn identity(
         }
         errors.insert("form", t.identity_wrong.to_string());
         let left = rules.max_identity_failures - failures;
-        return screen.identity(StatusCode::UNPROCESSABLE_ENTITY, &errors, Some(left));
+        return screen.identity(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &errors,
+            Some(left),
+            Some(&form),
+        );
     }
     let secret = new_secret();
     if let Err(e) = state

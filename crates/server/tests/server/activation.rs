@@ -555,9 +555,15 @@ async fn answers_look_the_same_whichever_answer_was_wrong_and_whoever_the_link_i
                 &[("flow", &flow), ("date_of_birth", dob), ("zip", zip)],
             )
             .await;
+            // The answers typed are shown again to whoever typed them.
+            let typed = |name: &str, value: &str| format!("name=\"{name}\" value=\"{value}\"");
             (
                 page.status,
-                page.body.replace(token, "TOKEN").replace(&flow, "FLOW"),
+                page.body
+                    .replace(token, "TOKEN")
+                    .replace(&flow, "FLOW")
+                    .replace(&typed("date_of_birth", dob), "DOB")
+                    .replace(&typed("zip", zip), "ZIP"),
             )
         };
         let wrong_zip = answer(&first, "1990-07-04", "99999").await;

@@ -148,6 +148,14 @@ async fn a_patient_activates_from_the_mailbox_on_a_phone_and_staff_see_the_accou
     submit(&client).await;
     let error = wait_for_text(&client, "#form-error", |t| !t.is_empty()).await;
     assert!(error.contains("do not match"), "{error}");
+    let kept = client
+        .find(Locator::Id("date_of_birth"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("07/04/1990"), "the answers stay to be checked");
     look_at(&client, &tools, "patient-identity-error-375", PHONE).await;
     // A ZIP that cannot be one: said under the field.
     fill(&client, "date_of_birth", "07/04/1990").await;

@@ -272,8 +272,9 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         .await
         .unwrap();
     assert_eq!(focused, "enroll", "the menu opens with Enroll Now focused");
-    // Keys go where the focus is, as a person's would.
-    for _ in 0..2 {
+    // Keys go where the focus is, as a person's would (past Enroll in
+    // person and Resend to Invite history).
+    for _ in 0..3 {
         client
             .active_element()
             .await

@@ -179,19 +179,29 @@ pub async fn wait_for_text(client: &Client, css: &str, done: impl Fn(&str) -> bo
     panic!("{css}: still {last:?} after 5 s");
 }
 
-/// A screenshot of the whole page at `width` (the window is made as tall
-/// as the page, so nothing below the fold is missed), saved as `name`.
+/// Screenshots of the whole page at `size`, one viewport at a time
+/// (`name.png`, then `name-2.png`... for what is below the fold; a
+/// headless window cannot be made taller than its screen), saved as `name`.
 pub async fn full_page_screenshot(client: &Client, name: &str, (width, height): (u32, u32)) {
-    let tall = client
-        .execute("return document.documentElement.scrollHeight", vec![])
-        .await
-        .ok()
-        .and_then(|v| v.as_u64())
-        .and_then(|h| u32::try_from(h).ok())
-        .unwrap_or(height)
-        .clamp(height, 4000);
-    client.set_window_size(width, tall).await.unwrap();
-    let png = client.screenshot().await.unwrap();
-    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
     client.set_window_size(width, height).await.unwrap();
+    let measure = "return [document.documentElement.scrollHeight, window.innerHeight]";
+    let sizes = client.execute(measure, vec![]).await.unwrap();
+    let (page, viewport) = (
+        sizes[0].as_u64().unwrap_or(1),
+        sizes[1].as_u64().unwrap_or(1).max(1),
+    );
+    let dir = screenshot_dir();
+    for part in 0..page.div_ceil(viewport).clamp(1, 4) {
+        client
+            .execute(&format!("window.scrollTo(0, {})", part * viewport), vec![])
+            .await
+            .unwrap();
+        let png = client.screenshot().await.unwrap();
+        let file = match part {
+            0 => format!("{name}.png"),
+            n => format!("{name}-{}.png", n + 1),
+        };
+        std::fs::write(dir.join(file), png).unwrap();
+    }
+    client.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
 }
