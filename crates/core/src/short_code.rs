@@ -17,9 +17,7 @@ pub const SHORT_CODE_LEN: usize = 8;
 
 /// The code made of 5 bytes (40 bits), in its canonical form (no dash).
 pub fn short_code_from_bytes(bytes: [u8; 5]) -> String {
-    let bits = bytes
-        .iter()
-        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let bits = bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
     (0..SHORT_CODE_LEN)
         .rev()
         .map(|i| {
@@ -75,12 +73,25 @@ mod tests {
 
     #[test]
     fn what_is_typed_is_read_forgivingly() {
-        assert_eq!(normalize_short_code("abcd-2345").as_deref(), Some("ABCD2345"));
-        assert_eq!(normalize_short_code(" AB CD 23 45 ").as_deref(), Some("ABCD2345"));
-        assert_eq!(normalize_short_code("oOiL-2345").as_deref(), Some("00112345"));
+        assert_eq!(
+            normalize_short_code("abcd-2345").as_deref(),
+            Some("ABCD2345")
+        );
+        assert_eq!(
+            normalize_short_code(" AB CD 23 45 ").as_deref(),
+            Some("ABCD2345")
+        );
+        assert_eq!(
+            normalize_short_code("oOiL-2345").as_deref(),
+            Some("00112345")
+        );
         assert_eq!(normalize_short_code("ABCD-234"), None);
         assert_eq!(normalize_short_code("ABCD-23456"), None);
-        assert_eq!(normalize_short_code("ABCU-2345"), None, "U is not in the alphabet");
+        assert_eq!(
+            normalize_short_code("ABCU-2345"),
+            None,
+            "U is not in the alphabet"
+        );
         assert_eq!(normalize_short_code("ABCD-23é5"), None);
         assert_eq!(normalize_short_code(""), None);
     }

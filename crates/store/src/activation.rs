@@ -79,7 +79,11 @@ pub(crate) const TOKEN_SELECT: &str = "SELECT t.id AS token_id, t.patient_id, t.
      JOIN practices pr ON pr.id = p.practice_id";
 
 impl TokenRow {
-    pub(crate) fn into_token(self, rules: &ActivationRules, now: Timestamp) -> Result<ActivationToken> {
+    pub(crate) fn into_token(
+        self,
+        rules: &ActivationRules,
+        now: Timestamp,
+    ) -> Result<ActivationToken> {
         // The binding compares the address as the dispatcher sent it: the
         // chart's values after validation (a cell phone in E.164).
         let email = self

@@ -38,8 +38,12 @@ const SHORT_CODE_TRIES: u32 = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InPersonOutcome {
     /// The invite is made and counted; show it with [`Store::in_person_invite`].
-    Ready { invite_id: i64 },
-    Refused { refusal: Refusal },
+    Ready {
+        invite_id: i64,
+    },
+    Refused {
+        refusal: Refusal,
+    },
 }
 
 /// An in-person invite as the staff page and the letter show it.
@@ -91,18 +95,11 @@ impl Store {
             // decide_manual lets through only a patient with a valid email
             // or a cell phone that takes texts.
             (ManualDecision::SendNow, None) => {
-                return Err(StoreError::Conflict(
-                    "no address for the one-time code".into(),
-                ));
+                return Err(StoreError::Conflict("no address for the one-time code"));
             }
         };
-        tx.cancel_scheduled(
-            patient_id,
-            "superseded by an in-person invite",
-            source,
-            now,
-        )
-        .await?;
+        tx.cancel_scheduled(patient_id, "superseded by an in-person invite", source, now)
+            .await?;
         let new = NewInvite {
             kind: InviteKind::Manual,
             state: InviteState::Sent,
@@ -123,8 +120,7 @@ impl Store {
                 break;
             }
         }
-        let code_hash =
-            code_hash.ok_or_else(|| StoreError::Conflict("no free short code".into()))?;
+        let code_hash = code_hash.ok_or_else(|| StoreError::Conflict("no free short code"))?;
         let (at, expires) = (to_ms(now), to_ms(now + link_lifetime));
         on_tx!(&mut tx, c => {
             sqlx::query("UPDATE invites SET sent_at = $1, attempts = 1, last_attempt_at = $1 WHERE id = $2")

@@ -104,7 +104,9 @@ fn page(
 }
 
 fn locked(t: &Texts, minutes: i64) -> Response {
-    let text = t.short_code_locked_text.replace("{n}", &minutes.to_string());
+    let text = t
+        .short_code_locked_text
+        .replace("{n}", &minutes.to_string());
     let mut response = render(
         StatusCode::TOO_MANY_REQUESTS,
         "patient_message.html",
@@ -118,7 +120,13 @@ fn locked(t: &Texts, minutes: i64) -> Response {
 
 /// `GET /code`: the form.
 pub(crate) async fn form(Query(query): Query<LangQuery>) -> Response {
-    page(StatusCode::OK, language(query.lang.as_deref()), "", None, None)
+    page(
+        StatusCode::OK,
+        language(query.lang.as_deref()),
+        "",
+        None,
+        None,
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -156,9 +164,7 @@ pub(crate) async fn enter(
         );
     };
     match state.store.token_for_short_code(&code).await {
-        Ok(Some(token)) => {
-            Redirect::to(&format!("/a/{token}?lang={}", t.lang)).into_response()
-        }
+        Ok(Some(token)) => Redirect::to(&format!("/a/{token}?lang={}", t.lang)).into_response(),
         Ok(None) => {
             let left = lockout.failed(ip, now);
             if left == 0 {

@@ -96,6 +96,7 @@ pub(crate) struct Texts {
     pub letter_valid_until: &'static str,
     pub letter_qr_label: &'static str,
     pub letter_code_label: &'static str,
+    pub letter_address_label: &'static str,
     pub letter_help: &'static str,
 }
 
@@ -188,13 +189,14 @@ static ENGLISH: Texts = Texts {
     letter_title: "Your invitation to the patient portal",
     letter_greeting: "Dear {name},",
     letter_intro: "{practice} invites you to its patient portal, where you can see your health information and write to your care team. Setting up your account takes about five minutes.",
-    letter_step_scan: "Scan the square code with your phone's camera, or go to {address} and type this code:",
+    letter_step_scan: "Scan the square code above with your phone's camera, or go to {address} and type the code above.",
     letter_step_identity: "Confirm your date of birth and ZIP code.",
     letter_step_account: "Choose a username and a password.",
     letter_step_code: "We send a 6-digit code to {address}. Type it in and accept the terms. Your account is ready.",
     letter_valid_until: "This invitation works until {date}, and only once. Keep this letter to yourself: it opens your account setup.",
     letter_qr_label: "QR code of your invitation link",
     letter_code_label: "Your code",
+    letter_address_label: "Address",
     letter_help: "Questions? Ask at the front desk of {practice}.",
 };
 
@@ -280,12 +282,13 @@ static SPANISH: Texts = Texts {
     letter_title: "Su invitación al portal del paciente",
     letter_greeting: "Estimado(a) {name}:",
     letter_intro: "{practice} le invita a su portal del paciente, donde puede ver su información de salud y escribir a su equipo de atención. Crear su cuenta toma unos cinco minutos.",
-    letter_step_scan: "Escanee el código cuadrado con la cámara de su teléfono, o vaya a {address} y escriba este código:",
+    letter_step_scan: "Escanee el código cuadrado de arriba con la cámara de su teléfono, o vaya a {address} y escriba el código de arriba.",
     letter_step_identity: "Confirme su fecha de nacimiento y su código postal.",
     letter_step_account: "Elija un usuario y una contraseña.",
     letter_step_code: "Le enviamos un código de 6 dígitos a {address}. Escríbalo y acepte las condiciones. Su cuenta estará lista.",
     letter_valid_until: "Esta invitación sirve hasta el {date} y solo una vez. No comparta esta carta: abre la creación de su cuenta.",
     letter_qr_label: "Código QR del enlace de su invitación",
     letter_code_label: "Su código",
+    letter_address_label: "Dirección",
     letter_help: "¿Preguntas? Pregunte en la recepción de {practice}.",
 };

@@ -49,12 +49,7 @@ pub(crate) async fn create(
     let now = state.clock.now();
     let outcome = state
         .store
-        .invite_in_person(
-            id,
-            &source(&signed_in),
-            state.activation.link_lifetime,
-            now,
-        )
+        .invite_in_person(id, &source(&signed_in), state.activation.link_lifetime, now)
         .await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -248,7 +243,12 @@ pub(crate) async fn letter(
         valid_until => long_date(invite.expires_at, tz, language),
         today => long_date(state.clock.now(), tz, language),
     };
-    staff_page(StatusCode::OK, "staff_in_person_letter.html", &signed_in, ctx)
+    staff_page(
+        StatusCode::OK,
+        "staff_in_person_letter.html",
+        &signed_in,
+        ctx,
+    )
 }
 
 /// "December 25, 2026" or "25 de diciembre de 2026".
@@ -290,7 +290,10 @@ mod tests {
     fn a_qr_code_is_an_inline_labelled_svg() {
         let svg = qr_svg("https://invites.example.org/a/AAAAAAAAAAAAAAAAAAAAAA", "QR")
             .unwrap_or_default();
-        assert!(svg.starts_with("<svg role=\"img\" aria-label=\"QR\""), "{svg}");
+        assert!(
+            svg.starts_with("<svg role=\"img\" aria-label=\"QR\""),
+            "{svg}"
+        );
         assert!(svg.contains("<path"), "{svg}");
     }
 

@@ -14,7 +14,10 @@ use crate::{TestApp, TestSmtp};
 pub const STRONG: &str = "correct horse battery staple";
 
 /// A test app whose SMTP (invites and codes) is a sink of the test.
-pub async fn start(engine: Engine, adjust: impl FnOnce(&mut Settings)) -> Option<(TestApp, TestSmtp)> {
+pub async fn start(
+    engine: Engine,
+    adjust: impl FnOnce(&mut Settings),
+) -> Option<(TestApp, TestSmtp)> {
     let smtp = TestSmtp::start().await;
     let addr = smtp.addr;
     let app = TestApp::start_with(engine, |settings| {

@@ -61,7 +61,13 @@ async fn link_in_mailbox(client: &Client, app: &TestApp, to: &str) -> String {
     client.goto(&app.url("/mailbox")).await.unwrap();
     let boxes = client.find_all(Locator::Css(".box")).await.unwrap();
     for b in boxes {
-        let meta = b.find(Locator::Css(".meta")).await.unwrap().text().await.unwrap();
+        let meta = b
+            .find(Locator::Css(".meta"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if !meta.contains(to) {
             continue;
         }
@@ -125,10 +131,16 @@ async fn a_patient_activates_from_the_mailbox_on_a_phone_and_staff_see_the_accou
     };
     let rosa = app.patient("W-1", json!({})).await;
     let locked = app
-        .patient("W-2", json!({ "first_name": "Lin", "email": "lin@example.org" }))
+        .patient(
+            "W-2",
+            json!({ "first_name": "Lin", "email": "lin@example.org" }),
+        )
         .await;
     let moved = app
-        .patient("W-3", json!({ "first_name": "Omar", "email": "omar.old@example.org" }))
+        .patient(
+            "W-3",
+            json!({ "first_name": "Omar", "email": "omar.old@example.org" }),
+        )
         .await;
     app.deliver().await;
     let driver = start_driver(&tools).await;
@@ -155,7 +167,11 @@ async fn a_patient_activates_from_the_mailbox_on_a_phone_and_staff_see_the_accou
         .prop("value")
         .await
         .unwrap();
-    assert_eq!(kept.as_deref(), Some("07/04/1990"), "the answers stay to be checked");
+    assert_eq!(
+        kept.as_deref(),
+        Some("07/04/1990"),
+        "the answers stay to be checked"
+    );
     look_at(&client, &tools, "patient-identity-error-375", PHONE).await;
     // A ZIP that cannot be one: said under the field.
     fill(&client, "date_of_birth", "07/04/1990").await;
@@ -193,7 +209,13 @@ async fn a_patient_activates_from_the_mailbox_on_a_phone_and_staff_see_the_accou
     // The code from the mailbox, the terms -> success.
     let code = code_from_mailbox(&client, &app, &tools).await;
     fill(&client, "code", &code).await;
-    client.find(Locator::Id("terms")).await.unwrap().click().await.unwrap();
+    client
+        .find(Locator::Id("terms"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     submit(&client).await;
     assert_eq!(heading(&client).await, "Your account is ready");
     look_at(&client, &tools, "patient-success-375", PHONE).await;
@@ -217,7 +239,11 @@ async fn a_patient_activates_from_the_mailbox_on_a_phone_and_staff_see_the_accou
     // Active in the API, on the timeline and on the staff chart.
     let (_, view) = app.get(&format!("/api/patients/{rosa}")).await;
     assert_eq!(view["status"]["status"], "active", "{view}");
-    assert!(app.timeline_kinds(rosa).await.contains(&"activated".to_string()));
+    assert!(
+        app.timeline_kinds(rosa)
+            .await
+            .contains(&"activated".to_string())
+    );
     client.set_window_size(DESKTOP.0, DESKTOP.1).await.unwrap();
     staff_sign_in(&client, &app).await;
     client
@@ -227,7 +253,10 @@ async fn a_patient_activates_from_the_mailbox_on_a_phone_and_staff_see_the_accou
     let badge = wait_for_text(&client, "[data-badge]", |t| !t.is_empty()).await;
     assert_eq!(badge, "Active");
     let timeline = text_of(&client, ".timeline").await;
-    assert!(timeline.contains("The patient activated the portal account"), "{timeline}");
+    assert!(
+        timeline.contains("The patient activated the portal account"),
+        "{timeline}"
+    );
     client.delete_all_cookies().await.unwrap();
     client.set_window_size(PHONE.0, PHONE.1).await.unwrap();
 
@@ -280,14 +309,20 @@ async fn the_front_desk_enrolls_a_patient_in_person_and_the_short_code_starts_th
         return;
     };
     let id = app
-        .patient("W-9", json!({ "first_name": "Grace", "email": "grace@example.org" }))
+        .patient(
+            "W-9",
+            json!({ "first_name": "Grace", "email": "grace@example.org" }),
+        )
         .await;
     let driver = start_driver(&tools).await;
     let client = browser(&driver, &tools, DESKTOP).await;
 
     // Staff: chart -> Patient Portal icon -> Enroll in person.
     staff_sign_in(&client, &app).await;
-    client.goto(&app.url(&format!("/patients/{id}"))).await.unwrap();
+    client
+        .goto(&app.url(&format!("/patients/{id}")))
+        .await
+        .unwrap();
     client
         .wait()
         .for_element(Locator::Id("portal-icon"))
@@ -342,7 +377,10 @@ async fn the_front_desk_enrolls_a_patient_in_person_and_the_short_code_starts_th
 
     let kinds = app.timeline_kinds(id).await;
     assert!(kinds.contains(&"invite_sent".to_string()), "{kinds:?}");
-    assert!(kinds.contains(&"activation_identity_confirmed".to_string()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"activation_identity_confirmed".to_string()),
+        "{kinds:?}"
+    );
 
     client.close().await.unwrap();
     drop(driver);

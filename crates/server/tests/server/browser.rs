@@ -9,7 +9,9 @@ use fantoccini::key::Key;
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
-use crate::webdriver::{Tools, axe_check, browser, screenshot_dir, start_driver, text_of, tools_or_skip, wait_for_text};
+use crate::webdriver::{
+    Tools, axe_check, browser, screenshot_dir, start_driver, text_of, tools_or_skip, wait_for_text,
+};
 use crate::{PASSWORD, TestApp, TestSmtp};
 
 /// axe, then a screenshot at both sizes.

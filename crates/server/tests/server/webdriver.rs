@@ -203,5 +203,8 @@ pub async fn full_page_screenshot(client: &Client, name: &str, (width, height): 
         };
         std::fs::write(dir.join(file), png).unwrap();
     }
-    client.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+    client
+        .execute("window.scrollTo(0, 0)", vec![])
+        .await
+        .unwrap();
 }
