@@ -12,6 +12,9 @@ use serde::Serialize;
 pub enum Channel {
     Email,
     Sms,
+    /// Shown or printed at the front desk (a QR code and a short code):
+    /// handed over at once, so it never waits in the outbox.
+    InPerson,
 }
 
 impl Channel {
@@ -20,6 +23,7 @@ impl Channel {
         match self {
             Channel::Email => "email",
             Channel::Sms => "sms",
+            Channel::InPerson => "in_person",
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod practice;
 pub mod role;
 pub mod schedule;
 pub mod search;
+pub mod short_code;
 pub mod sms;
 pub mod status;
 pub mod trigger;
@@ -46,6 +47,9 @@ pub use practice::{InvalidPracticeCode, PRACTICE_CODE_MAX_LEN, PracticeCode};
 pub use role::{PracticeScope, Role};
 pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
 pub use search::{NameMatch, NameTerms, SearchTerms, parse_date};
+pub use short_code::{
+    SHORT_CODE_LEN, format_short_code, normalize_short_code, short_code_from_bytes,
+};
 pub use sms::{SMS_DAY, SMS_PER_DAY, SMS_PER_WEEK, SMS_WEEK, TextsToNumber, may_text};
 pub use status::{InviteSummary, StaffStatus, staff_status};
 pub use trigger::{Trigger, changed_required_fields};

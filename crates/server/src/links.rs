@@ -44,6 +44,11 @@ impl Links {
         format!("{}/a/{token}", self.public_url)
     }
 
+    /// Where a patient types the short code of an in-person letter.
+    pub fn short_code_url(&self) -> String {
+        format!("{}/code", self.public_url)
+    }
+
     pub fn unsubscribe_url(&self, invite_id: i64) -> String {
         format!(
             "{}/unsubscribe/{invite_id}/{}",

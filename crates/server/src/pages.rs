@@ -51,6 +51,14 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "staff_audit.html",
             include_str!("../templates/staff_audit.html"),
         ),
+        (
+            "staff_in_person.html",
+            include_str!("../templates/staff_in_person.html"),
+        ),
+        (
+            "staff_in_person_letter.html",
+            include_str!("../templates/staff_in_person_letter.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "page template does not compile");

@@ -115,16 +115,36 @@
     if (input) { input.closest(".field").classList.add("highlight"); input.focus(); }
   }
 
+  // Enroll in person: a plain form post, so the answer is a page (the QR
+  // code and short code to show), or the chart with the refusal.
+  function inPerson(id) {
+    var form = document.createElement("form");
+    form.method = "post";
+    form.action = "/patients/" + id + "/in-person";
+    var field = document.createElement("input");
+    field.type = "hidden";
+    field.name = "csrf";
+    field.value = csrf();
+    form.appendChild(field);
+    document.body.appendChild(form);
+    form.submit();
+  }
+
   function act(action) {
     var target = current;
     closeMenu(false);
     if (!target) return;
     var id = target.getAttribute("data-patient");
     if (action === "history") { location.href = "/patients/" + id + "#invites"; return; }
+    if (action === "in-person") { inPerson(id); return; }
     enroll(id, action === "resend" ? "resend" : null);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-print]").forEach(function (b) {
+      b.hidden = false;
+      b.addEventListener("click", function () { window.print(); });
+    });
     var wanted = new URLSearchParams(location.search).get("update");
     var field = wanted && document.getElementById("field-" + wanted);
     if (field) { field.closest(".field").classList.add("highlight"); field.focus(); }

@@ -25,7 +25,7 @@ use crate::{
 const PATIENT_ACTOR: &str = "patient (activation link)";
 
 /// The settings key of the secret activation tokens are derived with.
-const TOKEN_KEY_SETTING: &str = "activation/token-key";
+pub(crate) const TOKEN_KEY_SETTING: &str = "activation/token-key";
 
 /// What an activation link leads to, with the verdict of R10.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub struct ActivationToken {
 }
 
 #[derive(sqlx::FromRow)]
-struct TokenRow {
+pub(crate) struct TokenRow {
     token_id: i64,
     patient_id: i64,
     invite_id: i64,
@@ -71,7 +71,7 @@ struct TokenRow {
     merged_into: Option<i64>,
 }
 
-const TOKEN_SELECT: &str = "SELECT t.id AS token_id, t.patient_id, t.invite_id, t.sent_to, \
+pub(crate) const TOKEN_SELECT: &str = "SELECT t.id AS token_id, t.patient_id, t.invite_id, t.sent_to, \
      t.expires_at, t.used_at, t.revoked_at, t.failures, pr.name AS practice_name, p.first_name, \
      p.preferred_language, p.date_of_birth, p.zip, p.email, p.cell_phone, p.activated_at, \
      p.deceased, p.merged_into \
@@ -79,7 +79,11 @@ const TOKEN_SELECT: &str = "SELECT t.id AS token_id, t.patient_id, t.invite_id, 
      JOIN practices pr ON pr.id = p.practice_id";
 
 impl TokenRow {
-    fn into_token(self, rules: &ActivationRules, now: Timestamp) -> Result<ActivationToken> {
+    pub(crate) fn into_token(
+        self,
+        rules: &ActivationRules,
+        now: Timestamp,
+    ) -> Result<ActivationToken> {
         // The binding compares the address as the dispatcher sent it: the
         // chart's values after validation (a cell phone in E.164).
         let email = self

@@ -27,16 +27,16 @@ use crate::{
 };
 
 /// An invite about to be written to the outbox.
-struct NewInvite<'a> {
-    kind: InviteKind,
-    state: InviteState,
-    trigger_kind: Option<&'a str>,
-    due_at: Timestamp,
+pub(crate) struct NewInvite<'a> {
+    pub(crate) kind: InviteKind,
+    pub(crate) state: InviteState,
+    pub(crate) trigger_kind: Option<&'a str>,
+    pub(crate) due_at: Timestamp,
     /// Counts toward the cap from now (R7): true for sends, false for an
     /// invite waiting for the schedule or suppressed.
-    counted: bool,
-    next_possible_at: Option<Timestamp>,
-    idempotency_key: Option<&'a str>,
+    pub(crate) counted: bool,
+    pub(crate) next_possible_at: Option<Timestamp>,
+    pub(crate) idempotency_key: Option<&'a str>,
 }
 
 impl<'a> NewInvite<'a> {
@@ -529,7 +529,7 @@ impl Tx {
         })
     }
 
-    async fn insert_invite(
+    pub(crate) async fn insert_invite(
         &mut self,
         patient: &Patient,
         new: &NewInvite<'_>,

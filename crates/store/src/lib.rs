@@ -21,6 +21,7 @@ mod cap;
 mod chart_actions;
 mod engine;
 mod enrollment;
+mod in_person;
 mod intake;
 mod model;
 mod outbox;
@@ -46,6 +47,7 @@ use sqlx::sqlite::{
 };
 
 pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
+pub use in_person::{InPersonInvite, InPersonOutcome};
 pub use intake::{
     AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageQuery, MessageStatus,
     PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,

@@ -47,6 +47,10 @@ pub(crate) enum TimelineEvent<'a> {
     EnrollNowRefused {
         refusal: &'a Refusal,
     },
+    /// "Enroll in person" refused by the rules of R9 (the same refusals).
+    InPersonRefused {
+        refusal: &'a Refusal,
+    },
     Activated,
     Deceased,
     InviteCancelled {
@@ -160,6 +164,7 @@ impl TimelineEvent<'_> {
             TimelineEvent::Trigger { .. } => "trigger",
             TimelineEvent::InviteQueued { .. } => "invite_queued",
             TimelineEvent::EnrollNowRefused { .. } => "enroll_now_refused",
+            TimelineEvent::InPersonRefused { .. } => "in_person_refused",
             TimelineEvent::Activated => "activated",
             TimelineEvent::Deceased => "deceased",
             TimelineEvent::InviteCancelled { .. } => "invite_cancelled",
@@ -219,7 +224,8 @@ impl TimelineEvent<'_> {
             TimelineEvent::InviteQueued { invite_id, kind } => {
                 json!({ "invite_id": invite_id, "kind": kind })
             }
-            TimelineEvent::EnrollNowRefused { refusal } => {
+            TimelineEvent::EnrollNowRefused { refusal }
+            | TimelineEvent::InPersonRefused { refusal } => {
                 json!({ "refusal": refusal, "message": refusal.message() })
             }
             TimelineEvent::InviteCancelled { invite_id, reason } => {
@@ -465,6 +471,14 @@ mod tests {
             (
                 TimelineEvent::EnrollNowRefused { refusal: &refusal },
                 "enroll_now_refused",
+                json!({
+                    "refusal": { "reason": "cap_reached", "next_possible_at": "2026-11-24T13:00:00Z" },
+                    "message": refusal.message(),
+                }),
+            ),
+            (
+                TimelineEvent::InPersonRefused { refusal: &refusal },
+                "in_person_refused",
                 json!({
                     "refusal": { "reason": "cap_reached", "next_possible_at": "2026-11-24T13:00:00Z" },
                     "message": refusal.message(),

@@ -13,8 +13,10 @@
 //! timeline and in the audit log.
 
 mod pages;
+pub(crate) use pages::masked;
 mod portal;
-mod text;
+mod short_code;
+pub(crate) mod text;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -42,6 +44,10 @@ pub struct ActivationConfig {
     pub min_password_length: usize,
     /// Requests to the activation pages a minute per IP address.
     pub requests_per_minute_per_ip: u32,
+    /// Wrong in-person short codes from one IP address before `/code`
+    /// refuses it for `short_code_lockout_minutes`.
+    pub short_code_failures_per_ip: u32,
+    pub short_code_lockout_minutes: u32,
 }
 
 impl Default for ActivationConfig {
@@ -53,6 +59,8 @@ impl Default for ActivationConfig {
             max_code_failures: 5,
             min_password_length: 10,
             requests_per_minute_per_ip: 30,
+            short_code_failures_per_ip: 5,
+            short_code_lockout_minutes: 15,
         }
     }
 }
@@ -75,7 +83,10 @@ impl ActivationConfig {
 /// channels the one-time code goes out by (the invites' own: SMTP and the
 /// SMS provider, or the demo's mailbox).
 pub struct Activation {
-    rules: ActivationRules,
+    pub(crate) rules: ActivationRules,
+    /// How long a link works; the in-person invite makes its link here.
+    pub(crate) link_lifetime: SignedDuration,
+    code_lockout: short_code::CodeLockout,
     min_password_length: usize,
     throttle: Throttle,
     channels: Channels,
@@ -86,6 +97,11 @@ impl Activation {
     pub fn new(config: &ActivationConfig, channels: Channels, email_from: &str) -> Activation {
         Activation {
             rules: config.rules(),
+            link_lifetime: config.link_lifetime(),
+            code_lockout: short_code::CodeLockout::new(
+                config.short_code_failures_per_ip,
+                SignedDuration::from_mins(i64::from(config.short_code_lockout_minutes.max(1))),
+            ),
             min_password_length: config.min_password_length.max(8),
             throttle: Throttle::new(config.requests_per_minute_per_ip),
             channels,
@@ -102,6 +118,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/a/{token}/account", post(pages::account))
         .route("/a/{token}/code", post(pages::code))
         .route("/a/{token}/resend", post(pages::resend))
+        .route("/code", get(short_code::form).post(short_code::enter))
         .route("/portal", get(portal::home))
         .route(
             "/portal/sign-in",

@@ -62,6 +62,10 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "patient_home.html",
             include_str!("../../templates/patient_home.html"),
         ),
+        (
+            "patient_short_code.html",
+            include_str!("../../templates/patient_short_code.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "patient page template does not compile");
@@ -220,11 +224,14 @@ struct Screen<'a> {
 }
 
 impl Screen<'_> {
+    /// `typed`: the answers to show again after an error (what the patient
+    /// typed, escaped by the template), so "check both" can be done in place.
     fn identity(
         &self,
         status: StatusCode,
         errors: &Errors,
         attempts_left: Option<i64>,
+        typed: Option<&FlowForm>,
     ) -> Response {
         let Screen {
             t,
@@ -235,7 +242,8 @@ impl Screen<'_> {
         render(
             status,
             "patient_identity.html",
-            context! { t, token, secret, errors, attempts_left, practice_name => &link.practice_name },
+            context! { t, token, secret, errors, attempts_left, practice_name => &link.practice_name,
+            typed => typed.map(|f| context! { date_of_birth => f.date_of_birth.trim(), zip => f.zip.trim() }) },
         )
     }
 
@@ -277,7 +285,7 @@ impl Screen<'_> {
 
 /// The address the code went to, as the page shows it: enough for the
 /// patient to recognise, too little for anyone else to use.
-fn masked(address: &str) -> String {
+pub(crate) fn masked(address: &str) -> String {
     if let Some((local, domain)) = address.split_once('@') {
         let first: String = local.chars().take(1).collect();
         return format!("{first}•••@{domain}");
@@ -332,7 +340,7 @@ pub(crate) async fn landing(
         link: &link,
         secret: &secret,
     };
-    screen.identity(StatusCode::OK, &Errors::new(), None)
+    screen.identity(StatusCode::OK, &Errors::new(), None, None)
 }
 
 /// What every form sends besides its own fields.
@@ -431,7 +439,7 @@ pub(crate) async fn identity(
         errors.insert("zip", t.zip_missing.to_string());
     }
     if !errors.is_empty() {
-        return screen.identity(StatusCode::UNPROCESSABLE_ENTITY, &errors, None);
+        return screen.identity(StatusCode::UNPROCESSABLE_ENTITY, &errors, None, Some(&form));
     }
     let now = state.clock.now();
     let rules = &state.activation.rules;
@@ -454,7 +462,12 @@ pub(crate) async fn identity(
         }
         errors.insert("form", t.identity_wrong.to_string());
         let left = rules.max_identity_failures - failures;
-        return screen.identity(StatusCode::UNPROCESSABLE_ENTITY, &errors, Some(left));
+        return screen.identity(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &errors,
+            Some(left),
+            Some(&form),
+        );
     }
     let secret = new_secret();
     if let Err(e) = state
@@ -770,6 +783,7 @@ mod tests {
                 "patient_message.html",
                 "patient_sign_in.html",
                 "patient_home.html",
+                "patient_short_code.html",
             ] {
                 let page = PAGES
                     .get_template(name)
@@ -777,7 +791,7 @@ mod tests {
                         tpl.render(context! { t, token => "tok", secret => "s",
                         practice_name => "Clinic", heading => "h", text => "x",
                         errors => Errors::new(), address => "r•••@example.org",
-                        username => "u", min_length => 10, csrf => "c" })
+                        username => "u", min_length => 10, csrf => "c", typed => "" })
                     })
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert!(page.contains(&format!("lang=\"{}\"", t.lang)), "{name}");

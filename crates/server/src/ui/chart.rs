@@ -22,13 +22,13 @@ use super::words::{invite_words, status_line, timeline_words};
 use super::{internal, local_time, not_found, staff_page};
 use crate::AppState;
 
-fn source(signed_in: &SignedIn) -> Source {
+pub(super) fn source(signed_in: &SignedIn) -> Source {
     Source::new("staff", Some(&signed_in.user.username))
 }
 
 /// The patient, if it is one of the user's practices' (else 404, as if
 /// it did not exist), with its practice.
-async fn scoped_patient(
+pub(super) async fn scoped_patient(
     state: &AppState,
     signed_in: &SignedIn,
     id: i64,
@@ -66,7 +66,7 @@ struct FormField {
 }
 
 /// "email address is missing" -> "Email address is missing".
-fn sentence(words: &str) -> String {
+pub(super) fn sentence(words: &str) -> String {
     let mut chars = words.chars();
     chars
         .next()
@@ -473,7 +473,7 @@ fn channels_words(patient: &Patient) -> String {
     }
 }
 
-fn refusal_words(refusal: &Refusal, tz: &jiff::tz::TimeZone) -> String {
+pub(super) fn refusal_words(refusal: &Refusal, tz: &jiff::tz::TimeZone) -> String {
     match refusal {
         Refusal::MissingFields { problems } => {
             let labels: Vec<&str> = problems.iter().map(|p| p.field.label()).collect();

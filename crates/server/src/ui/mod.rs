@@ -7,6 +7,7 @@
 
 mod admin;
 mod chart;
+mod in_person;
 mod search;
 pub mod session;
 mod signin;
@@ -37,6 +38,12 @@ pub(crate) fn router() -> Router<AppState> {
             post(chart::save_demographics),
         )
         .route("/patients/{id}/enroll", post(chart::enroll_now))
+        .route("/patients/{id}/in-person", post(in_person::create))
+        .route("/patients/{id}/in-person/{invite}", get(in_person::show))
+        .route(
+            "/patients/{id}/in-person/{invite}/letter",
+            get(in_person::letter),
+        )
         .route("/patients/{id}/confirm", post(chart::confirm))
         .route("/patients/{id}/response", post(chart::response))
         .route("/patients/{id}/status", get(chart::status))

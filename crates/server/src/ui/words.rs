@@ -51,6 +51,7 @@ pub(crate) fn timeline_words(e: &TimelineEntry) -> String {
         ),
         "invite_queued" => format!("Invite {invite} queued ({})", text(d, "kind")),
         "enroll_now_refused" => format!("Enroll Now refused: {}", text(d, "message")),
+        "in_person_refused" => format!("Enroll in person refused: {}", text(d, "message")),
         "activated" => "The patient activated the portal account".into(),
         "deceased" => "Recorded as deceased".into(),
         "invite_cancelled" => format!("Invite {invite} cancelled: {}", text(d, "reason")),
@@ -61,6 +62,9 @@ pub(crate) fn timeline_words(e: &TimelineEntry) -> String {
         ),
         "invite_resent_after_interruption" => {
             format!("Invite {invite} sent again after an interruption")
+        }
+        "invite_sent" if joined(d, "channels", ",") == "in_person" => {
+            format!("Invite {invite} handed over in person (QR code and short code)")
         }
         "invite_sent" => {
             let channels = joined(d, "channels", " and ");
@@ -136,9 +140,10 @@ pub(crate) fn invite_words(
             e.kind == "invite_sent"
                 && e.detail.get("invite_id").and_then(Value::as_i64) == Some(invite.id)
         })
-        .map(|e| joined(&e.detail, "channels", ", "))
+        .map(|e| joined(&e.detail, "channels", ", ").replace('_', " "))
         .unwrap_or_default();
     let how = match (&invite.actor, &invite.trigger) {
+        (Some(actor), _) if channels == "in person" => format!("In person by {actor}"),
         (Some(actor), _) => format!("Enroll Now by {actor}"),
         (None, Some(trigger)) => format!("Auto: {}", trigger.replace('_', " ")),
         (None, None) => invite.kind.key().to_string(),

@@ -11,10 +11,13 @@ use serde_json::json;
 
 use crate::{TestApp, TestSmtp};
 
-const STRONG: &str = "correct horse battery staple";
+pub const STRONG: &str = "correct horse battery staple";
 
 /// A test app whose SMTP (invites and codes) is a sink of the test.
-async fn start(engine: Engine, adjust: impl FnOnce(&mut Settings)) -> Option<(TestApp, TestSmtp)> {
+pub async fn start(
+    engine: Engine,
+    adjust: impl FnOnce(&mut Settings),
+) -> Option<(TestApp, TestSmtp)> {
     let smtp = TestSmtp::start().await;
     let addr = smtp.addr;
     let app = TestApp::start_with(engine, |settings| {
@@ -33,7 +36,7 @@ async fn start(engine: Engine, adjust: impl FnOnce(&mut Settings)) -> Option<(Te
     Some((app, smtp))
 }
 
-async fn on_each_engine_with(
+pub async fn on_each_engine_with(
     adjust: impl Fn(&mut Settings),
     test: impl AsyncFn(&TestApp, &TestSmtp),
 ) {
@@ -50,14 +53,14 @@ async fn on_each_engine(test: impl AsyncFn(&TestApp, &TestSmtp)) {
 }
 
 /// What a page answered.
-struct Page {
-    status: StatusCode,
-    body: String,
+pub struct Page {
+    pub status: StatusCode,
+    pub body: String,
 }
 
 impl Page {
     /// The value of the hidden field `name`.
-    fn hidden(&self, name: &str) -> String {
+    pub fn hidden(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
         let start = self
             .body
@@ -71,12 +74,12 @@ impl Page {
             .to_string()
     }
 
-    fn flow(&self) -> String {
+    pub fn flow(&self) -> String {
         self.hidden("flow")
     }
 }
 
-async fn get(app: &TestApp, path: &str) -> Page {
+pub async fn get(app: &TestApp, path: &str) -> Page {
     let response = app.http.get(app.url(path)).send().await.unwrap();
     Page {
         status: response.status(),
@@ -84,7 +87,7 @@ async fn get(app: &TestApp, path: &str) -> Page {
     }
 }
 
-async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> Page {
+pub async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> Page {
     let response = app
         .http
         .post(app.url(path))
@@ -134,7 +137,7 @@ fn last_token(smtp: &TestSmtp) -> String {
 }
 
 /// The 6-digit code of the newest code email.
-fn last_code(smtp: &TestSmtp) -> String {
+pub fn last_code(smtp: &TestSmtp) -> String {
     texts(smtp)
         .iter()
         .rev()
@@ -146,7 +149,7 @@ fn last_code(smtp: &TestSmtp) -> String {
 }
 
 /// Landing, identity (right answers) -> the account page.
-async fn to_account(app: &TestApp, token: &str) -> Page {
+pub async fn to_account(app: &TestApp, token: &str) -> Page {
     let landing = get(app, &format!("/a/{token}")).await;
     assert_eq!(landing.status, StatusCode::OK, "{}", landing.body);
     let page = post(
@@ -164,7 +167,7 @@ async fn to_account(app: &TestApp, token: &str) -> Page {
 }
 
 /// ... -> the code page.
-async fn to_code(app: &TestApp, token: &str) -> Page {
+pub async fn to_code(app: &TestApp, token: &str) -> Page {
     let account = to_account(app, token).await;
     let page = post(
         app,
@@ -194,7 +197,7 @@ async fn wrong_identity(app: &TestApp, token: &str, flow: &str) -> Page {
     .await
 }
 
-async fn status_of(app: &TestApp, id: i64) -> String {
+pub async fn status_of(app: &TestApp, id: i64) -> String {
     let (_, view) = app.get(&format!("/api/patients/{id}")).await;
     view["status"]["status"]
         .as_str()
@@ -555,9 +558,15 @@ async fn answers_look_the_same_whichever_answer_was_wrong_and_whoever_the_link_i
                 &[("flow", &flow), ("date_of_birth", dob), ("zip", zip)],
             )
             .await;
+            // The answers typed are shown again to whoever typed them.
+            let typed = |name: &str, value: &str| format!("name=\"{name}\" value=\"{value}\"");
             (
                 page.status,
-                page.body.replace(token, "TOKEN").replace(&flow, "FLOW"),
+                page.body
+                    .replace(token, "TOKEN")
+                    .replace(&flow, "FLOW")
+                    .replace(&typed("date_of_birth", dob), "DOB")
+                    .replace(&typed("zip", zip), "ZIP"),
             )
         };
         let wrong_zip = answer(&first, "1990-07-04", "99999").await;

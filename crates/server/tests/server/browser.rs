@@ -1,148 +1,18 @@
-//! The staff pages in a real browser: Debian's chromium driven through
-//! chromedriver (WebDriver) by fantoccini, axe-core run on every page, and
-//! a screenshot of every page at 1366x768 and 768x1024 saved under
-//! `target/screenshots/` for a person to look at.
-//!
-//! Needs `chromedriver` and `chromium` on the PATH (or CHROMEDRIVER and
-//! CHROMIUM) and axe-core's `axe.min.js` at ENROLL_AXE_JS; `scripts/test`
-//! installs all three. Without them the test says so and passes, unless
-//! ENROLL_REQUIRE_BROWSER=1 (as in CI), when it fails.
+//! The staff pages in a real browser (the harness: `webdriver.rs`), axe-core
+//! run on every page, and a screenshot of every page at 1366x768 and
+//! 768x1024 saved under `target/screenshots/` for a person to look at.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use fantoccini::actions::{InputSource, MOUSE_BUTTON_RIGHT, MouseActions, PointerAction};
 use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use fantoccini::{Client, Locator};
+use serde_json::json;
 
+use crate::webdriver::{
+    Tools, axe_check, browser, screenshot_dir, start_driver, text_of, tools_or_skip, wait_for_text,
+};
 use crate::{PASSWORD, TestApp, TestSmtp};
-
-/// chromedriver on a free port, stopped when dropped.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-fn required() -> bool {
-    std::env::var("ENROLL_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
-}
-
-fn find(env: &str, names: &[&str]) -> Option<PathBuf> {
-    if let Ok(path) = std::env::var(env) {
-        return Some(PathBuf::from(path));
-    }
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
-        .find(|p| p.is_file())
-}
-
-/// What the browser test needs, or why it cannot run.
-struct Tools {
-    chromedriver: PathBuf,
-    chromium: PathBuf,
-    axe: String,
-}
-
-fn tools() -> Result<Tools, String> {
-    let chromedriver = find("CHROMEDRIVER", &["chromedriver"]).ok_or("chromedriver not found")?;
-    let chromium = find(
-        "CHROMIUM",
-        &["chromium", "chromium-browser", "google-chrome"],
-    )
-    .ok_or("chromium not found")?;
-    let axe_path = std::env::var("ENROLL_AXE_JS").map_err(|_| "ENROLL_AXE_JS is not set")?;
-    let axe = std::fs::read_to_string(&axe_path).map_err(|e| format!("{axe_path}: {e}"))?;
-    Ok(Tools {
-        chromedriver,
-        chromium,
-        axe,
-    })
-}
-
-async fn start_driver(tools: &Tools) -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&tools.chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start chromedriver");
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Driver { child, url }
-}
-
-async fn browser(driver: &Driver, tools: &Tools) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": tools.chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1366,768", "--lang=en-US"],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a chromium session")
-}
-
-fn screenshot_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let dir = target.join("screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// axe-core on the page as it is now: no serious or critical violation.
-async fn axe_check(client: &Client, tools: &Tools, page: &str) {
-    client.execute(&tools.axe, vec![]).await.expect("load axe");
-    let result = client
-        .execute_async(
-            "const done = arguments[arguments.length - 1];\
-             axe.run(document, { resultTypes: ['violations'] })\
-               .then(r => done(r.violations.map(v => ({ id: v.id, impact: v.impact,\
-                   nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3) }))))\
-               .catch(e => done([{ id: 'axe-error', impact: 'critical', nodes: [String(e)] }]));",
-            vec![],
-        )
-        .await
-        .expect("run axe");
-    let bad: Vec<&Value> = result
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
-        .collect();
-    assert!(bad.is_empty(), "{page}: axe found {bad:#?}");
-}
 
 /// axe, then a screenshot at both sizes.
 async fn look_at(client: &Client, tools: &Tools, name: &str) {
@@ -187,15 +57,7 @@ async fn search(client: &Client, app: &TestApp, typed: &str) {
 }
 
 async fn answer_text(client: &Client) -> String {
-    let answer = client.find(Locator::Id("answer")).await.unwrap();
-    for _ in 0..50 {
-        let text = answer.text().await.unwrap();
-        if !text.trim().is_empty() {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no answer appeared");
+    wait_for_text(client, "#answer", |t| !t.trim().is_empty()).await
 }
 
 async fn right_click(client: &Client, css: &str) {
@@ -228,13 +90,8 @@ async fn menu_item(client: &Client, action: &str) -> fantoccini::elements::Eleme
 
 #[tokio::test]
 async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_browser() {
-    let tools = match tools() {
-        Ok(tools) => tools,
-        Err(why) if !required() => {
-            eprintln!("skipping the browser test: {why} (scripts/test installs it)");
-            return;
-        }
-        Err(why) => panic!("the browser test is required: {why}"),
+    let Some(tools) = tools_or_skip() else {
+        return;
     };
     let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
         return;
@@ -267,7 +124,7 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
     smtp.clear();
 
     let driver = start_driver(&tools).await;
-    let client = browser(&driver, &tools).await;
+    let client = browser(&driver, &tools, (1366, 768)).await;
 
     // Sign-in page, then search.
     client.goto(&app.url("/")).await.unwrap();
@@ -335,18 +192,7 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         .click()
         .await
         .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Css(".notice"))
-        .await
-        .unwrap();
-    let notice = client
-        .find(Locator::Css(".notice"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let notice = wait_for_text(&client, ".notice", |t| !t.is_empty()).await;
     assert!(notice.contains("Invitation on its way"), "{notice}");
     dispatcher.run_round().await.unwrap();
     assert!(smtp.received().iter().any(|m| m.to == ["alan@example.org"]));
@@ -369,19 +215,7 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         .click()
         .await
         .unwrap();
-    for _ in 0..50 {
-        let line = client
-            .find(Locator::Id("confirmed-line"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if line.contains("by frida") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_text(&client, "#confirmed-line", |t| t.contains("by frida")).await;
     client
         .find(Locator::Id("portal-icon"))
         .await
@@ -440,8 +274,9 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         .await
         .unwrap();
     assert_eq!(focused, "enroll", "the menu opens with Enroll Now focused");
-    // Keys go where the focus is, as a person's would.
-    for _ in 0..2 {
+    // Keys go where the focus is, as a person's would (past Enroll in
+    // person and Resend to Invite history).
+    for _ in 0..3 {
         client
             .active_element()
             .await
@@ -492,24 +327,12 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         .goto(&app.url(&format!("/patients/{other}")))
         .await
         .unwrap();
-    let body = client
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = text_of(&client, "body").await;
     assert!(body.contains("no such patient"), "{body}");
 
     // A front desk cannot open admin pages.
     client.goto(&app.url("/admin/users")).await.unwrap();
-    let body = client
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = text_of(&client, "body").await;
     assert!(body.contains("Only an administrator"), "{body}");
 
     // The admin's pages, then idle sign-out.

@@ -5,19 +5,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod activation;
+mod activation_browser;
 mod api;
 mod browser;
 mod delivery;
+mod in_person;
 mod mllp;
 mod sms;
 mod ui;
+mod webdriver;
 
 use std::sync::Arc;
 
 pub use enroll_notify::testing::SmtpSink as TestSmtp;
 use enroll_server::{
-    Application, DeliveryConfig, Dispatcher, Links, MllpConfig, RunningApplication, Runtime,
-    Settings, TestClock,
+    Application, DeliveryConfig, Dispatcher, Links, Mailbox, MllpConfig, RunningApplication,
+    Runtime, Settings, TestClock,
 };
 
 use enroll_store::testing::{ENGINES, Engine, IntakeFaults, TestDb};
@@ -88,6 +91,36 @@ impl TestApp {
 
     /// [`TestApp::start`] with `adjust` applied to [`test_settings`].
     pub async fn start_with(engine: Engine, adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+        TestApp::start_in(engine, adjust, None).await
+    }
+
+    /// The app as `enroll demo` runs it: invites and codes go to the demo
+    /// mailbox (`/mailbox`), and links point at the app itself (a port
+    /// chosen before start), so a browser can follow them.
+    pub async fn start_with_mailbox(engine: Engine) -> Option<(TestApp, Arc<Mailbox>)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mailbox = Arc::new(Mailbox::default());
+        let app = TestApp::start_in(
+            engine,
+            |settings| {
+                settings.listen = format!("127.0.0.1:{port}").parse().unwrap();
+                settings.public_url = Some(format!("http://127.0.0.1:{port}").parse().unwrap());
+            },
+            Some(mailbox.clone()),
+        )
+        .await?;
+        Some((app, mailbox))
+    }
+
+    async fn start_in(
+        engine: Engine,
+        adjust: impl FnOnce(&mut Settings),
+        mailbox: Option<Arc<Mailbox>>,
+    ) -> Option<TestApp> {
         let db = TestDb::new(engine).await?;
         let now = wednesday_morning();
         let practice = db.always_open_practice("TEST", now).await;
@@ -124,7 +157,7 @@ impl TestApp {
         let runtime = Runtime {
             clock: clock.clone(),
             store: Some(db.store.clone().with_intake_faults(faults.clone())),
-            mailbox: None,
+            mailbox,
         };
         let app = Application::build(settings, runtime).await.unwrap();
         let templates = app.state().templates.clone();
@@ -265,6 +298,12 @@ impl TestApp {
     /// The links the app's pages verify.
     pub fn links(&self) -> Links {
         self.running().state().links.clone()
+    }
+
+    /// One delivery round of the app's own dispatcher (its channels: SMTP
+    /// as configured, or the demo mailbox).
+    pub async fn deliver(&self) {
+        self.running().dispatcher().run_round().await.unwrap();
     }
 
     /// A dispatcher of this app that emails through the SMTP server at `smtp`.
