@@ -20,6 +20,7 @@ pub mod search;
 pub mod sms;
 pub mod status;
 pub mod trigger;
+pub mod webhook;
 
 pub use activation::{
     ActivationRules, CodeState, LinkFacts, LinkState, UsernameProblem, code_state,
@@ -49,3 +50,6 @@ pub use search::{NameTerms, SearchTerms, parse_date};
 pub use sms::{SMS_DAY, SMS_PER_DAY, SMS_PER_WEEK, SMS_WEEK, TextsToNumber, may_text};
 pub use status::{InviteSummary, StaffStatus, staff_status};
 pub use trigger::{Trigger, changed_required_fields};
+pub use webhook::{
+    WebhookAnswer, WebhookEventType, WebhookOutcome, webhook_outcome, webhook_retry_policy,
+};

@@ -14,7 +14,10 @@ use crate::{TestApp, TestSmtp};
 const STRONG: &str = "correct horse battery staple";
 
 /// A test app whose SMTP (invites and codes) is a sink of the test.
-async fn start(engine: Engine, adjust: impl FnOnce(&mut Settings)) -> Option<(TestApp, TestSmtp)> {
+pub(crate) async fn start(
+    engine: Engine,
+    adjust: impl FnOnce(&mut Settings),
+) -> Option<(TestApp, TestSmtp)> {
     let smtp = TestSmtp::start().await;
     let addr = smtp.addr;
     let app = TestApp::start_with(engine, |settings| {
@@ -50,9 +53,9 @@ async fn on_each_engine(test: impl AsyncFn(&TestApp, &TestSmtp)) {
 }
 
 /// What a page answered.
-struct Page {
-    status: StatusCode,
-    body: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) body: String,
 }
 
 impl Page {
@@ -71,7 +74,7 @@ impl Page {
             .to_string()
     }
 
-    fn flow(&self) -> String {
+    pub(crate) fn flow(&self) -> String {
         self.hidden("flow")
     }
 }
@@ -84,7 +87,7 @@ async fn get(app: &TestApp, path: &str) -> Page {
     }
 }
 
-async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> Page {
+pub(crate) async fn post(app: &TestApp, path: &str, form: &[(&str, &str)]) -> Page {
     let response = app
         .http
         .post(app.url(path))
@@ -112,7 +115,7 @@ fn texts(smtp: &TestSmtp) -> Vec<String> {
 }
 
 /// Delivers due invites and returns the token of the newest link mailed.
-async fn invite_token(app: &TestApp, smtp: &TestSmtp) -> String {
+pub(crate) async fn invite_token(app: &TestApp, smtp: &TestSmtp) -> String {
     app.dispatcher(smtp.addr, "w1").run_round().await.unwrap();
     last_token(smtp)
 }
@@ -134,7 +137,7 @@ fn last_token(smtp: &TestSmtp) -> String {
 }
 
 /// The 6-digit code of the newest code email.
-fn last_code(smtp: &TestSmtp) -> String {
+pub(crate) fn last_code(smtp: &TestSmtp) -> String {
     texts(smtp)
         .iter()
         .rev()
@@ -164,7 +167,7 @@ async fn to_account(app: &TestApp, token: &str) -> Page {
 }
 
 /// ... -> the code page.
-async fn to_code(app: &TestApp, token: &str) -> Page {
+pub(crate) async fn to_code(app: &TestApp, token: &str) -> Page {
     let account = to_account(app, token).await;
     let page = post(
         app,
