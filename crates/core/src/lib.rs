@@ -51,5 +51,6 @@ pub use sms::{SMS_DAY, SMS_PER_DAY, SMS_PER_WEEK, SMS_WEEK, TextsToNumber, may_t
 pub use status::{InviteSummary, StaffStatus, staff_status};
 pub use trigger::{Trigger, changed_required_fields};
 pub use webhook::{
-    WebhookAnswer, WebhookEventType, WebhookOutcome, webhook_outcome, webhook_retry_policy,
+    WebhookAnswer, WebhookEventType, WebhookOutcome, parse_subscriptions, webhook_outcome,
+    webhook_retry_policy,
 };

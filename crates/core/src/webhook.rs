@@ -58,6 +58,44 @@ impl WebhookEventType {
     }
 }
 
+/// The events an endpoint subscribes to, from their names (the API's
+/// `events`, the CLI's `--event`): each known and subscribable, repeats
+/// dropped, in a fixed order; none named means all of them. The error says
+/// in words what may be named.
+pub fn parse_subscriptions<S: AsRef<str>>(
+    asked: Option<&[S]>,
+) -> Result<Vec<WebhookEventType>, String> {
+    let Some(asked) = asked else {
+        return Ok(WebhookEventType::SUBSCRIBABLE.to_vec());
+    };
+    let names: Vec<&str> = WebhookEventType::SUBSCRIBABLE
+        .iter()
+        .map(|t| t.key())
+        .collect();
+    let mut events = Vec::new();
+    for name in asked {
+        let name = name.as_ref().trim();
+        match WebhookEventType::from_key(name) {
+            Some(event) if WebhookEventType::SUBSCRIBABLE.contains(&event) => events.push(event),
+            _ => {
+                return Err(format!(
+                    "{name:?} is not an event an endpoint can subscribe to; choose from {}",
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    if events.is_empty() {
+        return Err(format!(
+            "name at least one event (one of {}), or none for all of them",
+            names.join(", ")
+        ));
+    }
+    events.sort_unstable();
+    events.dedup();
+    Ok(events)
+}
+
 /// What the receiver (or the way to it) said about one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookAnswer<'a> {
@@ -182,6 +220,30 @@ mod tests {
                 30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600, 3600, 3600
             ]
         );
+    }
+
+    #[test]
+    fn subscriptions_default_to_all_and_unknown_ones_are_named() {
+        assert_eq!(
+            parse_subscriptions::<&str>(None),
+            Ok(WebhookEventType::SUBSCRIBABLE.to_vec())
+        );
+        assert_eq!(
+            parse_subscriptions(Some(
+                &["invite.sent", "patient.activated", "invite.sent"][..]
+            )),
+            Ok(vec![
+                WebhookEventType::PatientActivated,
+                WebhookEventType::InviteSent
+            ])
+        );
+        let ping = parse_subscriptions(Some(&["webhook.ping"][..])).err();
+        assert!(
+            ping.as_deref()
+                .is_some_and(|e| e.contains("\"webhook.ping\" is not")),
+            "{ping:?}"
+        );
+        assert!(parse_subscriptions::<&str>(Some(&[])).is_err());
     }
 
     #[test]

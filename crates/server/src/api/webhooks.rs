@@ -64,7 +64,7 @@ pub(crate) async fn add(
         Ok(_) => new.url.trim().to_string(),
         Err(words) => return Ok(invalid("url", &words)),
     };
-    let events = match subscribed_events(new.events.as_deref()) {
+    let events = match enroll_core::parse_subscriptions(new.events.as_deref()) {
         Ok(events) => events,
         Err(words) => return Ok(invalid("events", &words)),
     };
@@ -223,41 +223,6 @@ async fn audit(
     Ok(())
 }
 
-/// The events asked for, each known and subscribable; none asked: all.
-fn subscribed_events(asked: Option<&[String]>) -> Result<Vec<WebhookEventType>, String> {
-    let Some(asked) = asked else {
-        return Ok(WebhookEventType::SUBSCRIBABLE.to_vec());
-    };
-    let names: Vec<&str> = WebhookEventType::SUBSCRIBABLE
-        .iter()
-        .map(|t| t.key())
-        .collect();
-    let mut events = Vec::new();
-    for name in asked {
-        match WebhookEventType::from_key(name.trim()) {
-            Some(event) if WebhookEventType::SUBSCRIBABLE.contains(&event) => {
-                if !events.contains(&event) {
-                    events.push(event);
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "{name:?} is not an event an endpoint can subscribe to; choose from {}",
-                    names.join(", ")
-                ));
-            }
-        }
-    }
-    if events.is_empty() {
-        return Err(format!(
-            "name at least one event (one of {}), or leave events out for all of them",
-            names.join(", ")
-        ));
-    }
-    events.sort_unstable();
-    Ok(events)
-}
-
 fn check_secret(secret: &str) -> Result<(), String> {
     let chars = secret.chars().count();
     if !(MIN_SECRET_CHARS..=MAX_SECRET_CHARS).contains(&chars) {
@@ -286,26 +251,6 @@ fn invalid(field: &str, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn events_default_to_all_and_unknown_ones_are_named() {
-        assert_eq!(
-            subscribed_events(None),
-            Ok(WebhookEventType::SUBSCRIBABLE.to_vec())
-        );
-        assert_eq!(
-            subscribed_events(Some(
-                &[
-                    "patient.activated".to_string(),
-                    "patient.activated".to_string()
-                ][..]
-            )),
-            Ok(vec![WebhookEventType::PatientActivated])
-        );
-        let ping = subscribed_events(Some(&["webhook.ping".to_string()][..])).unwrap_err();
-        assert!(ping.contains("\"webhook.ping\" is not"), "{ping}");
-        assert!(subscribed_events(Some(&[][..])).is_err());
-    }
 
     #[test]
     fn a_given_secret_is_long_enough_and_printable() {
