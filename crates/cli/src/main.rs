@@ -1,4 +1,4 @@
-//! The `enroll` command: serve, demo, migrate, doctor, user, practice.
+//! The `enroll` command: serve, demo, migrate, doctor, user, practice, webhook.
 
 mod config;
 mod synthetic;
@@ -82,6 +82,40 @@ enum Command {
     Practice {
         #[command(subcommand)]
         command: PracticeCommand,
+    },
+    /// A practice's signed webhooks (as `/api/practices/{id}/webhooks`).
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Add an endpoint; prints its id and its secret, once. The secret is
+    /// always generated here (a secret typed on the command line would stay
+    /// in the shell's history; the API takes a given one).
+    Add {
+        /// The practice's code.
+        #[arg(long)]
+        practice: String,
+        /// https://..., or http:// to this machine only.
+        url: String,
+        /// An event to send (patient.activated, invite.sent, invite.failed,
+        /// invite.suppressed); repeat for several; none: all of them.
+        #[arg(long = "event")]
+        events: Vec<String>,
+    },
+    /// List the practice's endpoints (never their secrets).
+    List {
+        #[arg(long)]
+        practice: String,
+    },
+    /// Remove an endpoint and its deliveries.
+    Remove {
+        #[arg(long)]
+        practice: String,
+        id: i64,
     },
 }
 
@@ -197,6 +231,11 @@ async fn run() -> anyhow::Result<()> {
             let config = load_config(&cli.config, &cli.database_url, None)?;
             let store = open(&config.database_url).await?;
             user_command(&store, command).await
+        }
+        Command::Webhook { command } => {
+            let config = load_config(&cli.config, &cli.database_url, None)?;
+            let store = open(&config.database_url).await?;
+            webhook_command(&store, command).await
         }
         Command::Practice {
             command:
@@ -332,6 +371,88 @@ async fn add_user(
         )
         .await?;
     Ok(NewUser { password, token })
+}
+
+/// Who the audit log names for what was done on the command line.
+const CLI_ACTOR: &str = "enroll (command line)";
+
+async fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Result<()> {
+    let code = match &command {
+        WebhookCommand::Add { practice, .. }
+        | WebhookCommand::List { practice }
+        | WebhookCommand::Remove { practice, .. } => practice.clone(),
+    };
+    let practice = store.practice_by_code(&code).await?.with_context(|| {
+        format!("there is no practice with code {code:?} (see `enroll practice add`)")
+    })?;
+    match command {
+        WebhookCommand::Add { url, events, .. } => {
+            enroll_notify::check_webhook_url(&url).map_err(|words| anyhow!("url: {words}"))?;
+            let asked = (!events.is_empty()).then_some(events.as_slice());
+            let events = enroll_core::parse_subscriptions(asked)
+                .map_err(|words| anyhow!("--event: {words}"))?;
+            let secret = random_secret(32);
+            let endpoint = store
+                .add_webhook_endpoint(
+                    &enroll_store::NewWebhookEndpoint {
+                        practice_id: practice.id,
+                        url: url.trim(),
+                        secret: &secret,
+                        events: &events,
+                        created_by: CLI_ACTOR,
+                    },
+                    Timestamp::now(),
+                )
+                .await?;
+            audit_webhook(store, "webhook.add", &endpoint).await?;
+            println!(
+                "webhook endpoint {} added for practice {}\nsecret (shown once; the receiver checks Enroll-Signature with it): {secret}",
+                endpoint.id, practice.code
+            );
+        }
+        WebhookCommand::List { .. } => {
+            for endpoint in store.webhook_endpoints(practice.id).await? {
+                let events: Vec<&str> = endpoint.events.iter().map(|e| e.key()).collect();
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    endpoint.id,
+                    if endpoint.enabled { "on" } else { "off" },
+                    endpoint.url,
+                    events.join(",")
+                );
+            }
+        }
+        WebhookCommand::Remove { id, .. } => {
+            let endpoint = store
+                .webhook_endpoint(practice.id, id)
+                .await?
+                .with_context(|| {
+                    format!("practice {} has no webhook endpoint {id}", practice.code)
+                })?;
+            store.remove_webhook_endpoint(practice.id, id).await?;
+            audit_webhook(store, "webhook.remove", &endpoint).await?;
+            println!("webhook endpoint {id} removed");
+        }
+    }
+    Ok(())
+}
+
+/// As the API audits it: the endpoint and its URL, never the secret.
+async fn audit_webhook(
+    store: &Store,
+    action: &str,
+    endpoint: &enroll_store::WebhookEndpoint,
+) -> anyhow::Result<()> {
+    let detail = serde_json::json!({
+        "practice_id": endpoint.practice_id,
+        "endpoint_id": endpoint.id,
+        "url": endpoint.url,
+    })
+    .to_string();
+    store
+        .audit_with_detail(CLI_ACTOR, action, None, Some(&detail), Timestamp::now())
+        .await?;
+    Ok(())
 }
 
 async fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {

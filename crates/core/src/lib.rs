@@ -21,6 +21,7 @@ pub mod short_code;
 pub mod sms;
 pub mod status;
 pub mod trigger;
+pub mod webhook;
 
 pub use activation::{
     ActivationRules, CodeState, LinkFacts, LinkState, UsernameProblem, code_state,
@@ -53,3 +54,7 @@ pub use short_code::{
 pub use sms::{SMS_DAY, SMS_PER_DAY, SMS_PER_WEEK, SMS_WEEK, TextsToNumber, may_text};
 pub use status::{InviteSummary, StaffStatus, staff_status};
 pub use trigger::{Trigger, changed_required_fields};
+pub use webhook::{
+    WebhookAnswer, WebhookEventType, WebhookOutcome, parse_subscriptions, webhook_outcome,
+    webhook_retry_policy,
+};

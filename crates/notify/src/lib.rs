@@ -36,6 +36,8 @@
 //!   signed by a practice's own CA works once that CA is installed.
 //! - `async-trait`: object-safe async sender traits, so the dispatcher can hold
 //!   `Arc<dyn EmailSender>` and tests can swap in fakes.
+//! - `hmac`, `sha2`, `hex`: the signature of outbound webhooks (HMAC-SHA256
+//!   over the timestamp and the body, hex), sent by the same hyper client.
 //! - `thiserror`, `serde`, `serde_json`, `tracing`: errors, configuration,
 //!   the provider's JSON answers and logs (which carry no PHI: no addresses,
 //!   phone numbers, names or message bodies).
@@ -51,6 +53,7 @@ mod templates;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tls;
+mod webhook;
 
 use std::fmt;
 
@@ -60,6 +63,10 @@ pub use keywords::{SmsKeyword, is_opt_out_keyword};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sms::{HttpSmsSender, SmsConfig};
 pub use templates::{SMS_MAX_CHARS, TemplateError, TemplateKind, Templates};
+pub use webhook::{
+    DELIVERY_HEADER, EVENT_HEADER, HttpWebhookSender, OutgoingWebhook, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER, WebhookSender, check_webhook_url, webhook_signature,
+};
 
 /// The language of an invite (enroll-core's, one mapping each way).
 pub use enroll_core::Language;

@@ -1,6 +1,7 @@
 //! The composition root: [`Application::build`] makes every part of a
 //! running Enroll (store, links, templates, intake, mailer and SMS sender,
-//! dispatcher, the HTTP and MLLP listeners) from one [`Settings`], and
+//! dispatcher, webhook sender, the HTTP and MLLP listeners) from one
+//! [`Settings`], and
 //! [`Application::start`] runs them until [`RunningApplication::stop`].
 //! `enroll serve`, `enroll demo`, the server tests and the benchmarks all
 //! start here, so a part is wired one way only.
@@ -8,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use enroll_notify::{DeliveryError, HttpSmsSender, SmtpMailer};
+use enroll_notify::{DeliveryError, HttpSmsSender, HttpWebhookSender, SmtpMailer};
 use enroll_store::{Store, StoreError};
 use rand::RngCore;
 use tokio::net::TcpListener;
@@ -21,6 +22,7 @@ use crate::intake::Intake;
 use crate::links::{LINK_SECRET_SETTING, Links};
 use crate::mailbox::Mailbox;
 use crate::mllp::{MllpStartError, RunningMllp};
+use crate::webhooks::{RunningWebhooks, WebhookDispatcher};
 use crate::{AppState, Clock, RunningServer, SystemClock};
 
 /// What is not configuration: where time comes from, and parts that the
@@ -66,6 +68,8 @@ pub enum BuildError {
     Smtp(DeliveryError),
     #[error("SMS settings: {0}")]
     Sms(DeliveryError),
+    #[error("webhook settings: {0}")]
+    Webhooks(DeliveryError),
     #[error("{0} (set mllp.listen to another address, or mllp.enabled = false)")]
     Mllp(#[from] MllpStartError),
     #[error("{0}")]
@@ -81,6 +85,7 @@ pub struct Application {
     settings: Settings,
     state: AppState,
     dispatcher: Dispatcher,
+    webhooks: WebhookDispatcher,
     listener: TcpListener,
     owns_store: bool,
 }
@@ -137,10 +142,12 @@ impl Application {
         let dispatcher =
             Dispatcher::new(&state, channels, &settings.email_from, &settings.delivery)
                 .with_link_lifetime(settings.activation.link_lifetime());
+        let webhooks = webhook_dispatcher(&settings, &state)?;
         Ok(Application {
             settings,
             state,
             dispatcher,
+            webhooks,
             listener,
             owns_store,
         })
@@ -156,8 +163,14 @@ impl Application {
         &self.dispatcher
     }
 
-    /// Starts the MLLP listener (when enabled), the dispatcher (when
-    /// enabled) and the HTTP server.
+    /// The webhook sender as configured (it runs only after `start`, and
+    /// only when `webhooks.enabled`).
+    pub fn webhooks(&self) -> &WebhookDispatcher {
+        &self.webhooks
+    }
+
+    /// Starts the MLLP listener (when enabled), the dispatcher and the
+    /// webhook sender (each when enabled) and the HTTP server.
     pub async fn start(self) -> Result<RunningApplication, BuildError> {
         let stop = CancellationToken::new();
         let mllp = if self.settings.mllp.enabled {
@@ -177,6 +190,11 @@ impl Application {
                 .clone()
                 .spawn_until(self.settings.delivery.poll_interval(), stop.child_token())
         });
+        let posting_webhooks = self.settings.webhooks.enabled.then(|| {
+            self.webhooks
+                .clone()
+                .spawn_until(self.settings.webhooks.poll_interval(), stop.child_token())
+        });
         let http = crate::serve(self.listener, self.state.clone(), stop.child_token()).map_err(
             |source| BuildError::Listen {
                 addr: self.settings.listen,
@@ -189,9 +207,11 @@ impl Application {
             mllp_tls_addr: mllp.as_ref().and_then(|m| m.tls_addr),
             state: self.state,
             dispatcher: self.dispatcher,
+            webhooks: self.webhooks,
             http,
             mllp,
             delivering,
+            posting_webhooks,
             owns_store: self.owns_store,
         })
     }
@@ -204,9 +224,11 @@ pub struct RunningApplication {
     pub mllp_tls_addr: Option<SocketAddr>,
     state: AppState,
     dispatcher: Dispatcher,
+    webhooks: WebhookDispatcher,
     http: RunningServer,
     mllp: Option<RunningMllp>,
     delivering: Option<RunningDispatcher>,
+    posting_webhooks: Option<RunningWebhooks>,
     owns_store: bool,
 }
 
@@ -221,10 +243,18 @@ impl RunningApplication {
         &self.dispatcher
     }
 
+    /// The webhook sender as configured (tests run rounds of it when
+    /// `webhooks.enabled` is off).
+    pub fn webhooks(&self) -> &WebhookDispatcher {
+        &self.webhooks
+    }
+
     /// Stops in the order that loses nothing: the MLLP listener first (the
     /// messages in hand are stored and answered), then HTTP (requests in
     /// flight finish), then the dispatcher (what it claimed goes out and is
-    /// recorded), then the database pool if the application opened it.
+    /// recorded) and the webhook sender (likewise; the events the others'
+    /// last transactions queued wait in the outbox for the next start),
+    /// then the database pool if the application opened it.
     pub async fn stop(self) -> std::io::Result<()> {
         if let Some(mllp) = self.mllp {
             mllp.stop().await;
@@ -232,6 +262,9 @@ impl RunningApplication {
         let served = self.http.stop().await;
         if let Some(delivering) = self.delivering {
             delivering.stop().await;
+        }
+        if let Some(posting) = self.posting_webhooks {
+            posting.stop().await;
         }
         if self.owns_store {
             self.state.store.close().await;
@@ -283,6 +316,21 @@ fn channels(settings: &Settings, mailbox: Option<&Arc<Mailbox>>) -> Result<Chann
         None
     };
     Ok(Channels { email, sms })
+}
+
+/// The sender of the practices' webhooks, posting over HTTPS.
+fn webhook_dispatcher(
+    settings: &Settings,
+    state: &AppState,
+) -> Result<WebhookDispatcher, BuildError> {
+    let sender =
+        HttpWebhookSender::new(settings.webhooks.timeout()).map_err(BuildError::Webhooks)?;
+    Ok(WebhookDispatcher::new(
+        state.store.clone(),
+        state.clock.clone(),
+        Arc::new(sender),
+        &settings.webhooks,
+    ))
 }
 
 /// The secret that signs unsubscribe links: made once, kept in the database

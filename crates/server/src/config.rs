@@ -1,6 +1,6 @@
 //! The configuration of a whole Enroll, each component's part declared once:
 //! `[smtp]` and `[sms]` are enroll-notify's own types, `[delivery]` the
-//! dispatcher's, `[mllp]` the listener's. `enroll` reads it from a file, the
+//! dispatcher's, `[webhooks]` the webhook sender's, `[mllp]` the listener's. `enroll` reads it from a file, the
 //! environment and flags (crates/cli/src/config.rs); tests and the
 //! benchmarks build it in code. Every section has defaults, so an empty
 //! file is a valid configuration. Secrets are `SecretString`s (the database
@@ -16,6 +16,7 @@ use url::Url;
 use crate::activation::ActivationConfig;
 use crate::dispatcher::DeliveryConfig;
 use crate::mllp::MllpConfig;
+use crate::webhooks::WebhookConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -33,6 +34,7 @@ pub struct Settings {
     pub smtp: SmtpConfig,
     pub sms: SmsConfig,
     pub delivery: DeliveryConfig,
+    pub webhooks: WebhookConfig,
     pub mllp: MllpConfig,
     pub staff_ui: crate::ui::session::StaffUiConfig,
     pub activation: ActivationConfig,
@@ -48,6 +50,7 @@ impl Default for Settings {
             smtp: SmtpConfig::default(),
             sms: SmsConfig::default(),
             delivery: DeliveryConfig::default(),
+            webhooks: WebhookConfig::default(),
             mllp: MllpConfig::default(),
             staff_ui: crate::ui::session::StaffUiConfig::default(),
             activation: ActivationConfig::default(),
@@ -156,6 +159,8 @@ mod tests {
         let settings: Settings = serde_json::from_str("{}").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(settings.smtp.port, 587);
         assert_eq!(settings.delivery.batch, 1000);
+        assert!(settings.webhooks.enabled);
+        assert_eq!(settings.webhooks.max_attempts, 12);
         assert!(settings.mllp.enabled);
         assert!(!settings.sms.enabled());
         assert_eq!(settings.activation.link_lifetime_days, 30);

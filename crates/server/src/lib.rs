@@ -1,5 +1,5 @@
 //! Enroll's servers: HTTP (health checks, the JSON API, patient pages), the
-//! outbox dispatcher and the HL7 MLLP listener.
+//! outbox dispatcher, the webhook sender and the HL7 MLLP listener.
 //!
 //! Handlers are thin: extract, parse into domain types, call one store
 //! operation (which applies the rules inside its transaction), map the result.
@@ -21,6 +21,7 @@ mod password;
 pub mod templates;
 mod throttle;
 pub mod ui;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub use mllp::{MllpConfig, RunningMllp};
 pub use password::{hash_password, verify_password};
 pub use templates::SharedTemplates;
 pub use ui::session::random_secret;
+pub use webhooks::{RunningWebhooks, WebhookConfig, WebhookDispatcher, WebhookRound};
 
 /// Shared by every handler; made by [`Application::build`].
 #[derive(Clone)]

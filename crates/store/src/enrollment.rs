@@ -209,6 +209,8 @@ impl Store {
     }
 
     /// Marks the patient active (R10's end): cancels every queued invite.
+    /// A patient already active keeps the first activation's time, and no
+    /// second `activated` line (nor `patient.activated` webhook) is made.
     pub async fn mark_activated(
         &self,
         patient_id: i64,
@@ -217,13 +219,19 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         tx.lock_patient(patient_id).await?;
-        on_tx!(&mut tx, c => {
-            sqlx::query("UPDATE patients SET activated_at = $1, updated_at = $1 WHERE id = $2")
+        let newly_active = on_tx!(&mut tx, c => {
+            sqlx::query(
+                "UPDATE patients SET activated_at = $1, updated_at = $1 \
+                 WHERE id = $2 AND activated_at IS NULL",
+            )
                 .bind(to_ms(now))
                 .bind(patient_id)
                 .execute(c)
                 .await.map(|r| r.rows_affected())
         })?;
+        if newly_active == 0 {
+            return Ok(());
+        }
         tx.timeline(patient_id, now, &TimelineEvent::Activated, source)
             .await?;
         tx.cancel_pending(

@@ -34,6 +34,7 @@ mod staff;
 pub mod testing;
 mod timeline;
 mod tx;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -64,6 +65,9 @@ pub use patients::Chart;
 pub use portal::{PatientAccount, PortalSession};
 pub use settings::ActivationLink;
 pub use staff::{Lockout, NewStaffUser, StaffAccount, StaffListing, StaffSession, hash_token};
+pub use webhooks::{
+    NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookFinished, WebhookJob,
+};
 
 /// Errors of the storage layer. Messages never contain patient data.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ use sqlx::AssertSqlSafe;
 use crate::batch::BatchRow;
 use crate::engine::{Col, JsonRows, to_json};
 use crate::tx::{Tx, on_tx};
+use crate::webhooks::WebhookEvent;
 use crate::{Result, Source, to_ms};
 
 /// What happened to an appointment, as its timeline line names it.
@@ -320,6 +321,9 @@ pub(crate) struct TimelineRow {
     pub kind: &'static str,
     /// The `detail` column: a JSON object as text.
     pub detail: String,
+    /// The webhook event the line is, published with it.
+    #[serde(skip)]
+    pub webhook: Option<WebhookEvent>,
 }
 
 impl BatchRow for TimelineRow {
@@ -336,12 +340,14 @@ impl TimelineRow {
             patient_id,
             kind: event.kind(),
             detail: event.detail().to_string(),
+            webhook: WebhookEvent::of(event),
         }
     }
 }
 
 impl Tx {
-    /// Appends one line to the patient's timeline.
+    /// Appends one line to the patient's timeline, and publishes the
+    /// webhook event it is, if any (see `crate::webhooks`).
     pub(crate) async fn timeline(
         &mut self,
         patient_id: i64,
@@ -366,11 +372,14 @@ impl Tx {
             .execute(c)
             .await.map(|r| r.rows_affected())
         })?;
-        Ok(())
+        match WebhookEvent::of(event) {
+            Some(webhook) => self.publish_webhooks(&[(patient_id, webhook)], at).await,
+            None => Ok(()),
+        }
     }
 
     /// Appends `rows` to the timeline in one statement, all at `at` and by
-    /// the same source.
+    /// the same source, and publishes the webhook events among them.
     pub(crate) async fn timeline_rows(
         &mut self,
         rows: &[TimelineRow],
@@ -399,7 +408,11 @@ impl Tx {
                 .await
                 .map(|r| r.rows_affected())
         })?;
-        Ok(())
+        let webhooks: Vec<(i64, WebhookEvent)> = rows
+            .iter()
+            .filter_map(|row| row.webhook.clone().map(|event| (row.patient_id, event)))
+            .collect();
+        self.publish_webhooks(&webhooks, crate::from_ms(at)?).await
     }
 }
 

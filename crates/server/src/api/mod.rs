@@ -7,6 +7,7 @@ mod messages;
 mod patients;
 mod practices;
 mod templates;
+mod webhooks;
 
 use axum::Router;
 use axum::routing::{get, post, put};
@@ -37,6 +38,26 @@ pub(crate) fn router() -> Router<AppState> {
         .route(
             "/practices/{id}/templates/{language}/{kind}",
             put(templates::put),
+        )
+        .route(
+            "/practices/{id}/webhooks",
+            get(webhooks::list).post(webhooks::add),
+        )
+        .route(
+            "/practices/{id}/webhooks/{endpoint}",
+            axum::routing::delete(webhooks::remove),
+        )
+        .route(
+            "/practices/{id}/webhooks/{endpoint}/enabled",
+            put(webhooks::set_enabled),
+        )
+        .route(
+            "/practices/{id}/webhooks/{endpoint}/ping",
+            post(webhooks::ping),
+        )
+        .route(
+            "/practices/{id}/webhooks/{endpoint}/deliveries",
+            get(webhooks::deliveries),
         )
         .route("/patients", get(patients::search).post(patients::create))
         .route("/patients/{id}", get(patients::show).put(patients::update))

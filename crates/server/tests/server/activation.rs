@@ -115,7 +115,7 @@ fn texts(smtp: &TestSmtp) -> Vec<String> {
 }
 
 /// Delivers due invites and returns the token of the newest link mailed.
-async fn invite_token(app: &TestApp, smtp: &TestSmtp) -> String {
+pub(crate) async fn invite_token(app: &TestApp, smtp: &TestSmtp) -> String {
     app.dispatcher(smtp.addr, "w1").run_round().await.unwrap();
     last_token(smtp)
 }

@@ -14,13 +14,14 @@ mod mllp;
 mod sms;
 mod ui;
 mod webdriver;
+mod webhooks;
 
 use std::sync::Arc;
 
 pub use enroll_notify::testing::SmtpSink as TestSmtp;
 use enroll_server::{
     Application, DeliveryConfig, Dispatcher, Links, Mailbox, MllpConfig, RunningApplication,
-    Runtime, Settings, TestClock,
+    Runtime, Settings, TestClock, WebhookConfig, WebhookDispatcher,
 };
 
 use enroll_store::testing::{ENGINES, Engine, IntakeFaults, TestDb};
@@ -60,8 +61,9 @@ pub fn wednesday_morning() -> Timestamp {
 }
 
 /// Enroll as the tests run it: everything on free loopback ports, links to
-/// `http://invites.test`, no dispatcher in the background (tests deliver
-/// round by round with [`TestApp::dispatcher`]).
+/// `http://invites.test`, no dispatcher or webhook sender in the
+/// background (tests deliver round by round with [`TestApp::dispatcher`]
+/// and [`TestApp::running_webhooks`]).
 pub fn test_settings() -> Settings {
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -72,6 +74,10 @@ pub fn test_settings() -> Settings {
             batch: 100,
             concurrency: 8,
             ..DeliveryConfig::default()
+        },
+        webhooks: WebhookConfig {
+            enabled: false,
+            ..WebhookConfig::default()
         },
         mllp: MllpConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -323,6 +329,11 @@ impl TestApp {
             .clone()
             .with_email(Arc::new(mailer))
             .with_worker(worker)
+    }
+
+    /// The app's webhook sender, for tests that send round by round.
+    pub fn running_webhooks(&self) -> WebhookDispatcher {
+        self.running().webhooks().clone()
     }
 
     pub async fn invites(&self, patient_id: i64) -> Vec<Value> {

@@ -1,0 +1,261 @@
+//! A practice's webhook endpoints (administrators only, each change
+//! audited): list, add (the secret shown once), turn on or off, remove,
+//! send a `webhook.ping`, and the endpoint's last deliveries.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use enroll_core::WebhookEventType;
+use enroll_store::{NewWebhookEndpoint, Practice, WebhookDelivery, WebhookEndpoint};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::json::{ApiPath, ApiQuery, JsonBody};
+use crate::auth::Admin;
+use crate::{ApiError, AppState};
+
+/// Bytes of a generated secret (shown as 64 hex characters).
+const GENERATED_SECRET_BYTES: usize = 32;
+/// A secret an administrator gives must be at least this long: it is the
+/// only thing that proves a request came from Enroll.
+const MIN_SECRET_CHARS: usize = 24;
+const MAX_SECRET_CHARS: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewEndpoint {
+    url: String,
+    /// Event types; none: every subscribable one.
+    events: Option<Vec<String>>,
+    /// None: generated here.
+    secret: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Enabled {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DeliveriesQuery {
+    limit: Option<i64>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath(practice_id): ApiPath<i64>,
+) -> Result<Json<Vec<WebhookEndpoint>>, ApiError> {
+    practice_in_scope(&state, &admin, practice_id).await?;
+    Ok(Json(state.store.webhook_endpoints(practice_id).await?))
+}
+
+/// 201 with the endpoint and its secret, which is never shown again.
+pub(crate) async fn add(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath(practice_id): ApiPath<i64>,
+    JsonBody(new): JsonBody<NewEndpoint>,
+) -> Result<Response, ApiError> {
+    practice_in_scope(&state, &admin, practice_id).await?;
+    let url = match enroll_notify::check_webhook_url(&new.url) {
+        Ok(_) => new.url.trim().to_string(),
+        Err(words) => return Ok(invalid("url", &words)),
+    };
+    let events = match enroll_core::parse_subscriptions(new.events.as_deref()) {
+        Ok(events) => events,
+        Err(words) => return Ok(invalid("events", &words)),
+    };
+    let secret = match new.secret {
+        Some(given) => match check_secret(&given) {
+            Ok(()) => given,
+            Err(words) => return Ok(invalid("secret", &words)),
+        },
+        None => crate::random_secret(GENERATED_SECRET_BYTES),
+    };
+    let now = state.clock.now();
+    let endpoint = state
+        .store
+        .add_webhook_endpoint(
+            &NewWebhookEndpoint {
+                practice_id,
+                url: &url,
+                secret: &secret,
+                events: &events,
+                created_by: &admin.0.username,
+            },
+            now,
+        )
+        .await?;
+    audit(&state, &admin, "webhook.add", &endpoint).await?;
+    let mut body = json!(endpoint);
+    body["secret"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub(crate) async fn set_enabled(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath((practice_id, id)): ApiPath<(i64, i64)>,
+    JsonBody(body): JsonBody<Enabled>,
+) -> Result<Json<WebhookEndpoint>, ApiError> {
+    practice_in_scope(&state, &admin, practice_id).await?;
+    let endpoint = state
+        .store
+        .set_webhook_endpoint_enabled(practice_id, id, body.enabled)
+        .await?
+        .ok_or(ApiError::NotFound("webhook endpoint"))?;
+    let action = if body.enabled {
+        "webhook.enable"
+    } else {
+        "webhook.disable"
+    };
+    audit(&state, &admin, action, &endpoint).await?;
+    Ok(Json(endpoint))
+}
+
+/// 204; the endpoint's queued events are not sent.
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath((practice_id, id)): ApiPath<(i64, i64)>,
+) -> Result<StatusCode, ApiError> {
+    practice_in_scope(&state, &admin, practice_id).await?;
+    let endpoint = endpoint_or_404(&state, practice_id, id).await?;
+    state.store.remove_webhook_endpoint(practice_id, id).await?;
+    audit(&state, &admin, "webhook.remove", &endpoint).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// 202 with the ping's event id; the sender posts it as any event, and the
+/// endpoint's deliveries show what the receiver answered.
+pub(crate) async fn ping(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath((practice_id, id)): ApiPath<(i64, i64)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let practice = practice_in_scope(&state, &admin, practice_id).await?;
+    let endpoint = endpoint_or_404(&state, practice_id, id).await?;
+    if !endpoint.enabled {
+        return Err(ApiError::Conflict {
+            code: "webhook_disabled",
+            message: "this endpoint is turned off, so nothing is sent to it: turn it on first"
+                .into(),
+        });
+    }
+    let event_id = state
+        .store
+        .queue_webhook_ping(&endpoint, &practice.code, state.clock.now())
+        .await?;
+    audit(&state, &admin, "webhook.ping", &endpoint).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "event_id": event_id, "type": WebhookEventType::Ping.key() })),
+    ))
+}
+
+/// The endpoint's most recent deliveries (newest first, 50 unless
+/// `?limit=` says otherwise, at most 500), without their bodies.
+pub(crate) async fn deliveries(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath((practice_id, id)): ApiPath<(i64, i64)>,
+    ApiQuery(query): ApiQuery<DeliveriesQuery>,
+) -> Result<Json<Vec<WebhookDelivery>>, ApiError> {
+    practice_in_scope(&state, &admin, practice_id).await?;
+    let endpoint = endpoint_or_404(&state, practice_id, id).await?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(
+        state.store.webhook_deliveries(endpoint.id, limit).await?,
+    ))
+}
+
+/// The practice, when the administrator administers it (404 otherwise, as
+/// for a practice that does not exist).
+async fn practice_in_scope(
+    state: &AppState,
+    admin: &Admin,
+    practice_id: i64,
+) -> Result<Practice, ApiError> {
+    if !admin.0.scope.allows(practice_id) {
+        return Err(ApiError::NotFound("practice"));
+    }
+    super::practice_or_404(state, practice_id).await
+}
+
+async fn endpoint_or_404(
+    state: &AppState,
+    practice_id: i64,
+    id: i64,
+) -> Result<WebhookEndpoint, ApiError> {
+    state
+        .store
+        .webhook_endpoint(practice_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("webhook endpoint"))
+}
+
+/// The audit line names the endpoint and its URL, never the secret.
+async fn audit(
+    state: &AppState,
+    admin: &Admin,
+    action: &str,
+    endpoint: &WebhookEndpoint,
+) -> Result<(), ApiError> {
+    let detail = json!({
+        "practice_id": endpoint.practice_id,
+        "endpoint_id": endpoint.id,
+        "url": endpoint.url,
+    })
+    .to_string();
+    state
+        .store
+        .audit_with_detail(
+            &admin.0.username,
+            action,
+            None,
+            Some(&detail),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(())
+}
+
+fn check_secret(secret: &str) -> Result<(), String> {
+    let chars = secret.chars().count();
+    if !(MIN_SECRET_CHARS..=MAX_SECRET_CHARS).contains(&chars) {
+        return Err(format!(
+            "the secret must be {MIN_SECRET_CHARS} to {MAX_SECRET_CHARS} characters long; \
+             leave it out and Enroll makes a random one"
+        ));
+    }
+    if !secret.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("the secret must be printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+/// 422 in the shape of every invalid-field answer, naming `field`.
+fn invalid(field: &str, message: &str) -> Response {
+    let problem = json!({
+        "field": field,
+        "problem": { "reason": "invalid" },
+        "message": message,
+    });
+    let body = json!({ "code": "invalid_fields", "message": message, "problems": [problem] });
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_secret_is_long_enough_and_printable() {
+        assert!(check_secret(&"x".repeat(24)).is_ok());
+        assert!(check_secret("short").is_err());
+        assert!(check_secret(&format!("{} y", "x".repeat(30))).is_err());
+    }
+}
