@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
-use enroll_core::{Role, Schedule};
+use enroll_core::{E164Phone, Role, Schedule};
 use enroll_notify::SmtpMailer;
 use enroll_server::{
     Application, DatabaseUrl, DeliveryConfig, Mailbox, MllpConfig, RunningApplication, Runtime,
@@ -711,6 +711,10 @@ async fn load_demo_data(
             now,
         )
         .await?;
+    // A number from the range set aside for fiction (555-0100 to 0199).
+    let phone = E164Phone::parse("(617) 555-0100")
+        .map_err(|_| anyhow::anyhow!("the demo practice phone is not a phone number"))?;
+    store.set_practice_phone(practice.id, Some(&phone)).await?;
     let today = schedule
         .validate()
         .context("demo schedule")?

@@ -37,6 +37,8 @@ pub struct ActivationToken {
     pub expires_at: Timestamp,
     pub identity_failures: i64,
     pub practice_name: String,
+    /// The practice's phone (E.164), when it has one.
+    pub practice_phone: Option<String>,
     pub first_name: Option<String>,
     pub preferred_language: Option<String>,
     /// The chart's answers to the identity check.
@@ -60,6 +62,7 @@ pub(crate) struct TokenRow {
     revoked_at: Option<i64>,
     failures: i64,
     practice_name: String,
+    practice_phone: Option<String>,
     first_name: Option<String>,
     preferred_language: Option<String>,
     date_of_birth: Option<String>,
@@ -72,7 +75,8 @@ pub(crate) struct TokenRow {
 }
 
 pub(crate) const TOKEN_SELECT: &str = "SELECT t.id AS token_id, t.patient_id, t.invite_id, t.sent_to, \
-     t.expires_at, t.used_at, t.revoked_at, t.failures, pr.name AS practice_name, p.first_name, \
+     t.expires_at, t.used_at, t.revoked_at, t.failures, pr.name AS practice_name, \
+     pr.phone AS practice_phone, p.first_name, \
      p.preferred_language, p.date_of_birth, p.zip, p.email, p.cell_phone, p.activated_at, \
      p.deceased, p.merged_into \
      FROM activation_tokens t JOIN patients p ON p.id = t.patient_id \
@@ -118,6 +122,7 @@ impl TokenRow {
             expires_at,
             identity_failures: self.failures,
             practice_name: self.practice_name,
+            practice_phone: self.practice_phone,
             first_name: self.first_name,
             preferred_language: self.preferred_language,
             date_of_birth: self.date_of_birth.as_deref().and_then(|d| d.parse().ok()),

@@ -54,6 +54,8 @@ pub struct Practice {
     pub schedule: ValidSchedule,
     pub auto_invites_on: bool,
     pub go_live_date: Option<Date>,
+    /// E.164; shown to patients whose link no longer works.
+    pub phone: Option<String>,
     pub created_at: Timestamp,
 }
 
@@ -65,6 +67,7 @@ pub(crate) struct PracticeRow {
     schedule_json: String,
     auto_invites_on: bool,
     go_live_date: Option<String>,
+    phone: Option<String>,
     created_at: i64,
 }
 
@@ -83,6 +86,7 @@ impl PracticeRow {
             schedule,
             auto_invites_on: self.auto_invites_on,
             go_live_date,
+            phone: self.phone,
             created_at: from_ms(self.created_at)?,
         })
     }

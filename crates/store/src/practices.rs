@@ -1,6 +1,6 @@
 //! Practices: time zone, Auto Invite Schedule, the go-live switch (R3, R5).
 
-use enroll_core::{PracticeCode, ValidSchedule};
+use enroll_core::{E164Phone, PracticeCode, ValidSchedule};
 use jiff::Timestamp;
 use jiff::civil::Date;
 
@@ -77,6 +77,22 @@ impl Store {
             .bind(practice_id)
             .execute(pool)
             .await.map(|r| r.rows_affected())
+        })?;
+        self.practice_updated(practice_id, changed).await
+    }
+
+    /// Sets (or, with `None`, clears) the practice's phone number, E.164.
+    pub async fn set_practice_phone(
+        &self,
+        practice_id: i64,
+        phone: Option<&E164Phone>,
+    ) -> Result<Practice> {
+        let changed = on_pool!(self, pool => {
+            sqlx::query("UPDATE practices SET phone = $1 WHERE id = $2")
+                .bind(phone.map(E164Phone::as_str))
+                .bind(practice_id)
+                .execute(pool)
+                .await.map(|r| r.rows_affected())
         })?;
         self.practice_updated(practice_id, changed).await
     }

@@ -108,31 +108,71 @@ fn message(
     text: &str,
     practice: Option<&str>,
 ) -> Response {
+    message_with_phone(status, t, heading, text, practice, None)
+}
+
+/// [`message`], with the practice's phone to call when it has one.
+fn message_with_phone(
+    status: StatusCode,
+    t: &Texts,
+    heading: &str,
+    text: &str,
+    practice: Option<&str>,
+    phone: Option<&str>,
+) -> Response {
+    let phone = phone.map(|e164| PracticePhone {
+        tel: e164.to_string(),
+        shown: phone_for_people(e164),
+    });
     render(
         status,
         "patient_message.html",
-        context! { t, heading, text, practice_name => practice },
+        context! { t, heading, text, practice_name => practice, phone },
     )
+}
+
+#[derive(serde::Serialize)]
+struct PracticePhone {
+    /// For the `tel:` link.
+    tel: String,
+    /// As people write it: "(617) 555-0100" for a US number.
+    shown: String,
+}
+
+/// A North American E.164 number as people write it; any other as stored.
+fn phone_for_people(e164: &str) -> String {
+    match e164.strip_prefix("+1") {
+        Some(digits) if digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("({}) {}-{}", &digits[..3], &digits[3..6], &digits[6..])
+        }
+        _ => e164.to_string(),
+    }
 }
 
 /// The page for a link that does not work. An expired link and one that
 /// never existed get the same page and status, naming no practice, so a
 /// link tells nothing about whether its patient exists.
-fn link_page(state: LinkState, t: &Texts, practice: &str) -> Response {
+fn link_page(state: LinkState, t: &Texts, link: &ActivationToken) -> Response {
+    let (practice, phone) = (
+        Some(link.practice_name.as_str()),
+        link.practice_phone.as_deref(),
+    );
     match state {
-        LinkState::Used => message(
+        LinkState::Used => message_with_phone(
             StatusCode::GONE,
             t,
             t.used_heading,
             t.used_text,
-            Some(practice),
+            practice,
+            phone,
         ),
-        LinkState::Locked => message(
+        LinkState::Locked => message_with_phone(
             StatusCode::LOCKED,
             t,
             t.locked_heading,
             t.locked_text,
-            Some(practice),
+            practice,
+            phone,
         ),
         LinkState::Expired | LinkState::Usable => expired(t),
     }
@@ -324,7 +364,7 @@ pub(crate) async fn landing(
     };
     let t = texts(chosen_language(query.lang.as_deref(), Some(&link)));
     if link.state != LinkState::Usable {
-        return link_page(link.state, t, &link.practice_name);
+        return link_page(link.state, t, &link);
     }
     let secret = new_secret();
     if let Err(e) = state
@@ -398,7 +438,7 @@ async fn open_flow(
         if let Err(e) = state.store.activation_refused(&link, key, now).await {
             return Err(internal(t, e));
         }
-        return Err(link_page(link.state, t, &link.practice_name));
+        return Err(link_page(link.state, t, &link));
     }
     let flow = match state.store.activation_flow(link.token_id).await {
         Ok(Some(flow)) => flow,
@@ -458,7 +498,7 @@ pub(crate) async fn identity(
             Err(e) => return internal(t, e),
         };
         if failures >= rules.max_identity_failures {
-            return link_page(LinkState::Locked, t, &link.practice_name);
+            return link_page(LinkState::Locked, t, &link);
         }
         errors.insert("form", t.identity_wrong.to_string());
         let left = rules.max_identity_failures - failures;
@@ -769,6 +809,8 @@ mod tests {
     fn addresses_are_masked() {
         assert_eq!(masked("rosa@example.org"), "r•••@example.org");
         assert_eq!(masked("+16175550100"), "••• 0100");
+        assert_eq!(super::phone_for_people("+16175550100"), "(617) 555-0100");
+        assert_eq!(super::phone_for_people("+442071838750"), "+442071838750");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(crate) fn router() -> Router<AppState> {
             put(practices::set_auto_invites),
         )
         .route("/practices/{id}/schedule", put(practices::set_schedule))
+        .route("/practices/{id}/phone", put(practices::set_phone))
         .route("/practices/{id}/templates/preview", get(templates::preview))
         .route(
             "/practices/{id}/templates/{language}/{kind}",

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use enroll_core::{InvalidPracticeCode, PracticeCode, Schedule, ValidSchedule};
+use enroll_core::{E164Phone, InvalidPracticeCode, PracticeCode, Schedule, ValidSchedule};
 use enroll_store::{NewPractice, Practice};
 use jiff::civil::Date;
 use serde::Deserialize;
@@ -69,6 +69,38 @@ async fn create_checked(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(practice)))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PracticePhone {
+    /// Any common way of writing it ("(617) 555-0100", "+1 617 555 0100");
+    /// null clears it.
+    phone: Option<String>,
+}
+
+/// The number patients are told to call when their link no longer works.
+pub(crate) async fn set_phone(
+    State(state): State<AppState>,
+    staff: Admin,
+    ApiPath(id): ApiPath<i64>,
+    JsonBody(body): JsonBody<PracticePhone>,
+) -> Result<Json<Practice>, ApiError> {
+    in_scope(&staff, id)?;
+    let phone = match body.phone.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => Some(E164Phone::parse(raw).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "phone: {raw:?} is not a phone number; write it with its area code, \
+                 for example (617) 555-0100 or +44 20 7183 8750"
+            ))
+        })?),
+    };
+    let practice = state.store.set_practice_phone(id, phone.as_ref()).await?;
+    state
+        .store
+        .audit(&staff.0.username, "practice.phone", None, state.clock.now())
+        .await?;
+    Ok(Json(practice))
 }
 
 #[derive(Deserialize)]

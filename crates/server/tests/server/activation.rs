@@ -510,11 +510,38 @@ async fn five_wrong_answers_lock_the_link_and_more_guesses_unlock_nothing() {
             .await;
             assert_eq!(page.status, StatusCode::LOCKED);
         }
+        // The page names the practice's phone once the practice has one.
+        let phone_path = format!("/api/practices/{}/phone", app.practice_id);
+        let (status, refused) = app
+            .admin_call(
+                reqwest::Method::PUT,
+                &phone_path,
+                Some(json!({ "phone": "555" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        assert!(refused.to_string().contains("area code"), "{refused}");
+        let (status, practice) = app
+            .admin_call(
+                reqwest::Method::PUT,
+                &phone_path,
+                Some(json!({ "phone": "(617) 555-0100" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{practice}");
+        assert_eq!(practice["phone"], "+16175550100");
         let landing = get(app, &format!("/a/{token}")).await;
         assert_eq!(
             landing.status,
             StatusCode::LOCKED,
             "the 6th visit shows the locked page"
+        );
+        assert!(
+            landing
+                .body
+                .contains(r#"href="tel:+16175550100">(617) 555-0100</a>"#),
+            "the locked page says whom to call: {}",
+            landing.body
         );
         assert_ne!(status_of(app, id).await, "active");
         let failures =
