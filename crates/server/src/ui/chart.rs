@@ -598,11 +598,17 @@ pub(crate) async fn status(
         Ok(found) => found,
         Err(response) => return response,
     };
-    match state
+    let now = state.clock.now();
+    // A look at the patient's status is a view of the patient, audited as
+    // any (the script asks a few times after an Enroll Now).
+    if let Err(e) = state
         .store
-        .patient_status(&patient, state.clock.now())
+        .audit(&signed_in.user.username, "patient.status", Some(id), now)
         .await
     {
+        return internal(e);
+    }
+    match state.store.patient_status(&patient, now).await {
         Ok(status) => {
             let (badge, badge_class) = status.badge();
             let words = status_line(&status, &practice.schedule.tz);

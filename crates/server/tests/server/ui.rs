@@ -517,6 +517,8 @@ async fn the_chart_shows_the_six_fields_and_confirmed_records_who_and_when() {
                 .await
                 .contains(&"fields_confirmed".to_string())
         );
+        let (status, badge) = staff.get(&format!("/patients/{id}/status")).await;
+        assert_eq!(status, StatusCode::OK, "{badge}");
         let (_, audit) = admin_get(app, &format!("/api/audit?patient_id={id}")).await;
         let actions: Vec<&str> = audit
             .as_array()
@@ -526,6 +528,10 @@ async fn the_chart_shows_the_six_fields_and_confirmed_records_who_and_when() {
             .collect();
         assert!(actions.contains(&"patient.view"), "{actions:?}");
         assert!(actions.contains(&"patient.confirm_fields"), "{actions:?}");
+        assert!(
+            actions.contains(&"patient.status"),
+            "the badge's status poll is a view too: {actions:?}"
+        );
     })
     .await;
 }
