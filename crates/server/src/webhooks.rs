@@ -129,19 +129,29 @@ impl WebhookDispatcher {
             ..webhook_retry_policy()
         };
         let timeout = i64::try_from(config.timeout().as_secs()).unwrap_or(60);
+        let (batch, concurrency) = (config.batch.max(1), config.concurrency.max(1));
+        // A claim must outlive its whole round: a receiver that hangs makes
+        // every post take the full timeout, `concurrency` at a time, and a
+        // post that starts after its claim ran out could be claimed and sent
+        // by another instance at the same moment.
+        let rounds = u64::try_from(batch)
+            .unwrap_or(1)
+            .div_ceil(u64::try_from(concurrency).unwrap_or(1));
+        let rounds = i64::try_from(rounds).unwrap_or(i64::MAX);
+        let lease = timeout.saturating_mul(rounds).saturating_add(60);
         WebhookDispatcher {
             store,
             clock,
             sender,
             policy,
-            lease: SignedDuration::from_secs(timeout.saturating_mul(3).max(60)),
+            lease: SignedDuration::from_secs(lease),
             worker: format!(
                 "enroll-webhooks-{}-{:08x}",
                 std::process::id(),
                 rand::rng().random::<u32>()
             ),
-            batch: config.batch.max(1),
-            concurrency: config.concurrency.max(1),
+            batch,
+            concurrency,
         }
     }
 

@@ -16,8 +16,8 @@ use jiff::Timestamp;
 use sqlx::AssertSqlSafe;
 
 use crate::model::{
-    EnrollOutcome, INVITE_COLUMNS, InviteKind, InviteRow, InviteState, PATIENT_COLUMNS, PatientRow,
-    PracticeRow, TriggerOutcome,
+    EnrollOutcome, INVITE_COLUMNS, InviteKind, InviteRow, InviteState, PATIENT_COLUMNS,
+    PRACTICE_COLUMNS, PatientRow, PracticeRow, TriggerOutcome,
 };
 use crate::timeline::TimelineEvent;
 use crate::tx::{Tx, on_tx};
@@ -353,7 +353,7 @@ impl Tx {
 
     pub(crate) async fn practice(&mut self, practice_id: i64) -> Result<Practice> {
         let row: Option<PracticeRow> = on_tx!(self, c => {
-            sqlx::query_as("SELECT * FROM practices WHERE id = $1").bind(practice_id).fetch_optional(c).await
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {PRACTICE_COLUMNS} FROM practices WHERE id = $1"))).bind(practice_id).fetch_optional(c).await
         })?;
         row.ok_or(StoreError::NotFound("practice"))?.into_practice()
     }

@@ -34,6 +34,11 @@ use crate::{Patient, Result, Source, Store, StoreError, hash_token, on_pool, to_
 /// the first clashes with an earlier link's code (40 bits, so rarely).
 const SHORT_CODE_TRIES: u32 = 4;
 
+/// A second "Enroll in person" this soon after one (a double click, a
+/// retry, the page opened again) shows that invite again instead of making
+/// another: one patient at the desk is one send toward the cap, not two.
+const SHOWN_AGAIN_WITHIN: SignedDuration = SignedDuration::from_mins(10);
+
 /// What "Enroll in person" came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InPersonOutcome {
@@ -83,6 +88,25 @@ impl Store {
         let practice = tx.practice(patient.practice_id).await?;
         let today = practice.schedule.local_date(now);
         let history = tx.send_history(patient_id, now).await?;
+        if let Some(address) = code_address(&patient) {
+            let since = to_ms(now - SHOWN_AGAIN_WITHIN);
+            let recent: Option<i64> = on_tx!(&mut tx, c => {
+                sqlx::query_scalar(
+                    "SELECT invite_id FROM activation_tokens WHERE patient_id = $1 \
+                     AND short_code_hash IS NOT NULL AND used_at IS NULL AND revoked_at IS NULL \
+                     AND sent_to = $2 AND created_at >= $3 ORDER BY id DESC LIMIT 1",
+                )
+                .bind(patient_id)
+                .bind(&address)
+                .bind(since)
+                .fetch_optional(c)
+                .await
+            })?;
+            if let Some(invite_id) = recent {
+                tx.commit().await?;
+                return Ok(InPersonOutcome::Ready { invite_id });
+            }
+        }
         let decided = decide_manual(&patient.facts(today), &history, now);
         let sent_to = match (decided, code_address(&patient)) {
             (ManualDecision::Refused { refusal }, _) => {

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
-use crate::model::PracticeRow;
+use crate::model::{PRACTICE_COLUMNS, PracticeRow};
 use crate::timeline::{AppointmentChange, TimelineEvent};
 use crate::tx::{Tx, on_tx};
 use crate::{Practice, Result, Source, Store, StoreError, from_ms, on_pool, to_ms};
@@ -598,10 +598,10 @@ impl Tx {
     /// practice code; without one, the practice whose code is MSH-4.
     async fn practice_for_facility(&mut self, facility: &str) -> Result<Option<Practice>> {
         let row: Option<PracticeRow> = on_tx!(self, c => {
-            sqlx::query_as(
-                "SELECT * FROM practices WHERE code = \
-                 COALESCE((SELECT value FROM settings WHERE key = $1), $2)",
-            )
+            sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {PRACTICE_COLUMNS} FROM practices WHERE code = \
+                 COALESCE((SELECT value FROM settings WHERE key = $1), $2)"
+            )))
             .bind(facility_setting_key(facility))
             .bind(facility)
             .fetch_optional(c)

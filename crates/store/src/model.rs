@@ -59,6 +59,13 @@ pub struct Practice {
     pub created_at: Timestamp,
 }
 
+/// The columns of [`PracticeRow`], named rather than `*`: SQLite expands a
+/// `*` when it prepares a statement, with the columns the connection last
+/// saw, so a pooled connection opened before a migration added a column
+/// (0011) prepared seven and stepped eight, which sqlx cannot read.
+pub(crate) const PRACTICE_COLUMNS: &str =
+    "id, code, name, schedule_json, auto_invites_on, go_live_date, phone, created_at";
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct PracticeRow {
     id: i64,

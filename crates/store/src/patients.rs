@@ -37,7 +37,7 @@ impl Store {
     /// practices, ordered by last then first name.
     pub async fn search_patients(&self, search: &PatientSearch) -> Result<Vec<Patient>> {
         let mut rare_first_names = Vec::new();
-        if let Some(name) = &search.terms.name {
+        if let Some(name) = search.terms.name.as_ref().filter(|_| !narrowed(search)) {
             for way in name.ways() {
                 rare_first_names.push(match way.first {
                     Some(prefix) => self.first_name_prefix_is_rare(prefix).await?,
@@ -274,6 +274,13 @@ struct SearchFilter {
     binds: Vec<String>,
 }
 
+/// Whether the search says more than a name (a date of birth, an MRN, a
+/// phone number or an email), each of which has its own index.
+fn narrowed(search: &PatientSearch) -> bool {
+    let terms = &search.terms;
+    terms.dob.is_some() || terms.mrn.is_some() || terms.phone.is_some() || terms.email.is_some()
+}
+
 /// The conditions of one way a typed name can match, and how to read it.
 struct Way {
     conditions: String,
@@ -284,8 +291,9 @@ enum WayRead {
     /// In name order from the last-name index, up to the limit: quick when
     /// matches are common, even across a long range of last names.
     InNameOrder,
-    /// Every match, from the first-name index (its first-name prefix is
-    /// rare, so they are few), sorted afterwards.
+    /// Every match, sorted afterwards: from the first-name index when its
+    /// first-name prefix is rare, or from the index of a date of birth,
+    /// MRN, phone or email typed with the name.
     Whole,
     /// No name was typed: the planner picks the index (MRN, DOB, ...).
     NoName,
@@ -310,7 +318,10 @@ impl SearchFilter {
                 .iter()
                 .zip(rare_first_names.iter().chain(std::iter::repeat(&false)))
                 .map(|(way, rare)| {
-                    let read = match rare {
+                    // A date of birth, an MRN, a phone or an email leaves a
+                    // handful of patients: the planner reads its index and
+                    // the name only filters them.
+                    let read = match *rare || narrowed(search) {
                         true => WayRead::Whole,
                         false => WayRead::InNameOrder,
                     };

@@ -4,8 +4,9 @@ use enroll_core::{E164Phone, PracticeCode, ValidSchedule};
 use jiff::Timestamp;
 use jiff::civil::Date;
 
-use crate::model::PracticeRow;
+use crate::model::{PRACTICE_COLUMNS, PracticeRow};
 use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms, unique_violation};
+use sqlx::AssertSqlSafe;
 
 impl Store {
     /// Adds a practice, auto invites off. A code that is not a valid
@@ -18,11 +19,12 @@ impl Store {
             .validate()
             .map_err(|e| StoreError::Invalid(format!("the practice's schedule: {e}")))?;
         let schedule_json = schedule_json(&schedule)?;
+        let sql = format!(
+            "INSERT INTO practices (code, name, schedule_json, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING {PRACTICE_COLUMNS}"
+        );
         let row: std::result::Result<PracticeRow, sqlx::Error> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "INSERT INTO practices (code, name, schedule_json, created_at) VALUES ($1, $2, $3, $4) \
-                 RETURNING *",
-            )
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
             .bind(&new.code)
             .bind(&new.name)
             .bind(&schedule_json)
@@ -40,21 +42,21 @@ impl Store {
 
     pub async fn practice(&self, id: i64) -> Result<Option<Practice>> {
         let row: Option<PracticeRow> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT * FROM practices WHERE id = $1").bind(id).fetch_optional(pool).await
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {PRACTICE_COLUMNS} FROM practices WHERE id = $1"))).bind(id).fetch_optional(pool).await
         })?;
         row.map(PracticeRow::into_practice).transpose()
     }
 
     pub async fn practice_by_code(&self, code: &str) -> Result<Option<Practice>> {
         let row: Option<PracticeRow> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT * FROM practices WHERE code = $1").bind(code).fetch_optional(pool).await
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {PRACTICE_COLUMNS} FROM practices WHERE code = $1"))).bind(code).fetch_optional(pool).await
         })?;
         row.map(PracticeRow::into_practice).transpose()
     }
 
     pub async fn practices(&self) -> Result<Vec<Practice>> {
         let rows: Vec<PracticeRow> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT * FROM practices ORDER BY id").fetch_all(pool).await
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {PRACTICE_COLUMNS} FROM practices ORDER BY id"))).fetch_all(pool).await
         })?;
         rows.into_iter().map(PracticeRow::into_practice).collect()
     }

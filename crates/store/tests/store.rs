@@ -616,6 +616,11 @@ async fn a_name_of_two_words_finds_both_orders_in_name_order_once_each_up_to_the
                 ["M3", "M4", "M2"],
                 "{engine:?}, {round}: one word is a last or a first name, in name order"
             );
+            assert_eq!(
+                search("jo 02/29/1980", None).await,
+                ["M3", "M4", "M2", "M1"],
+                "{engine:?}, {round}: a name and a date of birth, read through the date"
+            );
             enroll_store::testing::execute_with(
                 &db.store,
                 &format!(

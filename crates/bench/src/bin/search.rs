@@ -234,6 +234,7 @@ fn query_for(kind: usize, p: &Synthetic) -> String {
     match kind {
         0 => format!("{last3} {first2}"),
         7 => p.last.clone(),
+        8 => format!("{} {}/{}/{y}", p.first, &rest[1..3], &rest[4..6]),
         1 => format!("{}, {}", capitalized(&p.last), capitalized(&p.first)),
         2 => format!("{} {}", p.first, p.last),
         3 => format!("{}/{}/{y}", &rest[1..3], &rest[4..6]),
@@ -243,7 +244,7 @@ fn query_for(kind: usize, p: &Synthetic) -> String {
     }
 }
 
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
     "smi jo",
     "Last, First",
     "first last",
@@ -252,6 +253,7 @@ const KINDS: [&str; 8] = [
     "(617) phone",
     "email",
     "last name",
+    "first + DOB",
 ];
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -70,12 +70,35 @@ impl CodeLockout {
         self.recent(ip, now) >= self.max_failures
     }
 
-    /// Counts a wrong code; returns the tries left before the lock.
-    pub(crate) fn failed(&self, ip: Option<IpAddr>, now: Timestamp) -> usize {
-        let recent = self.recent(ip, now);
+    /// Counts a try as wrong before its code is looked up, in one step
+    /// under the lock: parallel guesses cannot all pass a check first and
+    /// be counted after. `None` when the address is locked; otherwise the
+    /// tries left should this one be wrong. A right code is taken back
+    /// with [`CodeLockout::not_wrong`].
+    pub(crate) fn attempt(&self, ip: Option<IpAddr>, now: Timestamp) -> Option<usize> {
+        let since = now - self.window;
         let mut all = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        all.entry(Self::key(ip)).or_default().push(now);
-        self.max_failures.saturating_sub(recent + 1)
+        if all.len() > SWEEP_ABOVE {
+            all.retain(|_, at| at.iter().any(|t| *t > since));
+        }
+        let at = all.entry(Self::key(ip)).or_default();
+        at.retain(|t| *t > since);
+        if at.len() >= self.max_failures {
+            return None;
+        }
+        at.push(now);
+        Some(self.max_failures - at.len())
+    }
+
+    /// Takes back the try counted at `at` (the code was right, or could
+    /// not be looked up).
+    pub(crate) fn not_wrong(&self, ip: Option<IpAddr>, at: Timestamp) {
+        let mut all = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tries) = all.get_mut(&Self::key(ip))
+            && let Some(position) = tries.iter().rposition(|t| *t == at)
+        {
+            tries.remove(position);
+        }
     }
 
     fn minutes(&self) -> i64 {
@@ -163,10 +186,15 @@ pub(crate) async fn enter(
             None,
         );
     };
+    let Some(left) = lockout.attempt(ip, now) else {
+        return locked(t, lockout.minutes());
+    };
     match state.store.token_for_short_code(&code).await {
-        Ok(Some(token)) => Redirect::to(&format!("/a/{token}?lang={}", t.lang)).into_response(),
+        Ok(Some(token)) => {
+            lockout.not_wrong(ip, now);
+            Redirect::to(&format!("/a/{token}?lang={}", t.lang)).into_response()
+        }
         Ok(None) => {
-            let left = lockout.failed(ip, now);
             if left == 0 {
                 return locked(t, lockout.minutes());
             }
@@ -178,7 +206,10 @@ pub(crate) async fn enter(
                 Some(left),
             )
         }
-        Err(e) => internal(t, e),
+        Err(e) => {
+            lockout.not_wrong(ip, now);
+            internal(t, e)
+        }
     }
 }
 
@@ -192,11 +223,19 @@ mod tests {
         let now: Timestamp = "2026-11-25T15:00:00Z".parse().unwrap_or_default();
         let a = Some(IpAddr::from([10, 0, 0, 1]));
         let b = Some(IpAddr::from([10, 0, 0, 2]));
-        assert_eq!(lockout.failed(a, now), 2);
-        assert_eq!(lockout.failed(a, now), 1);
+        assert_eq!(lockout.attempt(a, now), Some(2));
+        let right = now + SignedDuration::from_secs(1);
+        assert_eq!(lockout.attempt(a, right), Some(1));
+        lockout.not_wrong(a, right);
+        assert_eq!(
+            lockout.attempt(a, now),
+            Some(1),
+            "a right code is not counted"
+        );
         assert!(!lockout.is_locked(a, now));
-        assert_eq!(lockout.failed(a, now), 0);
+        assert_eq!(lockout.attempt(a, now), Some(0));
         assert!(lockout.is_locked(a, now));
+        assert_eq!(lockout.attempt(a, now), None, "locked: not even looked up");
         assert!(!lockout.is_locked(b, now), "another address is not locked");
         assert!(!lockout.is_locked(a, now + SignedDuration::from_mins(16)));
     }

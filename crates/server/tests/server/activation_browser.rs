@@ -41,14 +41,21 @@ async fn fill(client: &Client, id: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
+/// Submits the page's form and waits until the next page has replaced it
+/// (the old button is gone), so what comes next reads the new page.
 async fn submit(client: &Client) {
-    client
+    let button = client
         .find(Locator::Css("main form button[type=submit]"))
         .await
-        .unwrap()
-        .click()
-        .await
         .unwrap();
+    button.click().await.unwrap();
+    for _ in 0..100 {
+        if button.text().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the form was not answered within 5 s");
 }
 
 async fn heading(client: &Client) -> String {
@@ -57,7 +64,19 @@ async fn heading(client: &Client) -> String {
 
 /// The newest activation link the mailbox shows for `to`, read off the
 /// mailbox page the way a person would find it.
+/// The delivery may still be on its way (the app's own dispatcher runs
+/// beside the test's round), so the page is read again for a few seconds.
 async fn link_in_mailbox(client: &Client, app: &TestApp, to: &str) -> String {
+    for _ in 0..50 {
+        if let Some(link) = link_on_mailbox_page(client, app, to).await {
+            return link;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no activation link for {to} on /mailbox after 5 s");
+}
+
+async fn link_on_mailbox_page(client: &Client, app: &TestApp, to: &str) -> Option<String> {
     client.goto(&app.url("/mailbox")).await.unwrap();
     let boxes = client.find_all(Locator::Css(".box")).await.unwrap();
     for b in boxes {
@@ -74,11 +93,11 @@ async fn link_in_mailbox(client: &Client, app: &TestApp, to: &str) -> String {
         for a in b.find_all(Locator::Css("a")).await.unwrap() {
             let href = a.attr("href").await.unwrap().unwrap_or_default();
             if href.contains("/a/") {
-                return href;
+                return Some(href);
             }
         }
     }
-    panic!("no activation link for {to} on /mailbox");
+    None
 }
 
 /// The newest one-time code in the mailbox, read in a second tab (as a

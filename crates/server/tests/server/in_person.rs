@@ -140,11 +140,19 @@ async fn in_person_invites_count_toward_the_cap_and_the_fifth_in_30_days_is_refu
             let staff = Staff::sign_in(app, "frida").await;
             // The chart added queued an auto invite: it counts too.
             let before = invites_counted(app, id).await;
-            for _ in before..4 {
+            // A double click shows the same invite again: one send, not two.
+            let first = enroll_in_person(&staff, id).await;
+            let again = enroll_in_person(&staff, id).await;
+            assert_eq!(again.path, first.path, "the same invite, shown again");
+            assert_eq!(again.code, first.code);
+            assert_eq!(invites_counted(app, id).await, before + 1);
+            for _ in (before + 1)..4 {
+                // Later than the 10 minutes within which it is shown again.
+                app.clock.advance(SignedDuration::from_mins(11));
                 enroll_in_person(&staff, id).await;
-                app.clock.advance(SignedDuration::from_mins(1));
             }
             assert_eq!(invites_counted(app, id).await, 4);
+            app.clock.advance(SignedDuration::from_mins(11));
             let csrf = staff.csrf().await;
             let (status, location) = staff
                 .post(&format!("/patients/{id}/in-person"), &[("csrf", &csrf)])
