@@ -196,6 +196,20 @@ async fn deliveries(app: &TestApp, endpoint: i64) -> Vec<Value> {
     list.as_array().cloned().unwrap_or_default()
 }
 
+/// The deliveries once none is queued any more (up to 20 s), for tests
+/// whose sender runs in the background.
+async fn deliveries_once_settled(app: &TestApp, endpoint: i64) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = deliveries(app, endpoint).await;
+        let settled = list.iter().all(|d| d["state"] != "queued");
+        if settled || tokio::time::Instant::now() > deadline {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The activation pages from the invite's link to "active".
 async fn activate(app: &TestApp, smtp: &TestSmtp) {
     let token = invite_token(app, smtp).await;
@@ -274,7 +288,9 @@ async fn a_receiver_gets_the_signed_patient_activated_event() {
         );
         assert_no_phi(&receiver.received());
 
-        let list = deliveries(app, endpoint).await;
+        // The receiver has the request before the sender records the
+        // answer: wait for the record.
+        let list = deliveries_once_settled(app, endpoint).await;
         assert_eq!(list.len(), 1, "{list:?}");
         assert_eq!(list[0]["event_id"], event_id);
         assert_eq!(list[0]["state"], "delivered");
