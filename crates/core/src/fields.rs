@@ -236,6 +236,17 @@ impl PersonName {
     }
 }
 
+/// A stored E.164 number as people write it: "(617) 555-0100" for a North
+/// American one, any other as stored.
+pub fn phone_for_people(e164: &str) -> String {
+    match e164.strip_prefix("+1") {
+        Some(digits) if digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("({}) {}-{}", &digits[..3], &digits[3..6], &digits[6..])
+        }
+        _ => e164.to_string(),
+    }
+}
+
 /// US Core birth sex code: F, M, or UNK (only when the source explicitly
 /// recorded "unknown").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

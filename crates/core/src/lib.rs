@@ -35,7 +35,7 @@ pub use delivery::{
 };
 pub use fields::{
     BirthSex, Demographics, E164Phone, EmailAddress, Field, FieldProblem, PersonName, Problem,
-    ValidFields, Zip, check,
+    ValidFields, Zip, check, phone_for_people,
 };
 pub use invite::{InviteKind, InviteState};
 pub use language::Language;

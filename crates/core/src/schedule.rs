@@ -183,6 +183,59 @@ impl ValidSchedule {
         None
     }
 
+    /// The next `count` open stretches `[start, end)` from `at` on, in
+    /// order, for the Integration Tool's "next send windows": the first one
+    /// starts at `at` when the schedule is open then. Windows of one date
+    /// that touch or overlap are one stretch; stretches of different dates
+    /// are kept apart, so a schedule open all day every day still lists
+    /// days. Empty when the schedule never opens.
+    pub fn next_windows(&self, at: Timestamp, count: usize) -> Vec<(Timestamp, Timestamp)> {
+        let mut found: Vec<(Timestamp, Timestamp)> = Vec::with_capacity(count);
+        if self.schedule.windows.is_empty() || count == 0 {
+            return found;
+        }
+        // As in `next_open`: every `closed dates + 4` weeks hold an
+        // opening, so `count` of them fit in this many weeks.
+        let horizon_days = self
+            .schedule
+            .closed_dates
+            .len()
+            .saturating_add(4)
+            .saturating_mul(count)
+            .saturating_mul(7);
+        let mut date = self.local_date(at);
+        for _ in 0..horizon_days {
+            for stretch in self.stretches_on(date, at) {
+                found.push(stretch);
+                if found.len() == count {
+                    return found;
+                }
+            }
+            let Ok(next) = date.tomorrow() else { break };
+            date = next;
+        }
+        found
+    }
+
+    /// `date`'s open intervals that end after `at`, each starting no
+    /// earlier than `at`, sorted, with touching or overlapping ones joined.
+    fn stretches_on(&self, date: Date, at: Timestamp) -> Vec<(Timestamp, Timestamp)> {
+        let mut intervals: Vec<_> = self
+            .intervals_on(date)
+            .filter(|&(_, end)| end > at)
+            .map(|(start, end)| (start.max(at), end))
+            .collect();
+        intervals.sort();
+        let mut joined: Vec<(Timestamp, Timestamp)> = Vec::with_capacity(intervals.len());
+        for (start, end) in intervals {
+            match joined.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => joined.push((start, end)),
+            }
+        }
+        joined
+    }
+
     /// The practice's local date at `at` (for R1's "not in the future").
     pub fn local_date(&self, at: Timestamp) -> Date {
         self.tz.to_datetime(at).date()
@@ -816,5 +869,126 @@ mod tests {
         let at = ts("2026-11-25T03:00:00Z");
         assert_eq!(ny.local_date(at), date(2026, 11, 24));
         assert_eq!(sydney.local_date(at), date(2026, 11, 25));
+    }
+    fn stretches(schedule: &ValidSchedule, at: &str, count: usize) -> Vec<(String, String)> {
+        schedule
+            .next_windows(ts(at), count)
+            .into_iter()
+            .map(|(s, e)| {
+                let local = |t: Timestamp| schedule.tz.to_datetime(t).to_string();
+                (local(s), local(e))
+            })
+            .collect()
+    }
+
+    fn pairs(rows: &[(&str, &str)]) -> Vec<(String, String)> {
+        rows.iter()
+            .map(|(s, e)| (s.to_string(), e.to_string()))
+            .collect()
+    }
+
+    /// The Integration Tool's next five send windows: from inside a window
+    /// the first starts now; closed dates and weekends are skipped.
+    #[test]
+    fn the_next_windows_start_now_when_open_and_skip_closed_dates() {
+        let ny = schedule(
+            "America/New_York",
+            &[
+                (Monday, "08:00", "17:00"),
+                (Tuesday, "08:00", "17:00"),
+                (Friday, "09:00", "12:00"),
+            ],
+            &[date(2026, 11, 24)],
+        );
+        assert_eq!(
+            stretches(&ny, "2026-11-23T10:15:00-05:00", 5),
+            pairs(&[
+                ("2026-11-23T10:15:00", "2026-11-23T17:00:00"),
+                ("2026-11-27T09:00:00", "2026-11-27T12:00:00"),
+                ("2026-11-30T08:00:00", "2026-11-30T17:00:00"),
+                ("2026-12-01T08:00:00", "2026-12-01T17:00:00"),
+                ("2026-12-04T09:00:00", "2026-12-04T12:00:00"),
+            ])
+        );
+        assert!(
+            ny.next_windows(ts("2026-11-23T10:15:00-05:00"), 0)
+                .is_empty()
+        );
+    }
+
+    /// Windows of one day that touch or overlap are one stretch; a day
+    /// open to midnight and the next from midnight stay two.
+    #[test]
+    fn touching_windows_of_a_day_are_one_stretch_but_days_stay_apart() {
+        let s = schedule(
+            "UTC",
+            &[
+                (Monday, "13:00", "17:00"),
+                (Monday, "08:00", "12:00"),
+                (Monday, "12:00", "13:30"),
+                (Monday, "20:00", "00:00"),
+                (Tuesday, "00:00", "00:00"),
+            ],
+            &[],
+        );
+        assert_eq!(
+            stretches(&s, "2026-11-23T00:00:00Z", 3),
+            pairs(&[
+                ("2026-11-23T08:00:00", "2026-11-23T17:00:00"),
+                ("2026-11-23T20:00:00", "2026-11-24T00:00:00"),
+                ("2026-11-24T00:00:00", "2026-11-25T00:00:00"),
+            ])
+        );
+    }
+
+    /// Across New York's fall-back (Sunday Nov 1, 2026) the Monday window
+    /// is still 08:00-17:00 local, which is an hour later in UTC.
+    #[test]
+    fn the_next_windows_follow_the_wall_clock_across_new_york_fall_back() {
+        let ny = schedule_office_hours("America/New_York");
+        let windows = ny.next_windows(ts("2026-10-30T18:00:00-04:00"), 2);
+        assert_eq!(
+            windows,
+            vec![
+                (ts("2026-11-02T13:00:00Z"), ts("2026-11-02T22:00:00Z")),
+                (ts("2026-11-03T13:00:00Z"), ts("2026-11-03T22:00:00Z")),
+            ]
+        );
+        let before = ny.next_windows(ts("2026-10-29T18:00:00-04:00"), 1);
+        assert_eq!(
+            before,
+            vec![(ts("2026-10-30T12:00:00Z"), ts("2026-10-30T21:00:00Z"))]
+        );
+    }
+
+    /// Sydney springs forward on Sunday Oct 4, 2026 (02:00 -> 03:00): a
+    /// 02:30-04:00 window opens at 03:00 that day and lasts an hour; one
+    /// wholly inside the gap is not listed.
+    #[test]
+    fn a_window_in_sydneys_spring_forward_gap_opens_when_the_gap_ends() {
+        let sydney = schedule(
+            "Australia/Sydney",
+            &[(Sunday, "02:30", "04:00"), (Sunday, "02:10", "02:50")],
+            &[],
+        );
+        assert_eq!(
+            sydney.next_windows(ts("2026-10-03T12:00:00+10:00"), 2),
+            vec![
+                (
+                    ts("2026-10-04T03:00:00+11:00"),
+                    ts("2026-10-04T04:00:00+11:00")
+                ),
+                (
+                    ts("2026-10-11T02:10:00+11:00"),
+                    ts("2026-10-11T04:00:00+11:00")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_schedule_without_windows_has_no_next_windows() {
+        let none = schedule("America/New_York", &[], &[]);
+        assert!(none.next_windows(ts("2026-11-23T10:00:00Z"), 5).is_empty());
     }
 }

@@ -297,7 +297,16 @@ impl Templates {
         let rendered = scratch
             .get_template(&name)
             .and_then(|template| template.render(template_context(&sample)))
-            .map_err(|err| invalid(err.to_string()))?;
+            .map_err(|err| match err.kind() {
+                // R12: the only way a template could reach other patient
+                // data is a name we do not pass; say so in those words.
+                minijinja::ErrorKind::UndefinedError => invalid(format!(
+                    "it uses a name other than first_name, practice_name, activation_url and \
+                     unsubscribe_url (line {}); no other detail of a patient may be in a message",
+                    err.line().unwrap_or(1)
+                )),
+                _ => invalid(err.to_string()),
+            })?;
         let rendered = normalise(kind, &rendered);
         if rendered.is_empty() {
             return Err(invalid("it renders to nothing".to_owned()));
@@ -338,6 +347,25 @@ impl Templates {
             .map_err(|err| invalid(err.to_string()))?;
         self.overrides.insert(name);
         Ok(())
+    }
+
+    /// The source a practice's invites use for one part, and whether it is
+    /// the practice's own override (else the built-in template), for the
+    /// administrator's template editor.
+    pub fn source(
+        &self,
+        practice_code: &str,
+        language: Language,
+        kind: TemplateKind,
+    ) -> Option<(String, bool)> {
+        let own = override_name(practice_code, language, kind);
+        let (name, is_own) = if self.overrides.contains(&own) {
+            (own, true)
+        } else {
+            (builtin_name(language, kind), false)
+        };
+        let template = self.env.get_template(&name).ok()?;
+        Some((template.source().to_string(), is_own))
     }
 
     fn render_part(

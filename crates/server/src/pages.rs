@@ -52,6 +52,22 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/staff_audit.html"),
         ),
         (
+            "staff_practices.html",
+            include_str!("../templates/staff_practices.html"),
+        ),
+        (
+            "staff_practice.html",
+            include_str!("../templates/staff_practice.html"),
+        ),
+        (
+            "staff_practice_confirm.html",
+            include_str!("../templates/staff_practice_confirm.html"),
+        ),
+        (
+            "staff_templates.html",
+            include_str!("../templates/staff_templates.html"),
+        ),
+        (
             "staff_in_person.html",
             include_str!("../templates/staff_in_person.html"),
         ),

@@ -5,7 +5,9 @@
 
 use std::sync::{Arc, RwLock};
 
-use enroll_notify::{Language, TemplateError, TemplateKind, Templates};
+use enroll_notify::{InviteContext, Language, TemplateError, TemplateKind, Templates};
+
+use crate::links::Links;
 use enroll_store::{Store, StoreError};
 
 /// Shared by the API (which changes them) and the dispatcher (which renders).
@@ -14,12 +16,35 @@ pub type SharedTemplates = Arc<RwLock<Templates>>;
 const PREFIX: &str = "template/";
 
 pub fn parse_kind(raw: &str) -> Option<TemplateKind> {
-    match raw {
-        "subject" => Some(TemplateKind::EmailSubject),
-        "text" => Some(TemplateKind::EmailText),
-        "html" => Some(TemplateKind::EmailHtml),
-        "sms" => Some(TemplateKind::Sms),
-        _ => None,
+    KINDS
+        .iter()
+        .find(|(name, _)| *name == raw)
+        .map(|(_, kind)| *kind)
+}
+
+/// The template kinds as the API and the editor name them, in the order
+/// the editor shows them.
+pub const KINDS: [(&str, TemplateKind); 4] = [
+    ("subject", TemplateKind::EmailSubject),
+    ("text", TemplateKind::EmailText),
+    ("html", TemplateKind::EmailHtml),
+    ("sms", TemplateKind::Sms),
+];
+
+/// The invite a preview renders: a sample first name and sample links, the
+/// practice's real name.
+pub fn sample_invite(
+    links: &Links,
+    practice_name: &str,
+    language: Language,
+    first_name: Option<String>,
+) -> InviteContext {
+    InviteContext {
+        first_name: first_name.unwrap_or_else(|| "Alex".into()),
+        practice_name: practice_name.to_string(),
+        activation_url: links.activation_url("SAMPLE-TOKEN-22-CHARSX"),
+        unsubscribe_url: links.unsubscribe_url(0),
+        language,
     }
 }
 

@@ -55,7 +55,8 @@ pub use intake::{
 };
 pub use model::{
     AuditEntry, EnrollOutcome, Invite, InviteKind, InviteState, NewPractice, Patient,
-    PatientSearch, Practice, SaveOutcome, Source, StaffUser, TimelineEntry, TriggerOutcome,
+    PatientSearch, Practice, Readiness, SaveOutcome, Source, StaffUser, TimelineEntry,
+    TriggerOutcome,
 };
 pub use outbox::{
     Channel, ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport,

@@ -1,8 +1,8 @@
 //! The store's records, and their conversion from database rows.
 
 use enroll_core::{
-    AutoDecision, ChartFlags, Demographics, PatientFacts, PatientResponse, Refusal, Schedule,
-    Trigger, ValidSchedule, check,
+    AutoDecision, ChartFlags, Demographics, Field, PatientFacts, PatientResponse, Refusal,
+    Schedule, Trigger, ValidSchedule, check,
 };
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -57,6 +57,21 @@ pub struct Practice {
     /// E.164; shown to patients whose link no longer works.
     pub phone: Option<String>,
     pub created_at: Timestamp,
+}
+
+/// Where a practice stands before go-live: how many charts it has, how
+/// many could be invited now, and how many of the others lack each
+/// required field (a chart may lack several).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    pub patients: i64,
+    /// Not active, deceased, merged away, declined, deferred or opted out
+    /// of email, and no required field blank. Field values are checked
+    /// again (R1) when an invite is made; this count is for the page.
+    pub ready: i64,
+    /// For each required field, in [`Field::REQUIRED`] order, the
+    /// invitable charts on which it is blank.
+    pub missing: Vec<(Field, i64)>,
 }
 
 /// The columns of [`PracticeRow`], named rather than `*`: SQLite expands a

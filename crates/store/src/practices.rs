@@ -4,9 +4,15 @@ use enroll_core::{E164Phone, PracticeCode, ValidSchedule};
 use jiff::Timestamp;
 use jiff::civil::Date;
 
+use crate::Readiness;
 use crate::model::{PRACTICE_COLUMNS, PracticeRow};
 use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms, unique_violation};
+use enroll_core::Field;
 use sqlx::AssertSqlSafe;
+
+/// A chart that an invite could go to once its fields are complete.
+const INVITABLE: &str = "(activated_at IS NULL AND NOT deceased AND response IS NULL \
+     AND NOT email_opted_out)";
 
 impl Store {
     /// Adds a practice, auto invites off. A code that is not a valid
@@ -38,6 +44,47 @@ impl Store {
             Err(e) if unique_violation(&e) => Err(StoreError::DuplicatePracticeCode),
             other => other?.into_practice(),
         }
+    }
+
+    /// How many of the practice's charts could be invited now and what
+    /// the others lack ([`Readiness`]), counted in one pass.
+    pub async fn readiness(&self, practice_id: i64) -> Result<Readiness> {
+        // The column names come from `Field::key`, constants of ours.
+        let blank = |field: Field| {
+            let column = field.key();
+            format!("({column} IS NULL OR TRIM({column}) = '')")
+        };
+        let any_blank: Vec<String> = Field::REQUIRED.into_iter().map(blank).collect();
+        let mut counts = vec![
+            "COUNT(*)".to_string(),
+            format!(
+                "COALESCE(SUM(CASE WHEN {INVITABLE} AND NOT ({}) THEN 1 ELSE 0 END), 0)",
+                any_blank.join(" OR ")
+            ),
+        ];
+        counts.extend(any_blank.iter().map(|blank| {
+            format!("COALESCE(SUM(CASE WHEN {INVITABLE} AND {blank} THEN 1 ELSE 0 END), 0)")
+        }));
+        let columns: Vec<String> = counts
+            .iter()
+            .map(|count| format!("CAST({count} AS BIGINT)"))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM patients WHERE practice_id = $1 AND merged_into IS NULL",
+            columns.join(", ")
+        );
+        let row: Vec<i64> = on_pool!(self, pool => {
+            let row = sqlx::query(AssertSqlSafe(sql.as_str())).bind(practice_id).fetch_one(pool).await?;
+            (0..columns.len()).map(|i| sqlx::Row::try_get::<i64, _>(&row, i)).collect::<std::result::Result<Vec<i64>, sqlx::Error>>()
+        })?;
+        Ok(Readiness {
+            patients: row[0],
+            ready: row[1],
+            missing: Field::REQUIRED
+                .into_iter()
+                .zip(row[2..].iter().copied())
+                .collect(),
+        })
     }
 
     pub async fn practice(&self, id: i64) -> Result<Option<Practice>> {

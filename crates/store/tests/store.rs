@@ -823,3 +823,66 @@ async fn a_schedule_is_validated_when_the_practice_is_read_and_created() {
     })
     .await;
 }
+
+/// The Integration Tool's go-live count: active, declined and merged-away
+/// charts are not ready; a chart lacking fields counts once per field.
+#[tokio::test]
+async fn readiness_counts_the_charts_an_invite_could_go_to_and_what_the_others_lack() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let practice = db.always_open_practice("READY", now).await;
+        let other = db.always_open_practice("OTHER", now).await;
+        let store = &db.store;
+        new_patient(store, practice.id, "R1", &complete("Ana", "One"), now).await;
+        new_patient(store, practice.id, "R2", &complete("Bea", "Two"), now).await;
+        let active = new_patient(store, practice.id, "R3", &complete("Cy", "Three"), now).await;
+        store.mark_activated(active, &api(), now).await.unwrap();
+        let declined = new_patient(store, practice.id, "R4", &complete("Di", "Four"), now).await;
+        store
+            .set_response(
+                declined,
+                Some(enroll_core::PatientResponse::Declined),
+                &api(),
+                now,
+            )
+            .await
+            .unwrap();
+        let no_email = Demographics {
+            email: None,
+            ..complete("Ed", "Five")
+        };
+        new_patient(store, practice.id, "R5", &no_email, now).await;
+        let blank_zip_no_email = Demographics {
+            email: Some("  ".into()),
+            zip: None,
+            ..complete("Flo", "Six")
+        };
+        new_patient(store, practice.id, "R6", &blank_zip_no_email, now).await;
+        new_patient(store, other.id, "X1", &complete("Gus", "Other"), now).await;
+
+        let readiness = store.readiness(practice.id).await.unwrap();
+        assert_eq!(readiness.patients, 6, "{engine:?}");
+        assert_eq!(readiness.ready, 2, "{engine:?}");
+        let missing: Vec<(&str, i64)> = readiness
+            .missing
+            .iter()
+            .map(|(field, n)| (field.key(), *n))
+            .collect();
+        assert_eq!(
+            missing,
+            [
+                ("first_name", 0),
+                ("last_name", 0),
+                ("date_of_birth", 0),
+                ("birth_sex", 0),
+                ("zip", 1),
+                ("email", 2)
+            ],
+            "{engine:?}"
+        );
+        let empty = db.always_open_practice("EMPTY", now).await;
+        let none = store.readiness(empty.id).await.unwrap();
+        assert_eq!((none.patients, none.ready), (0, 0), "{engine:?}");
+    })
+    .await;
+}

@@ -13,7 +13,7 @@ use enroll_core::{
     CodeState, Language, LinkState, UsernameProblem, code_state, identity_matches,
     normalize_username, parse_entered_date, username_candidates,
 };
-use enroll_core::{E164Phone, EmailAddress};
+use enroll_core::{E164Phone, EmailAddress, phone_for_people};
 use enroll_notify::{OutgoingEmail, OutgoingSms, RenderedEmail};
 use enroll_store::{ActivationDone, ActivationFlow, ActivationToken, FlowStep, hash_token};
 use minijinja::{Environment, context};
@@ -137,16 +137,6 @@ struct PracticePhone {
     tel: String,
     /// As people write it: "(617) 555-0100" for a US number.
     shown: String,
-}
-
-/// A North American E.164 number as people write it; any other as stored.
-fn phone_for_people(e164: &str) -> String {
-    match e164.strip_prefix("+1") {
-        Some(digits) if digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("({}) {}-{}", &digits[..3], &digits[3..6], &digits[6..])
-        }
-        _ => e164.to_string(),
-    }
 }
 
 /// The page for a link that does not work. An expired link and one that
@@ -809,8 +799,8 @@ mod tests {
     fn addresses_are_masked() {
         assert_eq!(masked("rosa@example.org"), "r•••@example.org");
         assert_eq!(masked("+16175550100"), "••• 0100");
-        assert_eq!(super::phone_for_people("+16175550100"), "(617) 555-0100");
-        assert_eq!(super::phone_for_people("+442071838750"), "+442071838750");
+        assert_eq!(phone_for_people("+16175550100"), "(617) 555-0100");
+        assert_eq!(phone_for_people("+442071838750"), "+442071838750");
     }
 
     #[test]

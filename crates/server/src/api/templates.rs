@@ -3,12 +3,12 @@
 
 use axum::Json;
 use axum::extract::State;
-use enroll_notify::{InviteContext, Language, RenderedEmail};
+use enroll_notify::{Language, RenderedEmail};
 use serde::{Deserialize, Serialize};
 
 use super::json::{ApiPath, ApiQuery, JsonBody};
 use crate::auth::{Admin, Staff};
-use crate::templates::save;
+use crate::templates::{sample_invite, save};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -61,13 +61,7 @@ pub(crate) async fn preview(
             ApiError::BadRequest(format!("unknown language {raw:?}: use en or es"))
         })?,
     };
-    let context = InviteContext {
-        first_name: q.first_name.unwrap_or_else(|| "Alex".into()),
-        practice_name: practice.name.clone(),
-        activation_url: state.links.activation_url("SAMPLE-TOKEN-22-CHARSX"),
-        unsubscribe_url: state.links.unsubscribe_url(0),
-        language,
-    };
+    let context = sample_invite(&state.links, &practice.name, language, q.first_name);
     let templates = state
         .templates
         .read()

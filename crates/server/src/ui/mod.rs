@@ -1,13 +1,14 @@
 //! The staff web UI: sign-in, patient search (right-click -> Patient
 //! Portal -> Enroll Now), the chart with its banner's Patient Portal icon,
 //! the confirmation of R11, and the admin pages for users and the audit
-//! log. Server-rendered (minijinja, the templates in `templates/staff_*`),
+//! log, and the Integration Tool. Server-rendered (minijinja, the templates in `templates/staff_*`),
 //! with one small script of our own for the context menu and the in-place
 //! answers; no build step and nothing fetched from the internet.
 
 mod admin;
 mod chart;
 mod in_person;
+mod integration;
 mod search;
 pub mod session;
 mod signin;
@@ -50,6 +51,21 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/admin/users", get(admin::users).post(admin::add_user))
         .route("/admin/users/{id}", post(admin::change_user))
         .route("/admin/audit", get(admin::audit_log))
+        .route("/admin/practices", get(integration::practices))
+        .route("/admin/practices/{id}", get(integration::tool))
+        .route(
+            "/admin/practices/{id}/auto-invites",
+            post(integration::auto_invites),
+        )
+        .route(
+            "/admin/practices/{id}/schedule",
+            post(integration::schedule),
+        )
+        .route("/admin/practices/{id}/phone", post(integration::phone))
+        .route(
+            "/admin/practices/{id}/templates",
+            get(integration::templates_page).post(integration::save_templates),
+        )
         .route("/static/staff.css", get(stylesheet))
         .route("/static/staff.js", get(script))
 }

@@ -1,0 +1,564 @@
+//! The Integration Tool, per practice, for administrators: the auto-invite
+//! switch with its go-live date (R3), the Auto Invite Schedule with its next
+//! send windows (R5), the practice's phone, and the invite templates with a
+//! preview (R12, in `integration/templates.rs`). Every change is checked,
+//! with the error in words next to its field, and audited with what it was
+//! before and after.
+
+mod schedule_form;
+mod templates;
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use enroll_core::{E164Phone, Schedule, ValidSchedule, phone_for_people};
+use enroll_store::{Practice, Readiness};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::session::{Refused, SignedIn};
+use super::{internal, staff_page};
+use crate::AppState;
+pub(crate) use schedule_form::ScheduleForm;
+pub(crate) use templates::{save_templates, templates_page};
+
+/// How many send windows the schedule section lists.
+const NEXT_WINDOWS: usize = 5;
+
+/// The practice, when the signed-in user is an administrator who works
+/// for it; otherwise the refusal to show (403 for front desk, 404 for a
+/// practice that is not theirs or does not exist).
+async fn practice_for_admin(
+    state: &AppState,
+    signed_in: &SignedIn,
+    id: i64,
+) -> Result<Practice, Response> {
+    if !signed_in.user.role.is_admin() {
+        return Err(Refused(
+            StatusCode::FORBIDDEN,
+            "Only an administrator can open the Integration Tool. Ask one of your practice's administrators.",
+        )
+        .into_response());
+    }
+    let not_found = || {
+        (
+            StatusCode::NOT_FOUND,
+            "There is no such practice among yours.",
+        )
+            .into_response()
+    };
+    if !signed_in.user.scope.allows(id) {
+        return Err(not_found());
+    }
+    match state.store.practice(id).await {
+        Ok(Some(practice)) => Ok(practice),
+        Ok(None) => Err(not_found()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// `/admin/practices`: the administrator's practices; with only one, its
+/// Integration Tool straight away.
+pub(crate) async fn practices(State(state): State<AppState>, signed_in: SignedIn) -> Response {
+    if !signed_in.user.role.is_admin() {
+        return Refused(
+            StatusCode::FORBIDDEN,
+            "Only an administrator can open the Integration Tool. Ask one of your practice's administrators.",
+        )
+        .into_response();
+    }
+    let mut practices = match state.store.practices().await {
+        Ok(practices) => practices,
+        Err(e) => return internal(e),
+    };
+    practices.retain(|p| signed_in.user.scope.allows(p.id));
+    if let [only] = practices.as_slice() {
+        return Redirect::to(&format!("/admin/practices/{}", only.id)).into_response();
+    }
+    let practices: Vec<_> = practices
+        .iter()
+        .map(|p| json!({ "id": p.id, "code": p.code, "name": p.name, "auto_invites_on": p.auto_invites_on }))
+        .collect();
+    staff_page(
+        StatusCode::OK,
+        "staff_practices.html",
+        &signed_in,
+        context! { practices },
+    )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ToolQuery {
+    notice: Option<String>,
+}
+
+/// `/admin/practices/{id}`: the Integration Tool.
+pub(crate) async fn tool(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    Query(q): Query<ToolQuery>,
+) -> Response {
+    let practice = match practice_for_admin(&state, &signed_in, id).await {
+        Ok(practice) => practice,
+        Err(refused) => return refused,
+    };
+    let form = ScheduleForm::from_schedule(&practice.schedule.schedule);
+    ToolPage {
+        practice: &practice,
+        schedule_form: &form,
+        errors: BTreeMap::new(),
+        notice: q.notice.as_deref(),
+        typed_phone: None,
+    }
+    .render(&state, &signed_in, StatusCode::OK)
+    .await
+}
+
+/// What the tool page shows besides the practice itself: the schedule as
+/// typed (the stored one, or a rejected attempt with its errors), the
+/// errors by field, a notice after a change.
+struct ToolPage<'a> {
+    practice: &'a Practice,
+    schedule_form: &'a ScheduleForm,
+    /// Field name -> the problem in words, shown next to the field.
+    errors: BTreeMap<&'static str, String>,
+    notice: Option<&'a str>,
+    /// The phone as typed, when it was refused.
+    typed_phone: Option<&'a str>,
+}
+
+impl ToolPage<'_> {
+    async fn render(self, state: &AppState, signed_in: &SignedIn, status: StatusCode) -> Response {
+        let readiness = match state.store.readiness(self.practice.id).await {
+            Ok(readiness) => readiness,
+            Err(e) => return internal(e),
+        };
+        let now = state.clock.now();
+        let schedule = &self.practice.schedule;
+        let next_windows = next_windows_words(schedule, now);
+        let phone = self
+            .typed_phone
+            .map(str::to_string)
+            .or_else(|| self.practice.phone.as_deref().map(phone_for_people))
+            .unwrap_or_default();
+        staff_page(
+            status,
+            "staff_practice.html",
+            signed_in,
+            context! {
+                practice => practice_view(self.practice),
+                today => schedule.local_date(now).to_string(),
+                readiness => ReadinessView::from(&readiness),
+                schedule => self.schedule_form.view(),
+                time_zones => schedule_form::time_zone_choices(),
+                next_windows,
+                never_open => schedule.next_open(now).is_none(),
+                phone,
+                errors => self.errors,
+                notice => self.notice,
+            },
+        )
+    }
+}
+
+fn practice_view(practice: &Practice) -> serde_json::Value {
+    json!({
+        "id": practice.id,
+        "code": practice.code,
+        "name": practice.name,
+        "auto_invites_on": practice.auto_invites_on,
+        "go_live_date": practice.go_live_date.map(|d| d.strftime("%B %-d, %Y").to_string()),
+        "time_zone": practice.schedule.schedule.time_zone,
+    })
+}
+
+#[derive(Serialize)]
+struct ReadinessView {
+    patients: i64,
+    ready: i64,
+    missing: Vec<MissingView>,
+}
+
+#[derive(Serialize)]
+struct MissingView {
+    label: &'static str,
+    count: i64,
+}
+
+impl From<&Readiness> for ReadinessView {
+    fn from(r: &Readiness) -> ReadinessView {
+        ReadinessView {
+            patients: r.patients,
+            ready: r.ready,
+            missing: r
+                .missing
+                .iter()
+                .filter(|(_, count)| *count > 0)
+                .map(|(field, count)| MissingView {
+                    label: field.label(),
+                    count: *count,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The next send windows in words, in the practice's time zone:
+/// "Monday, November 30: 8:00 AM to 5:00 PM EST", or "Now, until 5:00 PM
+/// EST" for one that is open already.
+fn next_windows_words(schedule: &ValidSchedule, now: Timestamp) -> Vec<String> {
+    schedule
+        .next_windows(now, NEXT_WINDOWS)
+        .into_iter()
+        .map(|(start, end)| window_words(schedule, now, start, end))
+        .collect()
+}
+
+fn window_words(
+    schedule: &ValidSchedule,
+    now: Timestamp,
+    start: Timestamp,
+    end: Timestamp,
+) -> String {
+    let tz = &schedule.tz;
+    let starts = start.to_zoned_datetime(tz.clone());
+    let ends = end.to_zoned_datetime(tz.clone());
+    let time = |z: &jiff::ZonedDateTime| z.strftime("%-I:%M %p %Z").to_string();
+    let until = if ends.time() == jiff::civil::Time::midnight() && ends.date() > starts.date() {
+        "midnight".to_string()
+    } else {
+        time(&ends)
+    };
+    if start == now {
+        format!("Now, until {until}")
+    } else {
+        format!(
+            "{}: {} to {until}",
+            starts.strftime("%A, %B %-d"),
+            time(&starts)
+        )
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AutoInvitesForm {
+    csrf: String,
+    /// "on" or "off"
+    switch: String,
+    #[serde(default)]
+    go_live_date: String,
+    /// "yes" once the administrator has read the confirmation.
+    #[serde(default)]
+    confirmed: Option<String>,
+}
+
+/// R3: turning auto invites on asks for confirmation first, saying what it
+/// does and does not do; turning them off does not.
+pub(crate) async fn auto_invites(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    axum_extra::extract::Form(form): axum_extra::extract::Form<AutoInvitesForm>,
+) -> Response {
+    let practice = match practice_for_admin(&state, &signed_in, id).await {
+        Ok(practice) => practice,
+        Err(refused) => return refused,
+    };
+    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
+        return refused.into_response();
+    }
+    let today = practice.schedule.local_date(state.clock.now());
+    let (on, go_live_date) = match form.switch.as_str() {
+        "off" => (false, practice.go_live_date),
+        "on" => match go_live(&form.go_live_date, today) {
+            Ok(date) => (true, Some(date)),
+            Err(problem) => {
+                return tool_with_error(&state, &signed_in, &practice, "go_live_date", problem)
+                    .await;
+            }
+        },
+        _ => return (StatusCode::BAD_REQUEST, "Unknown switch position.").into_response(),
+    };
+    if on && form.confirmed.as_deref() != Some("yes") {
+        return confirm_page(&state, &signed_in, &practice, go_live_date).await;
+    }
+    let changed = match state.store.set_auto_invites(id, on, go_live_date).await {
+        Ok(changed) => changed,
+        Err(e) => return internal(e),
+    };
+    let before = json!({ "on": practice.auto_invites_on, "go_live_date": practice.go_live_date });
+    let after = json!({ "on": changed.auto_invites_on, "go_live_date": changed.go_live_date });
+    let action = if on {
+        "practice.auto_invites_on"
+    } else {
+        "practice.auto_invites_off"
+    };
+    if let Err(e) = audit_change(&state, &signed_in, action, &practice, before, after).await {
+        return internal(e);
+    }
+    let notice = if on {
+        "Auto invites are on: from now on the four triggers invite patients, inside the schedule."
+    } else {
+        "Auto invites are off: triggers are recorded but invite no one. Enroll Now still works."
+    };
+    back_to_tool(id, notice)
+}
+
+/// The go-live date as typed (blank: today). It cannot be after today:
+/// auto invites are switched on at go-live, not before (R3).
+fn go_live(typed: &str, today: Date) -> Result<Date, String> {
+    let typed = typed.trim();
+    if typed.is_empty() {
+        return Ok(today);
+    }
+    let date: Date = typed.parse().map_err(|_| {
+        format!("{typed:?} is not a date; write it as YYYY-MM-DD, for example {today}")
+    })?;
+    if date > today {
+        return Err(format!(
+            "{date} is after today ({today}): switch auto invites on on the go-live day or later"
+        ));
+    }
+    Ok(date)
+}
+
+async fn confirm_page(
+    state: &AppState,
+    signed_in: &SignedIn,
+    practice: &Practice,
+    go_live_date: Option<Date>,
+) -> Response {
+    let readiness = match state.store.readiness(practice.id).await {
+        Ok(readiness) => readiness,
+        Err(e) => return internal(e),
+    };
+    staff_page(
+        StatusCode::OK,
+        "staff_practice_confirm.html",
+        signed_in,
+        context! {
+            practice => practice_view(practice),
+            go_live_date => go_live_date.map(|d| d.to_string()),
+            go_live_words => go_live_date.map(|d| d.strftime("%B %-d, %Y").to_string()),
+            readiness => ReadinessView::from(&readiness),
+        },
+    )
+}
+
+/// Saves the Auto Invite Schedule typed in the editor; a problem is shown
+/// next to the day, the time zone or the closed dates it concerns.
+pub(crate) async fn schedule(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    axum_extra::extract::Form(form): axum_extra::extract::Form<ScheduleForm>,
+) -> Response {
+    let practice = match practice_for_admin(&state, &signed_in, id).await {
+        Ok(practice) => practice,
+        Err(refused) => return refused,
+    };
+    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
+        return refused.into_response();
+    }
+    let schedule = match form.to_schedule() {
+        Ok(schedule) => schedule,
+        Err(errors) => {
+            return ToolPage {
+                practice: &practice,
+                schedule_form: &form,
+                errors,
+                notice: None,
+                typed_phone: None,
+            }
+            .render(&state, &signed_in, StatusCode::UNPROCESSABLE_ENTITY)
+            .await;
+        }
+    };
+    let changed = match state.store.set_schedule(id, &schedule).await {
+        Ok(changed) => changed,
+        Err(e) => return internal(e),
+    };
+    let before = schedule_json(&practice.schedule.schedule);
+    let after = schedule_json(&changed.schedule.schedule);
+    if let Err(e) = audit_change(
+        &state,
+        &signed_in,
+        "practice.schedule",
+        &practice,
+        before,
+        after,
+    )
+    .await
+    {
+        return internal(e);
+    }
+    back_to_tool(id, "The Auto Invite Schedule is saved.")
+}
+
+fn schedule_json(schedule: &Schedule) -> serde_json::Value {
+    serde_json::to_value(schedule).unwrap_or(serde_json::Value::Null)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PhoneForm {
+    csrf: String,
+    phone: String,
+}
+
+/// The number patients are told to call when their link no longer works.
+pub(crate) async fn phone(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    axum_extra::extract::Form(form): axum_extra::extract::Form<PhoneForm>,
+) -> Response {
+    let practice = match practice_for_admin(&state, &signed_in, id).await {
+        Ok(practice) => practice,
+        Err(refused) => return refused,
+    };
+    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
+        return refused.into_response();
+    }
+    let typed = form.phone.trim();
+    let phone = if typed.is_empty() {
+        None
+    } else {
+        match E164Phone::parse(typed) {
+            Ok(phone) => Some(phone),
+            Err(_) => {
+                let problem = format!(
+                    "{typed:?} is not a phone number; write it with its area code, for example (617) 555-0100"
+                );
+                let form = ScheduleForm::from_schedule(&practice.schedule.schedule);
+                return ToolPage {
+                    practice: &practice,
+                    schedule_form: &form,
+                    errors: BTreeMap::from([("phone", problem)]),
+                    notice: None,
+                    typed_phone: Some(typed),
+                }
+                .render(&state, &signed_in, StatusCode::UNPROCESSABLE_ENTITY)
+                .await;
+            }
+        }
+    };
+    let changed = match state.store.set_practice_phone(id, phone.as_ref()).await {
+        Ok(changed) => changed,
+        Err(e) => return internal(e),
+    };
+    let (before, after) = (json!(practice.phone), json!(changed.phone));
+    if let Err(e) = audit_change(
+        &state,
+        &signed_in,
+        "practice.phone",
+        &practice,
+        before,
+        after,
+    )
+    .await
+    {
+        return internal(e);
+    }
+    back_to_tool(id, "The practice's phone is saved.")
+}
+
+async fn tool_with_error(
+    state: &AppState,
+    signed_in: &SignedIn,
+    practice: &Practice,
+    field: &'static str,
+    problem: String,
+) -> Response {
+    let form = ScheduleForm::from_schedule(&practice.schedule.schedule);
+    ToolPage {
+        practice,
+        schedule_form: &form,
+        errors: BTreeMap::from([(field, problem)]),
+        notice: None,
+        typed_phone: None,
+    }
+    .render(state, signed_in, StatusCode::UNPROCESSABLE_ENTITY)
+    .await
+}
+
+/// After a change, the tool again (a GET, so a reload does not post twice).
+fn back_to_tool(id: i64, notice: &str) -> Response {
+    back_to_page(&format!("/admin/practices/{id}"), notice)
+}
+
+/// A redirect to `path` (which may have a query already) with a notice.
+fn back_to_page(path: &str, notice: &str) -> Response {
+    let notice: String = url::form_urlencoded::byte_serialize(notice.as_bytes()).collect();
+    let join = if path.contains('?') { '&' } else { '?' };
+    Redirect::to(&format!("{path}{join}notice={notice}")).into_response()
+}
+
+/// One audit line per change: the practice, and the setting before and
+/// after, so the log says what was changed, not only that it was.
+async fn audit_change(
+    state: &AppState,
+    signed_in: &SignedIn,
+    action: &str,
+    practice: &Practice,
+    before: serde_json::Value,
+    after: serde_json::Value,
+) -> enroll_store::Result<()> {
+    let detail = json!({ "practice": practice.code, "before": before, "after": after });
+    state
+        .store
+        .audit_with_detail(
+            &signed_in.user.username,
+            action,
+            None,
+            Some(&detail.to_string()),
+            state.clock.now(),
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    #[test]
+    fn the_go_live_date_is_today_when_blank_and_never_after_today() {
+        let today = date(2026, 12, 1);
+        assert_eq!(go_live("", today), Ok(today));
+        assert_eq!(go_live(" 2026-11-30 ", today), Ok(date(2026, 11, 30)));
+        let later = go_live("2026-12-02", today).unwrap_err();
+        assert!(later.contains("after today (2026-12-01)"), "{later}");
+        let typo = go_live("12/01/2026", today).unwrap_err();
+        assert!(typo.contains("YYYY-MM-DD"), "{typo}");
+    }
+
+    #[test]
+    fn windows_are_said_in_the_practices_time_zone() {
+        let schedule = Schedule::office_hours("America/New_York")
+            .validate()
+            .unwrap();
+        let monday_morning: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let words = next_windows_words(&schedule, monday_morning);
+        assert_eq!(
+            words,
+            [
+                "Monday, November 30: 8:00 AM EST to 5:00 PM EST",
+                "Tuesday, December 1: 8:00 AM EST to 5:00 PM EST",
+                "Wednesday, December 2: 8:00 AM EST to 5:00 PM EST",
+                "Thursday, December 3: 8:00 AM EST to 5:00 PM EST",
+                "Friday, December 4: 8:00 AM EST to 5:00 PM EST",
+            ]
+        );
+        let open_now: Timestamp = "2026-11-30T15:30:00Z".parse().unwrap();
+        assert_eq!(
+            next_windows_words(&schedule, open_now)[0],
+            "Now, until 5:00 PM EST"
+        );
+    }
+}
