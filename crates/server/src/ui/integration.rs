@@ -160,11 +160,27 @@ impl ToolPage<'_> {
                 next_windows,
                 never_open => schedule.next_open(now).is_none(),
                 phone,
+                field_ids => field_ids(),
                 errors => self.errors,
                 notice => self.notice,
             },
         )
     }
+}
+
+/// The id of each form field a problem can be filed under, for the links
+/// of the problem summary at the top of the page.
+fn field_ids() -> BTreeMap<&'static str, String> {
+    let mut ids = BTreeMap::from([
+        ("go_live_date", "go-live".to_string()),
+        ("phone", "phone".to_string()),
+        ("time_zone", "time-zone".to_string()),
+        ("closed_dates", "closed-dates".to_string()),
+    ]);
+    for day in schedule_form::day_keys() {
+        ids.insert(day, format!("day-{day}"));
+    }
+    ids
 }
 
 fn practice_view(practice: &Practice) -> serde_json::Value {
@@ -230,19 +246,20 @@ fn window_words(
     let starts = start.to_zoned_datetime(tz.clone());
     let ends = end.to_zoned_datetime(tz.clone());
     let time = |z: &jiff::ZonedDateTime| z.strftime("%-I:%M %p %Z").to_string();
-    let until = if ends.time() == jiff::civil::Time::midnight() && ends.date() > starts.date() {
+    let midnight = jiff::civil::Time::midnight();
+    let to_midnight = ends.time() == midnight && ends.date() > starts.date();
+    let until = if to_midnight {
         "midnight".to_string()
     } else {
         time(&ends)
     };
+    let day = starts.strftime("%A, %B %-d");
     if start == now {
         format!("Now, until {until}")
+    } else if to_midnight && starts.time() == midnight {
+        format!("{day}: all day")
     } else {
-        format!(
-            "{}: {} to {until}",
-            starts.strftime("%A, %B %-d"),
-            time(&starts)
-        )
+        format!("{day}: {} to {until}", time(&starts))
     }
 }
 
@@ -554,6 +571,20 @@ mod tests {
                 "Thursday, December 3: 8:00 AM EST to 5:00 PM EST",
                 "Friday, December 4: 8:00 AM EST to 5:00 PM EST",
             ]
+        );
+        let always = enroll_core::Schedule {
+            windows: vec![enroll_core::Window {
+                weekday: jiff::civil::Weekday::Tuesday,
+                opens: jiff::civil::Time::midnight(),
+                closes: jiff::civil::Time::midnight(),
+            }],
+            ..Schedule::office_hours("America/New_York")
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(
+            next_windows_words(&always, monday_morning)[0],
+            "Tuesday, December 1: all day"
         );
         let open_now: Timestamp = "2026-11-30T15:30:00Z".parse().unwrap();
         assert_eq!(

@@ -15,7 +15,7 @@ use crate::webdriver::{
 use crate::{PASSWORD, TestApp, TestSmtp};
 
 /// axe, then a screenshot at both sizes.
-async fn look_at(client: &Client, tools: &Tools, name: &str) {
+pub async fn look_at(client: &Client, tools: &Tools, name: &str) {
     axe_check(client, tools, name).await;
     let dir = screenshot_dir();
     for (w, h, size) in [(1366, 768, "1366x768"), (768, 1024, "768x1024")] {
@@ -26,7 +26,7 @@ async fn look_at(client: &Client, tools: &Tools, name: &str) {
     client.set_window_size(1366, 768).await.unwrap();
 }
 
-async fn sign_in(client: &Client, app: &TestApp, username: &str) {
+pub async fn sign_in(client: &Client, app: &TestApp, username: &str) {
     client.goto(&app.url("/")).await.unwrap();
     client
         .wait()

@@ -98,7 +98,7 @@ async fn turning_auto_invites_on_asks_first_says_how_many_are_ready_and_is_audit
             "{page}"
         );
         assert!(
-            page.contains("<strong>1</strong> patient who could be invited today"),
+            page.contains("Today <strong>1</strong> patient could be invited;"),
             "{page}"
         );
         assert!(page.contains("a new appointment"), "{page}");
@@ -180,7 +180,11 @@ async fn the_schedule_editor_saves_several_windows_and_shows_each_problem_next_t
             page.contains("value=\"8-12\""),
             "what was typed stays: {page}"
         );
-        assert!(page.contains("Nothing was saved"), "{page}");
+        assert!(
+            page.contains("Nothing was saved: fix this problem"),
+            "{page}"
+        );
+        assert!(page.contains("href=\"#day-monday\""), "{page}");
         assert_eq!(practice(app).await.schedule.schedule, before);
 
         let (status, page) = ada

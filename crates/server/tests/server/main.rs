@@ -10,6 +10,7 @@ mod api;
 mod browser;
 mod delivery;
 mod in_person;
+mod integration_browser;
 mod integration_tool;
 mod mllp;
 mod sms;

@@ -182,6 +182,11 @@ impl ScheduleForm {
     }
 }
 
+/// The form field names of the weekdays.
+pub(crate) fn day_keys() -> impl Iterator<Item = &'static str> {
+    DAYS.iter().map(|(_, key, _)| *key)
+}
+
 fn day_key(weekday: Weekday) -> &'static str {
     DAYS.iter()
         .find(|(day, _, _)| *day == weekday)

@@ -1,0 +1,176 @@
+//! The Integration Tool in a real browser: an administrator reaches it from
+//! the header, switches auto invites off and on again through the
+//! confirmation, edits the Auto Invite Schedule with the keyboard and sees
+//! the next send windows change, and previews a template. axe-core on every
+//! page; screenshots under `target/screenshots/`.
+
+use fantoccini::key::Key;
+use fantoccini::{Client, Locator};
+
+use crate::TestApp;
+use crate::browser::{look_at, sign_in};
+use crate::webdriver::{browser, full_page_screenshot, start_driver, text_of, tools_or_skip};
+
+async fn click(client: &Client, css: &str) {
+    client
+        .wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn replace_text(client: &Client, css: &str, text: &str) {
+    let field = client.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
+    let Some(tools) = tools_or_skip() else {
+        return;
+    };
+    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+        return;
+    };
+    app.patient("T-1", serde_json::json!({})).await;
+    app.patient("T-2", serde_json::json!({ "email": null, "zip": null }))
+        .await;
+    let driver = start_driver(&tools).await;
+    let client = browser(&driver, &tools, (1366, 768)).await;
+    sign_in(&client, &app, "ada").await;
+
+    // From the header to the tool (one practice: straight to it).
+    click(&client, "nav a[href='/admin/practices']").await;
+    client
+        .wait()
+        .for_element(Locator::Id("auto-invites"))
+        .await
+        .unwrap();
+    look_at(&client, &tools, "integration-tool").await;
+    full_page_screenshot(&client, "staff-integration-tool-full", (1366, 768)).await;
+    full_page_screenshot(&client, "staff-integration-tool-phone", (390, 844)).await;
+    client.set_window_size(1366, 768).await.unwrap();
+
+    // Off, then on again through the confirmation.
+    click(&client, "#auto-off").await;
+    let notice = text_of(&client, ".notice").await;
+    assert!(notice.contains("Auto invites are off"), "{notice}");
+    let counts = text_of(&client, "#auto-invites").await;
+    assert!(counts.contains("1 could be invited now"), "{counts}");
+    assert!(counts.contains("1 missing the ZIP code"), "{counts}");
+    click(&client, "#auto-on").await;
+    client
+        .wait()
+        .for_element(Locator::Id("confirm-on"))
+        .await
+        .unwrap();
+    let confirm = text_of(&client, ".confirm").await;
+    assert!(
+        confirm.contains("Switching on invites no one by itself"),
+        "{confirm}"
+    );
+    look_at(&client, &tools, "integration-confirm").await;
+    // The confirmation button has the focus: Enter confirms.
+    client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Css(".notice"))
+        .await
+        .unwrap();
+    let notice = text_of(&client, ".notice").await;
+    assert!(notice.contains("Auto invites are on"), "{notice}");
+    assert!(
+        app.db
+            .store
+            .practice(app.practice_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .auto_invites_on
+    );
+
+    // A typo first: the error is next to Monday and the focus can go there.
+    for day in [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ] {
+        replace_text(&client, &format!("#day-{day}"), "").await;
+    }
+    replace_text(&client, "#day-monday", "9-5").await;
+    click(&client, "#save-schedule").await;
+    let error = text_of(&client, "#err-monday").await;
+    assert!(error.contains("is not a window"), "{error}");
+    let described = client
+        .find(Locator::Id("day-monday"))
+        .await
+        .unwrap()
+        .attr("aria-describedby")
+        .await
+        .unwrap();
+    assert_eq!(described.as_deref(), Some("err-monday"));
+    look_at(&client, &tools, "integration-schedule-error").await;
+
+    replace_text(&client, "#day-monday", "08:00-12:00, 13:00-17:00").await;
+    replace_text(&client, "#day-thursday", "10:00-14:00").await;
+    click(&client, "#save-schedule").await;
+    client
+        .wait()
+        .for_element(Locator::Css(".notice"))
+        .await
+        .unwrap();
+    // Wednesday Nov 25, 10:00 in New York: Thursday first.
+    let next = text_of(&client, ".next-windows").await;
+    let lines: Vec<&str> = next.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "Thursday, November 26: 10:00 AM EST to 2:00 PM EST",
+            "Monday, November 30: 8:00 AM EST to 12:00 PM EST",
+            "Monday, November 30: 1:00 PM EST to 5:00 PM EST",
+            "Thursday, December 3: 10:00 AM EST to 2:00 PM EST",
+            "Monday, December 7: 8:00 AM EST to 12:00 PM EST",
+        ],
+        "{next}"
+    );
+
+    // The template editor with its preview.
+    click(&client, "a[href$='/templates']").await;
+    client
+        .wait()
+        .for_element(Locator::Id("tpl-subject"))
+        .await
+        .unwrap();
+    replace_text(
+        &client,
+        "#tpl-subject",
+        "{{ first_name }}, meet your portal",
+    )
+    .await;
+    click(&client, "#preview").await;
+    client
+        .wait()
+        .for_element(Locator::Css(".notice"))
+        .await
+        .unwrap();
+    let subject = text_of(&client, "#preview-subject").await;
+    assert_eq!(subject, "Alex, meet your portal");
+    look_at(&client, &tools, "integration-templates").await;
+
+    client.close().await.unwrap();
+    app.stop().await;
+}
