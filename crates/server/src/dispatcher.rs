@@ -271,6 +271,8 @@ impl Dispatcher {
     /// turns true (the invites already claimed still go out and are
     /// recorded), so a stop does not wait for a whole round.
     async fn deliver(&self, stopping: &CancellationToken) -> Result<RoundSummary, StoreError> {
+        // A template saved on another instance is in force from this round.
+        self.templates.refresh(&self.store).await?;
         let (jobs, jobs_in) = futures::channel::mpsc::unbounded::<DeliveryJob>();
         let (outcomes, outcomes_in) = futures::channel::mpsc::unbounded::<DeliveryOutcome>();
         // Invites claimed but not yet handed to a sender. A chunk is claimed
@@ -548,8 +550,7 @@ impl Dispatcher {
     ) -> ChannelResult {
         let rendered = self
             .templates
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .current()
             .render_email(&job.practice_code, context);
         let content = match rendered {
             Ok(content) => content,
@@ -592,8 +593,7 @@ impl Dispatcher {
         };
         let rendered = self
             .templates
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .current()
             .render_sms(&job.practice_code, context);
         let body = match rendered {
             Ok(body) => body,

@@ -10,8 +10,59 @@ use enroll_notify::{InviteContext, Language, TemplateError, TemplateKind, Templa
 use crate::links::Links;
 use enroll_store::{Store, StoreError};
 
-/// Shared by the API (which changes them) and the dispatcher (which renders).
-pub type SharedTemplates = Arc<RwLock<Templates>>;
+/// The templates in force in this process, shared by the pages and the API
+/// (which change them) and the dispatcher (which renders). Every instance
+/// on one database keeps its own copy; [`SharedTemplates::refresh`] brings
+/// it up to date when another instance has saved a template, which every
+/// save marks with a new [`VERSION_KEY`] in the same transaction.
+#[derive(Clone)]
+pub struct SharedTemplates(Arc<RwLock<InForce>>);
+
+struct InForce {
+    templates: Templates,
+    /// The [`VERSION_KEY`] value these templates were loaded at.
+    version: Option<String>,
+}
+
+/// The setting that changes with every template saved.
+const VERSION_KEY: &str = "templates-version";
+
+impl SharedTemplates {
+    /// A copy of the templates in force (cheap: the compiled templates are
+    /// shared), so no lock is held while rendering.
+    pub fn current(&self) -> Templates {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .templates
+            .clone()
+    }
+
+    fn version(&self) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .version
+            .clone()
+    }
+
+    fn replace(&self, templates: Templates, version: Option<String>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = InForce { templates, version };
+    }
+
+    /// Reloads the templates when another instance has saved one since
+    /// they were loaded; one read of a setting otherwise.
+    pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
+        let version = store.setting(VERSION_KEY).await?;
+        if version != self.version() {
+            // The version is read before the templates, so a save between
+            // the two reads makes the next refresh load again.
+            let templates = load_templates(store).await?;
+            self.replace(templates, version);
+        }
+        Ok(())
+    }
+}
 
 const PREFIX: &str = "template/";
 
@@ -56,6 +107,15 @@ fn setting_key(practice_code: &str, language: &str, kind: &str) -> String {
 /// that no longer compiles is skipped with a warning (the built-in one is
 /// used) rather than stopping the server.
 pub async fn load(store: &Store) -> Result<SharedTemplates, StoreError> {
+    let version = store.setting(VERSION_KEY).await?;
+    let templates = load_templates(store).await?;
+    Ok(SharedTemplates(Arc::new(RwLock::new(InForce {
+        templates,
+        version,
+    }))))
+}
+
+async fn load_templates(store: &Store) -> Result<Templates, StoreError> {
     let mut templates = Templates::builtin();
     for (key, source) in store.settings_with_prefix(PREFIX).await? {
         let parts: Vec<&str> = key[PREFIX.len()..].split('/').collect();
@@ -76,7 +136,7 @@ pub async fn load(store: &Store) -> Result<SharedTemplates, StoreError> {
             tracing::warn!(key, error = %e, "ignoring a stored template that is not valid");
         }
     }
-    Ok(Arc::new(RwLock::new(templates)))
+    Ok(templates)
 }
 
 /// Why an override was not saved, in words for the administrator.
@@ -107,13 +167,20 @@ pub async fn save(
     let Some(k) = parse_kind(kind) else {
         return Ok(Err(SaveError::UnknownKind(kind.to_string())));
     };
-    let mut candidate = templates.read().unwrap_or_else(|p| p.into_inner()).clone();
+    // Up to date first, so the candidate does not drop another instance's
+    // recent save.
+    templates.refresh(store).await?;
+    let mut candidate = templates.current();
     if let Err(e) = candidate.add_override(practice_code, lang, k, source) {
         return Ok(Err(e.into()));
     }
+    let version = crate::ui::session::random_secret(16);
     store
-        .put_setting(&setting_key(practice_code, language, kind), source)
+        .put_settings(&[
+            (&setting_key(practice_code, language, kind), source),
+            (VERSION_KEY, &version),
+        ])
         .await?;
-    *templates.write().unwrap_or_else(|p| p.into_inner()) = candidate;
+    templates.replace(candidate, Some(version));
     Ok(Ok(()))
 }

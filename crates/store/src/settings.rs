@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::tx::on_tx;
 use crate::{Result, Store, from_ms, on_pool};
 
 /// What an activation link leads to (R10), without the token itself.
@@ -48,6 +49,26 @@ impl Store {
             .map(|r| r.rows_affected())
         })?;
         Ok(())
+    }
+
+    /// Stores every pair in one transaction: another instance that reads
+    /// one of them (a version marker, say) also sees the others.
+    pub async fn put_settings(&self, pairs: &[(&str, &str)]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for (key, value) in pairs {
+            on_tx!(&mut tx, c => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+            })?;
+        }
+        tx.commit().await
     }
 
     /// Every setting whose key starts with `prefix`, by key.

@@ -62,11 +62,8 @@ pub(crate) async fn preview(
         })?,
     };
     let context = sample_invite(&state.links, &practice.name, language, q.first_name);
-    let templates = state
-        .templates
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    state.templates.refresh(&state.store).await?;
+    let templates = state.templates.current();
     let email = templates
         .render_email(&practice.code, &context)
         .map_err(|e| ApiError::BadRequest(format!("the email template cannot be rendered: {e}")))?;

@@ -377,3 +377,36 @@ async fn the_template_editor_previews_refuses_phi_and_saves_what_invites_then_us
     })
     .await;
 }
+
+/// Two instances on one database: a template saved on the other one (its
+/// own connection, its own templates in memory) is what this instance's
+/// next invite and its editor use, without a restart.
+#[tokio::test]
+async fn a_template_saved_on_another_instance_is_in_force_here_without_a_restart() {
+    on_each_engine(async |app| {
+        let smtp = crate::TestSmtp::start().await;
+        let other_store = enroll_store::Store::connect(&app.db.url).await.unwrap();
+        let other = enroll_server::templates::load(&other_store).await.unwrap();
+        let subject = "{{ first_name }}, a word from the other instance";
+        enroll_server::templates::save(&other_store, &other, "TEST", "en", "subject", subject)
+            .await
+            .unwrap()
+            .unwrap();
+
+        app.patient("M-OTHER", json!({})).await;
+        let round = app.dispatcher(smtp.addr, "here").run_round().await.unwrap();
+        assert_eq!(round.sent, 1, "{round:?}");
+        let mail = &smtp.received()[0];
+        assert_eq!(
+            mail.header("Subject").as_deref(),
+            Some("Rosa, a word from the other instance"),
+            "{:?}",
+            app.engine
+        );
+        let ada = Staff::sign_in(app, "ada").await;
+        let (_, page) = ada.get(&format!("{}/templates", tool_path(app))).await;
+        assert!(page.contains("a word from the other instance"), "{page}");
+        other_store.close().await;
+    })
+    .await;
+}

@@ -94,12 +94,14 @@ fn language_of(raw: Option<&str>) -> Result<Language, Refused> {
     }
 }
 
-fn current_templates(state: &AppState) -> Templates {
+/// The templates in force, brought up to date with other instances'.
+async fn current_templates(state: &AppState) -> Result<Templates, Response> {
     state
         .templates
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
+        .refresh(&state.store)
+        .await
+        .map_err(internal)?;
+    Ok(state.templates.current())
 }
 
 /// `/admin/practices/{id}/templates?language=en`
@@ -117,7 +119,10 @@ pub(crate) async fn templates_page(
         Ok(language) => language,
         Err(refused) => return refused.into_response(),
     };
-    let templates = current_templates(&state);
+    let templates = match current_templates(&state).await {
+        Ok(templates) => templates,
+        Err(failed) => return failed,
+    };
     let parts = parts_in_force(&templates, &practice, language, &BTreeMap::new());
     let editor = Editor {
         practice: &practice,
@@ -240,7 +245,10 @@ pub(crate) async fn save_templates(
         Ok(language) => language,
         Err(refused) => return refused.into_response(),
     };
-    let in_force = current_templates(&state);
+    let in_force = match current_templates(&state).await {
+        Ok(templates) => templates,
+        Err(failed) => return failed,
+    };
     let mut candidate = in_force.clone();
     let mut errors = BTreeMap::new();
     let mut changed = Vec::new();
