@@ -54,7 +54,7 @@ pub use intake::{
     PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
 };
 pub use model::{
-    AuditEntry, EnrollOutcome, Invite, InviteKind, InviteState, NewPractice, Patient,
+    AuditEntry, Channels, EnrollOutcome, Invite, InviteKind, InviteState, NewPractice, Patient,
     PatientSearch, Practice, Readiness, SaveOutcome, Source, StaffUser, TimelineEntry,
     TriggerOutcome,
 };

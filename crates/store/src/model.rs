@@ -56,7 +56,16 @@ pub struct Practice {
     pub go_live_date: Option<Date>,
     /// E.164; shown to patients whose link no longer works.
     pub phone: Option<String>,
+    /// Which channels the practice's invites go by.
+    pub channels: Channels,
     pub created_at: Timestamp,
+}
+
+/// The Integration Tool's channel switches: at least one is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channels {
+    pub email: bool,
+    pub sms: bool,
 }
 
 /// Where a practice stands before go-live: how many charts it has, how
@@ -78,8 +87,7 @@ pub struct Readiness {
 /// `*` when it prepares a statement, with the columns the connection last
 /// saw, so a pooled connection opened before a migration added a column
 /// (0011) prepared seven and stepped eight, which sqlx cannot read.
-pub(crate) const PRACTICE_COLUMNS: &str =
-    "id, code, name, schedule_json, auto_invites_on, go_live_date, phone, created_at";
+pub(crate) const PRACTICE_COLUMNS: &str = "id, code, name, schedule_json, auto_invites_on, go_live_date, phone, email_on, sms_on, created_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct PracticeRow {
@@ -90,6 +98,8 @@ pub(crate) struct PracticeRow {
     auto_invites_on: bool,
     go_live_date: Option<String>,
     phone: Option<String>,
+    email_on: bool,
+    sms_on: bool,
     created_at: i64,
 }
 
@@ -109,6 +119,10 @@ impl PracticeRow {
             auto_invites_on: self.auto_invites_on,
             go_live_date,
             phone: self.phone,
+            channels: Channels {
+                email: self.email_on,
+                sms: self.sms_on,
+            },
             created_at: from_ms(self.created_at)?,
         })
     }

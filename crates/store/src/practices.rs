@@ -4,8 +4,8 @@ use enroll_core::{E164Phone, PracticeCode, ValidSchedule};
 use jiff::Timestamp;
 use jiff::civil::Date;
 
-use crate::Readiness;
 use crate::model::{PRACTICE_COLUMNS, PracticeRow};
+use crate::{Channels, Readiness};
 use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms, unique_violation};
 use enroll_core::Field;
 use sqlx::AssertSqlSafe;
@@ -106,6 +106,31 @@ impl Store {
             sqlx::query_as(AssertSqlSafe(format!("SELECT {PRACTICE_COLUMNS} FROM practices ORDER BY id"))).fetch_all(pool).await
         })?;
         rows.into_iter().map(PracticeRow::into_practice).collect()
+    }
+
+    /// The channels the practice's invites go by; refused when both are off
+    /// (an invite could then reach no one).
+    pub async fn set_channels(&self, practice_id: i64, channels: Channels) -> Result<Practice> {
+        if !channels.email && !channels.sms {
+            return Err(StoreError::Invalid(
+                "keep at least one channel on: with email and text messages both off no invite could reach a patient".into(),
+            ));
+        }
+        let changed = on_pool!(self, pool => {
+            sqlx::query("UPDATE practices SET email_on = $1, sms_on = $2 WHERE id = $3")
+                .bind(channels.email)
+                .bind(channels.sms)
+                .bind(practice_id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        if changed == 0 {
+            return Err(StoreError::NotFound("practice"));
+        }
+        self.practice(practice_id)
+            .await?
+            .ok_or(StoreError::NotFound("practice"))
     }
 
     /// Turns auto invites on or off (R3). Turning them on does not queue the

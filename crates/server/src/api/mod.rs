@@ -35,6 +35,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/practices/{id}/schedule", put(practices::set_schedule))
         .route("/practices/{id}/phone", put(practices::set_phone))
+        .route("/practices/{id}/channels", put(practices::set_channels))
         .route("/practices/{id}/templates/preview", get(templates::preview))
         .route(
             "/practices/{id}/templates/{language}/{kind}",

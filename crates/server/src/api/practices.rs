@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::{E164Phone, InvalidPracticeCode, PracticeCode, Schedule, ValidSchedule};
-use enroll_store::{NewPractice, Practice};
+use enroll_store::{Channels, NewPractice, Practice, StoreError};
 use jiff::civil::Date;
 use serde::Deserialize;
 use serde_json::json;
@@ -99,6 +99,36 @@ pub(crate) async fn set_phone(
     state
         .store
         .audit(&staff.0.username, "practice.phone", None, state.clock.now())
+        .await?;
+    Ok(Json(practice))
+}
+
+/// `PUT /api/practices/{id}/channels` with `{"email": true, "sms": false}`:
+/// 400 in words when both are off.
+pub(crate) async fn set_channels(
+    State(state): State<AppState>,
+    staff: Admin,
+    ApiPath(id): ApiPath<i64>,
+    JsonBody(channels): JsonBody<Channels>,
+) -> Result<Json<Practice>, ApiError> {
+    in_scope(&staff, id)?;
+    let before = super::practice_or_404(&state, id).await?.channels;
+    let practice = match state.store.set_channels(id, channels).await {
+        Err(StoreError::Invalid(why)) => {
+            return Err(ApiError::BadRequest(format!("channels: {why}")));
+        }
+        other => other?,
+    };
+    let detail = json!({ "practice": practice.code, "before": before, "after": practice.channels });
+    state
+        .store
+        .audit_with_detail(
+            &staff.0.username,
+            "practice.channels",
+            None,
+            Some(&detail.to_string()),
+            state.clock.now(),
+        )
         .await?;
     Ok(Json(practice))
 }

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use enroll_core::{E164Phone, Schedule, ValidSchedule, phone_for_people};
-use enroll_store::{Practice, Readiness};
+use enroll_store::{Channels, Practice, Readiness, StoreError};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use minijinja::context;
@@ -176,6 +176,7 @@ fn field_ids() -> BTreeMap<&'static str, String> {
         ("phone", "phone".to_string()),
         ("time_zone", "time-zone".to_string()),
         ("closed_dates", "closed-dates".to_string()),
+        ("channels", "channel-email".to_string()),
     ]);
     for day in schedule_form::day_keys() {
         ids.insert(day, format!("day-{day}"));
@@ -189,6 +190,8 @@ fn practice_view(practice: &Practice) -> serde_json::Value {
         "code": practice.code,
         "name": practice.name,
         "auto_invites_on": practice.auto_invites_on,
+        "email_on": practice.channels.email,
+        "sms_on": practice.channels.sms,
         "go_live_date": practice.go_live_date.map(|d| d.strftime("%B %-d, %Y").to_string()),
         "time_zone": practice.schedule.schedule.time_zone,
     })
@@ -420,6 +423,58 @@ pub(crate) async fn schedule(
 
 fn schedule_json(schedule: &Schedule) -> serde_json::Value {
     serde_json::to_value(schedule).unwrap_or(serde_json::Value::Null)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChannelsForm {
+    csrf: String,
+    /// A ticked box sends "on"; an unticked one sends nothing.
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    sms: Option<String>,
+}
+
+/// The channel switches: email and text messages; not both off.
+pub(crate) async fn channels(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(id): Path<i64>,
+    axum_extra::extract::Form(form): axum_extra::extract::Form<ChannelsForm>,
+) -> Response {
+    let practice = match practice_for_admin(&state, &signed_in, id).await {
+        Ok(practice) => practice,
+        Err(refused) => return refused,
+    };
+    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
+        return refused.into_response();
+    }
+    let wanted = Channels {
+        email: form.email.is_some(),
+        sms: form.sms.is_some(),
+    };
+    let changed = match state.store.set_channels(id, wanted).await {
+        Ok(changed) => changed,
+        Err(StoreError::Invalid(why)) => {
+            let problem = format!("Channels: {why}.");
+            return tool_with_error(&state, &signed_in, &practice, "channels", problem).await;
+        }
+        Err(e) => return internal(e),
+    };
+    let (before, after) = (json!(practice.channels), json!(changed.channels));
+    if let Err(e) = audit_change(
+        &state,
+        &signed_in,
+        "practice.channels",
+        &practice,
+        before,
+        after,
+    )
+    .await
+    {
+        return internal(e);
+    }
+    back_to_tool(id, "The channels are saved; invites from now on use them.")
 }
 
 #[derive(Deserialize)]

@@ -63,6 +63,10 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/admin/practices/{id}/phone", post(integration::phone))
         .route(
+            "/admin/practices/{id}/channels",
+            post(integration::channels),
+        )
+        .route(
             "/admin/practices/{id}/templates",
             get(integration::templates_page).post(integration::save_templates),
         )

@@ -410,3 +410,31 @@ async fn a_template_saved_on_another_instance_is_in_force_here_without_a_restart
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_channel_switches_keep_one_channel_on_and_are_audited() {
+    on_each_engine(async |app| {
+        let ada = Staff::sign_in(app, "ada").await;
+        let csrf = ada.csrf().await;
+        let path = format!("{}/channels", tool_path(app));
+        // Both boxes unticked: the form sends neither.
+        let (status, page) = ada.post(&path, &[("csrf", &csrf)]).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.contains("id=\"err-channels\""), "{page}");
+        assert!(page.contains("keep at least one channel on"), "{page}");
+        assert!(practice(app).await.channels.email);
+        let (status, _) = ada.post(&path, &[("csrf", &csrf), ("sms", "on")]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let channels = practice(app).await.channels;
+        assert_eq!((channels.email, channels.sms), (false, true));
+        let lines = audited(app, "practice.channels").await;
+        assert_eq!(lines[0]["before"], json!({ "email": true, "sms": true }));
+        assert_eq!(lines[0]["after"], json!({ "email": false, "sms": true }));
+        let (_, page) = ada.get(&tool_path(app)).await;
+        assert!(
+            page.contains("id=\"channel-email\" name=\"email\" value=\"on\">"),
+            "unticked: {page}"
+        );
+    })
+    .await;
+}

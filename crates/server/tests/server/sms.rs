@@ -266,3 +266,121 @@ async fn a_number_gets_at_most_three_texts_in_seven_days() {
     })
     .await;
 }
+
+/// The Integration Tool's channel switches reach the dispatcher: a practice
+/// that texts only sends no email, and an invite to a chart it cannot text
+/// is cancelled with the reason; one that emails only sends no text.
+#[tokio::test]
+async fn the_practices_channel_switches_decide_email_and_text() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let (url, provider) = start_provider().await;
+        let dispatcher = texting_dispatcher(app, &smtp, &url);
+        let channels = format!("/api/practices/{}/channels", app.practice_id);
+        let (status, refused) = app
+            .admin_call(
+                reqwest::Method::PUT,
+                &channels,
+                Some(json!({ "email": false, "sms": false })),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("keep at least one channel on"),
+            "{refused}"
+        );
+        let (status, texts_only) = app
+            .admin_call(
+                reqwest::Method::PUT,
+                &channels,
+                Some(json!({ "email": false, "sms": true })),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{texts_only}");
+        assert_eq!(
+            texts_only["channels"],
+            json!({ "email": false, "sms": true })
+        );
+
+        let texted = app
+            .patient("MRN-TXT", json!({ "cell_phone": "617-555-0100" }))
+            .await;
+        let no_phone = app.patient("MRN-NOPHONE", json!({})).await;
+        dispatcher.run_round().await.unwrap();
+        assert_eq!(provider.texts.lock().unwrap().len(), 1, "{:?}", app.engine);
+        assert_eq!(smtp.received().len(), 0, "{:?}: no email", app.engine);
+        let invites = app.invites(no_phone).await;
+        assert_eq!(invites[0]["state"], "cancelled", "{invites:?}");
+        assert!(
+            invites[0]["failure_reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("invites by text message only"),
+            "{invites:?}"
+        );
+        assert_eq!(app.invites(texted).await[0]["state"], "sent");
+
+        let (status, _) = app
+            .admin_call(
+                reqwest::Method::PUT,
+                &channels,
+                Some(json!({ "email": true, "sms": false })),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        app.clock.advance(SignedDuration::from_hours(25));
+        assert_eq!(app.enroll(texted).await.0, reqwest::StatusCode::CREATED);
+        assert_eq!(dispatcher.run_round().await.unwrap().sent, 1);
+        assert_eq!(
+            provider.texts.lock().unwrap().len(),
+            1,
+            "no text: email only"
+        );
+        assert_eq!(smtp.received().len(), 1);
+    })
+    .await;
+}
+
+/// R13 across parallel preparations: six dispatchers (six instances) each
+/// claiming one invite a round, at the same moment, for twelve patients who
+/// share one number. On PostgreSQL their transactions run side by side;
+/// each must see the other's planned text, so the number gets one text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_preparing_at_once_text_a_shared_number_once() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        let (url, provider) = start_provider().await;
+        let dispatchers: Vec<_> = (0..6)
+            .map(|i| {
+                texting_dispatcher(app, &smtp, &url)
+                    .with_worker(&format!("w{i}"))
+                    .with_batch(1)
+            })
+            .collect();
+        for i in 0..12 {
+            app.patient(
+                &format!("M-SHARED-{i}"),
+                json!({ "cell_phone": "617-555-0100" }),
+            )
+            .await;
+        }
+        let mut sent = 0;
+        for _ in 0..2 {
+            let rounds = dispatchers.iter().map(|d| d.run_round());
+            for round in futures::future::join_all(rounds).await {
+                sent += round.unwrap().sent;
+            }
+        }
+        assert_eq!(sent, 12, "{:?}: every invite went (by email)", app.engine);
+        assert_eq!(
+            provider.texts.lock().unwrap().len(),
+            1,
+            "{:?}: R13, one text a day to the number",
+            app.engine
+        );
+    })
+    .await;
+}

@@ -97,9 +97,29 @@ impl Tx {
                 .cancel_one(invite, "required fields are missing", now)
                 .await;
         };
+        let allowed = practice.channels;
         let (email, cell_phone) = self
-            .channels(&valid, &facts, policy.sms_enabled, &mut chunk.texts, now)
+            .channels(
+                &valid,
+                &facts,
+                allowed.email,
+                policy.sms_enabled && allowed.sms,
+                &mut chunk.texts,
+                now,
+            )
             .await?;
+        if !allowed.email && (valid.cell_phone.is_none() || facts.sms_opted_out) {
+            // The practice texts only, and this chart cannot be texted:
+            // waiting would not change that, a new cell phone would (R8).
+            ledger.uncounted(patient.id, invite.id);
+            return self
+                .cancel_one(
+                    invite,
+                    "this practice invites by text message only and the chart has no cell phone that can take one",
+                    now,
+                )
+                .await;
+        }
         if email.is_none() && cell_phone.is_none() {
             // Email opted out and the number has had its texts for now (R13).
             let at = now.checked_add(SMS_DAY).unwrap_or(Timestamp::MAX);
