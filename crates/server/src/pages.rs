@@ -52,6 +52,10 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/staff_audit.html"),
         ),
         (
+            "staff_worklists.html",
+            include_str!("../templates/staff_worklists.html"),
+        ),
+        (
             "staff_practices.html",
             include_str!("../templates/staff_practices.html"),
         ),

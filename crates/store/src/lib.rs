@@ -35,6 +35,7 @@ pub mod testing;
 mod timeline;
 mod tx;
 mod webhooks;
+mod worklists;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub use staff::{Lockout, NewStaffUser, StaffAccount, StaffListing, StaffSession,
 pub use webhooks::{
     NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookFinished, WebhookJob,
 };
+pub use worklists::{WorkList, WorkListEntry, WorkListPage, WorkListQuery};
 
 /// Errors of the storage layer. Messages never contain patient data.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,15 @@ use enroll_core::Field;
 use sqlx::AssertSqlSafe;
 
 /// A chart that an invite could go to once its fields are complete.
-const INVITABLE: &str = "(activated_at IS NULL AND NOT deceased AND response IS NULL \
+pub(crate) const INVITABLE: &str = "(activated_at IS NULL AND NOT deceased AND response IS NULL \
      AND NOT email_opted_out)";
+
+/// SQL true when `field` of the patient is blank. The column names come
+/// from `Field::key`, constants of ours.
+pub(crate) fn blank(field: Field) -> String {
+    let column = field.key();
+    format!("({column} IS NULL OR TRIM({column}) = '')")
+}
 
 impl Store {
     /// Adds a practice, auto invites off. A code that is not a valid
@@ -49,11 +56,6 @@ impl Store {
     /// How many of the practice's charts could be invited now and what
     /// the others lack ([`Readiness`]), counted in one pass.
     pub async fn readiness(&self, practice_id: i64) -> Result<Readiness> {
-        // The column names come from `Field::key`, constants of ours.
-        let blank = |field: Field| {
-            let column = field.key();
-            format!("({column} IS NULL OR TRIM({column}) = '')")
-        };
         let any_blank: Vec<String> = Field::REQUIRED.into_iter().map(blank).collect();
         let mut counts = vec![
             "COUNT(*)".to_string(),

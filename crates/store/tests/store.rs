@@ -886,3 +886,69 @@ async fn readiness_counts_the_charts_an_invite_could_go_to_and_what_the_others_l
     })
     .await;
 }
+
+/// The work lists on both engines: each list finds its patients, in name
+/// order, a page at a time, and never another practice's.
+#[tokio::test]
+async fn work_lists_find_their_patients_in_name_order_within_the_users_practices() {
+    use enroll_store::{WorkList, WorkListQuery};
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let practice = db.always_open_practice("WORK", now).await;
+        let other = db.always_open_practice("ELSEWHERE", now).await;
+        for p in [practice.id, other.id] {
+            db.store.set_auto_invites(p, false, None).await.unwrap();
+        }
+        let store = &db.store;
+        let add = async |mrn: &str, d: Demographics| new_patient(store, practice.id, mrn, &d, now).await;
+        let adams = add("W1", complete("Ann", "Adams")).await;
+        let baker = add("W2", Demographics { email: None, ..complete("Bo", "Baker") }).await;
+        let clark = add("W3", complete("Cy", "Clark")).await;
+        let davis = add("W4", complete("Di", "Davis")).await;
+        let evans = add("W5", complete("Eve", "Evans")).await;
+        let fox = add("W6", complete("Flo", "Fox")).await;
+        let abbot = add("W7", Demographics { zip: None, ..complete("Al", "Abbot") }).await;
+        new_patient(store, other.id, "X1", &Demographics { email: None, ..complete("Oz", "Other") }, now).await;
+        for id in [adams, clark, davis, fox] {
+            store.enroll_now(id, None, &api(), now).await.unwrap();
+        }
+        let ten_days_ago = (now - SignedDuration::from_hours(240)).as_millisecond();
+        db.execute(&format!(
+            "UPDATE invites SET state = 'sent', sent_at = {ten_days_ago} WHERE patient_id IN ({adams}, {fox})"
+        ))
+        .await
+        .unwrap();
+        db.execute(&format!("UPDATE invites SET state = 'failed', failure_reason = 'mailbox unavailable' WHERE patient_id = {clark}")).await.unwrap();
+        db.execute(&format!("UPDATE invites SET state = 'suppressed' WHERE patient_id = {davis}")).await.unwrap();
+        db.execute(&format!("UPDATE patients SET email_opted_out = TRUE WHERE id = {evans}")).await.unwrap();
+        store.mark_activated(fox, &api(), now).await.unwrap();
+
+        let scope = PracticeScope::Only(vec![practice.id]);
+        let list = async |list: WorkList, limit: i64, offset: i64| {
+            let q = WorkListQuery { list, scope: scope.clone(), limit, offset, now };
+            let page = store.work_list(&q).await.unwrap();
+            let ids: Vec<i64> = page.entries.iter().map(|e| e.patient.id).collect();
+            (ids, page.total)
+        };
+        assert_eq!(list(WorkList::MissingFields, 50, 0).await, (vec![abbot, baker], 2), "{engine:?}");
+        assert_eq!(list(WorkList::MissingFields, 1, 1).await, (vec![baker], 2), "a page");
+        assert_eq!(list(WorkList::FailedDeliveries, 50, 0).await, (vec![clark], 1), "{engine:?}");
+        assert_eq!(list(WorkList::Suppressed, 50, 0).await, (vec![davis], 1), "{engine:?}");
+        let week = WorkList::NotActiveAfter(SignedDuration::from_hours(168));
+        assert_eq!(list(week, 50, 0).await, (vec![adams], 1), "{engine:?}: not Fox, active");
+        let fortnight = WorkList::NotActiveAfter(SignedDuration::from_hours(336));
+        assert_eq!(list(fortnight, 50, 0).await, (vec![], 0));
+        assert_eq!(list(WorkList::OptedOut, 50, 0).await, (vec![evans], 1));
+        let failed = store
+            .work_list(&WorkListQuery { list: WorkList::FailedDeliveries, scope: scope.clone(), limit: 5, offset: 0, now })
+            .await
+            .unwrap();
+        let reason = failed.entries[0].latest_invite.as_ref().unwrap().failure_reason.clone();
+        assert_eq!(reason.as_deref(), Some("mailbox unavailable"));
+        let everywhere = WorkListQuery { list: WorkList::MissingFields, scope: PracticeScope::All, limit: 50, offset: 0, now };
+        assert_eq!(store.work_list(&everywhere).await.unwrap().total, 3, "{engine:?}");
+        let nowhere = WorkListQuery { scope: PracticeScope::Only(vec![]), ..everywhere };
+        assert_eq!(store.work_list(&nowhere).await.unwrap().total, 0);
+    })
+    .await;
+}

@@ -13,6 +13,7 @@ mod search;
 pub mod session;
 mod signin;
 mod words;
+mod worklists;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -48,6 +49,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/patients/{id}/confirm", post(chart::confirm))
         .route("/patients/{id}/response", post(chart::response))
         .route("/patients/{id}/status", get(chart::status))
+        .route("/worklists", get(worklists::page))
+        .route("/worklists.csv", get(worklists::csv))
         .route("/admin/users", get(admin::users).post(admin::add_user))
         .route("/admin/users/{id}", post(admin::change_user))
         .route("/admin/audit", get(admin::audit_log))

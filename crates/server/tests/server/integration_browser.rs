@@ -171,6 +171,12 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
     assert_eq!(subject, "Alex, meet your portal");
     look_at(&client, &tools, "integration-templates").await;
 
+    // The work lists, from the header: the chart missing its ZIP and email.
+    click(&client, "nav a[href='/worklists']").await;
+    let table = text_of(&client, "table.worklist").await;
+    assert!(table.contains("ZIP code, email address"), "{table}");
+    look_at(&client, &tools, "worklists").await;
+
     client.close().await.unwrap();
     app.stop().await;
 }

@@ -17,6 +17,7 @@ mod sms;
 mod ui;
 mod webdriver;
 mod webhooks;
+mod worklists;
 
 use std::sync::Arc;
 

@@ -46,6 +46,11 @@ impl<'a> Staff<'a> {
         (status, location.unwrap_or(body))
     }
 
+    /// The session cookie, for a request the helpers here do not make.
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
     /// The CSRF value the pages carry (on `<body data-csrf>`).
     pub async fn csrf(&self) -> String {
         let (status, page) = self.get("/search").await;
