@@ -160,6 +160,30 @@ mod tests {
     }
 
     #[test]
+    fn the_http_section_reads_seconds_addresses_and_refuses_unknown_keys() {
+        let settings: Settings = serde_json::from_str(
+            r#"{"http": {"header_read_timeout_secs": 5, "request_timeout_secs": 0,
+                "max_connections": 64, "patient_listen": "0.0.0.0:8443",
+                "tls_cert": "/etc/enroll/http.crt", "tls_key": "/etc/enroll/http.key"}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.http.header_read_timeout.as_secs(), 5);
+        assert_eq!(
+            settings.http.request_timeout.as_secs(),
+            1,
+            "at least a second"
+        );
+        assert_eq!(settings.http.max_connections, 64);
+        assert_eq!(settings.http.patient_listen.map(|a| a.port()), Some(8443));
+        assert!(settings.http.tls().is_err(), "no such PEM files here");
+        let unknown = serde_json::from_str::<Settings>(r#"{"http": {"timeout": 5}}"#);
+        assert!(unknown.is_err());
+        let half = serde_json::from_str::<Settings>(r#"{"http": {"tls_cert": "/x.pem"}}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(half.http.tls().is_err_and(|e| e.contains("both")));
+    }
+
+    #[test]
     fn an_empty_configuration_takes_every_default() {
         let settings: Settings = serde_json::from_str("{}").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(settings.smtp.port, 587);
