@@ -23,9 +23,10 @@ pub struct Overrides {
 /// sets `smtp.host`). Other `ENROLL_*` variables (for example the test
 /// suite's `ENROLL_TEST_POSTGRES_URL`) are not configuration and are
 /// ignored rather than refused.
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "database_url",
     "listen",
+    "http",
     "public_url",
     "email_from",
     "smtp",

@@ -593,12 +593,37 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
             println!("      {}", config.database_url.hint());
         }
     }
+    check_http(&config);
     failures += check_smtp(&config).await;
     if failures > 0 {
         bail!("{failures} problem(s) found");
     }
     println!("everything checked is in order");
     Ok(())
+}
+
+/// Says whether the HTTP listeners speak TLS, and warns (without failing:
+/// a TLS proxy in front may do it) when one that other machines can reach
+/// speaks plain HTTP.
+fn check_http(config: &enroll_server::Settings) {
+    let listeners = std::iter::once(("listen", config.listen)).chain(
+        config
+            .http
+            .patient_listen
+            .map(|a| ("http.patient_listen", a)),
+    );
+    for (key, addr) in listeners {
+        if config.http.tls_cert.is_some() {
+            println!("ok    HTTP: {key} {addr} speaks HTTPS only");
+        } else if addr.ip().is_loopback() {
+            println!("ok    HTTP: {key} {addr} is this machine only (plain HTTP)");
+        } else {
+            println!(
+                "WARN  HTTP: {key} {addr} is reachable from other machines in plain HTTP: \
+                 set http.tls_cert and http.tls_key, or keep a TLS proxy in front"
+            );
+        }
+    }
 }
 
 /// Connects to the SMTP server the way the dispatcher will; 1 on failure.

@@ -78,6 +78,8 @@ pub enum BuildError {
     LinkSecret,
     #[error("public_url {0:?} must be an http:// or https:// address with a host name")]
     PublicUrl(String),
+    #[error("{0}")]
+    Http(String),
 }
 
 /// Every part, built and wired, not yet running.
@@ -87,6 +89,10 @@ pub struct Application {
     dispatcher: Dispatcher,
     webhooks: WebhookDispatcher,
     listener: TcpListener,
+    /// `http.patient_listen`, bound.
+    patient_listener: Option<TcpListener>,
+    /// Both HTTP listeners speak TLS when `http.tls_cert` is set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     owns_store: bool,
 }
 
@@ -98,19 +104,17 @@ impl Application {
             Some(store) => store,
             None => open(&settings.database_url).await?,
         };
+        let tls = settings.http.tls().map_err(BuildError::Http)?;
         // Bound now, so the links in the invites carry the real port.
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| BuildError::Listen {
-                    addr: settings.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| BuildError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
-        let links = Links::new(&public_url(&settings, addr)?, &link_secret(&store).await?);
+        let (listener, addr) = bind(settings.listen).await?;
+        let patient_listener = match settings.http.patient_listen {
+            Some(listen) => Some(bind(listen).await?),
+            None => None,
+        };
+        // Patients follow links to the patient-facing listener when there is one.
+        let patients_reach = patient_listener.as_ref().map_or(addr, |(_, addr)| *addr);
+        let public_url = public_url(&settings, patients_reach, tls.is_some())?;
+        let links = Links::new(&public_url, &link_secret(&store).await?);
         let intake = Arc::new(Intake::new(
             store.clone(),
             runtime.clock.clone(),
@@ -130,12 +134,10 @@ impl Application {
             mailbox: runtime.mailbox,
             sms_webhook_secret: settings.sms.webhook_secret.clone(),
             intake,
+            // Cookies are Secure when staff reach us over HTTPS.
             staff_ui: crate::ui::session::StaffUi::new(
                 &settings.staff_ui,
-                settings
-                    .public_url
-                    .as_ref()
-                    .is_some_and(|u| u.scheme() == "https"),
+                tls.is_some() || public_url.scheme() == "https",
             ),
             activation,
         };
@@ -149,6 +151,8 @@ impl Application {
             dispatcher,
             webhooks,
             listener,
+            patient_listener: patient_listener.map(|(listener, _)| listener),
+            tls,
             owns_store,
         })
     }
@@ -195,20 +199,51 @@ impl Application {
                 .clone()
                 .spawn_until(self.settings.webhooks.poll_interval(), stop.child_token())
         });
-        let http = crate::serve(self.listener, self.state.clone(), stop.child_token()).map_err(
-            |source| BuildError::Listen {
-                addr: self.settings.listen,
-                source,
-            },
-        )?;
+        let serving = crate::http::Serving::new(&self.settings.http, self.tls.clone());
+        let tls = self.tls.is_some();
+        let listening = |source| BuildError::Listen {
+            addr: self.settings.listen,
+            source,
+        };
+        let http = crate::serve(
+            self.listener,
+            crate::router(
+                self.state.clone(),
+                &self.settings.http,
+                crate::Surface::Everything,
+                tls,
+            ),
+            serving.clone(),
+            stop.child_token(),
+        )
+        .map_err(listening)?;
+        let patient_http = match self.patient_listener {
+            Some(listener) => Some(
+                crate::serve(
+                    listener,
+                    crate::router(
+                        self.state.clone(),
+                        &self.settings.http,
+                        crate::Surface::PatientPages,
+                        tls,
+                    ),
+                    serving,
+                    stop.child_token(),
+                )
+                .map_err(listening)?,
+            ),
+            None => None,
+        };
         Ok(RunningApplication {
             http_addr: http.addr,
+            patient_http_addr: patient_http.as_ref().map(|p| p.addr),
             mllp_addr: mllp.as_ref().map(|m| m.addr),
             mllp_tls_addr: mllp.as_ref().and_then(|m| m.tls_addr),
             state: self.state,
             dispatcher: self.dispatcher,
             webhooks: self.webhooks,
             http,
+            patient_http,
             mllp,
             delivering,
             posting_webhooks,
@@ -220,12 +255,15 @@ impl Application {
 /// A running Enroll.
 pub struct RunningApplication {
     pub http_addr: SocketAddr,
+    /// The patient-facing listener (`http.patient_listen`).
+    pub patient_http_addr: Option<SocketAddr>,
     pub mllp_addr: Option<SocketAddr>,
     pub mllp_tls_addr: Option<SocketAddr>,
     state: AppState,
     dispatcher: Dispatcher,
     webhooks: WebhookDispatcher,
     http: RunningServer,
+    patient_http: Option<RunningServer>,
     mllp: Option<RunningMllp>,
     delivering: Option<RunningDispatcher>,
     posting_webhooks: Option<RunningWebhooks>,
@@ -260,6 +298,10 @@ impl RunningApplication {
             mllp.stop().await;
         }
         let served = self.http.stop().await;
+        let patient_served = match self.patient_http {
+            Some(server) => server.stop().await,
+            None => Ok(()),
+        };
         if let Some(delivering) = self.delivering {
             delivering.stop().await;
         }
@@ -269,7 +311,7 @@ impl RunningApplication {
         if self.owns_store {
             self.state.store.close().await;
         }
-        served
+        served.and(patient_served)
     }
 }
 
@@ -286,12 +328,20 @@ pub async fn open(url: &DatabaseUrl) -> Result<Store, BuildError> {
     Ok(store)
 }
 
-/// Where patients reach this server: `public_url`, or the address it
-/// listens on.
-fn public_url(settings: &Settings, listening: SocketAddr) -> Result<Url, BuildError> {
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BuildError> {
+    let listening = |source| BuildError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listening)?;
+    let bound = listener.local_addr().map_err(listening)?;
+    Ok((listener, bound))
+}
+
+/// Where patients reach this server: `public_url`, or the address of the
+/// listener patients use (https:// when it speaks TLS).
+fn public_url(settings: &Settings, listening: SocketAddr, tls: bool) -> Result<Url, BuildError> {
+    let scheme = if tls { "https" } else { "http" };
     let url = match &settings.public_url {
         Some(url) => url.clone(),
-        None => Url::parse(&format!("http://{listening}"))
+        None => Url::parse(&format!("{scheme}://{listening}"))
             .map_err(|_| BuildError::PublicUrl(listening.to_string()))?,
     };
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {

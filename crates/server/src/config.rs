@@ -1,6 +1,6 @@
 //! The configuration of a whole Enroll, each component's part declared once:
 //! `[smtp]` and `[sms]` are enroll-notify's own types, `[delivery]` the
-//! dispatcher's, `[webhooks]` the webhook sender's, `[mllp]` the listener's. `enroll` reads it from a file, the
+//! dispatcher's, `[webhooks]` the webhook sender's, `[http]` the HTTP listeners', `[mllp]` the MLLP listener's. `enroll` reads it from a file, the
 //! environment and flags (crates/cli/src/config.rs); tests and the
 //! benchmarks build it in code. Every section has defaults, so an empty
 //! file is a valid configuration. Secrets are `SecretString`s (the database
@@ -15,6 +15,7 @@ use url::Url;
 
 use crate::activation::ActivationConfig;
 use crate::dispatcher::DeliveryConfig;
+use crate::http::HttpConfig;
 use crate::mllp::MllpConfig;
 use crate::webhooks::WebhookConfig;
 
@@ -23,8 +24,11 @@ use crate::webhooks::WebhookConfig;
 pub struct Settings {
     /// `sqlite://PATH` (the file is created) or `postgres://USER:PASSWORD@HOST/DB`.
     pub database_url: DatabaseUrl,
-    /// Where the HTTP server listens (port 0 picks a free one).
+    /// Where the HTTP server listens (port 0 picks a free one): staff
+    /// pages, the JSON API and the patient pages. `[http]` has its limits,
+    /// TLS and the patient-only listener.
     pub listen: SocketAddr,
+    pub http: HttpConfig,
     /// Where patients reach this server (activation and unsubscribe links),
     /// e.g. `https://invites.example.org`. Default: `http://` + the address
     /// the server listens on.
@@ -45,6 +49,7 @@ impl Default for Settings {
         Settings {
             database_url: DatabaseUrl::from("sqlite://enroll.db"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http: HttpConfig::default(),
             public_url: None,
             email_from: "Patient Portal <portal@localhost>".into(),
             smtp: SmtpConfig::default(),
@@ -155,6 +160,30 @@ mod tests {
     }
 
     #[test]
+    fn the_http_section_reads_seconds_addresses_and_refuses_unknown_keys() {
+        let settings: Settings = serde_json::from_str(
+            r#"{"http": {"header_read_timeout_secs": 5, "request_timeout_secs": 0,
+                "max_connections": 64, "patient_listen": "0.0.0.0:8443",
+                "tls_cert": "/etc/enroll/http.crt", "tls_key": "/etc/enroll/http.key"}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.http.header_read_timeout.as_secs(), 5);
+        assert_eq!(
+            settings.http.request_timeout.as_secs(),
+            1,
+            "at least a second"
+        );
+        assert_eq!(settings.http.max_connections, 64);
+        assert_eq!(settings.http.patient_listen.map(|a| a.port()), Some(8443));
+        assert!(settings.http.tls().is_err(), "no such PEM files here");
+        let unknown = serde_json::from_str::<Settings>(r#"{"http": {"timeout": 5}}"#);
+        assert!(unknown.is_err());
+        let half = serde_json::from_str::<Settings>(r#"{"http": {"tls_cert": "/x.pem"}}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(half.http.tls().is_err_and(|e| e.contains("both")));
+    }
+
+    #[test]
     fn an_empty_configuration_takes_every_default() {
         let settings: Settings = serde_json::from_str("{}").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(settings.smtp.port, 587);
@@ -162,6 +191,8 @@ mod tests {
         assert!(settings.webhooks.enabled);
         assert_eq!(settings.webhooks.max_attempts, 12);
         assert!(settings.mllp.enabled);
+        assert_eq!(settings.http.max_connections, 512);
+        assert!(settings.http.patient_listen.is_none() && settings.http.tls_cert.is_none());
         assert!(!settings.sms.enabled());
         assert_eq!(settings.activation.link_lifetime_days, 30);
         assert_eq!(settings.activation.max_identity_failures, 5);

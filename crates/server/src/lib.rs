@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod dispatcher;
 mod error;
+pub mod http;
 pub mod intake;
 pub mod links;
 pub mod mailbox;
@@ -35,7 +36,6 @@ use enroll_notify::SecretString;
 use enroll_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
 
 pub use activation::ActivationConfig;
 pub use app::{Application, BuildError, RunningApplication, Runtime};
@@ -43,6 +43,7 @@ pub use clock::{Clock, SystemClock, TestClock};
 pub use config::{DatabaseUrl, Settings};
 pub use dispatcher::{Channels, DeliveryConfig, Dispatcher, RoundSummary, RunningDispatcher};
 pub use error::ApiError;
+pub use http::HttpConfig;
 pub use intake::Intake;
 pub use links::{LINK_SECRET_SETTING, Links};
 pub use mailbox::Mailbox;
@@ -72,23 +73,46 @@ pub struct AppState {
     pub activation: Arc<activation::Activation>,
 }
 
-/// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(ui::router())
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .nest("/api", api::router())
-        .merge(activation::router())
-        .route(
-            "/unsubscribe/{invite}/{signature}",
-            get(pages::unsubscribe_form).post(pages::unsubscribe),
-        )
-        .route("/mailbox", get(pages::mailbox_page))
-        .route("/mailbox.json", get(pages::mailbox_json))
-        .route("/webhooks/sms/{secret}", post(pages::sms_webhook))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+/// Which pages a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Staff pages, the JSON API, the demo mailbox and the patient pages.
+    Everything,
+    /// The patient-facing pages only (`http.patient_listen`).
+    PatientPages,
+}
+
+/// The HTTP application of one listener, with its limits and headers.
+pub fn router(state: AppState, config: &HttpConfig, surface: Surface, tls: bool) -> Router {
+    let patient = http::body_limit(
+        activation::router()
+            .route(
+                "/unsubscribe/{invite}/{signature}",
+                get(pages::unsubscribe_form).post(pages::unsubscribe),
+            )
+            .route("/webhooks/sms/{secret}", post(pages::sms_webhook))
+            .route("/static/patient.css", get(pages::patient_stylesheet))
+            .route("/static/base.css", get(pages::base_stylesheet))
+            .route("/healthz", get(healthz)),
+        config.patient_body_limit_bytes,
+    );
+    let app = match surface {
+        Surface::PatientPages => patient,
+        Surface::Everything => patient
+            .merge(http::body_limit(
+                ui::router()
+                    .route("/readyz", get(readyz))
+                    .route("/mailbox", get(pages::mailbox_page))
+                    .route("/mailbox.json", get(pages::mailbox_json))
+                    .route("/static/mailbox.js", get(pages::mailbox_script)),
+                config.staff_body_limit_bytes,
+            ))
+            .nest(
+                "/api",
+                http::body_limit(api::router(), config.api_body_limit_bytes),
+            ),
+    };
+    http::harden(app.with_state(state), config, tls)
 }
 
 /// Liveness: the process answers.
@@ -125,23 +149,14 @@ impl RunningServer {
     }
 }
 
-/// Serves on `listener` in the background until `stop` is cancelled.
+/// Serves `app` on `listener` in the background until `stop` is cancelled.
 pub(crate) fn serve(
     listener: TcpListener,
-    state: AppState,
+    app: Router,
+    serving: http::Serving,
     stop: CancellationToken,
 ) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
-    let app = router(state);
-    let stopped = stop.clone();
-    let task = tokio::spawn(async move {
-        // With the peer's address: the sign-in and activation pages throttle per IP.
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped.cancelled_owned())
-        .await
-    });
+    let task = tokio::spawn(http::accept_loop(listener, app, serving, stop.clone()));
     Ok(RunningServer { addr, stop, task })
 }

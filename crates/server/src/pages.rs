@@ -211,13 +211,49 @@ fn mailbox_view(state: &AppState) -> Option<Vec<MailboxView>> {
 
 pub(crate) async fn mailbox_page(State(state): State<AppState>) -> Response {
     match mailbox_view(&state) {
-        Some(messages) => render(StatusCode::OK, "mailbox.html", context! { messages }),
+        Some(messages) => {
+            let mut page = render(StatusCode::OK, "mailbox.html", context! { messages });
+            // The emails shown in frames (`srcdoc`, which takes this page's
+            // policy) carry their own inline styles; still no inline script.
+            page.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static(MAILBOX_POLICY),
+            );
+            page
+        }
         None => message(
             StatusCode::NOT_FOUND,
             "No mailbox",
             "The mailbox exists only in `enroll demo`.",
         ),
     }
+}
+
+/// The demo mailbox's policy: the pages' own, plus inline styles for the
+/// emails it frames.
+const MAILBOX_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub(crate) async fn mailbox_script() -> Response {
+    crate::ui::static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/mailbox.js"),
+    )
+}
+
+pub(crate) async fn patient_stylesheet() -> Response {
+    crate::ui::static_file(
+        "text/css; charset=utf-8",
+        include_str!("../static/patient.css"),
+    )
+}
+
+pub(crate) async fn base_stylesheet() -> Response {
+    crate::ui::static_file(
+        "text/css; charset=utf-8",
+        include_str!("../static/base.css"),
+    )
 }
 
 pub(crate) async fn mailbox_json(State(state): State<AppState>) -> Response {

@@ -230,6 +230,21 @@ async fn checkpoint_wal(pool: SqlitePool, writer: Arc<tokio::sync::Mutex<()>>) {
     }
 }
 
+/// Creates a missing SQLite file readable and writable by its owner only
+/// (0600): it holds PHI. SQLite gives its `-wal` and `-shm` files the
+/// database file's permissions. An existing file keeps its own.
+fn create_owner_only(path: &std::path::Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(sqlx::Error::Io(e))),
+    }
+}
+
 /// About 40 MB of WAL (4 KiB pages).
 const WAL_TRUNCATE_PAGES: i64 = 10_000;
 
@@ -249,6 +264,9 @@ impl Store {
                 .pragma("wal_autocheckpoint", "0")
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true);
+            if !(url.contains(":memory:") || url.contains("mode=memory")) {
+                create_owner_only(options.get_filename())?;
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .connect_with(options)

@@ -952,3 +952,23 @@ async fn work_lists_find_their_patients_in_name_order_within_the_users_practices
     })
     .await;
 }
+
+/// The SQLite file holds PHI: it is created readable and writable by its
+/// owner only, whatever the umask, and SQLite gives its WAL the same mode.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_sqlite_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "{:o}", mode(&path));
+    let wal = dir.path().join("new.db-wal");
+    assert!(wal.exists());
+    assert_eq!(mode(&wal), 0o600, "{:o}", mode(&wal));
+    store.close().await;
+}

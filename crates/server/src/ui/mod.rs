@@ -75,6 +75,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/static/staff.css", get(stylesheet))
         .route("/static/staff.js", get(script))
+        .route("/static/letter.css", get(letter_stylesheet))
 }
 
 /// `/`: the search for a signed-in user, else sign-in.
@@ -99,7 +100,17 @@ async fn script() -> Response {
     )
 }
 
-fn static_file(content_type: &'static str, body: &'static str) -> Response {
+async fn letter_stylesheet() -> Response {
+    static_file(
+        "text/css; charset=utf-8",
+        include_str!("../../static/letter.css"),
+    )
+}
+
+/// One of our own files (the pages take scripts and styles from files
+/// only: see `http::CONTENT_SECURITY_POLICY`); no patient data, so it may
+/// be kept a few minutes.
+pub(crate) fn static_file(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),

@@ -9,6 +9,7 @@ mod activation_browser;
 mod api;
 mod browser;
 mod delivery;
+mod hardening;
 mod in_person;
 mod integration_browser;
 mod integration_tool;
@@ -52,6 +53,8 @@ pub struct TestApp {
     /// The MLLP listener (facility TEST maps to the test practice by code).
     pub mllp_addr: std::net::SocketAddr,
     pub mllp_tls_addr: Option<std::net::SocketAddr>,
+    /// The patient-facing listener, when `http.patient_listen` is set.
+    pub patient_addr: Option<std::net::SocketAddr>,
     pub base: String,
     pub http: reqwest::Client,
     pub practice_id: i64,
@@ -179,6 +182,7 @@ impl TestApp {
             faults,
             mllp_addr: running.mllp_addr.expect("the MLLP listener"),
             mllp_tls_addr: running.mllp_tls_addr,
+            patient_addr: running.patient_http_addr,
             running: Some(running),
             base,
             http: reqwest::Client::new(),

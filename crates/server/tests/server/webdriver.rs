@@ -117,7 +117,28 @@ pub fn screenshot_dir() -> PathBuf {
 }
 
 /// axe-core on the page as it is now: no serious or critical violation.
+/// And the page kept its Content-Security-Policy: no inline script or
+/// style, and every stylesheet it links was allowed and loaded.
 pub async fn axe_check(client: &Client, tools: &Tools, page: &str) {
+    let policy = client
+        .execute(
+            "return { inline: document.querySelectorAll('script:not([src]), style').length,\
+                      unloaded: [...document.querySelectorAll('link[rel=stylesheet]')]\
+                        .filter(l => !l.sheet || l.sheet.cssRules.length === 0).map(l => l.href),\
+                      sheets: document.styleSheets.length };",
+            vec![],
+        )
+        .await
+        .expect("look at the page's scripts and styles");
+    assert_eq!(
+        policy["inline"], 0,
+        "{page}: inline script or style: {policy}"
+    );
+    assert_eq!(policy["unloaded"], Value::Array(vec![]), "{page}: {policy}");
+    assert!(
+        policy["sheets"].as_u64() > Some(0),
+        "{page}: no stylesheet: {policy}"
+    );
     client.execute(&tools.axe, vec![]).await.expect("load axe");
     let result = client
         .execute_async(
