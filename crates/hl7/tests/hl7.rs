@@ -1352,7 +1352,7 @@ fn a_nul_in_a_mapped_field_is_ae_naming_the_field() {
     assert!(process(unused.as_bytes(), &options()).result.is_ok());
     // A NUL in MSH-10 is not patient data: the message is taken and the
     // ACK echoes it as the escape of the same character.
-    let message = a04_registration().replace("|MSG00001|", "|MSG\0001|");
+    let message = a04_registration().replace("|MSG00001|", "|MSG\u{0}001|");
     let inbound = process(message.as_bytes(), &options());
     assert!(inbound.result.is_ok());
     let ack = inbound.ack("R10", "20260905120001");

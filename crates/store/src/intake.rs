@@ -513,6 +513,8 @@ impl Store {
         now: Timestamp,
         ack: impl Fn(Option<&IntakeProblem>) -> String,
     ) -> Result<StoredMessage> {
+        // As on arrival: the control id goes into the timeline's source.
+        let message = &storable_message(message);
         let mut tx = self.begin_write().await?;
         let status: Option<String> = on_tx!(&mut tx, c => {
             sqlx::query_scalar("SELECT status FROM hl7_messages WHERE id = $1").bind(message_id).fetch_optional(c).await

@@ -432,6 +432,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn storage_errors_are_transient_only_when_trying_again_can_help() {
+        // PostgreSQL: lost connection, deadlock, serialization, disk full,
+        // shutdown, I/O, lock timeout, read-only standby.
+        for code in [
+            "08006", "40P01", "40001", "53100", "57P01", "58030", "55P03", "25006",
+        ] {
+            assert!(transient_sqlstate(code), "{code}");
+        }
+        // A NUL in text, a unique or check violation, a trigger's RAISE, a
+        // syntax error: the same every time.
+        for code in ["22021", "22P05", "23505", "23514", "P0001", "42601", ""] {
+            assert!(!transient_sqlstate(code), "{code}");
+        }
+        // SQLite: BUSY, BUSY_SNAPSHOT (517), LOCKED, IOERR_WRITE (778),
+        // FULL, READONLY; not CONSTRAINT_TRIGGER (1811), CONSTRAINT_UNIQUE
+        // (2067), MISMATCH, TOOBIG.
+        for code in ["5", "517", "6", "778", "13", "8"] {
+            assert!(transient_sqlite_code(code), "{code}");
+        }
+        for code in ["1811", "2067", "20", "18", "1", "x"] {
+            assert!(!transient_sqlite_code(code), "{code}");
+        }
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!StoreError::Corrupt("x".into()).is_transient());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
+    }
+
+    #[test]
+    fn a_storage_error_is_described_without_its_message() {
+        let described = describe_storage_error(&StoreError::Invalid("Lopez".into()));
+        assert!(!described.contains("Lopez"), "{described}");
+        let described = describe_storage_error(&StoreError::Corrupt("Lopez".into()));
+        assert!(!described.contains("Lopez"), "{described}");
+    }
+
+    #[test]
     fn sqlite_synchronous_defaults_to_normal_and_is_taken_off_the_url() {
         let (url, sync) = sqlite_synchronous("sqlite://x.db").unwrap();
         assert_eq!(

@@ -1222,6 +1222,29 @@ async fn a_nul_in_msh_10_is_stored_escaped_with_a_note_and_answered_with_msa_2_e
             assert_eq!(rows.len(), 2, "{how}: {rows:?}");
             assert_eq!(rows[1].status, enroll_store::MessageStatus::Duplicate);
         }
+        // Reprocessing reads the raw bytes again, NUL and all: it must
+        // store what it applies as well as the first arrival did.
+        let message = String::from_utf8(a04("NUL\0FAC", "9319", "Ana", "ana@example.org"))
+            .unwrap()
+            .replace("|EPIC|TEST|", "|EPIC|NULSIDE|");
+        let ack = sender.send(message.as_bytes()).await;
+        assert_eq!(ack_code(&ack), "AE", "unmapped facility: {ack}");
+        let id = stored_with_control_id(app, "NUL\\X00\\FAC").await[0].id;
+        let mapped = app
+            .http
+            .put(app.url("/api/hl7/facilities/NULSIDE"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"practice_code": "TEST"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(mapped.status(), StatusCode::OK);
+        let (status, reprocessed) = app
+            .admin_post(&format!("/api/hl7/messages/{id}/reprocess"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{:?}: {reprocessed}", app.engine);
+        assert_eq!(reprocessed["status"], "applied", "{reprocessed}");
+        assert!(patient_by_mrn(app, "9319").await.is_some());
     })
     .await;
 }
