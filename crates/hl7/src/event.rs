@@ -13,7 +13,7 @@
 //! that is not a date, no patient identifier) leads to AE.
 
 use crate::error::{ErrorCode, Hl7Error};
-use crate::parse::{Component, Delimiters, Field, Message, Repetition, Segment};
+use crate::parse::{Component, Delimiters, Field, Message, Repetition, Segment, is_delimiter};
 use enroll_core::{Demographics, Field as DemographicField};
 use std::borrow::Cow;
 
@@ -137,11 +137,86 @@ impl Header {
     /// its AR can still swap sender and receiver and echo MSH-10). `None`
     /// when even the first line is not a usable MSH.
     pub fn salvage(text: &str) -> Option<Header> {
+        Header::salvage_how(text).map(|(header, _)| header)
+    }
+
+    /// [`Header::salvage`], and whether the fields had to be read one by
+    /// one ([`Header::from_bare_fields`]).
+    pub(crate) fn salvage_how(text: &str) -> Option<(Header, bool)> {
         let text = text.trim_start_matches(|c: char| {
             c.is_ascii_whitespace() || c == '\u{b}' || c == '\u{feff}'
         });
         let first = text.split(['\r', '\n']).next()?;
-        Message::parse(first).ok().map(|m| Header::from_message(&m))
+        match Message::parse(first) {
+            Ok(m) => Some((Header::from_message(&m), false)),
+            Err(_) => Header::from_bare_fields(first).map(|h| (h, true)),
+        }
+    }
+
+    /// MSH read field by field when MSH-2 is unusable (a repeated or
+    /// missing encoding character), so that the AR can still swap sender
+    /// and receiver and echo MSH-10 for the sender to match. Only MSH-1 is
+    /// trusted: values are taken as sent (no escapes), their first
+    /// component split at MSH-2's first character when it can be a
+    /// delimiter. `None` without a usable MSH-1.
+    pub fn from_bare_fields(line: &str) -> Option<Header> {
+        let rest = line.strip_prefix("MSH")?;
+        let field = *rest.as_bytes().first()?;
+        if !is_delimiter(field) {
+            return None;
+        }
+        // MSH-1 is the separator itself: after it come MSH-2, MSH-3, ...
+        // (it is ASCII, so slicing after it keeps to a char boundary).
+        let fields: Vec<&str> = rest[1..].split(char::from(field)).collect();
+        let msh = |n: usize| fields.get(n - 2).copied().unwrap_or_default();
+        let component = msh(2)
+            .bytes()
+            .next()
+            .filter(|&b| is_delimiter(b) && b != field)
+            .map_or('^', char::from);
+        let part = |n: usize, c: usize| {
+            msh(n)
+                .split(component)
+                .nth(c - 1)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let hd = |n: usize| HierarchicDesignator {
+            namespace_id: part(n, 1),
+            ..HierarchicDesignator::default()
+        };
+        let standard = Delimiters::STANDARD;
+        let clashes = [
+            standard.component,
+            standard.repetition,
+            standard.escape,
+            standard.subcomponent,
+        ]
+        .contains(&field);
+        Some(Header {
+            sending_application: hd(3),
+            sending_facility: hd(4),
+            receiving_application: hd(5),
+            receiving_facility: hd(6),
+            timestamp: part(7, 1),
+            message_type: part(9, 1),
+            trigger_event: part(9, 2),
+            message_structure: part(9, 3),
+            control_id: msh(10).trim().to_string(),
+            processing_id: part(11, 1),
+            version: part(12, 1),
+            // Without MSH-2 the character set cannot be trusted either: the
+            // AR goes out in UTF-8.
+            charset: String::new(),
+            // The ACK is written with MSH-1 kept and standard encoding
+            // characters (it declares its own MSH-2).
+            delimiters: if clashes {
+                standard
+            } else {
+                Delimiters { field, ..standard }
+            },
+        })
     }
 }
 
@@ -275,6 +350,95 @@ enum Kind {
 /// Map a parsed message to its event. `header` is
 /// [`Header::from_message`] of the same message.
 pub fn map_event(
+    msg: &Message<'_>,
+    header: &Header,
+    options: &MappingOptions,
+) -> Result<Hl7Event, Hl7Error> {
+    let event = map_values(msg, header, options)?;
+    match nul_field(msg, &event) {
+        None => Ok(event),
+        Some((segment, field)) => Err(Hl7Error::field(
+            segment,
+            field,
+            "holds a NUL character (0x00, sent as a byte or as \\X00\\), which HL7 text \
+             may not hold and Enroll cannot store; send the value without it",
+            ErrorCode::DataTypeError,
+        )),
+    }
+}
+
+/// Where a NUL is in a value the event carries: the first of the fields
+/// that value may come from whose text holds one (else the first field).
+/// Only values Enroll stores are looked at; a NUL elsewhere harms nothing.
+fn nul_field(msg: &Message<'_>, event: &Hl7Event) -> Option<(&'static str, usize)> {
+    type Places = &'static [(&'static str, usize)];
+    let patient = event.patient();
+    let d = &patient.demographics;
+    let mut values: Vec<(Option<&str>, Places)> = vec![
+        (Some(patient.mrn.as_str()), &[("PID", 3)]),
+        (patient.assigning_authority.as_deref(), &[("PID", 3)]),
+        (d.last_name.as_deref(), &[("PID", 5)]),
+        (d.first_name.as_deref(), &[("PID", 5)]),
+        (d.date_of_birth.as_deref(), &[("PID", 7)]),
+        (d.birth_sex.as_deref(), &[("OBX", 5), ("PID", 8)]),
+        (d.zip.as_deref(), &[("PID", 11)]),
+        (d.email.as_deref(), &[("PID", 40), ("PID", 13)]),
+        (d.cell_phone.as_deref(), &[("PID", 40), ("PID", 13)]),
+        (patient.preferred_language.as_deref(), &[("PID", 15)]),
+        (patient.deceased_date.as_deref(), &[("PID", 29)]),
+    ];
+    let more: [(Option<&str>, Places); 3] = match event {
+        Hl7Event::Encounter {
+            visit_number,
+            patient_class,
+            admitted_at,
+            ..
+        } => [
+            (Some(visit_number.as_str()), &[("PV1", 19)]),
+            (patient_class.as_deref(), &[("PV1", 2)]),
+            (admitted_at.as_deref(), &[("PV1", 44)]),
+        ],
+        Hl7Event::Merge {
+            merged_mrn,
+            merged_assigning_authority,
+            ..
+        } => [
+            (Some(merged_mrn.as_str()), &[("MRG", 1)]),
+            (merged_assigning_authority.as_deref(), &[("MRG", 1)]),
+            (None, &[]),
+        ],
+        Hl7Event::Appointment {
+            appointment_id,
+            starts_at,
+            ..
+        }
+        | Hl7Event::AppointmentChange {
+            appointment_id,
+            starts_at,
+            ..
+        } => [
+            (Some(appointment_id.as_str()), &[("SCH", 2), ("SCH", 1)]),
+            (
+                starts_at.as_deref(),
+                &[("SCH", 11), ("AIS", 4), ("AIG", 8), ("AIL", 6), ("AIP", 6)],
+            ),
+            (None, &[]),
+        ],
+        Hl7Event::PatientUpsert { .. } | Hl7Event::PatientUpdate { .. } => [(None, &[]); 3],
+    };
+    values.extend(more);
+    let (_, places) = values
+        .into_iter()
+        .find(|(value, _)| value.is_some_and(|v| v.contains('\0')))?;
+    let holds_nul = |(segment, field): &&(&str, usize)| {
+        msg.segments(segment)
+            .any(|s| s.field(*field).is_some_and(|f| f.value().contains('\0')))
+    };
+    places.iter().find(holds_nul).or(places.first()).copied()
+}
+
+/// [`map_event`] before the values are checked for what cannot be stored.
+fn map_values(
     msg: &Message<'_>,
     header: &Header,
     options: &MappingOptions,

@@ -53,6 +53,10 @@ pub struct Inbound {
     pub latin1_fallback: bool,
     /// MSH-18 named a character set we do not know (read as UTF-8).
     pub unknown_charset: bool,
+    /// The header was read field by field because MSH-2 was unusable
+    /// ([`Header::from_bare_fields`]): its MSH-10 is echoed in the AR but
+    /// must not deduplicate, so a corrected resend is read afresh.
+    pub header_salvaged: bool,
 }
 
 impl Inbound {
@@ -73,13 +77,18 @@ impl Inbound {
 /// Never panics; every failure is in [`Inbound::result`].
 pub fn process(bytes: &[u8], options: &MappingOptions) -> Inbound {
     let decoded = parse::decode(bytes);
-    let (header, result) = match Message::parse(&decoded.text) {
+    let (header, header_salvaged, result) = match Message::parse(&decoded.text) {
         Ok(msg) => {
             let header = Header::from_message(&msg);
             let result = map_event(&msg, &header, options);
-            (Some(header), result)
+            (Some(header), false, result)
         }
-        Err(e) => (Header::salvage(&decoded.text), Err(Hl7Error::Parse(e))),
+        Err(e) => {
+            let salvaged = Header::salvage_how(&decoded.text);
+            let by_fields = salvaged.as_ref().is_some_and(|(_, by_fields)| *by_fields);
+            let header = salvaged.map(|(header, _)| header);
+            (header, by_fields, Err(Hl7Error::Parse(e)))
+        }
     };
     Inbound {
         header,
@@ -87,5 +96,6 @@ pub fn process(bytes: &[u8], options: &MappingOptions) -> Inbound {
         charset: decoded.charset,
         latin1_fallback: decoded.latin1_fallback,
         unknown_charset: decoded.unknown_charset,
+        header_salvaged,
     }
 }

@@ -806,7 +806,8 @@ fn rejections_are_ar() {
             message: a04_registration().replace("MSH|^~\\&|", "MSH|^^\\&|"),
             code: 102,
             location: "MSH^1^2",
-            msa2: "",
+            // The field separator is readable: MSH-10 is echoed all the same.
+            msa2: "MSG00001",
         },
     ];
     for case in cases {
@@ -1248,4 +1249,116 @@ proptest! {
         let got: Vec<Vec<u8>> = items.into_iter().map(|i| i.unwrap().to_vec()).collect();
         prop_assert_eq!(got, payloads);
     }
+}
+
+#[test]
+fn a_malformed_msh_2_still_lets_the_ar_echo_msh_10() {
+    for (name, msh2) in [
+        ("a repeated delimiter", "^^\\&"),
+        ("too short", "^~"),
+        ("too long", "^~\\&#!"),
+        ("a letter", "^~\\A"),
+        ("empty", ""),
+    ] {
+        let message = a04_registration().replace("MSH|^~\\&|", &format!("MSH|{msh2}|"));
+        let inbound = process(message.as_bytes(), &options());
+        assert_eq!(
+            inbound.result.as_ref().unwrap_err().ack_code(),
+            AckCode::AR,
+            "{name}"
+        );
+        let header = inbound.header.as_ref().expect("the header, salvaged");
+        assert_eq!(header.control_id, "MSG00001", "{name}");
+        assert_eq!(header.sending_application.namespace_id, "EPIC", "{name}");
+        assert_eq!(
+            header.sending_facility.namespace_id, "NORTHCLINIC",
+            "{name}"
+        );
+        let ack = inbound.ack("R9", "20260905120001");
+        assert!(
+            ack.as_str().contains("\rMSA|AR|MSG00001|"),
+            "{name}: {}",
+            ack.as_str()
+        );
+        assert!(
+            Message::parse(ack.as_str()).is_ok(),
+            "{name}: the ACK parses"
+        );
+    }
+    // Another field separator, read from MSH-1.
+    let message = a04_registration()
+        .replace('|', "#")
+        .replace("MSH#^~\\&#", "MSH#^^\\&#");
+    let inbound = process(message.as_bytes(), &options());
+    assert_eq!(inbound.header.unwrap().control_id, "MSG00001");
+    // No usable field separator: nothing to echo.
+    let inbound = process(b"MSHA^~\\&AEPIC", &options());
+    assert!(inbound.header.is_none());
+}
+
+#[test]
+fn a_nul_in_a_mapped_field_is_ae_naming_the_field() {
+    for nul in ["\0", "\\X00\\"] {
+        let cases = [
+            (
+                "PID",
+                5,
+                a04_registration().replace("O'Brien^Mary", &format!("O'Br{nul}ien^Mary")),
+            ),
+            (
+                "PID",
+                3,
+                a04_registration().replace("123456^^^", &format!("123{nul}456^^^")),
+            ),
+            (
+                "PID",
+                13,
+                a04_registration().replace("mary.obrien@", &format!("mary{nul}.obrien@")),
+            ),
+            (
+                "PID",
+                11,
+                a04_registration().replace("62701-1234", &format!("627{nul}01")),
+            ),
+            (
+                "MRG",
+                1,
+                a40_merge().replace("MRG|654321", &format!("MRG|654{nul}321")),
+            ),
+        ];
+        for (segment, number, message) in cases {
+            let err = process(message.as_bytes(), &options()).result.unwrap_err();
+            assert_eq!(
+                err.ack_code(),
+                AckCode::AE,
+                "{segment}-{number} {nul:?}: {err:?}"
+            );
+            assert_eq!(
+                err.error_code(),
+                ErrorCode::DataTypeError,
+                "{segment}-{number}"
+            );
+            let location = err.location().unwrap();
+            assert_eq!(
+                (location.segment.as_str(), location.field),
+                (segment, Some(number)),
+                "{nul:?}: {err}"
+            );
+            assert!(err.to_string().contains("NUL"), "{err}");
+        }
+    }
+    // A NUL in a field Enroll does not read harms nothing: applied.
+    let unused = a04_registration().replace("|CAT|ACC123", "|C\0AT|ACC123");
+    assert!(process(unused.as_bytes(), &options()).result.is_ok());
+    // A NUL in MSH-10 is not patient data: the message is taken and the
+    // ACK echoes it as the escape of the same character.
+    let message = a04_registration().replace("|MSG00001|", "|MSG\u{0}001|");
+    let inbound = process(message.as_bytes(), &options());
+    assert!(inbound.result.is_ok());
+    let ack = inbound.ack("R10", "20260905120001");
+    assert!(
+        ack.as_str().contains("\rMSA|AA|MSG\\X00\\001\r"),
+        "{}",
+        ack.as_str()
+    );
 }

@@ -106,6 +106,8 @@ impl Intake {
             // looked at afresh.
             control_id: String::new(),
             message_type: header.as_ref().map(message_type).unwrap_or_default(),
+            deduplicate: false,
+            notes: None,
             parsed: Err(IntakeProblem {
                 status: MessageStatus::Rejected,
                 kind: ProblemKind::Unreadable,
@@ -190,6 +192,7 @@ impl Intake {
 fn error_code(kind: ProblemKind) -> ErrorCode {
     match kind {
         ProblemKind::UnknownValue => ErrorCode::TableValueNotFound,
+        ProblemKind::Storage => ErrorCode::ApplicationInternalError,
         ProblemKind::MissingField | ProblemKind::Parse | ProblemKind::Unreadable => {
             ErrorCode::RequiredFieldMissing
         }
@@ -234,6 +237,8 @@ fn inbound_message<'a>(
             .unwrap_or_default(),
         control_id: header.map(|h| h.control_id.clone()).unwrap_or_default(),
         message_type: header.map(message_type).unwrap_or_default(),
+        deduplicate: !inbound.header_salvaged,
+        notes: None,
         parsed: match &inbound.result {
             Ok(event) => Ok(intake_event(event)),
             Err(error) => Err(problem_of(error)),

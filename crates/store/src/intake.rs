@@ -144,6 +144,10 @@ pub enum ProblemKind {
     /// A value that must name something we know does not (e.g. an MSH-4
     /// sending facility mapped to no practice).
     UnknownValue,
+    /// The database refused the message for a reason that trying again
+    /// cannot cure (not a lost connection or a busy database): answered AE
+    /// and kept for staff, who fix the cause and reprocess it.
+    Storage,
 }
 
 /// Why a message is not applied.
@@ -188,6 +192,15 @@ pub struct InboundMessage<'a> {
     pub control_id: String,
     /// MSH-9 as `ADT^A04`.
     pub message_type: String,
+    /// False when MSH-10 is not to be trusted for deduplication: it was read
+    /// from a header the parser could not read as a whole (an unusable
+    /// MSH-2), so the sender's corrected resend with the same control id
+    /// must be read afresh, not answered with the first rejection.
+    pub deduplicate: bool,
+    /// What intake noticed while reading the message that staff should
+    /// know (stored with it); the store adds its own, e.g. a NUL it had to
+    /// escape.
+    pub notes: Option<String>,
     pub parsed: std::result::Result<IntakeEvent, IntakeProblem>,
 }
 
@@ -221,6 +234,9 @@ pub struct StoredMessage {
     pub error: Option<String>,
     pub reprocessed_at: Option<Timestamp>,
     pub reprocessed_by: Option<String>,
+    /// What intake had to do to keep the message faithfully (e.g. a NUL in
+    /// MSH-10 stored as `\X00\`), in words; `None` when nothing.
+    pub notes: Option<String>,
     /// The message as received (raw bytes, shown as text); only in
     /// [`Store::hl7_message`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,7 +267,7 @@ pub fn facility_setting_key(facility: &str) -> String {
 
 const MESSAGE_COLUMNS: &str = "id, received_at, processed_at, peer, sending_app, \
     sending_facility, control_id, message_type, status, ack_code, duplicate_of, practice_id, \
-    patient_id, error_location, error, reprocessed_at, reprocessed_by";
+    patient_id, error_location, error, reprocessed_at, reprocessed_by, notes";
 
 #[derive(sqlx::FromRow)]
 struct MessageRow {
@@ -272,6 +288,7 @@ struct MessageRow {
     error: Option<String>,
     reprocessed_at: Option<i64>,
     reprocessed_by: Option<String>,
+    notes: Option<String>,
 }
 
 impl MessageRow {
@@ -294,6 +311,7 @@ impl MessageRow {
             error: self.error,
             reprocessed_at: self.reprocessed_at.map(from_ms).transpose()?,
             reprocessed_by: self.reprocessed_by,
+            notes: self.notes,
             raw: None,
             ack: None,
         })
@@ -319,12 +337,20 @@ impl Store {
     /// transaction. `ack` builds the answer for the outcome (`None` = AA);
     /// it is stored with the message and returned. An error here means
     /// nothing was committed: answer nothing, so the sender sends again.
+    ///
+    /// A storage error that is not transient ([`StoreError::is_transient`])
+    /// is not returned: the work is rolled back and the message is stored
+    /// on its own as an error ([`ProblemKind::Storage`], answered AE), so
+    /// the sender is not left resending a message that can never commit.
     pub async fn receive_hl7(
         &self,
         message: &InboundMessage<'_>,
         ack: impl Fn(Option<&IntakeProblem>) -> String,
     ) -> Result<Received> {
-        let dedupe_key = (!message.control_id.is_empty()).then(|| {
+        // The columns hold what the database can hold (a NUL as `\X00\`);
+        // the key is made from them so a resend finds the first arrival.
+        let message = &storable_message(message);
+        let dedupe_key = (message.deduplicate && !message.control_id.is_empty()).then(|| {
             format!(
                 "{}|{}|{}",
                 message.sending_app, message.sending_facility, message.control_id
@@ -338,8 +364,72 @@ impl Store {
                 .await
             {
                 Err(e) if tries < RACE_RETRIES && is_race(&e) => continue,
+                Err(e) if !e.is_transient() => {
+                    return self
+                        .receive_failed(message, dedupe_key.as_deref(), e, &ack)
+                        .await;
+                }
                 other => return other,
             }
+        }
+    }
+
+    /// Stores a message whose own transaction failed for good, as an error
+    /// row with the raw bytes and the AE that answers it: nothing of it is
+    /// applied, staff see it in the messages list and can reprocess it once
+    /// the cause is fixed. When even this row cannot be stored, the
+    /// original error is returned (the connection closes; the sender
+    /// resends).
+    async fn receive_failed(
+        &self,
+        message: &InboundMessage<'_>,
+        dedupe_key: Option<&str>,
+        error: StoreError,
+        ack: &impl Fn(Option<&IntakeProblem>) -> String,
+    ) -> Result<Received> {
+        let described = crate::describe_storage_error(&error);
+        let problem = IntakeProblem::error(
+            ProblemKind::Storage,
+            None,
+            format!(
+                "the message could not be stored: {described}; it is kept for staff, who fix the \
+                 cause and reprocess it (sending it again changes nothing)"
+            ),
+        );
+        tracing::error!(
+            error = %described,
+            "an HL7 message was refused by the database; kept as an error for staff"
+        );
+        let answer = ack(Some(&problem));
+        let row = MessageInsert {
+            status: MessageStatus::Error,
+            dedupe_key,
+            duplicate_of: None,
+            practice_id: None,
+            patient_id: None,
+            problem: Some(&problem),
+            ack: &answer,
+        };
+        let stored = async {
+            let mut tx = self.begin_write().await?;
+            let id = tx
+                .insert_message(message, &row, message.received_at)
+                .await?;
+            self.commit_intake(tx).await?;
+            Ok::<_, StoreError>(id)
+        }
+        .await;
+        match stored {
+            Ok(id) => Ok(Received {
+                message_id: id,
+                status: MessageStatus::Error,
+                patient_id: None,
+                duplicate_of: None,
+                ack: answer,
+            }),
+            // Not even the error row: the database is worse off than one
+            // message can tell; answer nothing, as for a transient error.
+            Err(_) => Err(error),
         }
     }
 
@@ -423,6 +513,8 @@ impl Store {
         now: Timestamp,
         ack: impl Fn(Option<&IntakeProblem>) -> String,
     ) -> Result<StoredMessage> {
+        // As on arrival: the control id goes into the timeline's source.
+        let message = &storable_message(message);
         let mut tx = self.begin_write().await?;
         let status: Option<String> = on_tx!(&mut tx, c => {
             sqlx::query_scalar("SELECT status FROM hl7_messages WHERE id = $1").bind(message_id).fetch_optional(c).await
@@ -443,6 +535,8 @@ impl Store {
             Err(problem) => (problem.status, None, Some(problem)),
         };
         let answer = ack(problem.as_ref());
+        let reason = problem.as_ref().map(|p| storable(&p.reason));
+        let ack = storable(&answer);
         on_tx!(&mut tx, c => {
             sqlx::query(
                 "UPDATE hl7_messages SET status = $1, ack_code = $2, practice_id = $3, patient_id = $4, \
@@ -454,8 +548,8 @@ impl Store {
             .bind(practice_id)
             .bind(patient_id)
             .bind(problem.as_ref().and_then(|p| p.location.as_deref()))
-            .bind(problem.as_ref().map(|p| p.reason.as_str()))
-            .bind(&answer)
+            .bind(reason.as_deref())
+            .bind(ack.as_ref())
             .bind(to_ms(now))
             .bind(actor)
             .bind(message_id)
@@ -530,9 +624,59 @@ impl Store {
 fn is_race(err: &StoreError) -> bool {
     match err {
         StoreError::DuplicateMrn => true,
-        StoreError::Database(e) => crate::unique_violation(e),
+        StoreError::Database(e) => crate::unique_violation(e) || crate::lost_lock_race(e),
         _ => false,
     }
+}
+
+/// Text as a database column can hold it. PostgreSQL text cannot hold NUL
+/// (SQLite can; both are written alike so a message reads the same on
+/// either engine): a NUL becomes `\X00\`, the HL7 escape of the same
+/// character, which is how a sender could have written it anyway.
+fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\\X00\\"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// The message with its header columns made storable, and a note naming
+/// each field that needed it (the raw bytes keep the original).
+fn storable_message<'a>(message: &InboundMessage<'a>) -> InboundMessage<'a> {
+    let mut notes = Vec::new();
+    let mut keep = |text: &str, field: &str| {
+        let kept = storable(text);
+        if let std::borrow::Cow::Owned(_) = kept {
+            notes.push(field.to_string());
+        }
+        kept.into_owned()
+    };
+    let mut stored = InboundMessage {
+        sending_app: keep(&message.sending_app, "MSH-3"),
+        sending_facility: keep(&message.sending_facility, "MSH-4"),
+        control_id: keep(&message.control_id, "MSH-10"),
+        message_type: keep(&message.message_type, "MSH-9"),
+        peer: message
+            .peer
+            .as_deref()
+            .map(|p| keep(p, "the sender's address")),
+        ..message.clone()
+    };
+    if !notes.is_empty() {
+        let note = format!(
+            "{} held a NUL character (0x00), which a database text column cannot hold; \
+             stored as \\X00\\ (the raw message keeps the byte)",
+            notes.join(", ")
+        );
+        stored.notes = Some(match &message.notes {
+            Some(theirs) => format!("{}; {note}", storable(theirs)),
+            None => note,
+        });
+    } else {
+        stored.notes = message.notes.as_deref().map(|n| storable(n).into_owned());
+    }
+    stored
 }
 
 struct MessageInsert<'a> {
@@ -564,12 +708,14 @@ impl Tx {
         row: &MessageInsert<'_>,
         now: Timestamp,
     ) -> Result<i64> {
+        let reason = row.problem.map(|p| storable(&p.reason));
+        let ack = storable(row.ack);
         Ok(on_tx!(self, c => {
             sqlx::query_scalar(
                 "INSERT INTO hl7_messages (received_at, processed_at, peer, sending_app, \
                  sending_facility, control_id, message_type, dedupe_key, duplicate_of, practice_id, \
-                 patient_id, status, ack_code, error_location, error, raw, ack) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 patient_id, status, ack_code, error_location, error, raw, ack, notes) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                  RETURNING id",
             )
             .bind(to_ms(message.received_at))
@@ -586,9 +732,10 @@ impl Tx {
             .bind(row.status.key())
             .bind(ack_code(row.status))
             .bind(row.problem.and_then(|p| p.location.as_deref()))
-            .bind(row.problem.map(|p| p.reason.as_str()))
+            .bind(reason.as_deref())
             .bind(message.raw)
-            .bind(row.ack)
+            .bind(ack.as_ref())
+            .bind(message.notes.as_deref())
             .fetch_one(c)
             .await
         })?)
@@ -919,6 +1066,7 @@ impl Tx {
     /// The merged chart's rows go to the survivor, and the merged chart
     /// (and any chart merged into it before) points at the survivor.
     async fn move_history(&mut self, from: i64, to: i64) -> Result<()> {
+        self.rename_conflicting_keys(from, to).await?;
         for table in [
             "invites",
             "deliveries",
@@ -935,6 +1083,31 @@ impl Tx {
         on_tx!(self, c => {
             sqlx::query("UPDATE patients SET merged_into = $1 WHERE id = $2 OR merged_into = $2")
                 .bind(to).bind(from).execute(c).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Idempotency keys are unique per patient, so two charts may each hold
+    /// an invite with the same key (one client, one key, two charts). Both
+    /// invites are kept, since both were requested and both count toward
+    /// the survivor's cap (R7): the merged chart's copy is renamed
+    /// `merged-<invite id>:<key>` (invite ids are unique, so the new key
+    /// is too), and the key on the survivor still replays the survivor's
+    /// own invite. Keys that do not clash move unchanged.
+    async fn rename_conflicting_keys(&mut self, from: i64, to: i64) -> Result<()> {
+        on_tx!(self, c => {
+            sqlx::query(
+                "UPDATE invites SET idempotency_key = \
+                 'merged-' || CAST(id AS TEXT) || ':' || idempotency_key \
+                 WHERE patient_id = $1 AND idempotency_key IN \
+                 (SELECT idempotency_key FROM invites WHERE patient_id = $2 \
+                  AND idempotency_key IS NOT NULL)",
+            )
+            .bind(from)
+            .bind(to)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         Ok(())
     }

@@ -350,9 +350,143 @@ pub(crate) fn unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+impl StoreError {
+    /// True when the same work may succeed if tried again later: the
+    /// database could not be reached, was busy, out of space or memory,
+    /// shutting down or read-only (a failover), or the transaction lost a
+    /// deadlock or serialization race. Everything else (a value or a
+    /// constraint the database refuses, a bug of ours) fails the same way
+    /// every time, so trying again only stalls whoever is waiting.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(e) => transient_sqlx(e),
+            _ => false,
+        }
+    }
+}
+
+fn transient_sqlx(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                transient_sqlstate(code)
+            } else {
+                transient_sqlite_code(code)
+            }
+        }
+        _ => false,
+    }
+}
+
+/// PostgreSQL: connection exceptions (08), transaction rollbacks such as
+/// serialization failures and deadlocks (40), insufficient resources like
+/// a full disk (53), operator intervention such as a shutdown (57), system
+/// errors like an I/O error (58), a lock not available (55P03) and a
+/// read-only transaction (25006, a standby after a failover).
+fn transient_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58"))
+        || matches!(code, "55P03" | "25006")
+}
+
+/// SQLite (the extended code's low byte is the primary code): BUSY,
+/// LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
+fn transient_sqlite_code(code: &str) -> bool {
+    code.parse::<i64>()
+        .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15))
+}
+
+/// A deadlock or a serialization failure (PostgreSQL): the transaction
+/// itself may be run again at once.
+pub(crate) fn lost_lock_race(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+            && matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
+/// What a storage error was, in words that never carry a value: the
+/// database's own messages can quote the data they refused (`invalid input
+/// syntax for type bigint: "..."`), so only the SQLSTATE or SQLite code,
+/// the constraint and the table are named.
+pub(crate) fn describe_storage_error(err: &StoreError) -> String {
+    match err {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            let mut text = format!(
+                "the database refused it (code {}",
+                db.code().as_deref().unwrap_or("unknown")
+            );
+            if let Some(constraint) = db.constraint() {
+                text.push_str(&format!(", constraint {constraint}"));
+            }
+            if let Some(table) = db.table() {
+                text.push_str(&format!(", table {table}"));
+            }
+            text.push(')');
+            text
+        }
+        StoreError::Database(_) => "the database failed".to_string(),
+        StoreError::Migrate(_) => "the database schema is not migrated".to_string(),
+        StoreError::Corrupt(_) => "stored data is corrupt".to_string(),
+        StoreError::DuplicateMrn => {
+            "a patient with this MRN already exists in the practice".to_string()
+        }
+        StoreError::NotFound(what) => format!("{what} not found"),
+        StoreError::Conflict(why) => (*why).to_string(),
+        StoreError::BadUrl(_) | StoreError::DuplicatePracticeCode | StoreError::Invalid(_) => {
+            "the store refused it".to_string()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_errors_are_transient_only_when_trying_again_can_help() {
+        // PostgreSQL: lost connection, deadlock, serialization, disk full,
+        // shutdown, I/O, lock timeout, read-only standby.
+        for code in [
+            "08006", "40P01", "40001", "53100", "57P01", "58030", "55P03", "25006",
+        ] {
+            assert!(transient_sqlstate(code), "{code}");
+        }
+        // A NUL in text, a unique or check violation, a trigger's RAISE, a
+        // syntax error: the same every time.
+        for code in ["22021", "22P05", "23505", "23514", "P0001", "42601", ""] {
+            assert!(!transient_sqlstate(code), "{code}");
+        }
+        // SQLite: BUSY, BUSY_SNAPSHOT (517), LOCKED, IOERR_WRITE (778),
+        // FULL, READONLY; not CONSTRAINT_TRIGGER (1811), CONSTRAINT_UNIQUE
+        // (2067), MISMATCH, TOOBIG.
+        for code in ["5", "517", "6", "778", "13", "8"] {
+            assert!(transient_sqlite_code(code), "{code}");
+        }
+        for code in ["1811", "2067", "20", "18", "1", "x"] {
+            assert!(!transient_sqlite_code(code), "{code}");
+        }
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!StoreError::Corrupt("x".into()).is_transient());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
+    }
+
+    #[test]
+    fn a_storage_error_is_described_without_its_message() {
+        let described = describe_storage_error(&StoreError::Invalid("Lopez".into()));
+        assert!(!described.contains("Lopez"), "{described}");
+        let described = describe_storage_error(&StoreError::Corrupt("Lopez".into()));
+        assert!(!described.contains("Lopez"), "{described}");
+    }
 
     #[test]
     fn sqlite_synchronous_defaults_to_normal_and_is_taken_off_the_url() {

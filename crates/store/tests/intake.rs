@@ -65,6 +65,8 @@ fn message(
         sending_facility: facility.into(),
         control_id: control_id.into(),
         message_type: "ADT^A04".into(),
+        deduplicate: true,
+        notes: None,
         parsed,
     }
 }

@@ -722,6 +722,8 @@ async fn a_merge_combines_the_flags_of_both_charts() {
             sending_facility: "MERGE".into(),
             control_id: "C-1".into(),
             message_type: "ADT^A40".into(),
+            deduplicate: true,
+            notes: None,
             parsed: Ok(enroll_store::IntakeEvent::Merge {
                 patient: enroll_store::PatientChange {
                     mrn: "S-1".into(),

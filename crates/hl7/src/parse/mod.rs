@@ -143,7 +143,7 @@ impl Default for Delimiters {
     }
 }
 
-fn is_delimiter(b: u8) -> bool {
+pub(crate) fn is_delimiter(b: u8) -> bool {
     b.is_ascii_graphic() && !b.is_ascii_alphanumeric()
 }
 

@@ -64,6 +64,13 @@ impl Sender {
         self.stream.write_all(&frame).await.unwrap();
     }
 
+    /// Sends one frame and reads its answer; `None` when the server closed
+    /// the connection instead.
+    async fn read_ack_of(&mut self, message: &[u8]) -> Option<String> {
+        self.write_frame(message).await;
+        self.read_ack().await
+    }
+
     /// Fails when any byte (or the close) arrives within `wait`.
     async fn assert_silent_for(&mut self, wait: Duration, why: &str) {
         let mut chunk = [0u8; 4096];
@@ -1090,6 +1097,304 @@ async fn a_failed_commit_gets_no_ack_and_the_resent_message_is_applied_once() {
             "one trigger: {kinds:?}"
         );
         assert_eq!(count(app, "invites").await, 1, "one invite");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Intake never stalls (issue 13, item 1): every message gets an answer the
+// sender can act on, and its raw bytes are kept.
+// ---------------------------------------------------------------------------
+
+/// The stored rows with this control id (as stored), oldest first.
+async fn stored_with_control_id(
+    app: &TestApp,
+    control_id: &str,
+) -> Vec<enroll_store::StoredMessage> {
+    let query = enroll_store::MessageQuery {
+        control_id: Some(control_id.to_string()),
+        ..Default::default()
+    };
+    let mut rows = app.db.store.hl7_messages(&query).await.unwrap();
+    rows.reverse();
+    rows
+}
+
+async fn raw_of(app: &TestApp, id: i64) -> Vec<u8> {
+    let stored = app.db.store.hl7_message(id).await.unwrap().unwrap();
+    stored.raw.unwrap()
+}
+
+/// A NUL is what the issue saw stop PostgreSQL: sent raw, or as the HL7
+/// hex escape that decodes to the same character.
+const NULS: [(&str, &str); 2] = [("raw", "\0"), ("escaped", "\\X00\\")];
+
+#[tokio::test]
+async fn a_nul_in_a_patient_field_is_answered_ae_naming_the_field_and_the_raw_bytes_are_kept() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        for (n, (how, nul)) in NULS.iter().enumerate() {
+            let control_id = format!("NUL-NAME-{n}");
+            let mrn = format!("930{n}");
+            let message = String::from_utf8(a04(&control_id, &mrn, "Ana", "ana@example.org"))
+                .unwrap()
+                .replace("||Lopez^Ana^", &format!("||Lo{nul}pez^Ana^"))
+                .into_bytes();
+            let ack = sender.send(&message).await;
+            assert_eq!(ack_code(&ack), "AE", "{:?} {how}: {ack}", app.engine);
+            assert_eq!(
+                field(&ack, "MSA", 2),
+                control_id,
+                "{how}: MSA-2 echoes MSH-10"
+            );
+            assert_eq!(
+                field(&ack, "ERR", 2),
+                "PID^1^5",
+                "{how}: ERR-2 names PID-5: {ack}"
+            );
+            assert!(
+                field(&ack, "ERR", 3).starts_with("102^"),
+                "{how}: data type error: {ack}"
+            );
+            assert!(
+                patient_by_mrn(app, &mrn).await.is_none(),
+                "{how}: nothing applied"
+            );
+            let rows = stored_with_control_id(app, &control_id).await;
+            assert_eq!(rows.len(), 1, "{how}: one row for staff: {rows:?}");
+            assert_eq!(rows[0].status, enroll_store::MessageStatus::Error);
+            assert_eq!(rows[0].error_location.as_deref(), Some("PID-5"));
+            assert_eq!(
+                raw_of(app, rows[0].id).await,
+                message,
+                "{how}: the raw bytes, byte for byte"
+            );
+        }
+        // The connection is still open and the next message goes through.
+        let ack = sender
+            .send(&a04("NUL-NAME-OK", "9309", "Ana", "ana@example.org"))
+            .await;
+        assert_eq!(ack_code(&ack), "AA", "{ack}");
+        let (_, errors) = app.admin_get("/api/hl7/messages?status=error").await;
+        assert_eq!(
+            errors.as_array().unwrap().len(),
+            2,
+            "listed for staff: {errors}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_nul_in_msh_10_is_stored_escaped_with_a_note_and_answered_with_msa_2_echoing_it() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        for (n, (how, nul)) in NULS.iter().enumerate() {
+            let control_id = format!("NUL{nul}ID-{n}");
+            let mrn = format!("931{n}");
+            let message = a04(&control_id, &mrn, "Ana", "ana@example.org");
+            let ack = sender.send(&message).await;
+            assert_eq!(ack_code(&ack), "AA", "{:?} {how}: {ack}", app.engine);
+            // Echoed as the HL7 escape of the same text, so the sender's
+            // parser reads back exactly the control id it sent.
+            let echoed = format!("NUL\\X00\\ID-{n}");
+            assert_eq!(field(&ack, "MSA", 2), echoed, "{how}: {ack:?}");
+            assert!(patient_by_mrn(app, &mrn).await.is_some(), "{how}: applied");
+            let rows = stored_with_control_id(app, &echoed).await;
+            assert_eq!(rows.len(), 1, "{how}: stored escaped: {rows:?}");
+            let (_, shown) = app
+                .admin_get(&format!("/api/hl7/messages/{}", rows[0].id))
+                .await;
+            let notes = shown["notes"].as_str().unwrap_or_default();
+            assert!(
+                notes.contains("MSH-10"),
+                "{how}: the note says where: {shown}"
+            );
+            assert_eq!(
+                raw_of(app, rows[0].id).await,
+                message,
+                "{how}: the raw bytes"
+            );
+            // A resend is still recognised as the same message.
+            let again = sender.send(&message).await;
+            assert_eq!(again, ack, "{how}: the original ACK");
+            let rows = stored_with_control_id(app, &echoed).await;
+            assert_eq!(rows.len(), 2, "{how}: {rows:?}");
+            assert_eq!(rows[1].status, enroll_store::MessageStatus::Duplicate);
+        }
+        // Reprocessing reads the raw bytes again, NUL and all: it must
+        // store what it applies as well as the first arrival did.
+        let message = String::from_utf8(a04("NUL\0FAC", "9319", "Ana", "ana@example.org"))
+            .unwrap()
+            .replace("|EPIC|TEST|", "|EPIC|NULSIDE|");
+        let ack = sender.send(message.as_bytes()).await;
+        assert_eq!(ack_code(&ack), "AE", "unmapped facility: {ack}");
+        let id = stored_with_control_id(app, "NUL\\X00\\FAC").await[0].id;
+        let mapped = app
+            .http
+            .put(app.url("/api/hl7/facilities/NULSIDE"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"practice_code": "TEST"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(mapped.status(), StatusCode::OK);
+        let (status, reprocessed) = app
+            .admin_post(&format!("/api/hl7/messages/{id}/reprocess"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{:?}: {reprocessed}", app.engine);
+        assert_eq!(reprocessed["status"], "applied", "{reprocessed}");
+        assert!(patient_by_mrn(app, "9319").await.is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_malformed_msh_2_is_rejected_with_msa_2_echoing_msh_10() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        let message = String::from_utf8(a04("BAD-MSH2", "9320", "Ana", "ana@example.org"))
+            .unwrap()
+            .replace("MSH|^~\\&|", "MSH|^^\\&|");
+        let ack = sender.send(message.as_bytes()).await;
+        assert_eq!(ack_code(&ack), "AR", "{:?}: {ack}", app.engine);
+        assert_eq!(field(&ack, "MSA", 2), "BAD-MSH2", "{ack}");
+        let rows = stored_with_control_id(app, "BAD-MSH2").await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].status, enroll_store::MessageStatus::Rejected);
+        // The sender fixes MSH-2 and sends the same control id again: it is
+        // read afresh, not answered with the first AR.
+        let fixed = a04("BAD-MSH2", "9320", "Ana", "ana@example.org");
+        let ack = sender.send(&fixed).await;
+        assert_eq!(ack_code(&ack), "AA", "{ack}");
+        assert!(patient_by_mrn(app, "9320").await.is_some());
+    })
+    .await;
+}
+
+/// Enroll Now as Frida with an `Idempotency-Key`.
+async fn enroll_with_key(app: &TestApp, id: i64, key: &str) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .post(app.url(&format!("/api/patients/{id}/enroll")))
+        .bearer_auth(crate::TOKEN)
+        .header("Idempotency-Key", key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_merge_of_charts_whose_invites_share_an_idempotency_key_keeps_both_invites() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        for (control, mrn) in [("K-1", "9001"), ("K-2", "9002")] {
+            let ack = sender.send(&a04(control, mrn, "Eva", "eva@example.org")).await;
+            assert_eq!(ack_code(&ack), "AA");
+        }
+        let id = async |mrn| patient_by_mrn(app, mrn).await.unwrap()["id"].as_i64().unwrap();
+        let (survivor, merged) = (id("9001").await, id("9002").await);
+        // The same client key on both charts: unique per patient, so both
+        // are taken, until the merge brings them onto one chart.
+        let mut keyed = Vec::new();
+        for patient in [survivor, merged] {
+            let (status, body) = enroll_with_key(app, patient, "front-desk-click-1").await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            keyed.push(body["invite"]["id"].as_i64().unwrap());
+        }
+        let ack = sender
+            .send(&hl7(&[
+                &msh("ADT^A40^ADT_A39", "K-3"),
+                "EVN|A40|20261125100000",
+                "PID|1||9001^^^TEST^MR||Lopez^Eva||19800214|F|||12 Elm St^^New York^NY^10027||^NET^Internet^eva@example.org",
+                "MRG|9002^^^TEST^MR",
+            ]))
+            .await;
+        assert_eq!(ack_code(&ack), "AA", "{:?}: {ack}", app.engine);
+        // Both keyed invites are the survivor's now, and both count (R7):
+        // 2 auto (one coalesced away) + 2 manual = 3 counted sends.
+        let invites = app.invites(survivor).await;
+        let ids: Vec<i64> = invites.iter().filter_map(|i| i["id"].as_i64()).collect();
+        assert!(keyed.iter().all(|k| ids.contains(k)), "{keyed:?} in {invites:?}");
+        assert_eq!(states_of(&invites), "cancelled queued queued queued", "{invites:?}");
+        // The key on the survivor still replays the survivor's own invite.
+        let (status, body) = enroll_with_key(app, survivor, "front-desk-click-1").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["invite"]["id"].as_i64(), Some(keyed[0]), "{body}");
+        // The 4th counted send is taken, the 5th is refused: both charts'
+        // history counts.
+        let (status, body) = app.enroll(survivor).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = app.enroll(survivor).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    })
+    .await;
+}
+
+/// A trigger that makes the database refuse every new patient: a storage
+/// error that trying again cannot cure.
+async fn refuse_new_patients(app: &TestApp) {
+    let statements: &[&str] = match app.engine {
+        enroll_store::testing::Engine::Sqlite => {
+            &["CREATE TRIGGER refuse_patients BEFORE INSERT ON patients \
+             BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"]
+        }
+        enroll_store::testing::Engine::Postgres => &[
+            "CREATE FUNCTION refuse_patients() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by a test trigger'; END $$",
+            "CREATE TRIGGER refuse_patients BEFORE INSERT ON patients \
+             FOR EACH ROW EXECUTE FUNCTION refuse_patients()",
+        ],
+    };
+    for sql in statements {
+        app.db.execute(sql).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_storage_error_that_is_not_transient_is_answered_ae_and_listed_for_staff() {
+    on_each_engine(async |app: &TestApp| {
+        refuse_new_patients(app).await;
+        let message = a04("PERM-1", "9330", "Ana", "ana@example.org");
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        let ack = within_10s(sender.read_ack_of(&message)).await;
+        let ack =
+            ack.unwrap_or_else(|| panic!("{:?}: an answer, not a closed connection", app.engine));
+        assert_eq!(ack_code(&ack), "AE", "{ack}");
+        assert_eq!(field(&ack, "MSA", 2), "PERM-1");
+        assert!(
+            field(&ack, "ERR", 3).starts_with("207^"),
+            "internal error: {ack}"
+        );
+        assert!(
+            !ack.contains("Lopez") && !ack.contains("9330"),
+            "no patient data: {ack}"
+        );
+        assert!(patient_by_mrn(app, "9330").await.is_none());
+        let (_, errors) = app.admin_get("/api/hl7/messages?status=error").await;
+        let errors = errors.as_array().unwrap();
+        assert_eq!(errors.len(), 1, "listed for staff: {errors:?}");
+        assert_eq!(errors[0]["control_id"], "PERM-1");
+        let id = errors[0]["id"].as_i64().unwrap();
+        assert_eq!(raw_of(app, id).await, message, "the raw bytes");
+        // The sender's resend is answered the same way at once: no loop.
+        let again = sender.send(&message).await;
+        assert_eq!(again, ack, "the stored AE");
+        // Staff fix the cause and reprocess the message.
+        app.db
+            .execute("DROP TRIGGER refuse_patients ON patients")
+            .await
+            .ok();
+        app.db.execute("DROP TRIGGER refuse_patients").await.ok();
+        let (status, body) = app
+            .admin_post(&format!("/api/hl7/messages/{id}/reprocess"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "applied", "{body}");
+        assert!(patient_by_mrn(app, "9330").await.is_some());
     })
     .await;
 }
