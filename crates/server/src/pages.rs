@@ -217,7 +217,7 @@ pub(crate) async fn mailbox_page(State(state): State<AppState>) -> Response {
             // policy) carry their own inline styles; still no inline script.
             page.headers_mut().insert(
                 header::CONTENT_SECURITY_POLICY,
-                header::HeaderValue::from_static(MAILBOX_POLICY),
+                header::HeaderValue::from_static(EMAIL_PREVIEW_POLICY),
             );
             page
         }
@@ -229,9 +229,10 @@ pub(crate) async fn mailbox_page(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The demo mailbox's policy: the pages' own, plus inline styles for the
-/// emails it frames.
-const MAILBOX_POLICY: &str = "default-src 'none'; script-src 'self'; \
+/// The policy of a page that shows invitation emails in frames (the demo
+/// mailbox, the template editor's preview): the pages' own, plus inline
+/// styles for the emails.
+pub(crate) const EMAIL_PREVIEW_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 

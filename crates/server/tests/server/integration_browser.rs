@@ -169,6 +169,22 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
         .unwrap();
     let subject = text_of(&client, "#preview-subject").await;
     assert_eq!(subject, "Alex, meet your portal");
+    // The email itself, in its frame (the page's policy lets its inline
+    // styles apply, as in a mail program).
+    let frame = client
+        .find(Locator::Css("iframe.email-preview"))
+        .await
+        .unwrap();
+    frame.enter_frame().await.unwrap();
+    let email = client
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(email.contains("Hi Alex"), "{email}");
+    client.enter_parent_frame().await.unwrap();
     look_at(&client, &tools, "integration-templates").await;
 
     // The work lists, from the header: the chart missing its ZIP and email.

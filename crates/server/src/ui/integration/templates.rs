@@ -201,7 +201,7 @@ impl Editor<'_> {
             .iter()
             .map(|l| json!({ "code": l.code(), "name": language_name(*l) }))
             .collect();
-        staff_page(
+        let mut page = staff_page(
             status,
             "staff_templates.html",
             signed_in,
@@ -214,7 +214,13 @@ impl Editor<'_> {
                 preview => self.preview,
                 notice => self.notice,
             },
-        )
+        );
+        // The preview frames the email, whose styles are inline.
+        page.headers_mut().insert(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            axum::http::HeaderValue::from_static(crate::pages::EMAIL_PREVIEW_POLICY),
+        );
+        page
     }
 }
 
