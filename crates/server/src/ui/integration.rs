@@ -62,6 +62,21 @@ async fn practice_for_admin(
     }
 }
 
+/// [`practice_for_admin`] for a form that changes something: the form must
+/// also carry this session's CSRF value.
+async fn practice_for_admin_form(
+    state: &AppState,
+    signed_in: &SignedIn,
+    id: i64,
+    csrf: &str,
+) -> Result<Practice, Response> {
+    let practice = practice_for_admin(state, signed_in, id).await?;
+    signed_in
+        .check_csrf(csrf)
+        .map_err(IntoResponse::into_response)?;
+    Ok(practice)
+}
+
 /// `/admin/practices`: the administrator's practices; with only one, its
 /// Integration Tool straight away.
 pub(crate) async fn practices(State(state): State<AppState>, signed_in: SignedIn) -> Response {
@@ -286,21 +301,24 @@ pub(crate) async fn auto_invites(
     Path(id): Path<i64>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<AutoInvitesForm>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
+    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
         Ok(practice) => practice,
         Err(refused) => return refused,
     };
-    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
-        return refused.into_response();
-    }
     let today = practice.schedule.local_date(state.clock.now());
     let (on, go_live_date) = match form.switch.as_str() {
         "off" => (false, practice.go_live_date),
         "on" => match go_live(&form.go_live_date, today) {
             Ok(date) => (true, Some(date)),
             Err(problem) => {
-                return tool_with_error(&state, &signed_in, &practice, "go_live_date", problem)
-                    .await;
+                return tool_with_error(
+                    &state,
+                    &signed_in,
+                    &practice,
+                    ("go_live_date", problem),
+                    None,
+                )
+                .await;
             }
         },
         _ => return (StatusCode::BAD_REQUEST, "Unknown switch position.").into_response(),
@@ -379,13 +397,10 @@ pub(crate) async fn schedule(
     Path(id): Path<i64>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<ScheduleForm>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
+    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
         Ok(practice) => practice,
         Err(refused) => return refused,
     };
-    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
-        return refused.into_response();
-    }
     let schedule = match form.to_schedule() {
         Ok(schedule) => schedule,
         Err(errors) => {
@@ -442,13 +457,10 @@ pub(crate) async fn channels(
     Path(id): Path<i64>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<ChannelsForm>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
+    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
         Ok(practice) => practice,
         Err(refused) => return refused,
     };
-    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
-        return refused.into_response();
-    }
     let wanted = Channels {
         email: form.email.is_some(),
         sms: form.sms.is_some(),
@@ -457,7 +469,8 @@ pub(crate) async fn channels(
         Ok(changed) => changed,
         Err(StoreError::Invalid(why)) => {
             let problem = format!("Channels: {why}.");
-            return tool_with_error(&state, &signed_in, &practice, "channels", problem).await;
+            return tool_with_error(&state, &signed_in, &practice, ("channels", problem), None)
+                .await;
         }
         Err(e) => return internal(e),
     };
@@ -490,13 +503,10 @@ pub(crate) async fn phone(
     Path(id): Path<i64>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<PhoneForm>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
+    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
         Ok(practice) => practice,
         Err(refused) => return refused,
     };
-    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
-        return refused.into_response();
-    }
     let typed = form.phone.trim();
     let phone = if typed.is_empty() {
         None
@@ -507,15 +517,13 @@ pub(crate) async fn phone(
                 let problem = format!(
                     "{typed:?} is not a phone number; write it with its area code, for example (617) 555-0100"
                 );
-                let form = ScheduleForm::from_schedule(&practice.schedule.schedule);
-                return ToolPage {
-                    practice: &practice,
-                    schedule_form: &form,
-                    errors: BTreeMap::from([("phone", problem)]),
-                    notice: None,
-                    typed_phone: Some(typed),
-                }
-                .render(&state, &signed_in, StatusCode::UNPROCESSABLE_ENTITY)
+                return tool_with_error(
+                    &state,
+                    &signed_in,
+                    &practice,
+                    ("phone", problem),
+                    Some(typed),
+                )
                 .await;
             }
         }
@@ -540,12 +548,14 @@ pub(crate) async fn phone(
     back_to_tool(id, "The practice's phone is saved.")
 }
 
+/// The tool again with one problem next to its field (and the phone as
+/// typed, when that was the problem).
 async fn tool_with_error(
     state: &AppState,
     signed_in: &SignedIn,
     practice: &Practice,
-    field: &'static str,
-    problem: String,
+    (field, problem): (&'static str, String),
+    typed_phone: Option<&str>,
 ) -> Response {
     let form = ScheduleForm::from_schedule(&practice.schedule.schedule);
     ToolPage {
@@ -553,7 +563,7 @@ async fn tool_with_error(
         schedule_form: &form,
         errors: BTreeMap::from([(field, problem)]),
         notice: None,
-        typed_phone: None,
+        typed_phone,
     }
     .render(state, signed_in, StatusCode::UNPROCESSABLE_ENTITY)
     .await

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::super::session::{Refused, SignedIn};
 use super::super::{internal, staff_page};
-use super::{audit_change, back_to_page, practice_for_admin};
+use super::{audit_change, back_to_page, practice_for_admin, practice_for_admin_form};
 use crate::AppState;
 use crate::templates::{KINDS, sample_invite, save};
 
@@ -240,13 +240,10 @@ pub(crate) async fn save_templates(
     Path(id): Path<i64>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<TemplatesForm>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
+    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
         Ok(practice) => practice,
         Err(refused) => return refused,
     };
-    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
-        return refused.into_response();
-    }
     let language = match language_of(Some(&form.language)) {
         Ok(language) => language,
         Err(refused) => return refused.into_response(),
