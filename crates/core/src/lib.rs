@@ -9,6 +9,7 @@ pub mod activation;
 pub mod cap;
 pub mod delivery;
 pub mod fields;
+pub mod go_live;
 pub mod invite;
 pub mod language;
 pub mod merge;
@@ -37,12 +38,16 @@ pub use fields::{
     BirthSex, Demographics, E164Phone, EmailAddress, Field, FieldProblem, PersonName, Problem,
     ValidFields, Zip, check, phone_for_people,
 };
+pub use go_live::{
+    GO_LIVE_CATCH_UP, GO_LIVE_RATE_MAX, GO_LIVE_RATE_MIN, GO_LIVE_TRIGGER, GoLiveItemState,
+    GoLiveRunState, RateOutOfRange, Releases, Throttle,
+};
 pub use invite::{InviteKind, InviteState};
 pub use language::Language;
 pub use merge::{ChartFlags, merged_flags};
 pub use policy::{
     AutoDecision, Ineligible, ManualDecision, PatientFacts, PatientResponse, PracticeRules,
-    Refusal, SendHistory, decide_auto, decide_manual,
+    Refusal, SendHistory, decide_auto, decide_go_live, decide_manual,
 };
 pub use practice::{InvalidPracticeCode, PRACTICE_CODE_MAX_LEN, PracticeCode};
 pub use role::{PracticeScope, Role};

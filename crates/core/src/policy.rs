@@ -246,6 +246,34 @@ pub fn decide_auto(
     if !practice.auto_invites_on {
         reasons.push(Ineligible::AutoInvitesOff);
     }
+    reasons.extend(ineligible_patient(patient));
+    if !reasons.is_empty() {
+        return AutoDecision::NotInvited { reasons };
+    }
+    scheduled_send(practice.schedule, history, now)
+}
+
+/// The go-live invite of one existing patient (the "Invite existing
+/// patients" run): the auto path's rules without its switch, since an
+/// administrator asked for this run. Eligibility (every reason), then
+/// coalescing with a waiting auto invite, then the schedule, then the cap
+/// at the send time, exactly as [`decide_auto`].
+pub fn decide_go_live(
+    patient: &PatientFacts,
+    schedule: &ValidSchedule,
+    history: &SendHistory,
+    now: Timestamp,
+) -> AutoDecision {
+    let reasons = ineligible_patient(patient);
+    if !reasons.is_empty() {
+        return AutoDecision::NotInvited { reasons };
+    }
+    scheduled_send(schedule, history, now)
+}
+
+/// R4: every reason the patient's own chart gives not to invite.
+fn ineligible_patient(patient: &PatientFacts) -> Vec<Ineligible> {
+    let mut reasons = Vec::new();
     if patient.activated {
         reasons.push(Ineligible::AlreadyActive);
     }
@@ -265,13 +293,16 @@ pub fn decide_auto(
             problems: patient.missing.clone(),
         });
     }
-    if !reasons.is_empty() {
-        return AutoDecision::NotInvited { reasons };
-    }
+    reasons
+}
+
+/// R6, R5 and R7 for an eligible patient: coalesce with a waiting auto
+/// invite, else send at the next opening unless the cap forbids it then.
+fn scheduled_send(schedule: &ValidSchedule, history: &SendHistory, now: Timestamp) -> AutoDecision {
     if history.auto_invite_pending {
         return AutoDecision::Coalesced;
     }
-    let Some(send_at) = practice.schedule.next_open(now) else {
+    let Some(send_at) = schedule.next_open(now) else {
         return AutoDecision::NotInvited {
             reasons: vec![Ineligible::ScheduleNeverOpens],
         };
@@ -420,6 +451,49 @@ mod tests {
             };
             assert_eq!(f.is_opted_out(), expected, "{name}");
         }
+    }
+
+    /// The go-live run's decision: the auto path without its switch.
+    #[test]
+    fn go_live_follows_the_auto_rules_except_the_switch() {
+        let ny = office("America/New_York");
+        let now = monday_10();
+        let evening = ts("2026-11-23T18:00:00-05:00");
+        let pending = SendHistory {
+            counted_sends: vec![],
+            auto_invite_pending: true,
+        };
+        #[rustfmt::skip]
+        let rows: Vec<(&str, PatientFacts, SendHistory, Timestamp, AutoDecision)> = vec![
+            ("eligible, open: sent now", eligible(), sent(vec![]), now, AutoDecision::SendNow),
+            ("closed: queued for the opening", eligible(), sent(vec![]), evening,
+                queue("2026-11-24T08:00:00-05:00")),
+            ("an auto invite already waits (R6)", eligible(), pending, now, AutoDecision::Coalesced),
+            ("four sends in 30 days (R7)", eligible(), sent(four_sends_before(now)), now,
+                AutoDecision::Suppressed { next_possible_at: now - DAY * 20 + crate::CAP_WINDOW }),
+            ("active since the list was made", facts(|f| f.activated = true), sent(vec![]), now,
+                not_invited(vec![Ineligible::AlreadyActive])),
+            ("an email went missing", facts(|f| f.missing = missing(&[Field::Email])), sent(vec![]), now,
+                not_invited(vec![Ineligible::MissingFields { problems: missing(&[Field::Email]) }])),
+        ];
+        for (name, patient, history, at, expected) in rows {
+            assert_eq!(
+                decide_go_live(&patient, &ny, &history, at),
+                expected,
+                "{name}"
+            );
+        }
+        let never = Schedule {
+            time_zone: "America/New_York".into(),
+            windows: vec![],
+            closed_dates: vec![],
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(
+            decide_go_live(&eligible(), &never, &sent(vec![]), now),
+            not_invited(vec![Ineligible::ScheduleNeverOpens])
+        );
     }
 
     /// R3, R4, R6, R5, R7 for an auto trigger, in that order.

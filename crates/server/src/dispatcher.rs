@@ -273,6 +273,7 @@ impl Dispatcher {
     async fn deliver(&self, stopping: &CancellationToken) -> Result<RoundSummary, StoreError> {
         // A template saved on another instance is in force from this round.
         self.templates.refresh(&self.store).await?;
+        self.release_go_live().await;
         let (jobs, jobs_in) = futures::channel::mpsc::unbounded::<DeliveryJob>();
         let (outcomes, outcomes_in) = futures::channel::mpsc::unbounded::<DeliveryOutcome>();
         // Invites claimed but not yet handed to a sender. A chunk is claimed
@@ -305,6 +306,21 @@ impl Dispatcher {
             );
         }
         Ok(summary)
+    }
+
+    /// Lets the charts whose turn has come in a running "Invite existing
+    /// patients" run have their invites queued, so they go out in this
+    /// round. A failure is logged and the round goes on: the run's charts
+    /// are released in a later round.
+    async fn release_go_live(&self) {
+        let limit = usize::try_from(self.batch).unwrap_or(1).max(1);
+        match self.store.release_go_live(self.clock.now(), limit).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "go-live invites released"),
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing go-live invites failed; trying again next round")
+            }
+        }
     }
 
     /// Claims and prepares chunks until `batch` invites were claimed, none

@@ -40,7 +40,11 @@ pub(crate) struct NewInvite<'a> {
 }
 
 impl<'a> NewInvite<'a> {
-    fn auto(state: InviteState, trigger_kind: &'a str, due_at: Timestamp) -> NewInvite<'a> {
+    pub(crate) fn auto(
+        state: InviteState,
+        trigger_kind: &'a str,
+        due_at: Timestamp,
+    ) -> NewInvite<'a> {
         NewInvite {
             kind: InviteKind::Auto,
             state,

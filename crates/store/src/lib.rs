@@ -21,6 +21,7 @@ mod cap;
 mod chart_actions;
 mod engine;
 mod enrollment;
+mod go_live;
 mod in_person;
 mod intake;
 mod model;
@@ -49,6 +50,7 @@ use sqlx::sqlite::{
 };
 
 pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
+pub use go_live::{GoLiveProgress, GoLiveRun};
 pub use in_person::{InPersonInvite, InPersonOutcome};
 pub use intake::{
     AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageQuery, MessageStatus,

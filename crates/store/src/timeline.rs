@@ -45,6 +45,13 @@ pub(crate) enum TimelineEvent<'a> {
         invite_id: i64,
         kind: InviteKind,
     },
+    /// A chart's turn in an "Invite existing patients" run (go-live) and
+    /// what the rules decided for it.
+    GoLiveInvite {
+        run_id: i64,
+        decision: &'a AutoDecision,
+        invite_id: Option<i64>,
+    },
     EnrollNowRefused {
         refusal: &'a Refusal,
     },
@@ -164,6 +171,7 @@ impl TimelineEvent<'_> {
             TimelineEvent::DemographicsUpdated { .. } => "demographics_updated",
             TimelineEvent::Trigger { .. } => "trigger",
             TimelineEvent::InviteQueued { .. } => "invite_queued",
+            TimelineEvent::GoLiveInvite { .. } => "go_live_invite",
             TimelineEvent::EnrollNowRefused { .. } => "enroll_now_refused",
             TimelineEvent::InPersonRefused { .. } => "in_person_refused",
             TimelineEvent::Activated => "activated",
@@ -225,6 +233,11 @@ impl TimelineEvent<'_> {
             TimelineEvent::InviteQueued { invite_id, kind } => {
                 json!({ "invite_id": invite_id, "kind": kind })
             }
+            TimelineEvent::GoLiveInvite {
+                run_id,
+                decision,
+                invite_id,
+            } => json!({ "run_id": run_id, "decision": decision, "invite_id": invite_id }),
             TimelineEvent::EnrollNowRefused { refusal }
             | TimelineEvent::InPersonRefused { refusal } => {
                 json!({ "refusal": refusal, "message": refusal.message() })
@@ -440,6 +453,19 @@ mod tests {
         let channels = [Channel::Email, Channel::Sms];
         let rows: Vec<(TimelineEvent, &str, Value)> = vec![
             (TimelineEvent::ChartAdded, "chart_added", json!({})),
+            (
+                TimelineEvent::GoLiveInvite {
+                    run_id: 3,
+                    decision: &decision,
+                    invite_id: None,
+                },
+                "go_live_invite",
+                json!({
+                    "run_id": 3,
+                    "decision": { "decision": "queue", "at": "2026-11-24T13:00:00Z" },
+                    "invite_id": null,
+                }),
+            ),
             (
                 TimelineEvent::DemographicsUpdated {
                     required_fields_changed: &fields,

@@ -161,8 +161,14 @@ impl WebhookEvent {
                 invite_id: *invite_id,
                 next_possible_at: *next_possible_at,
             }),
-            // A trigger over the cap writes its invite suppressed at once.
+            // A trigger (or a go-live run's turn) over the cap writes its
+            // invite suppressed at once.
             TimelineEvent::Trigger {
+                decision: AutoDecision::Suppressed { next_possible_at },
+                invite_id: Some(invite_id),
+                ..
+            }
+            | TimelineEvent::GoLiveInvite {
                 decision: AutoDecision::Suppressed { next_possible_at },
                 invite_id: Some(invite_id),
                 ..

@@ -974,3 +974,216 @@ async fn a_new_sqlite_file_is_readable_by_its_owner_only() {
     assert_eq!(mode(&wal), 0o600, "{:o}", mode(&wal));
     store.close().await;
 }
+
+/// "Invite existing patients" (go-live): the run lists the eligible charts
+/// never invited, releases one per interval of its rate, decides each at
+/// its turn with the rules of that moment, and a second run lists no one
+/// the first invited.
+#[tokio::test]
+async fn a_go_live_run_invites_each_eligible_chart_once_at_its_rate() {
+    use enroll_core::{GoLiveRunState, Throttle};
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let practice = db.always_open_practice("GOLIVE", now).await;
+        let store = &db.store;
+        // Auto invites off (the charts were there before go-live): the run
+        // is the administrator's own action.
+        store.set_auto_invites(practice.id, false, None).await.unwrap();
+        let ana = new_patient(store, practice.id, "G1", &complete("Ana", "One"), now).await;
+        let bea = new_patient(store, practice.id, "G2", &complete("Bea", "Two"), now).await;
+        let cy = new_patient(store, practice.id, "G3", &complete("Cy", "Three"), now).await;
+        let dee = new_patient(store, practice.id, "G4", &complete("Dee", "Four"), now).await;
+        // Invited already (Enroll Now), missing an email, active: not listed.
+        let invited = new_patient(store, practice.id, "G5", &complete("Eve", "Five"), now).await;
+        store.enroll_now(invited, None, &api(), now).await.unwrap();
+        let no_email = Demographics {
+            email: None,
+            ..complete("Flo", "Six")
+        };
+        new_patient(store, practice.id, "G6", &no_email, now).await;
+        let active = new_patient(store, practice.id, "G7", &complete("Gus", "Seven"), now).await;
+        store.mark_activated(active, &api(), now).await.unwrap();
+
+        assert_eq!(store.go_live_candidates(practice.id).await.unwrap(), 4, "{engine:?}");
+        let sixty = Throttle::per_hour(60).unwrap();
+        let run = store.start_go_live(practice.id, sixty, "admin", now).await.unwrap();
+        assert_eq!((run.total, run.state), (4, GoLiveRunState::Running), "{engine:?}");
+        let again = store.start_go_live(practice.id, sixty, "admin", now).await;
+        assert!(
+            matches!(&again, Err(StoreError::Invalid(m)) if m.contains("already under way")),
+            "{engine:?}: {again:?}"
+        );
+
+        let minute = SignedDuration::from_mins(1);
+        let release = async |at: Timestamp| store.release_go_live(at, 100).await.unwrap();
+        assert_eq!(release(now).await, 1, "{engine:?}: the first at once");
+        assert_eq!(release(now + SignedDuration::from_secs(59)).await, 0, "{engine:?}");
+        // Before Cy's turn, Cy activates and Bea... stays eligible.
+        store.mark_activated(cy, &api(), now).await.unwrap();
+        assert_eq!(release(now + minute).await, 1, "{engine:?}: one a minute");
+        // Dee had 4 Enroll Now sends since the run listed her: capped.
+        for _ in 0..4 {
+            store.enroll_now(dee, None, &api(), now).await.unwrap();
+        }
+        assert_eq!(release(now + minute * 3).await, 2, "{engine:?}: Cy's and Dee's turns");
+
+        let progress = store.go_live_progress(practice.id).await.unwrap().unwrap();
+        assert_eq!(progress.run.state, GoLiveRunState::Finished, "{engine:?}");
+        assert_eq!(
+            (progress.sending, progress.skipped, progress.suppressed, progress.waiting),
+            (2, 1, 1, 0),
+            "{engine:?}: Ana and Bea queued, Cy skipped (active), Dee capped"
+        );
+        for (patient, expected) in [(ana, 1), (bea, 1), (cy, 0)] {
+            let go_live: Vec<_> = store
+                .patient_invites(patient)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|i| i.trigger.as_deref() == Some("go_live"))
+                .collect();
+            assert_eq!(go_live.len(), expected, "{engine:?} patient {patient}");
+            if let Some(invite) = go_live.first() {
+                assert_eq!(invite.state, InviteState::Queued, "{engine:?}");
+                assert_eq!(invite.actor, None, "{engine:?}: not an Enroll Now");
+            }
+        }
+        let dee_go_live = store.patient_invites(dee).await.unwrap();
+        assert!(
+            dee_go_live.iter().any(|i| i.state == InviteState::Suppressed
+                && i.trigger.as_deref() == Some("go_live")
+                && i.next_possible_at.is_some()),
+            "{engine:?}: Dee's turn is a suppressed invite with its next possible date"
+        );
+        // Running it twice invites no one twice.
+        assert_eq!(store.go_live_candidates(practice.id).await.unwrap(), 0, "{engine:?}");
+        let twice = store.start_go_live(practice.id, sixty, "admin", now + minute * 5).await;
+        assert!(
+            matches!(&twice, Err(StoreError::Invalid(m)) if m.contains("no patient can be invited now")),
+            "{engine:?}: {twice:?}"
+        );
+    })
+    .await;
+}
+
+/// A run releases only while the schedule is open, catches up at most a
+/// minute's worth at the opening, and pauses, resumes and cancels.
+#[tokio::test]
+async fn a_go_live_run_keeps_to_the_schedule_and_can_be_paused_and_cancelled() {
+    use enroll_core::{GoLiveRunState, Throttle};
+    on_each_engine(async |engine, db| {
+        // Wednesday 18:00 in New York: office hours (08:00-17:00) are over.
+        let evening: Timestamp = "2026-11-25T23:00:00Z".parse().unwrap();
+        let practice = db
+            .store
+            .create_practice(
+                &enroll_store::NewPractice {
+                    code: "HOURS".into(),
+                    name: "Office hours".into(),
+                    schedule: Schedule::office_hours("America/New_York"),
+                },
+                evening,
+            )
+            .await
+            .unwrap();
+        let store = &db.store;
+        for i in 0..10 {
+            let d = complete(&format!("P{i}"), "Patient");
+            new_patient(store, practice.id, &format!("H{i}"), &d, evening).await;
+        }
+        let hourly_120 = Throttle::per_hour(120).unwrap();
+        let run = store
+            .start_go_live(practice.id, hourly_120, "admin", evening)
+            .await
+            .unwrap();
+        assert_eq!(run.total, 10, "{engine:?}");
+        let release = async |at: Timestamp| store.release_go_live(at, 100).await.unwrap();
+        assert_eq!(
+            release(evening).await,
+            0,
+            "{engine:?}: closed in the evening"
+        );
+        // Thursday 08:00:30: open for 30 seconds after a night of waiting;
+        // a minute's worth (2) plus the one due now, not 14 hours' worth.
+        let morning: Timestamp = "2026-11-26T13:00:30Z".parse().unwrap();
+        assert_eq!(release(morning).await, 3, "{engine:?}");
+
+        store.pause_go_live(run.id).await.unwrap();
+        assert_eq!(
+            release(morning + SignedDuration::from_mins(10)).await,
+            0,
+            "{engine:?}: paused"
+        );
+        let resumed = store
+            .resume_go_live(run.id, morning + SignedDuration::from_mins(10))
+            .await
+            .unwrap();
+        assert_eq!(resumed.state, GoLiveRunState::Running, "{engine:?}");
+        assert_eq!(
+            release(morning + SignedDuration::from_mins(10)).await,
+            1,
+            "{engine:?}"
+        );
+        let paused_twice = store.resume_go_live(run.id, morning).await;
+        assert!(
+            matches!(paused_twice, Err(StoreError::Invalid(_))),
+            "{engine:?}"
+        );
+
+        let cancelled = store
+            .cancel_go_live(run.id, morning + SignedDuration::from_mins(11))
+            .await
+            .unwrap();
+        assert_eq!(cancelled.state, GoLiveRunState::Cancelled, "{engine:?}");
+        assert_eq!(
+            release(morning + SignedDuration::from_mins(30)).await,
+            0,
+            "{engine:?}"
+        );
+        let progress = store.go_live_progress(practice.id).await.unwrap().unwrap();
+        assert_eq!((progress.sending, progress.cancelled), (4, 6), "{engine:?}");
+        // The six never invited can be listed by a new run; the four not.
+        assert_eq!(
+            store.go_live_candidates(practice.id).await.unwrap(),
+            6,
+            "{engine:?}"
+        );
+    })
+    .await;
+}
+
+/// Two instances releasing at the same moment share the run's rate: the
+/// run's row is locked and read again in each release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_releasing_a_go_live_run_at_once_release_each_turn_once() {
+    use enroll_core::Throttle;
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let practice = db.always_open_practice("RACE", now).await;
+        let store = &db.store;
+        store
+            .set_auto_invites(practice.id, false, None)
+            .await
+            .unwrap();
+        for i in 0..20 {
+            let d = complete(&format!("R{i}"), "Racer");
+            new_patient(store, practice.id, &format!("R{i}"), &d, now).await;
+        }
+        let run = store
+            .start_go_live(practice.id, Throttle::per_hour(600).unwrap(), "admin", now)
+            .await
+            .unwrap();
+        assert_eq!(run.total, 20, "{engine:?}");
+        // 600 an hour: one each 6 s; at +30 s six turns are due.
+        let at = now + SignedDuration::from_secs(30);
+        let other = store.clone();
+        let (a, b) = tokio::join!(
+            store.release_go_live(at, 100),
+            other.release_go_live(at, 100)
+        );
+        assert_eq!(a.unwrap() + b.unwrap(), 6, "{engine:?}");
+        let progress = store.go_live_progress(practice.id).await.unwrap().unwrap();
+        assert_eq!((progress.sending, progress.waiting), (6, 14), "{engine:?}");
+    })
+    .await;
+}

@@ -1,6 +1,6 @@
 //! The timeline and the invite history in plain words for the chart.
 
-use enroll_core::StaffStatus;
+use enroll_core::{GO_LIVE_TRIGGER, StaffStatus};
 use enroll_store::{Invite, TimelineEntry};
 use jiff::tz::TimeZone;
 use serde::Serialize;
@@ -26,6 +26,16 @@ fn joined(detail: &Value, key: &str, separator: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A recorded decision's tag in words: "send now", "suppressed", ...
+fn decision_words(detail: &Value) -> String {
+    detail
+        .get("decision")
+        .and_then(|v| v.get("decision").or(Some(v)))
+        .and_then(Value::as_str)
+        .unwrap_or("recorded")
+        .replace('_', " ")
+}
+
 /// One timeline line, e.g. "Invite 12 sent by email and text message".
 pub(crate) fn timeline_words(e: &TimelineEntry) -> String {
     let d = &e.detail;
@@ -43,13 +53,13 @@ pub(crate) fn timeline_words(e: &TimelineEntry) -> String {
         "trigger" => format!(
             "Trigger: {} ({})",
             text(d, "trigger").replace('_', " "),
-            d.get("decision")
-                .and_then(|v| v.get("decision").or(Some(v)))
-                .and_then(Value::as_str)
-                .unwrap_or("recorded")
-                .replace('_', " ")
+            decision_words(d)
         ),
         "invite_queued" => format!("Invite {invite} queued ({})", text(d, "kind")),
+        "go_live_invite" => format!(
+            "Go-live invite (Invite existing patients): {}",
+            decision_words(d)
+        ),
         "enroll_now_refused" => format!("Enroll Now refused: {}", text(d, "message")),
         "in_person_refused" => format!("Enroll in person refused: {}", text(d, "message")),
         "activated" => "The patient activated the portal account".into(),
@@ -145,6 +155,7 @@ pub(crate) fn invite_words(
     let how = match (&invite.actor, &invite.trigger) {
         (Some(actor), _) if channels == "in person" => format!("In person by {actor}"),
         (Some(actor), _) => format!("Enroll Now by {actor}"),
+        (None, Some(trigger)) if trigger == GO_LIVE_TRIGGER => "Go-live invite".to_string(),
         (None, Some(trigger)) => format!("Auto: {}", trigger.replace('_', " ")),
         (None, None) => invite.kind.key().to_string(),
     };
