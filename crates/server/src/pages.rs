@@ -56,6 +56,10 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/staff_worklists.html"),
         ),
         (
+            "staff_go_live.html",
+            include_str!("../templates/staff_go_live.html"),
+        ),
+        (
             "staff_practices.html",
             include_str!("../templates/staff_practices.html"),
         ),

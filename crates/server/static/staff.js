@@ -140,7 +140,31 @@
     enroll(id, action === "resend" ? "resend" : null);
   }
 
+  // "Invite existing patients": while a run is running, its numbers are
+  // asked for every few seconds and written into the page; a finished,
+  // paused or cancelled run reloads the page once for its summary.
+  function watchGoLive(section) {
+    var url = "/admin/practices/" + section.getAttribute("data-practice") + "/go-live/progress";
+    setTimeout(function () {
+      fetch(url, { headers: { Accept: "application/json" } })
+        .then(function (r) { return r.json(); })
+        .then(function (a) {
+          if (!a.run || !a.run.running) { location.reload(); return; }
+          section.querySelectorAll("[data-field]").forEach(function (el) {
+            var v = a.run[el.getAttribute("data-field")];
+            if (v !== undefined && v !== null) el.textContent = v;
+          });
+          var bar = section.querySelector("progress");
+          if (bar) { bar.value = a.run.percent; bar.textContent = a.run.percent + "%"; }
+          watchGoLive(section);
+        })
+        .catch(function () { watchGoLive(section); });
+    }, 3000);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var run = document.querySelector("#go-live-run[data-running]");
+    if (run) watchGoLive(run);
     document.querySelectorAll("[data-print]").forEach(function (b) {
       b.hidden = false;
       b.addEventListener("click", function () { window.print(); });

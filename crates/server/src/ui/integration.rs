@@ -5,6 +5,7 @@
 //! with the error in words next to its field, and audited with what it was
 //! before and after.
 
+mod go_live;
 mod schedule_form;
 mod templates;
 
@@ -24,6 +25,10 @@ use serde_json::json;
 use super::session::{Refused, SignedIn};
 use super::{internal, staff_page};
 use crate::AppState;
+pub(crate) use go_live::{
+    change as go_live_change, page as go_live_page, progress as go_live_progress,
+    start as go_live_start,
+};
 pub(crate) use schedule_form::ScheduleForm;
 pub(crate) use templates::{save_templates, templates_page};
 

@@ -73,6 +73,18 @@ pub(crate) fn router() -> Router<AppState> {
             "/admin/practices/{id}/templates",
             get(integration::templates_page).post(integration::save_templates),
         )
+        .route(
+            "/admin/practices/{id}/go-live",
+            get(integration::go_live_page).post(integration::go_live_start),
+        )
+        .route(
+            "/admin/practices/{id}/go-live/progress",
+            get(integration::go_live_progress),
+        )
+        .route(
+            "/admin/practices/{id}/go-live/{run}",
+            post(integration::go_live_change),
+        )
         .route("/static/staff.css", get(stylesheet))
         .route("/static/staff.js", get(script))
         .route("/static/letter.css", get(letter_stylesheet))

@@ -9,6 +9,7 @@ mod activation_browser;
 mod api;
 mod browser;
 mod delivery;
+mod go_live;
 mod hardening;
 mod in_person;
 mod integration_browser;
