@@ -149,7 +149,7 @@
       fetch(url, { headers: { Accept: "application/json" } })
         .then(function (r) { return r.json(); })
         .then(function (a) {
-          if (!a.run || !a.run.running) { location.reload(); return; }
+          if (!a.run || !a.run.running) { location.href = location.pathname; return; }
           section.querySelectorAll("[data-field]").forEach(function (el) {
             var v = a.run[el.getAttribute("data-field")];
             if (v !== undefined && v !== null) el.textContent = v;

@@ -158,12 +158,10 @@ impl Store {
     ) -> Result<GoLiveRun> {
         let mut tx = self.begin_write().await?;
         tx.practice(practice_id).await?;
-        let insert = format!(
-            "INSERT INTO go_live_runs (practice_id, state, rate_per_hour, started_by, created_at, \
-             next_release_at, total) VALUES ($1, $2, $3, $4, $5, $5, 0) RETURNING id"
-        );
+        let insert = "INSERT INTO go_live_runs (practice_id, state, rate_per_hour, started_by, \
+             created_at, next_release_at, total) VALUES ($1, $2, $3, $4, $5, $5, 0) RETURNING id";
         let run_id: std::result::Result<i64, sqlx::Error> = on_tx!(&mut tx, c => {
-            sqlx::query_scalar(AssertSqlSafe(insert.as_str()))
+            sqlx::query_scalar(insert)
                 .bind(practice_id)
                 .bind(GoLiveRunState::Running.key())
                 .bind(i64::from(throttle.rate()))

@@ -9,7 +9,9 @@ use fantoccini::{Client, Locator};
 
 use crate::TestApp;
 use crate::browser::{look_at, sign_in};
-use crate::webdriver::{browser, full_page_screenshot, start_driver, text_of, tools_or_skip};
+use crate::webdriver::{
+    browser, full_page_screenshot, start_driver, text_of, tools_or_skip, wait_for_text,
+};
 
 async fn click(client: &Client, css: &str) {
     client
@@ -192,6 +194,90 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
     let table = text_of(&client, "table.worklist").await;
     assert!(table.contains("ZIP code, email address"), "{table}");
     look_at(&client, &tools, "worklists").await;
+
+    client.close().await.unwrap();
+    app.stop().await;
+}
+
+/// "Invite existing patients" in a real browser: the counts, the refusal
+/// without the confirmation next to its box, a run started with the
+/// keyboard, its progress updating in place while the dispatcher sends,
+/// pause and resume, and the summary at the end. axe-core on each state.
+#[tokio::test]
+async fn an_administrator_invites_existing_patients_and_watches_the_progress_in_a_real_browser() {
+    let Some(tools) = tools_or_skip() else {
+        return;
+    };
+    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+        return;
+    };
+    app.db
+        .store
+        .set_auto_invites(app.practice_id, false, None)
+        .await
+        .unwrap();
+    for i in 0..4 {
+        let email = format!("existing{i}@example.org");
+        app.patient(&format!("E-{i}"), serde_json::json!({ "email": email }))
+            .await;
+    }
+    app.patient("E-NOZIP", serde_json::json!({ "zip": null }))
+        .await;
+    let smtp = crate::TestSmtp::start().await;
+    let dispatcher = app.dispatcher(smtp.addr, "browser");
+    let driver = start_driver(&tools).await;
+    let client = browser(&driver, &tools, (1366, 768)).await;
+    sign_in(&client, &app, "ada").await;
+
+    click(&client, "nav a[href='/admin/practices']").await;
+    click(&client, "#go-live-link").await;
+    let who = wait_for_text(&client, "#candidates", |t| t == "4").await;
+    assert_eq!(who, "4");
+    let missing = text_of(&client, "#missing-fields").await;
+    assert!(missing.contains("1 missing the ZIP code"), "{missing}");
+    look_at(&client, &tools, "go-live").await;
+
+    // Without the box ticked: refused, the reason next to the box.
+    click(&client, "#go-live-start").await;
+    let error = wait_for_text(&client, "#err-confirmed", |t| !t.is_empty()).await;
+    assert!(error.contains("tick the box"), "{error}");
+    look_at(&client, &tools, "go-live-error").await;
+
+    replace_text(&client, "#rate", "60").await;
+    let confirm = client.find(Locator::Id("confirmed")).await.unwrap();
+    confirm.send_keys(" ").await.unwrap();
+    confirm.send_keys(&Key::Enter.to_string()).await.unwrap();
+    let notice = wait_for_text(&client, ".notice", |t| t.contains("Started")).await;
+    assert!(
+        notice.contains("4 patients will be invited, 60 an hour"),
+        "{notice}"
+    );
+
+    // The page's script shows each send without a reload.
+    dispatcher.run_round().await.unwrap();
+    assert_eq!(smtp.received().len(), 1);
+    wait_for_text(&client, "#go-live-run [data-field=sent]", |t| t == "1").await;
+    wait_for_text(&client, "#go-live-run [data-field=waiting]", |t| t == "3").await;
+    look_at(&client, &tools, "go-live-running").await;
+
+    click(&client, "#go-live-pause").await;
+    let state = wait_for_text(&client, "#run-h", |t| t.contains("Paused")).await;
+    assert!(state.contains("Paused"), "{state}");
+    click(&client, "#go-live-resume").await;
+    wait_for_text(&client, "#run-h", |t| t.contains("Running")).await;
+    for _ in 0..3 {
+        app.clock.advance(jiff::SignedDuration::from_mins(1));
+        dispatcher.run_round().await.unwrap();
+    }
+    assert_eq!(smtp.received().len(), 4);
+    // Finished: the script reloads the page once for the summary.
+    let summary = wait_for_text(&client, "#run-summary", |t| !t.is_empty()).await;
+    assert!(
+        summary.contains("4 sent, 0 held back by the cap, 0 failed, 0 skipped, of 4."),
+        "{summary}"
+    );
+    look_at(&client, &tools, "go-live-finished").await;
+    full_page_screenshot(&client, "staff-go-live-phone", (390, 844)).await;
 
     client.close().await.unwrap();
     app.stop().await;
