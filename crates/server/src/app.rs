@@ -126,6 +126,13 @@ impl Application {
             channels.clone(),
             &settings.email_from,
         ));
+        let connections = Arc::new(crate::connections::Connections::new(
+            channels.clone(),
+            &settings.email_from,
+            runtime.mailbox.is_none().then_some(&settings.smtp),
+            runtime.mailbox.is_none().then_some(&settings.sms),
+            &settings.mllp,
+        ));
         let state = AppState {
             templates: crate::templates::load(&store).await?,
             store,
@@ -140,6 +147,7 @@ impl Application {
                 tls.is_some() || public_url.scheme() == "https",
             ),
             activation,
+            connections,
         };
         let dispatcher =
             Dispatcher::new(&state, channels, &settings.email_from, &settings.delivery)

@@ -10,6 +10,7 @@ pub mod app;
 mod auth;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod dispatcher;
 mod error;
 pub mod http;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub staff_ui: Arc<ui::session::StaffUi>,
     /// The patient activation pages' rules, throttle and code channels.
     pub activation: Arc<activation::Activation>,
+    /// The listeners and channels as configured, for the Connections page.
+    pub connections: Arc<connections::Connections>,
 }
 
 /// Which pages a listener serves.

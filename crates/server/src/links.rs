@@ -80,6 +80,16 @@ impl Links {
         )
     }
 
+    /// The Message-ID of an administrator's test email (Connections page).
+    pub fn test_message_id(&self, at: Timestamp) -> String {
+        format!("test-{}@{}", at.as_millisecond(), self.message_domain)
+    }
+
+    /// Where this installation is reached, e.g. `https://portal.example.org`.
+    pub fn public_root(&self) -> &str {
+        &self.public_url
+    }
+
     pub fn message_id(&self, invite_id: i64, invite_created_at: Timestamp) -> String {
         format!(
             "invite-{invite_id}-{}@{}",

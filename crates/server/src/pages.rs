@@ -56,6 +56,10 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/staff_worklists.html"),
         ),
         (
+            "staff_connections.html",
+            include_str!("../templates/staff_connections.html"),
+        ),
+        (
             "staff_go_live.html",
             include_str!("../templates/staff_go_live.html"),
         ),

@@ -1160,3 +1160,40 @@ impl Tx {
         Ok(())
     }
 }
+
+/// What the Integration Tool shows of the HL7 intake: the newest message
+/// and the messages by ACK code since two instants (today, this week).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IntakeActivity {
+    pub last_received_at: Option<Timestamp>,
+    /// (ACK code, since the first instant, since the second instant).
+    pub by_ack_code: Vec<(String, i64, i64)>,
+}
+
+impl Store {
+    /// [`IntakeActivity`] since `today` and `week` (`today` is the later).
+    pub async fn intake_activity(
+        &self,
+        today: Timestamp,
+        week: Timestamp,
+    ) -> Result<IntakeActivity> {
+        let last: Option<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT MAX(received_at) FROM hl7_messages").fetch_one(pool).await
+        })?;
+        let rows: Vec<(String, i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT ack_code, CAST(SUM(CASE WHEN received_at >= $1 THEN 1 ELSE 0 END) AS BIGINT), \
+                 CAST(COUNT(*) AS BIGINT) FROM hl7_messages WHERE received_at >= $2 \
+                 GROUP BY ack_code ORDER BY ack_code",
+            )
+            .bind(to_ms(today))
+            .bind(to_ms(week))
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(IntakeActivity {
+            last_received_at: last.map(from_ms).transpose()?,
+            by_ack_code: rows,
+        })
+    }
+}

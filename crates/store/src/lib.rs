@@ -53,8 +53,8 @@ pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
 pub use go_live::{GoLiveProgress, GoLiveRun};
 pub use in_person::{InPersonInvite, InPersonOutcome};
 pub use intake::{
-    AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageQuery, MessageStatus,
-    PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
+    AppointmentStatus, InboundMessage, IntakeActivity, IntakeEvent, IntakeProblem, MessageQuery,
+    MessageStatus, PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
 };
 pub use model::{
     AuditEntry, Channels, EnrollOutcome, Invite, InviteKind, InviteState, NewPractice, Patient,

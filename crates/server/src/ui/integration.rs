@@ -5,6 +5,7 @@
 //! with the error in words next to its field, and audited with what it was
 //! before and after.
 
+mod connections;
 mod go_live;
 mod schedule_form;
 mod templates;
@@ -25,6 +26,10 @@ use serde_json::json;
 use super::session::{Refused, SignedIn};
 use super::{internal, staff_page};
 use crate::AppState;
+pub(crate) use connections::{
+    map_facility as connections_map_facility, page as connections_page, ping as connections_ping,
+    test_email as connections_test_email, test_sms as connections_test_sms,
+};
 pub(crate) use go_live::{
     change as go_live_change, page as go_live_page, progress as go_live_progress,
     start as go_live_start,

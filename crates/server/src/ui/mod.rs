@@ -85,6 +85,26 @@ pub(crate) fn router() -> Router<AppState> {
             "/admin/practices/{id}/go-live/{run}",
             post(integration::go_live_change),
         )
+        .route(
+            "/admin/practices/{id}/connections",
+            get(integration::connections_page),
+        )
+        .route(
+            "/admin/practices/{id}/connections/test-email",
+            post(integration::connections_test_email),
+        )
+        .route(
+            "/admin/practices/{id}/connections/test-sms",
+            post(integration::connections_test_sms),
+        )
+        .route(
+            "/admin/practices/{id}/connections/facilities",
+            post(integration::connections_map_facility),
+        )
+        .route(
+            "/admin/practices/{id}/connections/webhooks/{endpoint}/ping",
+            post(integration::connections_ping),
+        )
         .route("/static/staff.css", get(stylesheet))
         .route("/static/staff.js", get(script))
         .route("/static/letter.css", get(letter_stylesheet))

@@ -282,3 +282,50 @@ async fn an_administrator_invites_existing_patients_and_watches_the_progress_in_
     client.close().await.unwrap();
     app.stop().await;
 }
+
+/// The Connections page in a real browser: the test email's failure is
+/// said in the SMTP client's own words next to the address field (the test
+/// settings' server, localhost:587, is not running). axe-core on it.
+#[tokio::test]
+async fn a_test_email_that_fails_says_why_next_to_the_field_in_a_real_browser() {
+    let Some(tools) = tools_or_skip() else {
+        return;
+    };
+    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+        return;
+    };
+    let driver = start_driver(&tools).await;
+    let client = browser(&driver, &tools, (1366, 768)).await;
+    sign_in(&client, &app, "ada").await;
+    click(&client, "nav a[href='/admin/practices']").await;
+    click(&client, "#connections-link").await;
+    wait_for_text(&client, "#smtp", |t| t.contains("localhost:587")).await;
+    look_at(&client, &tools, "connections").await;
+
+    replace_text(&client, "#test-email-to", "it@practice.test").await;
+    client
+        .find(Locator::Id("test-email-to"))
+        .await
+        .unwrap()
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .unwrap();
+    let answer = wait_for_text(&client, "#test-email-result", |t| !t.is_empty()).await;
+    assert!(
+        answer.starts_with("The test email was not sent (SMTP server localhost:587): "),
+        "{answer}"
+    );
+    assert!(answer.contains("localhost:587"), "{answer}");
+    let described = client
+        .find(Locator::Id("test-email-to"))
+        .await
+        .unwrap()
+        .attr("aria-describedby")
+        .await
+        .unwrap();
+    assert_eq!(described.as_deref(), Some("test-email-result"));
+    look_at(&client, &tools, "connections-test-email-error").await;
+
+    client.close().await.unwrap();
+    app.stop().await;
+}

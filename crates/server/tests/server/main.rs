@@ -8,6 +8,7 @@ mod activation;
 mod activation_browser;
 mod api;
 mod browser;
+mod connections;
 mod delivery;
 mod go_live;
 mod hardening;

@@ -26,7 +26,7 @@ fn msh(event: &str, control_id: &str) -> String {
 }
 
 /// A registration with every required field and a cell phone.
-fn a04(control_id: &str, mrn: &str, first: &str, email: &str) -> Vec<u8> {
+pub(crate) fn a04(control_id: &str, mrn: &str, first: &str, email: &str) -> Vec<u8> {
     hl7(&[
         &msh("ADT^A04^ADT_A01", control_id),
         "EVN|A04|20261125100000",
@@ -38,20 +38,20 @@ fn a04(control_id: &str, mrn: &str, first: &str, email: &str) -> Vec<u8> {
 }
 
 /// One MLLP connection, as a sender uses it: a frame out, its ACK back.
-struct Sender {
+pub(crate) struct Sender {
     stream: TcpStream,
     buffer: Vec<u8>,
 }
 
 impl Sender {
-    async fn connect(addr: SocketAddr) -> Sender {
+    pub(crate) async fn connect(addr: SocketAddr) -> Sender {
         Sender {
             stream: TcpStream::connect(addr).await.unwrap(),
             buffer: Vec::new(),
         }
     }
 
-    async fn send(&mut self, message: &[u8]) -> String {
+    pub(crate) async fn send(&mut self, message: &[u8]) -> String {
         self.write_frame(message).await;
         self.read_ack().await.expect("an ACK")
     }

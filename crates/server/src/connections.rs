@@ -1,0 +1,92 @@
+//! What the Integration Tool's Connections page shows of this instance's
+//! links to the outside (the MLLP listeners, the SMTP server, the SMS
+//! provider) and the channels it sends a test message through. Built once
+//! by the composition root from the same settings the listeners and the
+//! dispatcher use, so the page says what is really in force.
+
+use std::net::SocketAddr;
+
+use enroll_notify::{SmsConfig, SmtpConfig, SmtpSecurity};
+
+use crate::dispatcher::Channels;
+use crate::mllp::MllpConfig;
+
+/// One MLLP listener as configured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListenerSummary {
+    pub address: String,
+    pub tls: bool,
+}
+
+/// The instance's connections, without secrets.
+#[derive(Clone)]
+pub struct Connections {
+    pub channels: Channels,
+    pub email_from: String,
+    /// "smtp.example.org:587, STARTTLS required, with a user name", or the
+    /// demo mailbox.
+    pub smtp: String,
+    /// "smtp.example.org:587"; none for the demo mailbox.
+    pub smtp_address: Option<String>,
+    /// The SMS provider's host and sender number, when texting is set up.
+    pub sms: Option<String>,
+    /// Empty when MLLP intake is off.
+    pub mllp: Vec<ListenerSummary>,
+}
+
+impl Connections {
+    pub(crate) fn new(
+        channels: Channels,
+        email_from: &str,
+        smtp: Option<&SmtpConfig>,
+        sms: Option<&SmsConfig>,
+        mllp: &MllpConfig,
+    ) -> Connections {
+        Connections {
+            channels,
+            email_from: email_from.to_string(),
+            smtp: smtp.map_or_else(
+                || "the demo mailbox (/mailbox): nothing leaves this machine".to_string(),
+                smtp_words,
+            ),
+            smtp_address: smtp.map(|s| format!("{}:{}", s.host, s.port)),
+            sms: sms.filter(|s| s.enabled()).map(sms_words),
+            mllp: listeners(mllp),
+        }
+    }
+}
+
+fn smtp_words(smtp: &SmtpConfig) -> String {
+    let security = match smtp.security {
+        SmtpSecurity::Plain => "no encryption (plain text)",
+        SmtpSecurity::StartTls => "STARTTLS required",
+        SmtpSecurity::Tls => "TLS from the first byte",
+    };
+    let login = if smtp.username.is_some() {
+        "with a user name and password"
+    } else {
+        "without signing in"
+    };
+    format!("{}:{}, {security}, {login}", smtp.host, smtp.port)
+}
+
+fn sms_words(sms: &SmsConfig) -> String {
+    let host = url::Url::parse(&sms.base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| sms.base_url.clone());
+    format!("{host}, sending from {}", sms.from)
+}
+
+fn listeners(mllp: &MllpConfig) -> Vec<ListenerSummary> {
+    if !mllp.enabled {
+        return Vec::new();
+    }
+    let summary = |addr: SocketAddr, tls| ListenerSummary {
+        address: addr.to_string(),
+        tls,
+    };
+    std::iter::once(summary(mllp.listen, false))
+        .chain(mllp.tls_listen.map(|addr| summary(addr, true)))
+        .collect()
+}
