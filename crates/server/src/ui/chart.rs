@@ -314,9 +314,9 @@ pub(crate) async fn save_demographics(
 #[derive(Serialize)]
 pub(crate) struct EnrollAnswer {
     /// sent | refused
-    result: &'static str,
+    pub(super) result: &'static str,
     /// What happened, in one sentence for the front desk.
-    message: String,
+    pub(super) message: String,
     /// The fields to fill in first, in the order of the form.
     missing: Vec<MissingField>,
     /// When a refusal is the cap, the next possible send.
@@ -394,7 +394,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
-async fn enroll(
+pub(super) async fn enroll(
     state: &AppState,
     signed_in: &SignedIn,
     id: i64,

@@ -51,6 +51,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/patients/{id}/status", get(chart::status))
         .route("/worklists", get(worklists::page))
         .route("/worklists.csv", get(worklists::csv))
+        .route("/worklists/failed/{id}", post(worklists::resend))
         .route("/admin/users", get(admin::users).post(admin::add_user))
         .route("/admin/users/{id}", post(admin::change_user))
         .route("/admin/audit", get(admin::audit_log))

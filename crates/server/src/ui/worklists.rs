@@ -43,6 +43,14 @@ pub(crate) struct WorkListParams {
     days: Option<i64>,
     #[serde(default)]
     page: Option<i64>,
+    /// After an edit-and-resend: what happened, in words.
+    #[serde(default)]
+    notice: Option<String>,
+    /// After a refused edit: the patient whose row shows `error`.
+    #[serde(default)]
+    patient: Option<i64>,
+    #[serde(default)]
+    error: Option<String>,
 }
 
 impl WorkListParams {
@@ -75,6 +83,9 @@ struct Row {
     practice: String,
     /// What the list is about for this patient, in words.
     detail: String,
+    /// The failed list's edit-and-resend fields, as on the chart.
+    email: String,
+    cell_phone: String,
 }
 
 /// The words of the list's own column for one patient.
@@ -149,6 +160,13 @@ async fn rows_of(
                     .unwrap_or_default(),
                 practice: practice.name.clone(),
                 detail: detail(list, entry, practice, now),
+                email: entry.patient.demographics.email.clone().unwrap_or_default(),
+                cell_phone: entry
+                    .patient
+                    .demographics
+                    .cell_phone
+                    .clone()
+                    .unwrap_or_default(),
             })
         })
         .collect())
@@ -227,6 +245,9 @@ pub(crate) async fn page(
             page,
             pages,
             detail_heading => detail_heading(list),
+            notice => params.notice,
+            error_patient => params.patient,
+            error => params.error,
         },
     )
 }
@@ -310,6 +331,89 @@ fn defused(cell: &str) -> String {
     }
 }
 
+#[derive(Deserialize)]
+pub(crate) struct ResendForm {
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    cell_phone: String,
+}
+
+/// `POST /worklists/failed/{id}`: the failed list's edit-and-resend in
+/// place. The email and cell phone are saved as on the chart (audited, a
+/// change to the email is R2's required-field trigger), then the invite
+/// is sent again with Enroll Now (R9), unless the trigger already queued
+/// one; the answer comes back to the list as a notice.
+pub(crate) async fn resend(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    axum::Form(form): axum::Form<ResendForm>,
+) -> Response {
+    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
+        return refused.into_response();
+    }
+    let (patient, _) = match super::chart::scoped_patient(&state, &signed_in, id).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let back = "/worklists?list=failed";
+    if let Err(problem) = enroll_core::EmailAddress::parse(&form.email) {
+        let words = match problem {
+            enroll_core::Problem::Missing => "type the email address to send the invite to".into(),
+            enroll_core::Problem::Invalid(words) => format!("this email address {words}"),
+        };
+        return redirect_with(back, &[("patient", &id.to_string()), ("error", &words)]);
+    }
+    let demographics = enroll_core::Demographics {
+        email: Some(form.email.clone()),
+        cell_phone: Some(form.cell_phone.clone()),
+        ..patient.demographics.clone()
+    }
+    .normalized();
+    let now = state.clock.now();
+    let source = super::chart::source(&signed_in);
+    let saved = match state
+        .store
+        .update_patient(id, &demographics, &source, now)
+        .await
+    {
+        Ok(saved) => saved,
+        Err(e) => return internal(e),
+    };
+    if let Err(e) = state
+        .store
+        .audit(&signed_in.user.username, "patient.update", Some(id), now)
+        .await
+    {
+        return internal(e);
+    }
+    let auto_queued = saved.triggers.iter().any(|t| {
+        matches!(
+            t.decision,
+            enroll_core::AutoDecision::SendNow | enroll_core::AutoDecision::Queue { .. }
+        )
+    });
+    let name = display_name(&saved.patient);
+    let notice = if auto_queued {
+        format!("{name}: saved; the changed email invites the patient again (auto invite).")
+    } else {
+        match super::chart::enroll(&state, &signed_in, id, None).await {
+            Ok(answer) => format!("{name}: saved. {}", answer.message),
+            Err(response) => return response,
+        }
+    };
+    redirect_with(back, &[("notice", &notice)])
+}
+
+fn redirect_with(path: &str, pairs: &[(&str, &str)]) -> Response {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    axum::response::Redirect::to(&format!("{path}&{query}")).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +430,8 @@ mod tests {
             dob: "1990-07-04".into(),
             practice: "North".into(),
             detail: "email address".into(),
+            email: "ann@example.org".into(),
+            cell_phone: String::new(),
         }];
         let text = csv_text(&rows, "Missing").unwrap();
         assert_eq!(

@@ -76,3 +76,112 @@ async fn the_front_desk_sees_who_lacks_which_field_exports_it_and_each_view_is_a
     })
     .await;
 }
+
+/// The failed deliveries list edits and resends in place: a wrong email is
+/// refused next to its row's field, a fixed one is saved (audited) and the
+/// invite goes again, by the auto trigger when auto invites are on and by
+/// Enroll Now when they are off, and the patient leaves the list.
+#[tokio::test]
+async fn a_failed_delivery_is_fixed_and_sent_again_from_the_work_list() {
+    on_each_engine(async |app| {
+        let smtp = crate::TestSmtp::start().await;
+        smtp.state
+            .reject
+            .lock()
+            .unwrap()
+            .insert("typo@example.org".into());
+        let dispatcher = app.dispatcher(smtp.addr, "w1");
+        let auto = app
+            .patient("F-AUTO", json!({ "email": "typo@example.org" }))
+            .await;
+        app.db
+            .store
+            .set_auto_invites(app.practice_id, false, None)
+            .await
+            .unwrap();
+        let manual = app
+            .patient("F-MANUAL", json!({ "email": "typo@example.org" }))
+            .await;
+        let (status, _) = app.enroll(manual).await;
+        assert!(status.is_success(), "{status}");
+        dispatcher.run_round().await.unwrap();
+        assert!(smtp.received().is_empty(), "{:?}", app.engine);
+
+        let frida = Staff::sign_in(app, "frida").await;
+        let csrf = frida.csrf().await;
+        let (status, page) = frida.get("/worklists?list=failed").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains(&format!("id=\"resend-{auto}\"")), "{page}");
+        assert!(page.contains(&format!("id=\"resend-{manual}\"")), "{page}");
+
+        let resend = |id: i64| format!("/worklists/failed/{id}");
+        let (status, location) = frida
+            .post(
+                &resend(manual),
+                &[
+                    ("csrf", &csrf),
+                    ("email", "not-an-email"),
+                    ("cell_phone", ""),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, page) = frida.get(&location).await;
+        assert!(
+            page.contains(&format!("id=\"err-email-{manual}\"")),
+            "{page}"
+        );
+
+        // Auto invites off: Enroll Now sends again.
+        let (status, location) = frida
+            .post(
+                &resend(manual),
+                &[
+                    ("csrf", &csrf),
+                    ("email", "fixed@example.org"),
+                    ("cell_phone", ""),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, page) = frida.get(&location).await;
+        assert!(page.contains("saved. "), "{page}");
+        // Auto invites on: the changed email is the trigger; no second invite.
+        app.db
+            .store
+            .set_auto_invites(app.practice_id, true, None)
+            .await
+            .unwrap();
+        let (status, location) = frida
+            .post(
+                &resend(auto),
+                &[
+                    ("csrf", &csrf),
+                    ("email", "right@example.org"),
+                    ("cell_phone", ""),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, page) = frida.get(&location).await;
+        assert!(page.contains("(auto invite)"), "{page}");
+
+        dispatcher.run_round().await.unwrap();
+        let mut to: Vec<String> = smtp.received().iter().flat_map(|m| m.to.clone()).collect();
+        to.sort();
+        assert_eq!(
+            to,
+            ["fixed@example.org", "right@example.org"],
+            "{:?}",
+            app.engine
+        );
+        let (_, page) = frida.get("/worklists?list=failed").await;
+        assert!(!page.contains(&format!("id=\"resend-{manual}\"")), "{page}");
+        let updates = app.db.store.audit_log(Some(manual), 50).await.unwrap();
+        assert!(
+            updates.iter().any(|e| e.action == "patient.update"),
+            "{updates:?}"
+        );
+    })
+    .await;
+}
