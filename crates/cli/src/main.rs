@@ -636,6 +636,11 @@ async fn check_smtp(config: &Settings) -> usize {
         Ok(mailer) => mailer.check().await.map_err(|e| anyhow::anyhow!("{e}")),
         Err(e) => Err(anyhow::anyhow!("{e}")),
     };
+    if config.smtp.is_plain_over_network() {
+        println!(
+            "WARN  smtp: {where_} is reached without TLS: invites (a first name and the activation link) cross the network in clear; use security = \"starttls\" or \"tls\""
+        );
+    }
     match result {
         Ok(()) => {
             println!("ok    smtp: {where_} answers");

@@ -244,6 +244,35 @@ fn doctor_checks_the_database_and_explains_an_unreachable_smtp_server() {
     assert!(stdout.contains("check [smtp] host, port"), "{stdout}");
 }
 
+/// Doctor warns of an SMTP server reached without TLS over the network,
+/// and the mailer refuses to send a password that way.
+#[test]
+fn doctor_warns_of_plain_smtp_to_another_machine_and_refuses_a_password_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("enroll.db").display());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_enroll"))
+        .args(["--database-url", &url, "doctor"])
+        // 192.0.2.1 is TEST-NET-1: never a real server.
+        .env("ENROLL_SMTP__HOST", "192.0.2.1")
+        .env("ENROLL_SMTP__SECURITY", "plain")
+        .env("ENROLL_SMTP__USERNAME", "clinic")
+        .env("ENROLL_SMTP__PASSWORD", "secret")
+        .env("ENROLL_SMTP__TIMEOUT_SECS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("WARN  smtp: 192.0.2.1:587 (plain) is reached without TLS"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the password would cross the network in clear"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("secret"), "{stdout}");
+}
+
 #[tokio::test]
 async fn migrate_and_doctor_work_on_both_engines() {
     for engine in enroll_store::testing::ENGINES {

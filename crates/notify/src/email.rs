@@ -115,6 +115,30 @@ impl fmt::Debug for SmtpMailer {
     }
 }
 
+impl SmtpConfig {
+    /// True when the server is this machine (`localhost`, 127.0.0.0/8,
+    /// `::1`): what is sent to it in clear does not cross a network.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Credentials over a connection without TLS to another machine: the
+    /// mailer refuses to be built so, rather than warn and send.
+    pub fn sends_password_in_clear(&self) -> bool {
+        self.security == SmtpSecurity::Plain && self.username.is_some() && !self.is_loopback()
+    }
+
+    /// No TLS to another machine: invites (first name, activation link)
+    /// cross the network in clear. `enroll doctor` warns of it.
+    pub fn is_plain_over_network(&self) -> bool {
+        self.security == SmtpSecurity::Plain && !self.is_loopback()
+    }
+}
+
 fn config_error(what: impl fmt::Display) -> DeliveryError {
     DeliveryError::Permanent(format!("invalid SMTP configuration: {what}"))
 }
@@ -202,13 +226,15 @@ impl SmtpMailer {
                 "the SMTP mailer must be created inside a Tokio runtime",
             ));
         }
-        let connector = build_connector(config, extra_roots)?;
-        if config.security == SmtpSecurity::Plain && config.username.is_some() {
-            tracing::warn!(
-                host = %config.host,
-                "SMTP credentials are configured without TLS; the password crosses the network in clear"
-            );
+        if config.sends_password_in_clear() {
+            return Err(config_error(format!(
+                "a user name and password are set for {} with security = \"plain\": the \
+                 password would cross the network in clear. Use security = \"starttls\" \
+                 (port 587) or \"tls\" (port 465), or a relay on this machine",
+                config.host
+            )));
         }
+        let connector = build_connector(config, extra_roots)?;
         let pool = Pool::new(usize::try_from(config.pool_size).unwrap_or(usize::MAX));
         Pool::spawn_reaper(&pool);
         Ok(SmtpMailer {
@@ -292,6 +318,38 @@ impl EmailSender for SmtpMailer {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn credentials_are_never_sent_in_clear_to_another_machine() {
+        let plain = |host: &str, user: Option<&str>| SmtpConfig {
+            host: host.into(),
+            port: 25,
+            security: SmtpSecurity::Plain,
+            username: user.map(str::to_string),
+            password: user.map(|_| SecretString::from("pw")),
+            ..SmtpConfig::default()
+        };
+        let refused = SmtpMailer::new(&plain("mail.example.org", Some("clinic")))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.contains("would cross the network in clear"),
+            "{refused}"
+        );
+        assert!(SmtpMailer::new(&plain("127.0.0.1", Some("clinic"))).is_ok());
+        assert!(SmtpMailer::new(&plain("localhost", Some("clinic"))).is_ok());
+        assert!(SmtpMailer::new(&plain("[::1]", Some("clinic"))).is_ok());
+        assert!(SmtpMailer::new(&plain("mail.example.org", None)).is_ok());
+        assert!(plain("mail.example.org", None).is_plain_over_network());
+        assert!(!plain("127.0.0.1", None).is_plain_over_network());
+        let tls = SmtpConfig {
+            security: SmtpSecurity::StartTls,
+            ..plain("mail.example.org", Some("clinic"))
+        };
+        assert!(!tls.is_plain_over_network() && !tls.sends_password_in_clear());
+    }
+
     use super::*;
 
     #[test]
