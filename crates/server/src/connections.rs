@@ -32,6 +32,8 @@ pub struct Connections {
     pub sms: Option<String>,
     /// Empty when MLLP intake is off.
     pub mllp: Vec<ListenerSummary>,
+    /// `[mllp] allow` as CIDR blocks; empty: any address.
+    pub mllp_allow: Vec<String>,
 }
 
 impl Connections {
@@ -52,6 +54,7 @@ impl Connections {
             smtp_address: smtp.map(|s| format!("{}:{}", s.host, s.port)),
             sms: sms.filter(|s| s.enabled()).map(sms_words),
             mllp: listeners(mllp),
+            mllp_allow: mllp.allow.iter().map(ToString::to_string).collect(),
         }
     }
 }

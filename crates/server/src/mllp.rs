@@ -46,6 +46,23 @@ pub struct MllpConfig {
     /// least 1 in a file; tests may set less).
     #[serde(rename = "idle_timeout_secs", deserialize_with = "whole_seconds")]
     pub idle_timeout: Duration,
+    /// Source addresses allowed to connect to either listener, as CIDR
+    /// blocks (`["10.20.0.0/16", "192.168.5.7/32"]`); empty: any address
+    /// that can reach the port. Others are closed at once and logged.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Connections open at once per listener; more are closed and logged.
+    pub max_connections: usize,
+    /// A TLS handshake not finished by then is given up.
+    #[serde(rename = "handshake_timeout_secs", deserialize_with = "whole_seconds")]
+    pub handshake_timeout: Duration,
+    /// An ACK the sender does not take within this long closes the
+    /// connection (the message is stored; a resend gets the same ACK).
+    #[serde(rename = "write_timeout_secs", deserialize_with = "whole_seconds")]
+    pub write_timeout: Duration,
+    /// Frames that are not HL7 (stray start bytes, oversize, cut off) one
+    /// connection may make us store per minute; past it the connection is
+    /// closed, so a noisy peer cannot fill the database.
+    pub rejected_frames_per_minute: u32,
     /// Where birth sex comes from: `obx_then_pid8` (an OBX with LOINC
     /// 76689-9, else PID-8) or `pid8`.
     pub birth_sex_source: String,
@@ -64,6 +81,11 @@ impl Default for MllpConfig {
             tls_key: None,
             max_message_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(300),
+            allow: Vec::new(),
+            max_connections: 64,
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            rejected_frames_per_minute: 30,
             birth_sex_source: "obx_then_pid8".into(),
             mrn_assigning_authority: None,
         }
@@ -226,6 +248,18 @@ fn tls_acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, MllpSt
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// True when `peer` may connect: no allowlist, or inside one of its blocks.
+fn allowed(allow: &[ipnet::IpNet], peer: SocketAddr) -> bool {
+    // An IPv4 peer on an IPv6 socket arrives as ::ffff:a.b.c.d.
+    let ip = match peer.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -234,6 +268,7 @@ async fn accept_loop(
     stopped: CancellationToken,
 ) {
     let mut connections = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -250,6 +285,19 @@ async fn accept_loop(
                 continue;
             }
         };
+        // The peer's address is the sending system's, not a patient's.
+        if !allowed(&settings.allow, peer) {
+            tracing::warn!(%peer, "MLLP connection refused: the address is not in [mllp] allow");
+            continue;
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                %peer,
+                max = settings.max_connections,
+                "MLLP connection refused: too many connections open"
+            );
+            continue;
+        };
         // ACKs are small writes the sender waits for: send them at once.
         let _ = stream.set_nodelay(true);
         let intake = intake.clone();
@@ -257,13 +305,18 @@ async fn accept_loop(
         let stopped = stopped.clone();
         match &tls {
             None => {
-                connections.spawn(serve_connection(stream, peer, intake, settings, stopped));
+                connections.spawn(async move {
+                    serve_connection(stream, peer, intake, settings, stopped).await;
+                    drop(slot);
+                });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 connections.spawn(async move {
+                    let _slot = slot;
                     let handshake =
-                        tokio::time::timeout(settings.idle_timeout, acceptor.accept(stream)).await;
+                        tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream))
+                            .await;
                     match handshake {
                         Ok(Ok(stream)) => {
                             serve_connection(stream, peer, intake, settings, stopped).await;
@@ -292,6 +345,7 @@ async fn serve_connection<S>(
 {
     let mut framed = Framed::new(stream, MllpCodec::new(settings.max_message_bytes));
     let peer_text = peer.to_string();
+    let mut rejected = RejectedFrames::new(settings.rejected_frames_per_minute);
     tracing::debug!(%peer, "MLLP connection opened");
     loop {
         if stopped.is_cancelled() {
@@ -315,6 +369,14 @@ async fn serve_connection<S>(
         };
         // From here on the message is in hand: it is finished even when a
         // stop is requested meanwhile.
+        if frame.is_err() && !rejected.one_more(tokio::time::Instant::now()) {
+            tracing::warn!(
+                %peer,
+                cap = settings.rejected_frames_per_minute,
+                "MLLP connection closed: too many frames that are not HL7 in a minute"
+            );
+            break;
+        }
         let handled = match &frame {
             Ok(bytes) => intake.handle(bytes, Some(peer_text.clone())).await,
             Err(bad) => intake.handle_bad_frame(bad, Some(peer_text.clone())).await,
@@ -327,9 +389,16 @@ async fn serve_connection<S>(
                     status = handled.received.status.key(),
                     "HL7 message received"
                 );
-                if let Err(e) = framed.send(handled.ack).await {
-                    tracing::warn!(%peer, error = %e, "could not send the ACK");
-                    break;
+                match tokio::time::timeout(settings.write_timeout, framed.send(handled.ack)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "could not send the ACK");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "the sender did not take the ACK in time; closing");
+                        break;
+                    }
                 }
             }
             Err(e) => {
@@ -341,4 +410,60 @@ async fn serve_connection<S>(
         }
     }
     tracing::debug!(%peer, "MLLP connection closed");
+}
+
+/// The frames that were not HL7 in the last minute of one connection.
+struct RejectedFrames {
+    cap: u32,
+    times: std::collections::VecDeque<tokio::time::Instant>,
+}
+
+impl RejectedFrames {
+    fn new(cap: u32) -> RejectedFrames {
+        RejectedFrames {
+            cap,
+            times: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Counts one more at `now`; false when it is over the cap.
+    fn one_more(&mut self, now: tokio::time::Instant) -> bool {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.times.pop_front();
+        }
+        if self.times.len() >= usize::try_from(self.cap).unwrap_or(usize::MAX) {
+            return false;
+        }
+        self.times.push_back(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allowlist_takes_cidr_blocks_and_mapped_ipv4() {
+        let allow: Vec<ipnet::IpNet> = vec!["10.20.0.0/16".parse().unwrap()];
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(allowed(&[], at("203.0.113.9:1000")));
+        assert!(allowed(&allow, at("10.20.3.4:1000")));
+        assert!(!allowed(&allow, at("10.21.0.1:1000")));
+        assert!(allowed(&allow, at("[::ffff:10.20.3.4]:1000")));
+    }
+
+    #[test]
+    fn rejected_frames_are_capped_per_minute() {
+        let mut rejected = RejectedFrames::new(2);
+        let start = tokio::time::Instant::now();
+        assert!(rejected.one_more(start));
+        assert!(rejected.one_more(start + Duration::from_secs(1)));
+        assert!(!rejected.one_more(start + Duration::from_secs(2)));
+        assert!(rejected.one_more(start + Duration::from_secs(61)));
+    }
 }

@@ -1483,3 +1483,87 @@ async fn a_storage_error_that_is_not_transient_is_answered_ae_and_listed_for_sta
     })
     .await;
 }
+
+/// `[mllp] allow`: an address outside the blocks is closed before a byte
+/// is read; inside, messages are taken.
+#[tokio::test]
+async fn only_addresses_in_the_allowlist_may_connect() {
+    for engine in enroll_store::testing::ENGINES {
+        let elsewhere = |settings: &mut enroll_server::Settings| {
+            settings.mllp.allow = vec!["10.20.0.0/16".parse().unwrap()];
+        };
+        let Some(app) = TestApp::start_with(engine, elsewhere).await else {
+            continue;
+        };
+        let mut refused = Sender::connect(app.mllp_addr).await;
+        refused
+            .write_frame(&a04("ALLOW-1", "9301", "Ida", "ida@example.org"))
+            .await;
+        assert_eq!(refused.read_ack().await, None, "{engine:?}: closed, no ACK");
+        assert_eq!(
+            count(&app, "hl7_messages").await,
+            0,
+            "{engine:?}: nothing stored"
+        );
+        app.stop().await;
+
+        let here = |settings: &mut enroll_server::Settings| {
+            settings.mllp.allow = vec!["127.0.0.0/8".parse().unwrap()];
+        };
+        let Some(app) = TestApp::start_with(engine, here).await else {
+            continue;
+        };
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        let ack = sender
+            .send(&a04("ALLOW-2", "9302", "Ida", "ida@example.org"))
+            .await;
+        assert_eq!(ack_code(&ack), "AA", "{engine:?}: {ack}");
+        app.stop().await;
+    }
+}
+
+/// A connection sending frames that are not HL7 is closed once it has made
+/// us store `rejected_frames_per_minute` of them; another connection still
+/// gets its ACK. And past `max_connections` a connection is closed at once.
+#[tokio::test]
+async fn a_noisy_connection_is_capped_and_connections_are_limited() {
+    for engine in enroll_store::testing::ENGINES {
+        let capped = |settings: &mut enroll_server::Settings| {
+            settings.mllp.rejected_frames_per_minute = 3;
+            settings.mllp.max_connections = 2;
+        };
+        let Some(app) = TestApp::start_with(engine, capped).await else {
+            continue;
+        };
+        let mut noisy = Sender::connect(app.mllp_addr).await;
+        // Each start byte cuts the frame before it short: 9 bad frames.
+        noisy
+            .write_frame(&b"\x0bA\x0bB\x0bC\x0bD\x0bE\x0bF\x0bG\x0bH\x0bI"[..])
+            .await;
+        let mut answers = 0;
+        while noisy.read_ack().await.is_some() {
+            answers += 1;
+        }
+        assert_eq!(answers, 3, "{engine:?}: three answered, then closed");
+        assert_eq!(count(&app, "hl7_messages").await, 3, "{engine:?}");
+
+        let mut first = Sender::connect(app.mllp_addr).await;
+        let mut second = Sender::connect(app.mllp_addr).await;
+        let ack = first
+            .send(&a04("LIMIT-1", "9311", "Jo", "jo@example.org"))
+            .await;
+        assert_eq!(ack_code(&ack), "AA", "{engine:?}: {ack}");
+        let ack = second
+            .send(&a04("LIMIT-2", "9312", "Jo", "jo@example.org"))
+            .await;
+        assert_eq!(ack_code(&ack), "AA", "{engine:?}: {ack}");
+        let mut third = Sender::connect(app.mllp_addr).await;
+        assert_eq!(
+            third.read_ack().await,
+            None,
+            "{engine:?}: over the limit, closed"
+        );
+        drop((first, second));
+        app.stop().await;
+    }
+}

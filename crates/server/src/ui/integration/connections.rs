@@ -448,6 +448,7 @@ impl<'a> ConnectionsPage<'a> {
                 notice => self.notice,
                 errors,
                 listeners => connections.mllp,
+                allow => connections.mllp_allow,
                 last_message => activity.last_received_at.map(|t| local_time(t, tz)),
                 ack_codes => activity.by_ack_code.iter().map(|(code, today, week)| json!({ "code": code, "words": ack_words(code), "today": today, "week": week })).collect::<Vec<_>>(),
                 facilities,
