@@ -657,6 +657,102 @@ async fn a_merge_moves_the_invite_history_so_the_cap_counts_both_charts() {
     .await;
 }
 
+/// A chart merged away has no invites of its own any more: Enroll Now
+/// there would start a fresh count of 4 beside the survivor's. The API
+/// answers 409 naming the survivor, the staff page says where the chart
+/// went (with a link) and Enroll Now there sends nothing.
+#[tokio::test]
+async fn enroll_now_on_a_chart_merged_away_answers_409_naming_the_survivor_and_sends_nothing() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        let (survivor, merged) = two_charts_with_three_queued_sends_each(app, &mut sender).await;
+        merge_9002_into_9001(&mut sender, "M-3").await;
+        for _ in 0..4 {
+            let (status, body) = app.enroll(merged).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{:?}: {body}", app.engine);
+            assert_eq!(body["code"], "merged_into", "{body}");
+            assert_eq!(body["surviving_patient_id"], survivor, "{body}");
+            let words = body["message"].as_str().unwrap();
+            assert!(words.contains(&format!("patient {survivor}")), "{words}");
+        }
+        assert!(app.invites(merged).await.is_empty(), "{:?}", app.engine);
+
+        let staff = crate::ui::Staff::sign_in(app, "frida").await;
+        let (status, page) = staff.get(&format!("/patients/{merged}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains("This chart was merged into"), "{page}");
+        assert!(
+            page.contains(&format!("href=\"/patients/{survivor}\"")),
+            "{page}"
+        );
+        let csrf = staff.csrf().await;
+        let (_, answer) = staff.enroll_in_place(merged, &csrf).await;
+        assert_eq!(answer["result"], "refused", "{answer}");
+        let words = answer["message"].as_str().unwrap();
+        assert!(words.contains("MRN 9001"), "{words}");
+
+        // Only the survivor's 4 in 30 days go out.
+        let mails = deliver_everything(app).await;
+        assert_eq!(mails.len(), 4, "{:?}: R7 across the merge", app.engine);
+        assert!(app.invites(merged).await.is_empty(), "{:?}", app.engine);
+    })
+    .await;
+}
+
+/// Triggers addressed to a chart merged away, by the JSON API (its id) or
+/// by HL7 (its MRN), are the survivor's: they coalesce with its waiting
+/// auto invite (R6) and the merged chart gets no invite of its own.
+#[tokio::test]
+async fn triggers_for_a_chart_merged_away_act_on_the_survivor() {
+    on_each_engine(async |app: &TestApp| {
+        let mut sender = Sender::connect(app.mllp_addr).await;
+        for (control, mrn) in [("T-1", "9001"), ("T-2", "9002")] {
+            let ack = sender
+                .send(&a04(control, mrn, "Eva", "eva@example.org"))
+                .await;
+            assert_eq!(ack_code(&ack), "AA");
+        }
+        let survivor = patient_by_mrn(app, "9001").await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let merged = patient_by_mrn(app, "9002").await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        merge_9002_into_9001(&mut sender, "T-3").await;
+        let merged_lines = app.timeline_kinds(merged).await.len();
+
+        let (status, outcome) = app
+            .post(&format!("/api/patients/{merged}/encounters"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{outcome}");
+        assert_eq!(outcome["patient_id"], survivor, "{:?}: {outcome}", app.engine);
+        assert_eq!(outcome["decision"]["decision"], "coalesced", "{outcome}");
+        let ack = sender
+            .send(&hl7(&[
+                &msh("ADT^A04^ADT_A01", "T-4"),
+                "EVN|A04|20261125100000",
+                "PID|1||9002^^^TEST^MR||Lopez^Eva||19800214|F|||12 Elm St^^New York^NY^10027||^NET^Internet^eva@example.org",
+                "PV1|1|O|CLINIC^101^1^TEST||||||||||||||||V9002^^^TEST^VN",
+            ]))
+            .await;
+        assert_eq!(ack_code(&ack), "AA", "{ack}");
+
+        assert!(app.invites(merged).await.is_empty(), "{:?}", app.engine);
+        let kinds = app.timeline_kinds(survivor).await;
+        let encounters = kinds.iter().filter(|k| *k == "encounter").count();
+        assert_eq!(encounters, 1, "{:?}: the HL7 visit, {kinds:?}", app.engine);
+        assert_eq!(
+            app.timeline_kinds(merged).await.len(),
+            merged_lines,
+            "{:?}: nothing more on the merged chart",
+            app.engine
+        );
+        let mails = deliver_everything(app).await;
+        assert_eq!(mails.len(), 1, "{:?}: one waiting auto invite", app.engine);
+    })
+    .await;
+}
+
 /// The merge cannot stop an invite a dispatcher has claimed (it may be in
 /// flight); the dispatcher's own check of R7 before sending must.
 #[tokio::test]
