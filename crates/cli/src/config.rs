@@ -23,8 +23,9 @@ pub struct Overrides {
 /// sets `smtp.host`). Other `ENROLL_*` variables (for example the test
 /// suite's `ENROLL_TEST_POSTGRES_URL`) are not configuration and are
 /// ignored rather than refused.
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 10] = [
     "database_url",
+    "sqlite",
     "listen",
     "http",
     "public_url",

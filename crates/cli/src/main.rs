@@ -16,7 +16,7 @@ use enroll_server::{
     Settings,
 };
 use enroll_server::{hash_password, random_secret};
-use enroll_store::{NewPractice, NewStaffUser, Source, Store, hash_token};
+use enroll_store::{NewPractice, NewStaffUser, Source, Store, Synchronous, hash_token};
 use jiff::Timestamp;
 use rand::Rng;
 use tracing_subscriber::EnvFilter;
@@ -218,7 +218,7 @@ async fn run() -> anyhow::Result<()> {
         } => demo(&data_dir, port, mllp_port, patients, seed, reset).await,
         Command::Migrate => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
-            let store = open(&config.database_url).await?;
+            let store = open(&config).await?;
             println!(
                 "migrations applied ({} in all) to the {} database",
                 store.applied_migrations().await?,
@@ -229,12 +229,12 @@ async fn run() -> anyhow::Result<()> {
         Command::Doctor => doctor(&cli.config, &cli.database_url).await,
         Command::User { command } => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
-            let store = open(&config.database_url).await?;
+            let store = open(&config).await?;
             user_command(&store, command).await
         }
         Command::Webhook { command } => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
-            let store = open(&config.database_url).await?;
+            let store = open(&config).await?;
             webhook_command(&store, command).await
         }
         Command::Practice {
@@ -246,7 +246,7 @@ async fn run() -> anyhow::Result<()> {
                 },
         } => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
-            let store = open(&config.database_url).await?;
+            let store = open(&config).await?;
             let schedule = Schedule::office_hours(&time_zone);
             schedule.validate().context("the practice's schedule")?;
             let practice = store
@@ -282,9 +282,10 @@ fn load_config(
     )
 }
 
-/// Connects and migrates.
-async fn open(url: &DatabaseUrl) -> anyhow::Result<Store> {
-    Ok(enroll_server::app::open(url).await?)
+/// Connects to the configured database (SQLite with `[sqlite]
+/// synchronous`, full by default) and migrates.
+async fn open(config: &Settings) -> anyhow::Result<Store> {
+    Ok(enroll_server::app::open(&config.database_url, config.sqlite.synchronous).await?)
 }
 
 async fn serve(config: Settings) -> anyhow::Result<()> {
@@ -541,6 +542,19 @@ async fn known_user(store: &Store, username: &str) -> anyhow::Result<enroll_stor
         .user)
 }
 
+/// What `enroll doctor` says about SQLite's `[sqlite] synchronous`.
+fn durability_words(synchronous: Synchronous) -> String {
+    match synchronous {
+        Synchronous::Full => {
+            "ok    sqlite: synchronous = full (every commit fsynced: an ACK survives a power loss)".into()
+        }
+        Synchronous::Normal => "note  sqlite: synchronous = normal (a power loss can undo the last \
+             ACKed messages and recorded sends; set [sqlite] synchronous = \"full\" unless the disk \
+             protects its cache)"
+            .into(),
+    }
+}
+
 async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow::Result<()> {
     let mut failures = 0;
     let config = match load_config(file, database_url, None) {
@@ -557,13 +571,16 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
             bail!("1 problem found");
         }
     };
-    match open(&config.database_url).await {
+    match open(&config).await {
         Ok(store) => {
             println!(
                 "ok    database: {} reachable, {} migrations applied",
                 store.engine(),
                 store.applied_migrations().await?
             );
+            if let Some(synchronous) = store.synchronous().await? {
+                println!("{}", durability_words(synchronous));
+            }
             // The store validates each schedule as it reads the practice,
             // so a bad one fails the whole list, with an error naming it.
             match store.practices().await {
@@ -672,11 +689,7 @@ async fn demo(
             let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
         }
     }
-    let store = open(&DatabaseUrl::from(format!(
-        "sqlite://{}",
-        db_path.display()
-    )))
-    .await?;
+    let store = open_demo_store(&db_path).await?;
     let now = Timestamp::now();
     if store.count_patients().await? == 0 {
         load_demo_data(&store, count, seed, now).await?;
@@ -696,6 +709,15 @@ async fn demo(
     running.stop().await?;
     store.close().await;
     Ok(())
+}
+
+/// The demo's database. `synchronous = normal`, an explicit choice: the
+/// demo's data is made up and reloaded with `--reset`, so a power loss that
+/// undoes its last commits costs nothing, and the demo stays quick on a
+/// laptop's disk. `enroll serve` keeps the default, `full`.
+async fn open_demo_store(db_path: &Path) -> anyhow::Result<Store> {
+    let url = DatabaseUrl::from(format!("sqlite://{}", db_path.display()));
+    Ok(enroll_server::app::open(&url, Synchronous::Normal).await?)
 }
 
 /// The demo's Enroll: everything on 127.0.0.1, invites to the mailbox page.
@@ -863,4 +885,56 @@ fn print_demo_banner(addr: SocketAddr, mllp: SocketAddr, sign_ins: &DemoSignIns)
          curl -X POST -H 'Authorization: Bearer {token}' http://{addr}/api/patients/1/enroll\n\n\
          Press Ctrl-C to stop."
     ));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// `enroll serve` reads the configuration and opens the store with its
+    /// `[sqlite]` section: with nothing said, every commit is fsynced.
+    #[tokio::test]
+    async fn serve_defaults_to_synchronous_full_and_the_demo_to_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("serve.db").display());
+        let settings = config::load(
+            None,
+            &Overrides {
+                database_url: Some(url),
+                listen: None,
+            },
+        )
+        .unwrap();
+        let served = open(&settings).await.unwrap();
+        assert_eq!(served.synchronous().await.unwrap(), Some(Synchronous::Full));
+        served.close().await;
+
+        let demo = open_demo_store(&dir.path().join("demo.db")).await.unwrap();
+        assert_eq!(demo.synchronous().await.unwrap(), Some(Synchronous::Normal));
+        demo.close().await;
+    }
+
+    /// `normal` is a choice made in the configuration file.
+    #[tokio::test]
+    async fn synchronous_normal_is_an_explicit_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("enroll.toml");
+        let url = format!("sqlite://{}", dir.path().join("e.db").display());
+        std::fs::write(
+            &file,
+            format!("database_url = \"{url}\"\n[sqlite]\nsynchronous = \"normal\"\n"),
+        )
+        .unwrap();
+        let settings = config::load(Some(&file), &Overrides::default()).unwrap();
+        let store = open(&settings).await.unwrap();
+        assert_eq!(
+            store.synchronous().await.unwrap(),
+            Some(Synchronous::Normal)
+        );
+        store.close().await;
+        std::fs::write(&file, "[sqlite]\nsynchronous = \"off\"\n").unwrap();
+        let refused = config::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(refused.to_string().contains("normal"), "{refused}");
+    }
 }

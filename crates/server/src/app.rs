@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use enroll_notify::{DeliveryError, HttpSmsSender, HttpWebhookSender, SmtpMailer};
-use enroll_store::{Store, StoreError};
+use enroll_store::{Store, StoreError, Synchronous};
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -102,7 +102,7 @@ impl Application {
         let owns_store = runtime.store.is_none();
         let store = match runtime.store {
             Some(store) => store,
-            None => open(&settings.database_url).await?,
+            None => open(&settings.database_url, settings.sqlite.synchronous).await?,
         };
         let tls = settings.http.tls().map_err(BuildError::Http)?;
         // Bound now, so the links in the invites carry the real port.
@@ -323,9 +323,9 @@ impl RunningApplication {
     }
 }
 
-/// Connects and migrates.
-pub async fn open(url: &DatabaseUrl) -> Result<Store, BuildError> {
-    let store = Store::connect(url.expose())
+/// Connects and migrates; `synchronous` is SQLite's durability (`[sqlite]`).
+pub async fn open(url: &DatabaseUrl, synchronous: Synchronous) -> Result<Store, BuildError> {
+    let store = Store::connect_with(url.expose(), synchronous)
         .await
         .map_err(|source| BuildError::Database {
             url: url.redacted(),

@@ -1,6 +1,7 @@
 //! The configuration of a whole Enroll, each component's part declared once:
 //! `[smtp]` and `[sms]` are enroll-notify's own types, `[delivery]` the
-//! dispatcher's, `[webhooks]` the webhook sender's, `[http]` the HTTP listeners', `[mllp]` the MLLP listener's. `enroll` reads it from a file, the
+//! dispatcher's, `[webhooks]` the webhook sender's, `[http]` the HTTP
+//! listeners', `[mllp]` the MLLP listener's, `[sqlite]` the store's. `enroll` reads it from a file, the
 //! environment and flags (crates/cli/src/config.rs); tests and the
 //! benchmarks build it in code. Every section has defaults, so an empty
 //! file is a valid configuration. Secrets are `SecretString`s (the database
@@ -10,6 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use enroll_notify::{ExposeSecret, SecretString, SmsConfig, SmtpConfig};
+use enroll_store::Synchronous;
 use serde::Deserialize;
 use url::Url;
 
@@ -24,6 +26,8 @@ use crate::webhooks::WebhookConfig;
 pub struct Settings {
     /// `sqlite://PATH` (the file is created) or `postgres://USER:PASSWORD@HOST/DB`.
     pub database_url: DatabaseUrl,
+    /// `[sqlite]`: how SQLite makes commits durable (ignored on PostgreSQL).
+    pub sqlite: SqliteConfig,
     /// Where the HTTP server listens (port 0 picks a free one): staff
     /// pages, the JSON API and the patient pages. `[http]` has its limits,
     /// TLS and the patient-only listener.
@@ -48,6 +52,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             database_url: DatabaseUrl::from("sqlite://enroll.db"),
+            sqlite: SqliteConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http: HttpConfig::default(),
             public_url: None,
@@ -61,6 +66,16 @@ impl Default for Settings {
             activation: ActivationConfig::default(),
         }
     }
+}
+
+/// `[sqlite]`. `synchronous = "full"` (the default) fsyncs every commit, so
+/// an ACK, a 201 or a recorded send survives a power loss; `"normal"`
+/// survives a crash of Enroll but not of the machine (see
+/// `enroll_store::Synchronous`). `enroll demo` chooses `normal`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqliteConfig {
+    pub synchronous: Synchronous,
 }
 
 /// A database URL, which may carry a password: shown only as

@@ -130,6 +130,23 @@ pub const STORE_CHUNK: usize = 50;
 /// their Message-ID, as any crash between sending and recording does.
 pub const RECORD_WINDOW: Duration = Duration::from_millis(100);
 
+/// A job on its way to the channels, with the end of the lease this
+/// dispatcher's claim had when it was made (`claim_due_invites` sets
+/// `claimed_until` to the claim's time plus the lease).
+struct InHand {
+    job: DeliveryJob,
+    held_until: jiff::Timestamp,
+}
+
+/// A job whose lease still has more than this left is sent without asking
+/// the database: no other dispatcher may claim an invite before its lease
+/// ends, and half the lease (2.5 minutes) outlasts a send (bounded by the
+/// SMTP and SMS timeouts, 30 s by default) and the record window. With less
+/// left, the claim is renewed, or found lost, before the send.
+fn renew_below(lease: jiff::SignedDuration) -> jiff::SignedDuration {
+    lease / 2
+}
+
 /// A dispatcher running in the background.
 pub struct RunningDispatcher {
     stop: CancellationToken,
@@ -196,6 +213,12 @@ impl Dispatcher {
     /// The same dispatcher claiming under another name (a second instance).
     pub fn with_worker(mut self, worker: &str) -> Dispatcher {
         self.worker = worker.to_string();
+        self
+    }
+
+    /// The same dispatcher sending `concurrency` invites at once.
+    pub fn with_concurrency(mut self, concurrency: usize) -> Dispatcher {
+        self.concurrency = concurrency.max(1);
         self
     }
 
@@ -274,7 +297,7 @@ impl Dispatcher {
         // A template saved on another instance is in force from this round.
         self.templates.refresh(&self.store).await?;
         self.release_go_live().await;
-        let (jobs, jobs_in) = futures::channel::mpsc::unbounded::<DeliveryJob>();
+        let (jobs, jobs_in) = futures::channel::mpsc::unbounded::<InHand>();
         let (outcomes, outcomes_in) = futures::channel::mpsc::unbounded::<DeliveryOutcome>();
         // Invites claimed but not yet handed to a sender. A chunk is claimed
         // only when its invites fit, and the permits come back as sends
@@ -282,13 +305,13 @@ impl Dispatcher {
         // prepared chunk waiting for the sends would hold its transaction
         // (and SQLite's write turn) open.
         let lead = Semaphore::new(STORE_CHUNK * (self.store.concurrent_writers() + 1));
-        let (prepared, (), mut summary) = tokio::join!(
+        let (prepared, claims_lost, mut summary) = tokio::join!(
             self.claim_and_prepare_stage(&lead, stopping, jobs),
             self.send_stage(&lead, jobs_in, outcomes),
             self.record_stage(outcomes_in),
         );
         summary.claimed = prepared.claimed;
-        summary.skipped += prepared.not_sent;
+        summary.skipped += prepared.not_sent + claims_lost;
         if let Some(e) = prepared.claim_failure {
             if prepared.claimed == 0 {
                 return Err(e);
@@ -330,7 +353,7 @@ impl Dispatcher {
         &self,
         lead: &Semaphore,
         stopping: &CancellationToken,
-        jobs: futures::channel::mpsc::UnboundedSender<DeliveryJob>,
+        jobs: futures::channel::mpsc::UnboundedSender<InHand>,
     ) -> PrepareTotals {
         let budget = usize::try_from(self.batch).unwrap_or(0).max(1);
         let chunk_sizes: Vec<usize> = (0..budget)
@@ -350,20 +373,20 @@ impl Dispatcher {
                 if let Ok(permits) = lead.acquire_many(permit_count(size)).await {
                     permits.forget();
                 }
-                let (claimed, prepared) = self
+                let (claimed, prepared, held_until) = self
                     .claim_and_prepare(size, nothing_more_due_ref, claim_failure_ref)
                     .await;
-                (size, claimed, prepared)
+                (size, claimed, prepared, held_until)
             })
             .buffered(self.store.concurrent_writers());
-        while let Some((size, claimed_now, prepared)) = chunks.next().await {
+        while let Some((size, claimed_now, prepared, held_until)) = chunks.next().await {
             claimed += claimed_now;
             let mut queued = 0;
             for prepared in prepared {
                 match prepared {
                     // The receiver lives until every job is in.
                     Prepared::Send(job) => {
-                        drop(jobs.unbounded_send(job));
+                        drop(jobs.unbounded_send(InHand { job, held_until }));
                         queued += 1;
                     }
                     Prepared::Skipped { .. } => not_sent += 1,
@@ -382,24 +405,30 @@ impl Dispatcher {
     }
 
     /// Sends the jobs `concurrency` at once, giving a `lead` permit back as
-    /// each starts; each outcome goes to `outcomes`.
+    /// each starts; each outcome goes to `outcomes`. Returns how many jobs
+    /// were not sent because the claim was no longer this dispatcher's.
     async fn send_stage(
         &self,
         lead: &Semaphore,
-        jobs: futures::channel::mpsc::UnboundedReceiver<DeliveryJob>,
+        jobs: futures::channel::mpsc::UnboundedReceiver<InHand>,
         outcomes: futures::channel::mpsc::UnboundedSender<DeliveryOutcome>,
-    ) {
-        jobs.map(|job| {
+    ) -> usize {
+        let mut claims_lost = 0;
+        jobs.map(|in_hand| {
             lead.add_permits(1);
-            self.attempt(job)
+            self.attempt(in_hand)
         })
         .buffer_unordered(self.concurrency.max(1))
         .for_each(|outcome| {
-            // The receiver lives until every outcome is in.
-            drop(outcomes.unbounded_send(outcome));
+            match outcome {
+                // The receiver lives until every outcome is in.
+                Some(outcome) => drop(outcomes.unbounded_send(outcome)),
+                None => claims_lost += 1,
+            }
             std::future::ready(())
         })
         .await;
+        claims_lost
     }
 
     /// Records the outcomes one transaction at a time; counts what became
@@ -423,17 +452,22 @@ impl Dispatcher {
     }
 
     /// Claims up to `size` due invites and prepares them; says when fewer
-    /// were due (the round need not claim again) or the claim failed.
+    /// were due (the round need not claim again) or the claim failed, and
+    /// until when the claim holds.
     async fn claim_and_prepare(
         &self,
         size: usize,
         nothing_more_due: &AtomicBool,
         claim_failure: &Mutex<Option<StoreError>>,
-    ) -> (usize, Vec<Prepared>) {
+    ) -> (usize, Vec<Prepared>, jiff::Timestamp) {
         let limit = i64::try_from(size).unwrap_or(i64::MAX);
+        let claimed_at = self.clock.now();
+        let held_until = claimed_at
+            .checked_add(self.policy.lease)
+            .unwrap_or(jiff::Timestamp::MAX);
         let claim = self
             .store
-            .claim_due_invites(&self.worker, self.clock.now(), self.policy.lease, limit)
+            .claim_due_invites(&self.worker, claimed_at, self.policy.lease, limit)
             .await;
         let ids = match claim {
             Ok(ids) => ids,
@@ -443,16 +477,16 @@ impl Dispatcher {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get_or_insert(e);
-                return (0, Vec::new());
+                return (0, Vec::new(), held_until);
             }
         };
         if ids.len() < size {
             nothing_more_due.store(true, Ordering::Relaxed);
         }
         if ids.is_empty() {
-            return (0, Vec::new());
+            return (0, Vec::new(), held_until);
         }
-        (ids.len(), self.prepare_chunk(ids).await)
+        (ids.len(), self.prepare_chunk(ids).await, held_until)
     }
 
     /// Checks the rules and records the attempts for one chunk of claimed
@@ -486,12 +520,61 @@ impl Dispatcher {
         }
     }
 
-    async fn attempt(&self, job: DeliveryJob) -> DeliveryOutcome {
+    /// Sends one job, if its claim is still this dispatcher's (`None`
+    /// when it is not: nothing was sent and there is nothing to record).
+    async fn attempt(&self, in_hand: InHand) -> Option<DeliveryOutcome> {
+        if !self.still_holds(&in_hand).await {
+            return None;
+        }
+        let job = in_hand.job;
         let report = self.send(&job).await;
-        DeliveryOutcome {
+        Some(DeliveryOutcome {
             job,
             report,
             jitter: rand::rng().random::<f64>(),
+        })
+    }
+
+    /// Whether this dispatcher still holds the claim on the job's invite,
+    /// long enough to send it. A chunk's jobs can wait behind the sends in
+    /// flight for longer than the lease (a slow or unreachable SMTP server,
+    /// up to [`STORE_CHUNK`] x (writers + 1) jobs waiting), and once the
+    /// lease has run out another instance may claim the invite and send it
+    /// too. So a job whose lease is running low is sent only after its claim
+    /// is renewed in the database (`Store::renew_claim`, which fails when
+    /// someone else took the invite over). When the database cannot be
+    /// asked, the job is not sent: the lease runs out and a later round
+    /// sends it, marked as interrupted.
+    async fn still_holds(&self, in_hand: &InHand) -> bool {
+        let now = self.clock.now();
+        if in_hand.held_until.duration_since(now) > renew_below(self.policy.lease) {
+            return true;
+        }
+        let job = &in_hand.job;
+        let renewed = self
+            .store
+            .renew_claim(
+                job.invite_id,
+                &self.worker,
+                job.attempt,
+                now,
+                self.policy.lease,
+            )
+            .await;
+        match renewed {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(
+                    invite_id = job.invite_id,
+                    attempt = job.attempt,
+                    "the claim on this invite ran out and another dispatcher took it; not sending it again"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(invite_id = job.invite_id, error = %e, "could not renew the claim on an invite; not sending it now, a later round will");
+                false
+            }
         }
     }
 

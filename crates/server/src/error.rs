@@ -29,6 +29,10 @@ pub enum ApiError {
     },
     #[error("Enroll Now refused")]
     Refused(Refusal),
+    /// Enroll Now on a chart an HL7 A40 merged away: 409 naming the
+    /// survivor, in words and as `surviving_patient_id`.
+    #[error("this chart was merged into patient {surviving_patient_id}")]
+    MergedInto { surviving_patient_id: i64 },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -92,6 +96,17 @@ impl ApiError {
                 json!({ "problems": problems_json(problems) }),
             ),
             ApiError::Refused(refusal) => refusal_parts(refusal),
+            ApiError::MergedInto {
+                surviving_patient_id,
+            } => (
+                StatusCode::CONFLICT,
+                "merged_into",
+                format!(
+                    "this chart was merged into patient {surviving_patient_id} (HL7 A40), \
+                     which holds its invites: use Enroll Now on that chart"
+                ),
+                json!({ "surviving_patient_id": surviving_patient_id }),
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

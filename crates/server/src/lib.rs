@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 pub use activation::ActivationConfig;
 pub use app::{Application, BuildError, RunningApplication, Runtime};
 pub use clock::{Clock, SystemClock, TestClock};
-pub use config::{DatabaseUrl, Settings};
+pub use config::{DatabaseUrl, Settings, SqliteConfig};
 pub use dispatcher::{Channels, DeliveryConfig, Dispatcher, RoundSummary, RunningDispatcher};
 pub use error::ApiError;
 pub use http::HttpConfig;

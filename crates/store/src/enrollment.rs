@@ -136,7 +136,11 @@ impl Store {
             .await
     }
 
-    /// A new encounter or appointment (R2 c, d) for a known patient.
+    /// A new encounter or appointment (R2 c, d) for a known patient. A
+    /// chart merged away (A40) has no history of its own any more, so the
+    /// trigger goes to the surviving chart, as an HL7 message naming the
+    /// merged MRN does (`patient_id_by_mrn`): the cap (R7) and coalescing
+    /// (R6) then count everything the two charts were sent.
     pub async fn record_trigger(
         &self,
         patient_id: i64,
@@ -145,10 +149,10 @@ impl Store {
         now: Timestamp,
     ) -> Result<TriggerOutcome> {
         let mut tx = self.begin_write().await?;
-        let patient = tx.locked_patient(patient_id).await?;
+        let patient = tx.locked_survivor(patient_id).await?;
         let practice = tx.practice(patient.practice_id).await?;
         let outcome = tx
-            .apply_trigger(&practice, patient_id, trigger, source, now)
+            .apply_trigger(&practice, patient.id, trigger, source, now)
             .await?;
         tx.commit().await?;
         Ok(outcome)
@@ -164,7 +168,15 @@ impl Store {
         now: Timestamp,
     ) -> Result<EnrollOutcome> {
         let mut tx = self.begin_write().await?;
-        tx.lock_patient(patient_id).await?;
+        let patient = tx.locked_patient(patient_id).await?;
+        // Its history moved to the survivor: sending from here would start
+        // a fresh count of 4 (R7). Nothing is written.
+        if let Some(surviving_patient_id) = patient.merged_into {
+            tx.commit().await?;
+            return Ok(EnrollOutcome::MergedInto {
+                surviving_patient_id,
+            });
+        }
         if let Some(key) = idempotency_key
             && let Some(invite) = tx.invite_by_key(patient_id, key).await?
         {
@@ -174,7 +186,6 @@ impl Store {
                 replayed: true,
             });
         }
-        let patient = tx.patient(patient_id).await?;
         let practice = tx.practice(patient.practice_id).await?;
         let today = practice.schedule.local_date(now);
         let history = tx.send_history(patient_id, now).await?;
@@ -362,6 +373,21 @@ impl Tx {
         row.ok_or(StoreError::NotFound("practice"))?.into_practice()
     }
 
+    /// Locks and reads the chart `patient_id` now lives in: itself, or the
+    /// chart an A40 merged it into (a merge points every chart merged
+    /// before at the final survivor, so one step is enough). The survivor
+    /// is found before it is locked, so this takes no lock a merge (which
+    /// locks the survivor first) could wait on; a merge committed between
+    /// the read and the lock is followed once more.
+    pub(crate) async fn locked_survivor(&mut self, patient_id: i64) -> Result<Patient> {
+        let target = self.patient(patient_id).await?.merged_into;
+        let locked = self.locked_patient(target.unwrap_or(patient_id)).await?;
+        match locked.merged_into {
+            Some(survivor) => self.locked_patient(survivor).await,
+            None => Ok(locked),
+        }
+    }
+
     /// Locks the patient (see [`Tx::lock_patient`]) and reads it, in one
     /// statement.
     pub(crate) async fn locked_patient(&mut self, patient_id: i64) -> Result<Patient> {
@@ -535,6 +561,7 @@ impl Tx {
         };
         self.timeline(patient_id, now, &line, source).await?;
         Ok(TriggerOutcome {
+            patient_id,
             trigger,
             decision,
             invite_id,

@@ -49,6 +49,11 @@ pub enum InPersonOutcome {
     Refused {
         refusal: Refusal,
     },
+    /// The chart was merged into another (HL7 A40); nothing was made (as
+    /// for Enroll Now, `EnrollOutcome::MergedInto`).
+    MergedInto {
+        surviving_patient_id: i64,
+    },
 }
 
 /// An in-person invite as the staff page and the letter show it.
@@ -85,6 +90,12 @@ impl Store {
     ) -> Result<InPersonOutcome> {
         let mut tx = self.begin_write().await?;
         let patient = tx.locked_patient(patient_id).await?;
+        if let Some(surviving_patient_id) = patient.merged_into {
+            tx.commit().await?;
+            return Ok(InPersonOutcome::MergedInto {
+                surviving_patient_id,
+            });
+        }
         let practice = tx.practice(patient.practice_id).await?;
         let today = practice.schedule.local_date(now);
         let history = tx.send_history(patient_id, now).await?;

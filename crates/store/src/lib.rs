@@ -147,47 +147,70 @@ pub(crate) use on_pool;
 /// triggers hold the write lock for a few milliseconds, so this is generous.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Splits our own `synchronous=normal|full` parameter off a SQLite URL
-/// (sqlx does not read it).
+/// How SQLite makes a commit durable (`PRAGMA synchronous`, WAL mode).
 ///
-/// The default is `normal`, SQLite's recommendation for WAL mode and what
-/// Rails and Litestream ship: a commit is written to the WAL before we answer
-/// (an ACK, a 200), so it survives a crash of Enroll, and the database is
-/// never corrupted; only an operating-system crash or power loss can undo the
-/// last commits before the next checkpoint. `full` also fsyncs every commit,
-/// which survives power loss too and caps a single writer at the disk's
-/// fsync rate (about 3,600 commits/s on our 2-core test machine against
-/// 24,000 with `normal`). Deployments that need both use PostgreSQL.
-fn sqlite_synchronous(url: &str) -> Result<(String, SqliteSynchronous)> {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, query),
-        None => return Ok((url.to_string(), SqliteSynchronous::Normal)),
-    };
-    let mut synchronous = SqliteSynchronous::Normal;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("synchronous", value)) => {
-                synchronous = match value.to_ascii_lowercase().as_str() {
-                    "normal" => SqliteSynchronous::Normal,
-                    "full" => SqliteSynchronous::Full,
-                    "extra" => SqliteSynchronous::Extra,
-                    _ => {
-                        return Err(StoreError::BadUrl(format!(
-                            "{url} (synchronous must be normal, full or extra)"
-                        )));
-                    }
-                }
-            }
-            _ => rest.push(pair),
+/// An HL7 ACK, an API 201 and a recorded send each promise "stored
+/// safely", so the default is `full`: every commit is fsynced before it
+/// returns, and neither a crash of Enroll nor a power loss can undo it.
+/// `normal` (SQLite's recommendation for WAL, and what Rails and Litestream
+/// ship) writes the commit to the WAL without an fsync: it survives a crash
+/// of Enroll, the database is never corrupted, but an operating-system
+/// crash or power loss can undo the commits since the last checkpoint,
+/// which would turn ACKed messages and recorded sends into lost ones (and
+/// a re-send). An explicit choice for a demo, a test, or a disk with a
+/// battery-backed cache; PostgreSQL has its own `synchronous_commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Full,
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> SqliteSynchronous {
+        match self {
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => SqliteSynchronous::Normal,
         }
     }
-    let sqlx_url = if rest.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok((sqlx_url, synchronous))
+
+    /// "full" or "normal", as configured.
+    pub fn name(self) -> &'static str {
+        match self {
+            Synchronous::Full => "full",
+            Synchronous::Normal => "normal",
+        }
+    }
+
+    /// What `PRAGMA synchronous` answers (0 off, 1 normal, 2 full, 3 extra).
+    fn from_pragma(level: i64) -> Result<Synchronous> {
+        match level {
+            1 => Ok(Synchronous::Normal),
+            2 => Ok(Synchronous::Full),
+            other => Err(StoreError::Corrupt(format!(
+                "PRAGMA synchronous is {other}, neither normal (1) nor full (2)"
+            ))),
+        }
+    }
+}
+
+/// Refuses the `synchronous=` URL parameter that earlier versions read:
+/// the choice is `[sqlite] synchronous` now, in one place, and a URL still
+/// asking for it is told where the setting went.
+fn refuse_synchronous_parameter(url: &str) -> Result<()> {
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let asks = query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("synchronous"));
+    if asks {
+        return Err(StoreError::Invalid(
+            "the SQLite URL's synchronous parameter is no longer read: remove it and set \
+             `[sqlite] synchronous = \"full\"` (the default) or `\"normal\"` in the configuration"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Copies the WAL back into the database file every half second, with a
@@ -251,16 +274,23 @@ fn create_owner_only(path: &std::path::Path) -> Result<()> {
 const WAL_TRUNCATE_PAGES: i64 = 10_000;
 
 impl Store {
-    /// Opens `sqlite://PATH` (creating the file) or `postgres://...`.
+    /// Opens `sqlite://PATH` (creating the file, commits fsynced:
+    /// [`Synchronous::Full`]) or `postgres://...`.
     pub async fn connect(url: &str) -> Result<Store> {
+        Store::connect_with(url, Synchronous::Full).await
+    }
+
+    /// [`Store::connect`] with SQLite's durability chosen (PostgreSQL
+    /// ignores it).
+    pub async fn connect_with(url: &str, synchronous: Synchronous) -> Result<Store> {
         let sqlite_writer = Arc::new(tokio::sync::Mutex::new(()));
         let backend = if url.starts_with("sqlite:") {
-            let (sqlx_url, synchronous) = sqlite_synchronous(url)?;
-            let options = SqliteConnectOptions::from_str(&sqlx_url)
+            refuse_synchronous_parameter(url)?;
+            let options = SqliteConnectOptions::from_str(url)
                 .map_err(|_| StoreError::BadUrl(url.to_string()))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(synchronous)
+                .synchronous(synchronous.pragma())
                 // Checkpoints run in the background (see `checkpoint_wal`), not
                 // in whichever commit happens to fill the WAL past 1,000 pages.
                 .pragma("wal_autocheckpoint", "0")
@@ -305,6 +335,21 @@ impl Store {
     /// "sqlite" or "postgres".
     pub fn engine(&self) -> &'static str {
         self.backend.engine().name()
+    }
+
+    /// SQLite's `PRAGMA synchronous` as a connection of the pool has it
+    /// (every connection is opened with the same options); `None` on
+    /// PostgreSQL. For `enroll doctor` and the tests of the defaults.
+    pub async fn synchronous(&self) -> Result<Option<Synchronous>> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                    .fetch_one(pool)
+                    .await?;
+                Synchronous::from_pragma(level).map(Some)
+            }
+            Backend::Postgres(_) => Ok(None),
+        }
     }
 
     /// How many write transactions are worth running at once: SQLite has
@@ -491,27 +536,26 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_synchronous_defaults_to_normal_and_is_taken_off_the_url() {
-        let (url, sync) = sqlite_synchronous("sqlite://x.db").unwrap();
-        assert_eq!(
-            (url.as_str(), sync),
-            ("sqlite://x.db", SqliteSynchronous::Normal)
-        );
-        let (url, sync) = sqlite_synchronous("sqlite://x.db?synchronous=FULL").unwrap();
-        assert_eq!(
-            (url.as_str(), sync),
-            ("sqlite://x.db", SqliteSynchronous::Full)
-        );
-        let (url, sync) = sqlite_synchronous("sqlite://x.db?mode=rwc&synchronous=normal").unwrap();
-        assert_eq!(
-            (url.as_str(), sync),
-            ("sqlite://x.db?mode=rwc", SqliteSynchronous::Normal)
-        );
+    fn the_old_synchronous_url_parameter_is_refused_naming_the_setting() {
+        for url in [
+            "sqlite://x.db?synchronous=normal",
+            "sqlite://x.db?mode=rwc&synchronous=FULL",
+            "sqlite://x.db?synchronous",
+        ] {
+            let err = refuse_synchronous_parameter(url).unwrap_err();
+            assert!(err.to_string().contains("[sqlite] synchronous"), "{err}");
+        }
+        refuse_synchronous_parameter("sqlite://x.db?mode=rwc").unwrap();
+        refuse_synchronous_parameter("sqlite://synchronous.db").unwrap();
     }
 
     #[test]
-    fn an_unknown_synchronous_value_is_a_bad_url_naming_the_choices() {
-        let err = sqlite_synchronous("sqlite://x.db?synchronous=off").unwrap_err();
-        assert!(err.to_string().contains("normal, full or extra"), "{err}");
+    fn synchronous_reads_as_configured_and_from_the_pragma() {
+        let read: Synchronous = serde_json::from_str("\"normal\"").unwrap();
+        assert_eq!(read, Synchronous::Normal);
+        assert_eq!(Synchronous::default(), Synchronous::Full);
+        assert_eq!(Synchronous::from_pragma(2).unwrap(), Synchronous::Full);
+        assert!(Synchronous::from_pragma(0).is_err());
+        assert!(serde_json::from_str::<Synchronous>("\"off\"").is_err());
     }
 }

@@ -157,6 +157,9 @@ pub struct Patient {
     pub sms_opted_out: bool,
     pub fields_confirmed_at: Option<Timestamp>,
     pub fields_confirmed_by: Option<String>,
+    /// The chart an HL7 A40 merged this one into (its history moved
+    /// there); none for a chart in use.
+    pub merged_into: Option<i64>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -219,6 +222,7 @@ pub(crate) struct PatientRow {
     sms_opted_out: bool,
     fields_confirmed_at: Option<i64>,
     fields_confirmed_by: Option<String>,
+    merged_into: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -226,7 +230,7 @@ pub(crate) struct PatientRow {
 pub(crate) const PATIENT_COLUMNS: &str = "id, practice_id, mrn, first_name, last_name, \
     date_of_birth, birth_sex, zip, email, cell_phone, preferred_language, activated_at, \
     deceased, response, email_opted_out, sms_opted_out, fields_confirmed_at, \
-    fields_confirmed_by, created_at, updated_at";
+    fields_confirmed_by, merged_into, created_at, updated_at";
 
 impl PatientRow {
     pub(crate) fn into_patient(self) -> Result<Patient> {
@@ -257,6 +261,7 @@ impl PatientRow {
             sms_opted_out: self.sms_opted_out,
             fields_confirmed_at: opt_from_ms(self.fields_confirmed_at)?,
             fields_confirmed_by: self.fields_confirmed_by,
+            merged_into: self.merged_into,
             created_at: from_ms(self.created_at)?,
             updated_at: from_ms(self.updated_at)?,
         })
@@ -268,6 +273,9 @@ impl PatientRow {
 /// What one trigger led to (R2 + the decision of R3-R8).
 #[derive(Debug, Clone, Serialize)]
 pub struct TriggerOutcome {
+    /// The chart the trigger was applied to: the surviving chart when it
+    /// was addressed to one merged away.
+    pub patient_id: i64,
     pub trigger: Trigger,
     pub decision: AutoDecision,
     pub invite_id: Option<i64>,
@@ -285,6 +293,12 @@ pub enum EnrollOutcome {
     },
     Refused {
         refusal: Refusal,
+    },
+    /// The chart was merged into another (HL7 A40): nothing was sent. Staff
+    /// chose this chart, so the invite is not silently redirected to the
+    /// survivor (whose address may differ); they are pointed at it.
+    MergedInto {
+        surviving_patient_id: i64,
     },
 }
 

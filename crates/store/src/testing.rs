@@ -63,7 +63,9 @@ impl TestDb {
                 (fresh_postgres_database(admin_url).await, None)
             }
         };
-        let store = Store::connect(&url)
+        // A test's database need not survive a power loss; an fsync per
+        // commit would only slow the suite (the default is tested on its own).
+        let store = Store::connect_with(&url, crate::Synchronous::Normal)
             .await
             .expect("connect to the test database");
         store.migrate().await.expect("migrate the test database");

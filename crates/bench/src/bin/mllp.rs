@@ -58,7 +58,7 @@ struct Args {
         alias = "targets",
         value_enum,
         value_delimiter = ',',
-        default_values_t = [Target::Python, Target::Node, Target::Rust, Target::EnrollSqlite, Target::EnrollPostgres]
+        default_values_t = [Target::Python, Target::Node, Target::Rust, Target::EnrollSqlite, Target::EnrollSqliteNormal, Target::EnrollPostgres]
     )]
     targets: Vec<Target>,
     /// Measure the MLLP server already listening at HOST:PORT instead of
@@ -121,8 +121,12 @@ enum Target {
     /// Enroll's own MLLP framing, parser, mapping and ACK on tokio, storing
     /// nothing: what Enroll's side costs without the database.
     Rust,
-    /// `enroll serve` on a fresh SQLite file.
+    /// `enroll serve` on a fresh SQLite file, as configured by default
+    /// (`[sqlite] synchronous = "full"`: every commit fsynced).
     EnrollSqlite,
+    /// `enroll serve` on a fresh SQLite file with `[sqlite] synchronous =
+    /// "normal"` (commits reach the WAL without an fsync).
+    EnrollSqliteNormal,
     /// `enroll serve` on a fresh PostgreSQL database.
     EnrollPostgres,
 }
@@ -133,7 +137,8 @@ impl Target {
             Target::Python => "python (hl7)",
             Target::Node => "node (simple-hl7)",
             Target::Rust => "rust (enroll-hl7, no storage)",
-            Target::EnrollSqlite => "enroll-sqlite",
+            Target::EnrollSqlite => "enroll-sqlite (synchronous full)",
+            Target::EnrollSqliteNormal => "enroll-sqlite (synchronous normal)",
             Target::EnrollPostgres => "enroll-postgres",
         }
     }
@@ -1531,6 +1536,8 @@ enum Launcher {
     Enroll {
         bin: PathBuf,
         postgres: Option<String>,
+        /// `[sqlite] synchronous` for a SQLite target.
+        synchronous: &'static str,
     },
 }
 
@@ -1588,7 +1595,7 @@ impl Launcher {
                 })
             }
             Target::Rust => Ok(Launcher::Rust),
-            Target::EnrollSqlite | Target::EnrollPostgres => {
+            Target::EnrollSqlite | Target::EnrollSqliteNormal | Target::EnrollPostgres => {
                 let bin = match &args.enroll_bin {
                     Some(bin) => bin.clone(),
                     None => std::env::current_exe()
@@ -1609,7 +1616,16 @@ impl Launcher {
                     None
                 };
                 // A missing binary is a failure of the scenario, not a skip.
-                Ok(Launcher::Enroll { bin, postgres })
+                let synchronous = if target == Target::EnrollSqliteNormal {
+                    "normal"
+                } else {
+                    "full"
+                };
+                Ok(Launcher::Enroll {
+                    bin,
+                    postgres,
+                    synchronous,
+                })
             }
         }
     }
@@ -1661,7 +1677,11 @@ impl Launcher {
                     .measure(port, messages, k, ack_timeout, start_timeout)
                     .await
             }
-            Launcher::Enroll { bin, postgres } => {
+            Launcher::Enroll {
+                bin,
+                postgres,
+                synchronous,
+            } => {
                 ensure!(
                     bin.is_file(),
                     "the enroll binary {} does not exist: build it with \
@@ -1681,6 +1701,7 @@ impl Launcher {
                     database
                         .as_ref()
                         .map(|(admin, name)| replace_database(admin, name)),
+                    synchronous,
                     messages,
                     k,
                     ack_timeout,
@@ -1701,6 +1722,7 @@ impl Launcher {
 async fn measure_enroll(
     bin: &Path,
     postgres_url: Option<String>,
+    synchronous: &str,
     messages: &[Outgoing],
     k: usize,
     ack_timeout: Duration,
@@ -1719,6 +1741,9 @@ async fn measure_enroll(
             "database_url = \"{database_url}\"\n\
              listen = \"127.0.0.1:{http_port}\"\n\
              public_url = \"http://127.0.0.1:{http_port}\"\n\
+             \n\
+             [sqlite]\n\
+             synchronous = \"{synchronous}\"\n\
              \n\
              [mllp]\n\
              listen = \"127.0.0.1:{mllp_port}\"\n"

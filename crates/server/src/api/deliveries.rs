@@ -107,6 +107,18 @@ pub(crate) async fn resend(
                 new_invite_id: None,
                 message: Some(refusal.message()),
             },
+            // An invite moves with a merge, so its patient is the survivor;
+            // this answers a merge committed since the invite was read.
+            EnrollOutcome::MergedInto {
+                surviving_patient_id,
+            } => Resent {
+                invite_id,
+                outcome: "refused",
+                new_invite_id: None,
+                message: Some(format!(
+                    "the chart was merged into patient {surviving_patient_id}: send it from there"
+                )),
+            },
         });
     }
     Ok(Json(answers))

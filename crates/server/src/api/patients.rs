@@ -338,6 +338,12 @@ pub(crate) async fn enroll_now(
             }
             response
         }
+        EnrollOutcome::MergedInto {
+            surviving_patient_id,
+        } => ApiError::MergedInto {
+            surviving_patient_id,
+        }
+        .into_response(),
     })
 }
 

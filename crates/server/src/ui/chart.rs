@@ -119,6 +119,10 @@ pub(crate) async fn page(
     {
         return internal(e);
     }
+    let survivor = match surviving_chart(&state, &chart.patient).await {
+        Ok(survivor) => survivor,
+        Err(e) => return internal(e),
+    };
     let values = chart.patient.demographics.clone();
     render_chart(
         &signed_in,
@@ -131,8 +135,34 @@ pub(crate) async fn page(
             saved: query.saved.is_some(),
             notice: query.notice.as_deref(),
             status: StatusCode::OK,
+            merged_into: survivor.as_ref(),
         },
         now,
+    )
+}
+
+/// The chart an HL7 A40 merged this one into, for the page's "merged into"
+/// line and link; none for a chart in use.
+async fn surviving_chart(
+    state: &AppState,
+    patient: &Patient,
+) -> Result<Option<Patient>, StoreError> {
+    match patient.merged_into {
+        Some(survivor) => state.store.patient(survivor).await,
+        None => Ok(None),
+    }
+}
+
+/// What Enroll Now answers on a chart merged away: nothing is sent from
+/// it (its invites moved to the survivor, which the page links to).
+fn merged_words(survivor: Option<&Patient>) -> String {
+    let which = survivor.map_or_else(
+        || "another chart".to_string(),
+        |s| format!("the chart of {} (MRN {})", display_name(s), s.mrn),
+    );
+    format!(
+        "Nothing was sent: this chart was merged into {which}, which holds its invites. \
+         Invite the patient from that chart."
     )
 }
 
@@ -141,6 +171,8 @@ struct ChartNotes<'a> {
     saved: bool,
     notice: Option<&'a str>,
     status: StatusCode,
+    /// The surviving chart, when this one was merged away.
+    merged_into: Option<&'a Patient>,
 }
 
 fn render_chart(
@@ -219,6 +251,11 @@ fn render_chart(
         update => notes.update,
         saved => notes.saved,
         notice => notes.notice,
+        merged_into => notes.merged_into.map(|s| context! {
+            id => s.id,
+            name => display_name(s),
+            mrn => s.mrn.clone(),
+        }),
     };
     staff_page(notes.status, "staff_chart.html", signed_in, ctx)
 }
@@ -439,6 +476,17 @@ pub(super) async fn enroll(
         }
         EnrollOutcome::Queued { .. } => {
             answer.message = format!("Invitation on its way to {}.", channels_words(&patient));
+        }
+        EnrollOutcome::MergedInto {
+            surviving_patient_id,
+        } => {
+            let survivor = state
+                .store
+                .patient(surviving_patient_id)
+                .await
+                .map_err(internal)?;
+            answer.result = "refused";
+            answer.message = merged_words(survivor.as_ref());
         }
         EnrollOutcome::Refused { refusal } => {
             answer.result = "refused";

@@ -84,6 +84,10 @@ pub(crate) async fn create(
             };
             Redirect::to(&format!("/patients/{id}?notice={notice}{update}")).into_response()
         }
+        // The chart's page says where it was merged, with the link.
+        InPersonOutcome::MergedInto { .. } => {
+            Redirect::to(&format!("/patients/{id}")).into_response()
+        }
     }
 }
 

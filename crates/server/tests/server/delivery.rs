@@ -572,6 +572,76 @@ async fn an_interrupted_attempt_is_sent_again_once_with_the_same_message_id() {
     .await;
 }
 
+#[tokio::test]
+async fn an_invite_whose_lease_ran_out_before_its_send_is_sent_once_by_whoever_took_it_over() {
+    on_each_engine(async |app| {
+        let smtp = TestSmtp::start().await;
+        app.patient("L1", json!({"email": "first@example.org"}))
+            .await;
+        app.patient("L2", json!({"email": "second@example.org"}))
+            .await;
+        // w1 claims and prepares both invites and sends one at a time. Its
+        // first send hangs past the lease; meanwhile w2 claims both (their
+        // leases ran out) and sends them. w1's second invite, prepared
+        // before all this, must not go out again.
+        let first = app.dispatcher(smtp.addr, "w1").with_concurrency(1);
+        let hangs = Arc::new(LeaseRunsOutDuringSend {
+            clock: app.clock.clone(),
+            lease: DeliveryPolicy::default().lease,
+            other: app.dispatcher(smtp.addr, "w2"),
+            taken_over: std::sync::Mutex::new(None),
+        });
+        let summary = first.with_email(hangs.clone()).run_round().await.unwrap();
+        let took_over = hangs.taken_over.lock().unwrap().clone();
+        assert_eq!(took_over, Some(sent(2)), "{:?}", app.engine);
+        assert_eq!(
+            (summary.claimed, summary.sent),
+            (2, 0),
+            "{:?}: {summary:?}",
+            app.engine
+        );
+        let mut to: Vec<String> = smtp.received().into_iter().flat_map(|m| m.to).collect();
+        to.sort();
+        assert_eq!(
+            to,
+            ["first@example.org", "second@example.org"],
+            "{:?}: each invite exactly once",
+            app.engine
+        );
+    })
+    .await;
+}
+
+/// The first email: the lease runs out while it is in hand (the clock
+/// moves past it), another dispatcher runs a round, and this send fails
+/// (the connection dropped). Later emails are not expected.
+struct LeaseRunsOutDuringSend {
+    clock: Arc<enroll_server::TestClock>,
+    lease: SignedDuration,
+    other: enroll_server::Dispatcher,
+    taken_over: std::sync::Mutex<Option<RoundSummary>>,
+}
+
+#[async_trait::async_trait]
+impl enroll_notify::EmailSender for LeaseRunsOutDuringSend {
+    async fn send_email(
+        &self,
+        email: &enroll_notify::OutgoingEmail,
+    ) -> Result<(), enroll_notify::DeliveryError> {
+        if self.taken_over.lock().unwrap().is_some() {
+            // Only a dispatcher that ignores the lost claim gets here.
+            return self.other.email().send_email(email).await;
+        }
+        self.clock
+            .advance(self.lease + SignedDuration::from_secs(1));
+        let summary = self.other.run_round().await.unwrap();
+        *self.taken_over.lock().unwrap() = Some(summary);
+        Err(enroll_notify::DeliveryError::Transient(
+            "the connection dropped".into(),
+        ))
+    }
+}
+
 /// Sends the email, then never answers: a process that dies between the
 /// SMTP server's 250 and recording it.
 struct DiesAfterSending {

@@ -712,9 +712,14 @@ async fn triggers_for_a_chart_merged_away_act_on_the_survivor() {
                 .await;
             assert_eq!(ack_code(&ack), "AA");
         }
-        let id_of = async |mrn| patient_by_mrn(app, mrn).await.unwrap()["id"].as_i64().unwrap();
-        let (survivor, merged) = (id_of("9001").await, id_of("9002").await);
+        let survivor = patient_by_mrn(app, "9001").await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let merged = patient_by_mrn(app, "9002").await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
         merge_9002_into_9001(&mut sender, "T-3").await;
+        let merged_lines = app.timeline_kinds(merged).await.len();
 
         let (status, outcome) = app
             .post(&format!("/api/patients/{merged}/encounters"), json!({}))
@@ -735,7 +740,13 @@ async fn triggers_for_a_chart_merged_away_act_on_the_survivor() {
         assert!(app.invites(merged).await.is_empty(), "{:?}", app.engine);
         let kinds = app.timeline_kinds(survivor).await;
         let encounters = kinds.iter().filter(|k| *k == "encounter").count();
-        assert_eq!(encounters, 2, "{:?}: {kinds:?}", app.engine);
+        assert_eq!(encounters, 1, "{:?}: the HL7 visit, {kinds:?}", app.engine);
+        assert_eq!(
+            app.timeline_kinds(merged).await.len(),
+            merged_lines,
+            "{:?}: nothing more on the merged chart",
+            app.engine
+        );
         let mails = deliver_everything(app).await;
         assert_eq!(mails.len(), 1, "{:?}: one waiting auto invite", app.engine);
     })

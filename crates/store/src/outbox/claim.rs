@@ -46,6 +46,42 @@ impl Store {
         ids.sort_unstable();
         Ok(ids)
     }
+
+    /// Renews `worker`'s claim on an invite whose attempt `attempt` is
+    /// about to be sent, for another `lease` from `now`, if the claim is
+    /// still its own: no other dispatcher has claimed the invite since
+    /// (`claimed_by`; a claim is the only way to take one over), no later
+    /// attempt was prepared (`attempts`: a later chunk of this worker may
+    /// have re-claimed it after the lease ran out) and it still waits to be
+    /// sent. One statement, so checking and renewing cannot be split by
+    /// another claim. False: the invite is someone else's now (or done),
+    /// and sending it would send it twice.
+    pub async fn renew_claim(
+        &self,
+        invite_id: i64,
+        worker: &str,
+        attempt: i64,
+        now: Timestamp,
+        lease: SignedDuration,
+    ) -> Result<bool> {
+        let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
+        let mut tx = self.begin_write().await?;
+        let renewed = on_tx!(&mut tx, c => {
+            sqlx::query(
+                "UPDATE invites SET claimed_until = $1 WHERE id = $2 AND claimed_by = $3 \
+                 AND attempts = $4 AND state IN ('scheduled', 'queued')",
+            )
+            .bind(to_ms(until))
+            .bind(invite_id)
+            .bind(worker)
+            .bind(attempt)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        tx.commit().await?;
+        Ok(renewed == 1)
+    }
 }
 
 impl Tx {
