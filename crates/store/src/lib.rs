@@ -19,6 +19,7 @@ mod activation;
 mod batch;
 mod cap;
 mod chart_actions;
+mod dashboard;
 mod engine;
 mod enrollment;
 mod in_person;
@@ -49,6 +50,7 @@ use sqlx::sqlite::{
 };
 
 pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
+pub use dashboard::{CHART_DAYS, DashboardCounts, DayCount, MeasuredPatient};
 pub use in_person::{InPersonInvite, InPersonOutcome};
 pub use intake::{
     AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageQuery, MessageStatus,
