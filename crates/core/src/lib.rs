@@ -41,8 +41,8 @@ pub use fields::{
 pub use invite::{InviteKind, InviteState};
 pub use language::Language;
 pub use measure::{
-    ACCESS_BUSINESS_DAYS, Access, AccessFacts, MeasureOutcome, access_deadline, business_days_after,
-    is_business_day, measure_patient, visit_date,
+    ACCESS_BUSINESS_DAYS, Access, AccessFacts, MeasureOutcome, access_deadline,
+    business_days_after, is_business_day, measure_patient, visit_date,
 };
 pub use merge::{ChartFlags, merged_flags};
 pub use policy::{

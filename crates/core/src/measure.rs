@@ -77,7 +77,11 @@ pub enum MeasureOutcome {
     /// No visit in the period: not counted at all.
     NotSeen,
     /// Seen, and access given by a visit's deadline.
-    Timely { visit: Date, deadline: Date, access: Access },
+    Timely {
+        visit: Date,
+        deadline: Date,
+        access: Access,
+    },
     /// Seen, and no access by any visit's deadline (the first visit named).
     NotTimely { visit: Date, deadline: Date },
 }
@@ -166,10 +170,26 @@ mod tests {
     fn the_fourth_business_day_skips_weekends_and_closed_dates() {
         let table = [
             // (visit, deadline, why)
-            (date(2026, 11, 2), date(2026, 11, 6), "Monday: Friday of the same week"),
-            (date(2026, 11, 6), date(2026, 11, 12), "Friday: the weekend does not count"),
-            (date(2026, 11, 7), date(2026, 11, 12), "Saturday: Monday is the first day"),
-            (date(2026, 11, 24), date(2026, 12, 2), "Tuesday before Thanksgiving"),
+            (
+                date(2026, 11, 2),
+                date(2026, 11, 6),
+                "Monday: Friday of the same week",
+            ),
+            (
+                date(2026, 11, 6),
+                date(2026, 11, 12),
+                "Friday: the weekend does not count",
+            ),
+            (
+                date(2026, 11, 7),
+                date(2026, 11, 12),
+                "Saturday: Monday is the first day",
+            ),
+            (
+                date(2026, 11, 24),
+                date(2026, 12, 2),
+                "Tuesday before Thanksgiving",
+            ),
             (
                 date(2026, 11, 27),
                 date(2026, 12, 4),
@@ -179,7 +199,10 @@ mod tests {
         for (visit, deadline, why) in table {
             assert_eq!(access_deadline(visit, &closed()), deadline, "{why}");
         }
-        assert_eq!(business_days_after(date(2026, 11, 2), 0, &[]), date(2026, 11, 2));
+        assert_eq!(
+            business_days_after(date(2026, 11, 2), 0, &[]),
+            date(2026, 11, 2)
+        );
         assert!(!is_business_day(date(2026, 11, 30), &closed()));
         assert!(is_business_day(date(2026, 12, 1), &closed()));
     }
@@ -187,7 +210,10 @@ mod tests {
     #[test]
     fn a_visit_date_comes_from_the_admit_time_or_the_day_it_was_recorded() {
         let recorded = date(2026, 11, 25);
-        assert_eq!(visit_date(Some("20261127083000-0500"), recorded), date(2026, 11, 27));
+        assert_eq!(
+            visit_date(Some("20261127083000-0500"), recorded),
+            date(2026, 11, 27)
+        );
         assert_eq!(visit_date(Some("20261127"), recorded), date(2026, 11, 27));
         for odd in ["", "2026", "2026-11-27", "20261340"] {
             assert_eq!(visit_date(Some(odd), recorded), recorded, "{odd:?}");
@@ -205,7 +231,11 @@ mod tests {
             activated,
         };
         let table = [
-            (facts(&[], &[friday], None), MeasureOutcome::NotSeen, "no visit"),
+            (
+                facts(&[], &[friday], None),
+                MeasureOutcome::NotSeen,
+                "no visit",
+            ),
             (
                 facts(&[friday], &[date(2026, 12, 4)], None),
                 MeasureOutcome::Timely {
@@ -217,12 +247,18 @@ mod tests {
             ),
             (
                 facts(&[friday], &[date(2026, 12, 7)], None),
-                MeasureOutcome::NotTimely { visit: friday, deadline },
+                MeasureOutcome::NotTimely {
+                    visit: friday,
+                    deadline,
+                },
                 "delivered a business day late",
             ),
             (
                 facts(&[friday], &[date(2026, 11, 20)], None),
-                MeasureOutcome::NotTimely { visit: friday, deadline },
+                MeasureOutcome::NotTimely {
+                    visit: friday,
+                    deadline,
+                },
                 "an invite before the visit is not access given for it",
             ),
             (
@@ -245,11 +281,18 @@ mod tests {
             ),
             (
                 facts(&[friday], &[], Some(date(2026, 12, 8))),
-                MeasureOutcome::NotTimely { visit: friday, deadline },
+                MeasureOutcome::NotTimely {
+                    visit: friday,
+                    deadline,
+                },
                 "activated too late",
             ),
             (
-                facts(&[date(2026, 12, 14), date(2026, 11, 2)], &[date(2026, 12, 15)], None),
+                facts(
+                    &[date(2026, 12, 14), date(2026, 11, 2)],
+                    &[date(2026, 12, 15)],
+                    None,
+                ),
                 MeasureOutcome::Timely {
                     visit: date(2026, 12, 14),
                     deadline: date(2026, 12, 18),
@@ -261,7 +304,11 @@ mod tests {
         for (facts, outcome, why) in table {
             let got = measure_patient(&facts, &closed());
             assert_eq!(got, outcome, "{why}");
-            assert_eq!(got.in_denominator(), outcome != MeasureOutcome::NotSeen, "{why}");
+            assert_eq!(
+                got.in_denominator(),
+                outcome != MeasureOutcome::NotSeen,
+                "{why}"
+            );
         }
     }
 }

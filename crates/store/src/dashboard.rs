@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use enroll_core::{AccessFacts, Field, MeasureOutcome, access_deadline, measure_patient, visit_date};
+use enroll_core::{
+    AccessFacts, Field, MeasureOutcome, access_deadline, measure_patient, visit_date,
+};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
@@ -77,14 +79,19 @@ impl Store {
         if practices.is_some_and(<[i64]>::is_empty) {
             return Ok(DashboardCounts::default());
         }
-        let live = format!("merged_into IS NULL{}", in_practices("practice_id", practices));
+        let live = format!(
+            "merged_into IS NULL{}",
+            in_practices("practice_id", practices)
+        );
         let any_blank: Vec<String> = Field::REQUIRED.into_iter().map(blank).collect();
         let any_blank = any_blank.join(" OR ");
         let patients = self
             .count(&format!("SELECT COUNT(*) FROM patients WHERE {live}"))
             .await?;
         let invitable = self
-            .count(&format!("SELECT COUNT(*) FROM patients WHERE {live} AND {INVITABLE}"))
+            .count(&format!(
+                "SELECT COUNT(*) FROM patients WHERE {live} AND {INVITABLE}"
+            ))
             .await?;
         let missing_fields = self
             .count(&format!(
@@ -201,7 +208,8 @@ impl Store {
                 start,
             )
             .await?;
-        let index: HashMap<Date, usize> = days.iter().enumerate().map(|(i, d)| (d.date, i)).collect();
+        let index: HashMap<Date, usize> =
+            days.iter().enumerate().map(|(i, d)| (d.date, i)).collect();
         let place = |bucket: i64| {
             let at = Timestamp::from_millisecond(bucket.saturating_mul(BUCKET_MS)).ok()?;
             index.get(&tz.to_datetime(at).date()).copied()
@@ -244,8 +252,12 @@ impl Store {
         // recorded (a day either side for the zone; filtered below).
         let slack = SignedDuration::from_hours(48);
         let after_to = to.tomorrow().unwrap_or(to);
-        let recorded_from = local_start(tz, from).checked_sub(slack).unwrap_or(Timestamp::MIN);
-        let recorded_to = local_start(tz, after_to).checked_add(slack).unwrap_or(Timestamp::MAX);
+        let recorded_from = local_start(tz, from)
+            .checked_sub(slack)
+            .unwrap_or(Timestamp::MIN);
+        let recorded_to = local_start(tz, after_to)
+            .checked_add(slack)
+            .unwrap_or(Timestamp::MAX);
         let visits_sql = "SELECT e.patient_id, e.admitted_at, e.created_at, p.activated_at \
              FROM encounters e JOIN patients p ON p.id = e.patient_id \
              WHERE e.practice_id = $1 AND p.merged_into IS NULL AND p.practice_id = $1 \
@@ -281,7 +293,13 @@ impl Store {
         }
         let last_deadline = local_start(tz, access_deadline(to, closed).tomorrow().unwrap_or(to));
         for (patient_id, sent_at) in self
-            .delivered_between(&facts, local_start(tz, from).checked_sub(slack).unwrap_or(Timestamp::MIN), last_deadline.checked_add(slack).unwrap_or(Timestamp::MAX))
+            .delivered_between(
+                &facts,
+                local_start(tz, from)
+                    .checked_sub(slack)
+                    .unwrap_or(Timestamp::MIN),
+                last_deadline.checked_add(slack).unwrap_or(Timestamp::MAX),
+            )
             .await?
         {
             if let (Some(entry), Some(date)) = (facts.get_mut(&patient_id), date_of(sent_at)) {

@@ -114,7 +114,11 @@ async fn select(
     let today = practices
         .first()
         .map(|p| p.schedule.local_date(state.clock.now()))
-        .unwrap_or_else(|| jiff::tz::TimeZone::UTC.to_datetime(state.clock.now()).date());
+        .unwrap_or_else(|| {
+            jiff::tz::TimeZone::UTC
+                .to_datetime(state.clock.now())
+                .date()
+        });
     let (from, to) = period(params, today)?;
     Ok(Selection {
         choices,
@@ -373,10 +377,7 @@ fn measure_summary(measured: &[MeasuredPatient], selection: &Selection) -> Measu
         .iter()
         .filter(|m| m.outcome.in_denominator())
         .count();
-    let numerator = measured
-        .iter()
-        .filter(|m| m.outcome.in_numerator())
-        .count();
+    let numerator = measured.iter().filter(|m| m.outcome.in_numerator()).count();
     let (d, n) = (
         i64::try_from(denominator).unwrap_or(i64::MAX),
         i64::try_from(numerator).unwrap_or(i64::MAX),
@@ -543,7 +544,11 @@ async fn csv_response(
         })
         .collect();
     rows.sort();
-    let set = if numerator { "numerator" } else { "denominator" };
+    let set = if numerator {
+        "numerator"
+    } else {
+        "denominator"
+    };
     let shown: Vec<String> = ids.iter().map(i64::to_string).collect();
     audit(
         state,
@@ -647,7 +652,10 @@ mod tests {
             duration_words(SignedDuration::from_hours(76)),
             "3 days 4 hours"
         );
-        assert_eq!(duration_words(SignedDuration::from_mins(61)), "1 hour 1 minute");
+        assert_eq!(
+            duration_words(SignedDuration::from_mins(61)),
+            "1 hour 1 minute"
+        );
         assert_eq!(duration_words(SignedDuration::from_mins(40)), "40 minutes");
     }
 }

@@ -8,6 +8,7 @@ mod activation;
 mod activation_browser;
 mod api;
 mod browser;
+mod dashboard;
 mod delivery;
 mod hardening;
 mod in_person;
