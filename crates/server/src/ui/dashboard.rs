@@ -272,7 +272,7 @@ fn duration_words(d: SignedDuration) -> String {
     }
 }
 
-/// One bar chart drawn on the server: a 900 x 200 view box, one bar a day.
+/// One bar chart drawn on the server: a 600 x 200 view box, one bar a day.
 #[derive(Serialize)]
 struct Chart {
     id: &'static str,
@@ -281,7 +281,7 @@ struct Chart {
     max: i64,
     total: i64,
     bars: Vec<Bar>,
-    /// Date labels under the axis (every 15 days).
+    /// Date labels under the axis (every 30 days).
     ticks: Vec<Tick>,
 }
 
@@ -302,7 +302,7 @@ struct Tick {
 const CHART_LEFT: i64 = 40;
 const CHART_BOTTOM: i64 = 170;
 const CHART_HEIGHT: i64 = 150;
-const BAR_STEP: i64 = 9;
+const BAR_STEP: i64 = 6;
 
 fn chart(id: &'static str, what: &str, days: &[DayCount], value: fn(&DayCount) -> i64) -> Chart {
     let max = days.iter().map(value).max().unwrap_or(0);
@@ -324,7 +324,7 @@ fn chart(id: &'static str, what: &str, days: &[DayCount], value: fn(&DayCount) -
     let ticks = days
         .iter()
         .enumerate()
-        .step_by(15)
+        .step_by(30)
         .map(|(i, day)| Tick {
             x: CHART_LEFT + i64::try_from(i).unwrap_or(0) * BAR_STEP,
             label: day.date.strftime("%b %-d").to_string(),
