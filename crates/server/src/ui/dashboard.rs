@@ -119,7 +119,8 @@ async fn select(
                 .to_datetime(state.clock.now())
                 .date()
         });
-    let (from, to) = period(params, today)?;
+    let (from, to) =
+        period(params, today).map_err(|words| refused(StatusCode::BAD_REQUEST, words))?;
     Ok(Selection {
         choices,
         practices,
@@ -129,16 +130,14 @@ async fn select(
     })
 }
 
-/// The period from the form, or the 90 days ending today.
-fn period(params: &DashboardParams, today: Date) -> Result<(Date, Date), Response> {
+/// The period from the form, or the 90 days ending today; else what is
+/// wrong with it, in words.
+fn period(params: &DashboardParams, today: Date) -> Result<(Date, Date), &'static str> {
     let read = |raw: &Option<String>, default: Date| match raw.as_deref().map(str::trim) {
         None | Some("") => Ok(default),
-        Some(text) => text.parse::<Date>().map_err(|_| {
-            refused(
-                StatusCode::BAD_REQUEST,
-                "Write the period's dates as year-month-day, for example 2026-10-01.",
-            )
-        }),
+        Some(text) => text
+            .parse::<Date>()
+            .map_err(|_| "Write the period's dates as year-month-day, for example 2026-10-01."),
     };
     let to = read(&params.to, today)?;
     let default_from = to
@@ -146,16 +145,10 @@ fn period(params: &DashboardParams, today: Date) -> Result<(Date, Date), Respons
         .unwrap_or(to);
     let from = read(&params.from, default_from)?;
     if from > to {
-        return Err(refused(
-            StatusCode::BAD_REQUEST,
-            "The period must start on or before the day it ends.",
-        ));
+        return Err("The period must start on or before the day it ends.");
     }
     if (to - from).get_days() >= i32::try_from(PERIOD_MAX_DAYS).unwrap_or(i32::MAX) {
-        return Err(refused(
-            StatusCode::BAD_REQUEST,
-            "The period can be at most a year (366 days).",
-        ));
+        return Err("The period can be at most a year (366 days).");
     }
     Ok((from, to))
 }
@@ -241,7 +234,7 @@ fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
