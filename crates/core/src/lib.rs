@@ -12,6 +12,7 @@ pub mod fields;
 pub mod go_live;
 pub mod invite;
 pub mod language;
+pub mod measure;
 pub mod merge;
 pub mod policy;
 pub mod practice;
@@ -44,6 +45,10 @@ pub use go_live::{
 };
 pub use invite::{InviteKind, InviteState};
 pub use language::Language;
+pub use measure::{
+    ACCESS_BUSINESS_DAYS, Access, AccessFacts, MeasureOutcome, access_deadline,
+    business_days_after, is_business_day, measure_patient, visit_date,
+};
 pub use merge::{ChartFlags, merged_flags};
 pub use policy::{
     AutoDecision, Ineligible, ManualDecision, PatientFacts, PatientResponse, PracticeRules,

@@ -64,6 +64,10 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/staff_go_live.html"),
         ),
         (
+            "staff_dashboard.html",
+            include_str!("../templates/staff_dashboard.html"),
+        ),
+        (
             "staff_practices.html",
             include_str!("../templates/staff_practices.html"),
         ),

@@ -19,6 +19,7 @@ mod activation;
 mod batch;
 mod cap;
 mod chart_actions;
+mod dashboard;
 mod engine;
 mod enrollment;
 mod go_live;
@@ -50,6 +51,7 @@ use sqlx::sqlite::{
 };
 
 pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
+pub use dashboard::{CHART_DAYS, DashboardCounts, DayCount, MeasuredPatient};
 pub use go_live::{GoLiveProgress, GoLiveRun};
 pub use in_person::{InPersonInvite, InPersonOutcome};
 pub use intake::{

@@ -124,7 +124,7 @@ impl Store {
     }
 
     /// The patients of `ids` with their latest invites, in the order given.
-    async fn entries_of(&self, ids: &[i64]) -> Result<Vec<WorkListEntry>> {
+    pub async fn entries_of(&self, ids: &[i64]) -> Result<Vec<WorkListEntry>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }

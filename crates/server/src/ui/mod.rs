@@ -7,6 +7,7 @@
 
 mod admin;
 mod chart;
+mod dashboard;
 mod in_person;
 mod integration;
 mod search;
@@ -49,6 +50,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/patients/{id}/confirm", post(chart::confirm))
         .route("/patients/{id}/response", post(chart::response))
         .route("/patients/{id}/status", get(chart::status))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/cms.csv", get(dashboard::cms_csv))
         .route("/worklists", get(worklists::page))
         .route("/worklists.csv", get(worklists::csv))
         .route("/worklists/failed/{id}", post(worklists::resend))

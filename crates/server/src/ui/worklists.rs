@@ -324,7 +324,7 @@ fn csv_text(rows: &[Row], detail_heading: &str) -> Result<String, csv::Error> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-fn defused(cell: &str) -> String {
+pub(crate) fn defused(cell: &str) -> String {
     match cell.chars().next() {
         Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
         _ => cell.to_string(),

@@ -9,6 +9,7 @@ mod activation_browser;
 mod api;
 mod browser;
 mod connections;
+mod dashboard;
 mod delivery;
 mod go_live;
 mod hardening;

@@ -1,0 +1,386 @@
+//! The enrollment dashboard's numbers and the CMS measure's facts, for
+//! one practice or a set of them (`None`: the whole enterprise). Each
+//! count is one query over an index of migration 0015; the work-list
+//! numbers use the work lists' own conditions, so the two always agree.
+
+use std::collections::HashMap;
+
+use enroll_core::{
+    AccessFacts, Field, MeasureOutcome, access_deadline, measure_patient, visit_date,
+};
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp, ToSpan};
+use sqlx::AssertSqlSafe;
+
+use crate::practices::{INVITABLE, blank};
+use crate::{Practice, Result, Store, on_pool, to_ms};
+
+/// The days the dashboard's charts cover.
+pub const CHART_DAYS: i64 = 90;
+/// Events are counted in buckets this long and placed on local dates in
+/// Rust, so every zone's days are exact (15 minutes: Nepal is +05:45).
+const BUCKET_MS: i64 = 15 * 60 * 1000;
+
+/// The dashboard's counts of patients (merged charts excluded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DashboardCounts {
+    pub patients: i64,
+    /// Could be invited: not active, deceased, declined or deferred, not
+    /// opted out of email, every required field present.
+    pub eligible: i64,
+    /// Sent at least one invite that was delivered.
+    pub invited: i64,
+    pub activated: i64,
+    /// The work lists' totals.
+    pub missing_fields: i64,
+    pub suppressed: i64,
+    pub opted_out: i64,
+    pub failed_deliveries: i64,
+    /// Over the patients activated in the chart's days.
+    pub median_to_activation: Option<SignedDuration>,
+}
+
+/// One local date of the charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayCount {
+    pub date: Date,
+    pub invites_sent: i64,
+    pub activations: i64,
+}
+
+/// One patient of the CMS measure's denominator and how they fare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeasuredPatient {
+    pub patient_id: i64,
+    pub practice_id: i64,
+    pub outcome: MeasureOutcome,
+}
+
+/// `AND <column> IN (...)` for a set of practices; ids are integers we
+/// hold, never text from outside, so they are inlined.
+fn in_practices(column: &str, practices: Option<&[i64]>) -> String {
+    match practices {
+        None => String::new(),
+        Some(ids) => {
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            format!(" AND {column} IN ({})", list.join(", "))
+        }
+    }
+}
+
+impl Store {
+    /// The dashboard's counts for `practices` (`None`: every practice).
+    pub async fn dashboard_counts(
+        &self,
+        practices: Option<&[i64]>,
+        now: Timestamp,
+    ) -> Result<DashboardCounts> {
+        if practices.is_some_and(<[i64]>::is_empty) {
+            return Ok(DashboardCounts::default());
+        }
+        let live = format!(
+            "merged_into IS NULL{}",
+            in_practices("practice_id", practices)
+        );
+        let any_blank: Vec<String> = Field::REQUIRED.into_iter().map(blank).collect();
+        let any_blank = any_blank.join(" OR ");
+        let patients = self
+            .count(&format!("SELECT COUNT(*) FROM patients WHERE {live}"))
+            .await?;
+        let invitable = self
+            .count(&format!(
+                "SELECT COUNT(*) FROM patients WHERE {live} AND {INVITABLE}"
+            ))
+            .await?;
+        let missing_fields = self
+            .count(&format!(
+                "SELECT COUNT(*) FROM patients WHERE {live} AND {INVITABLE} AND ({any_blank})"
+            ))
+            .await?;
+        let activated = self
+            .count(&format!(
+                "SELECT COUNT(*) FROM patients WHERE {live} AND activated_at IS NOT NULL"
+            ))
+            .await?;
+        let opted_out = self
+            .count(&format!(
+                "SELECT COUNT(*) FROM patients WHERE {live} AND (email_opted_out OR sms_opted_out)"
+            ))
+            .await?;
+        let invited = self
+            .count(&format!(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT i.patient_id FROM invites i \
+                 WHERE i.state = 'sent'{}) AS d",
+                in_practices("i.practice_id", practices)
+            ))
+            .await?;
+        Ok(DashboardCounts {
+            patients,
+            eligible: invitable - missing_fields,
+            invited,
+            activated,
+            missing_fields,
+            suppressed: self.latest_invite_count("suppressed", practices).await?,
+            opted_out,
+            failed_deliveries: self.latest_invite_count("failed", practices).await?,
+            median_to_activation: self.median_to_activation(practices, now).await?,
+        })
+    }
+
+    async fn count(&self, sql: &str) -> Result<i64> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).fetch_one(pool).await
+        })?)
+    }
+
+    /// Patients not active whose latest invite is in `state` (as the work
+    /// lists `WorkList::FailedDeliveries` and `Suppressed` count them).
+    async fn latest_invite_count(&self, state: &str, practices: Option<&[i64]>) -> Result<i64> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM invites i JOIN patients p ON p.id = i.patient_id \
+             WHERE i.state = '{state}'{} AND p.activated_at IS NULL AND p.merged_into IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM invites j WHERE j.patient_id = i.patient_id AND j.id > i.id)",
+            in_practices("i.practice_id", practices)
+        );
+        self.count(&sql).await
+    }
+
+    /// The median of (activation - first delivered invite) over the
+    /// patients who activated in the chart's days.
+    async fn median_to_activation(
+        &self,
+        practices: Option<&[i64]>,
+        now: Timestamp,
+    ) -> Result<Option<SignedDuration>> {
+        let since = to_ms(now) - CHART_DAYS * 86_400_000;
+        let sql = format!(
+            "SELECT p.activated_at - (SELECT MIN(i.sent_at) FROM invites i \
+               WHERE i.patient_id = p.id AND i.state = 'sent') \
+             FROM patients p WHERE p.activated_at IS NOT NULL AND p.activated_at >= $1 \
+             AND p.merged_into IS NULL{}",
+            in_practices("p.practice_id", practices)
+        );
+        let rows: Vec<Option<i64>> = on_pool!(self, pool => {
+            sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(since).fetch_all(pool).await
+        })?;
+        let mut ms: Vec<i64> = rows.into_iter().flatten().filter(|d| *d >= 0).collect();
+        Ok(median(&mut ms).map(SignedDuration::from_millis))
+    }
+
+    /// Invites sent and activations per local date (in `tz`) of the last
+    /// [`CHART_DAYS`] days, oldest first, today last.
+    pub async fn dashboard_days(
+        &self,
+        practices: Option<&[i64]>,
+        tz: &TimeZone,
+        now: Timestamp,
+    ) -> Result<Vec<DayCount>> {
+        let today = tz.to_datetime(now).date();
+        let first = today.checked_sub((CHART_DAYS - 1).days()).unwrap_or(today);
+        let start = local_start(tz, first);
+        let mut days: Vec<DayCount> = (0..CHART_DAYS)
+            .filter_map(|n| first.checked_add(n.days()).ok())
+            .map(|date| DayCount {
+                date,
+                invites_sent: 0,
+                activations: 0,
+            })
+            .collect();
+        let sent = self
+            .buckets(
+                &format!(
+                    "SELECT sent_at / {BUCKET_MS}, COUNT(*) FROM invites WHERE state = 'sent' \
+                     AND sent_at >= $1{} GROUP BY sent_at / {BUCKET_MS}",
+                    in_practices("practice_id", practices)
+                ),
+                start,
+            )
+            .await?;
+        let activated = self
+            .buckets(
+                &format!(
+                    "SELECT activated_at / {BUCKET_MS}, COUNT(*) FROM patients \
+                     WHERE activated_at >= $1 AND merged_into IS NULL{} \
+                     GROUP BY activated_at / {BUCKET_MS}",
+                    in_practices("practice_id", practices)
+                ),
+                start,
+            )
+            .await?;
+        let index: HashMap<Date, usize> =
+            days.iter().enumerate().map(|(i, d)| (d.date, i)).collect();
+        let place = |bucket: i64| {
+            let at = Timestamp::from_millisecond(bucket.saturating_mul(BUCKET_MS)).ok()?;
+            index.get(&tz.to_datetime(at).date()).copied()
+        };
+        for (bucket, n) in sent {
+            if let Some(i) = place(bucket) {
+                days[i].invites_sent += n;
+            }
+        }
+        for (bucket, n) in activated {
+            if let Some(i) = place(bucket) {
+                days[i].activations += n;
+            }
+        }
+        Ok(days)
+    }
+
+    async fn buckets(&self, sql: &str, since: Timestamp) -> Result<Vec<(i64, i64)>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(sql))
+                .bind(to_ms(since))
+                .fetch_all(pool)
+                .await
+        })?)
+    }
+
+    /// The CMS measure for one practice over the local dates `from..=to`:
+    /// every patient with a visit in the period, with the outcome
+    /// `enroll_core::measure_patient` gives from their facts.
+    pub async fn cms_measure(
+        &self,
+        practice: &Practice,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<MeasuredPatient>> {
+        let schedule = &practice.schedule;
+        let closed = &schedule.schedule.closed_dates;
+        let tz = &schedule.tz;
+        // Visits by the admit date the EHR sent, or by when they were
+        // recorded (a day either side for the zone; filtered below).
+        let slack = SignedDuration::from_hours(48);
+        let after_to = to.tomorrow().unwrap_or(to);
+        let recorded_from = local_start(tz, from)
+            .checked_sub(slack)
+            .unwrap_or(Timestamp::MIN);
+        let recorded_to = local_start(tz, after_to)
+            .checked_add(slack)
+            .unwrap_or(Timestamp::MAX);
+        let visits_sql = "SELECT e.patient_id, e.admitted_at, e.created_at, p.activated_at \
+             FROM encounters e JOIN patients p ON p.id = e.patient_id \
+             WHERE e.practice_id = $1 AND p.merged_into IS NULL AND p.practice_id = $1 \
+             AND ((e.admitted_at >= $2 AND e.admitted_at < $3) \
+               OR (e.created_at >= $4 AND e.created_at < $5))";
+        let rows: Vec<(i64, Option<String>, i64, Option<i64>)> = on_pool!(self, pool => {
+            sqlx::query_as(visits_sql)
+                .bind(practice.id)
+                .bind(compact(from))
+                .bind(compact(after_to))
+                .bind(to_ms(recorded_from))
+                .bind(to_ms(recorded_to))
+                .fetch_all(pool)
+                .await
+        })?;
+        let date_of = |ms: i64| {
+            Timestamp::from_millisecond(ms)
+                .ok()
+                .map(|at| tz.to_datetime(at).date())
+        };
+        let mut facts: HashMap<i64, AccessFacts> = HashMap::new();
+        for (patient_id, admitted_at, created_at, activated_at) in rows {
+            let Some(recorded) = date_of(created_at) else {
+                continue;
+            };
+            let visit = visit_date(admitted_at.as_deref(), recorded);
+            if visit < from || visit > to {
+                continue;
+            }
+            let entry = facts.entry(patient_id).or_default();
+            entry.visits.push(visit);
+            entry.activated = activated_at.and_then(date_of);
+        }
+        let last_deadline = local_start(tz, access_deadline(to, closed).tomorrow().unwrap_or(to));
+        for (patient_id, sent_at) in self
+            .delivered_between(
+                &facts,
+                local_start(tz, from)
+                    .checked_sub(slack)
+                    .unwrap_or(Timestamp::MIN),
+                last_deadline.checked_add(slack).unwrap_or(Timestamp::MAX),
+            )
+            .await?
+        {
+            if let (Some(entry), Some(date)) = (facts.get_mut(&patient_id), date_of(sent_at)) {
+                entry.delivered.push(date);
+            }
+        }
+        let mut measured: Vec<MeasuredPatient> = facts
+            .into_iter()
+            .map(|(patient_id, facts)| MeasuredPatient {
+                patient_id,
+                practice_id: practice.id,
+                outcome: measure_patient(&facts, closed),
+            })
+            .collect();
+        measured.sort_by_key(|m| m.patient_id);
+        Ok(measured)
+    }
+
+    /// (patient, sent_at) of the delivered invites of `patients` sent in
+    /// `[since, until)`.
+    async fn delivered_between(
+        &self,
+        patients: &HashMap<i64, AccessFacts>,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<(i64, i64)>> {
+        let mut found = Vec::new();
+        let ids: Vec<i64> = patients.keys().copied().collect();
+        for chunk in ids.chunks(5_000) {
+            let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            let sql = format!(
+                "SELECT patient_id, sent_at FROM invites WHERE state = 'sent' \
+                 AND sent_at >= $1 AND sent_at < $2 AND patient_id IN ({})",
+                list.join(", ")
+            );
+            let rows: Vec<(i64, i64)> = on_pool!(self, pool => {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(to_ms(since))
+                    .bind(to_ms(until))
+                    .fetch_all(pool)
+                    .await
+            })?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+}
+
+/// The first instant of a local date (after a DST gap at midnight, the
+/// end of the gap).
+fn local_start(tz: &TimeZone, date: Date) -> Timestamp {
+    tz.to_ambiguous_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
+        .compatible()
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// `YYYYMMDD`, as HL7 writes the date part of a time (PV1-44).
+fn compact(date: Date) -> String {
+    format!("{:04}{:02}{:02}", date.year(), date.month(), date.day())
+}
+
+/// The median of `values` (the lower middle one of an even count).
+fn median(values: &mut [i64]) -> Option<i64> {
+    if values.is_empty() {
+        return None;
+    }
+    let middle = (values.len() - 1) / 2;
+    let (_, m, _) = values.select_nth_unstable(middle);
+    Some(*m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_lower_middle_value() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [5]), Some(5));
+        assert_eq!(median(&mut [9, 1, 5]), Some(5));
+        assert_eq!(median(&mut [4, 1, 9, 2]), Some(2));
+        assert_eq!(compact(jiff::civil::date(2026, 3, 7)), "20260307");
+    }
+}
