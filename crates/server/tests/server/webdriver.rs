@@ -173,10 +173,14 @@ pub fn tools_or_skip() -> Option<Tools> {
     }
 }
 
-/// The text of the first element matching `css` now.
+/// The text of the first element matching `css`, once there is one.
 pub async fn text_of(client: &Client, css: &str) -> String {
+    // Waits for the element: after a click the next page may still be on
+    // its way (a loaded machine answers a form post in more than a moment).
     client
-        .find(Locator::Css(css))
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
         .await
         .unwrap()
         .text()
