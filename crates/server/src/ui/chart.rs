@@ -315,13 +315,14 @@ pub(crate) async fn save_demographics(
     }
     let now = state.clock.now();
     let demographics = form.demographics();
-    let saved = state
+    let saved = match state
         .store
         .update_patient(id, &demographics, &source(&signed_in), now)
-        .await;
-    if let Err(e) = saved {
-        return internal(e);
-    }
+        .await
+    {
+        Ok(saved) => saved,
+        Err(e) => return internal(e),
+    };
     if let Err(e) = state
         .store
         .audit(&signed_in.user.username, "patient.update", Some(id), now)
@@ -331,6 +332,11 @@ pub(crate) async fn save_demographics(
     }
     if form.then.as_deref() != Some("enroll") {
         return Redirect::to(&format!("/patients/{id}?saved=1")).into_response();
+    }
+    if queued_by_trigger(&saved) {
+        let notice: String =
+            url::form_urlencoded::byte_serialize(AUTO_INVITE_QUEUED.as_bytes()).collect();
+        return Redirect::to(&format!("/patients/{id}?saved=1&notice={notice}")).into_response();
     }
     match enroll(&state, &signed_in, id, None).await {
         Ok(answer) => {
@@ -345,6 +351,22 @@ pub(crate) async fn save_demographics(
         }
         Err(response) => response,
     }
+}
+
+/// What "Update now" and the work list's resend say when the saved change
+/// was itself a trigger that invites (R2): a second invite from Enroll
+/// Now would reach the patient twice.
+pub(super) const AUTO_INVITE_QUEUED: &str = "Saved: the change to a required field invites the patient (auto invite); no second invite was sent.";
+
+/// True when saving made an auto invite that will go out (now or at the
+/// schedule's opening).
+pub(super) fn queued_by_trigger(saved: &enroll_store::SaveOutcome) -> bool {
+    saved.triggers.iter().any(|t| {
+        matches!(
+            t.decision,
+            enroll_core::AutoDecision::SendNow | enroll_core::AutoDecision::Queue { .. }
+        )
+    })
 }
 
 /// The answer to Enroll Now, for the script (JSON) and the page.

@@ -389,15 +389,9 @@ pub(crate) async fn resend(
     {
         return internal(e);
     }
-    let auto_queued = saved.triggers.iter().any(|t| {
-        matches!(
-            t.decision,
-            enroll_core::AutoDecision::SendNow | enroll_core::AutoDecision::Queue { .. }
-        )
-    });
     let name = display_name(&saved.patient);
-    let notice = if auto_queued {
-        format!("{name}: saved; the changed email invites the patient again (auto invite).")
+    let notice = if super::chart::queued_by_trigger(&saved) {
+        format!("{name}: {}", super::chart::AUTO_INVITE_QUEUED)
     } else {
         match super::chart::enroll(&state, &signed_in, id, None).await {
             Ok(answer) => format!("{name}: saved. {}", answer.message),

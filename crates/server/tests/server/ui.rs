@@ -436,32 +436,58 @@ async fn enroll_now_in_place_sends_refuses_with_the_missing_fields_and_update_no
         );
         assert!(app.invites(no_email).await.is_empty());
 
-        // Update now -> save: the invite goes out.
-        let (status, location) = staff
-            .post(
-                &format!("/patients/{no_email}/demographics"),
-                &[
-                    ("csrf", &csrf),
-                    ("first_name", "Rosa"),
-                    ("last_name", "Parks"),
-                    ("date_of_birth", "1990-07-04"),
-                    ("birth_sex", "F"),
-                    ("zip", "10027"),
-                    ("email", "rosa.p@example.org"),
-                    ("cell_phone", ""),
-                    ("then", "enroll"),
-                ],
-            )
-            .await;
+        // Update now -> save: the invite goes out, once. With auto invites
+        // on, the new email is itself a trigger that invites (R2), so no
+        // Enroll Now follows; with them off, the Enroll Now is sent.
+        let update_now = async |id: i64| {
+            staff
+                .post(
+                    &format!("/patients/{id}/demographics"),
+                    &[
+                        ("csrf", &csrf),
+                        ("first_name", "Rosa"),
+                        ("last_name", "Parks"),
+                        ("date_of_birth", "1990-07-04"),
+                        ("birth_sex", "F"),
+                        ("zip", "10027"),
+                        ("email", "rosa.p@example.org"),
+                        ("cell_phone", ""),
+                        ("then", "enroll"),
+                    ],
+                )
+                .await
+        };
+        let kinds = async |id: i64| -> Vec<String> {
+            app.invites(id)
+                .await
+                .into_iter()
+                .map(|i| i["kind"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        let (status, location) = update_now(no_email).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
+        assert!(location.contains("no+second+invite"), "{location}");
+        assert_eq!(
+            kinds(no_email).await,
+            ["auto"],
+            "{:?}: one invite",
+            app.engine
+        );
+        app.db
+            .store
+            .set_auto_invites(app.practice_id, false, None)
+            .await
+            .unwrap();
+        let also_no_email = app.patient("E-3", json!({ "email": null })).await;
+        let (status, location) = update_now(also_no_email).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
         assert!(location.contains("notice=Invitation"), "{location}");
-        let manual = app
-            .invites(no_email)
-            .await
-            .into_iter()
-            .filter(|i| i["kind"] == "manual")
-            .count();
-        assert_eq!(manual, 1, "{:?}: saving sent the Enroll Now", app.engine);
+        assert_eq!(
+            kinds(also_no_email).await,
+            ["manual"],
+            "{:?}: the Enroll Now",
+            app.engine
+        );
 
         // A front desk cannot reach admin pages; the API says 403 in words.
         assert_eq!(staff.get("/admin/users").await.0, StatusCode::FORBIDDEN);

@@ -164,7 +164,10 @@ async fn a_failed_delivery_is_fixed_and_sent_again_from_the_work_list() {
             .await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         let (_, page) = frida.get(&location).await;
-        assert!(page.contains("(auto invite)"), "{page}");
+        assert!(
+            page.contains("(auto invite); no second invite was sent"),
+            "{page}"
+        );
 
         dispatcher.run_round().await.unwrap();
         let mut to: Vec<String> = smtp.received().iter().flat_map(|m| m.to.clone()).collect();
