@@ -192,10 +192,17 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         .click()
         .await
         .unwrap();
+    // Auto invites are on in the test practice: the new email is itself a
+    // trigger that invites, so saving sends one invite, not two.
     let notice = wait_for_text(&client, ".notice", |t| !t.is_empty()).await;
-    assert!(notice.contains("Invitation on its way"), "{notice}");
+    assert!(notice.contains("no second invite was sent"), "{notice}");
     dispatcher.run_round().await.unwrap();
-    assert!(smtp.received().iter().any(|m| m.to == ["alan@example.org"]));
+    let to_alan = smtp
+        .received()
+        .iter()
+        .filter(|m| m.to == ["alan@example.org"])
+        .count();
+    assert_eq!(to_alan, 1, "one invite after Update now");
 
     // Path 2: open the chart, confirm, click the banner icon -> Enroll Now.
     client
