@@ -8,20 +8,13 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::integration_tool::audited;
 use crate::mllp::{Sender, a04};
 use crate::ui::Staff;
 use crate::{TestApp, TestSmtp, on_each_engine};
 
 fn path(app: &TestApp) -> String {
     format!("/admin/practices/{}/connections", app.practice_id)
-}
-
-async fn audited(app: &TestApp, action: &str) -> Vec<Value> {
-    let log = app.db.store.audit_log(None, 200).await.unwrap();
-    log.into_iter()
-        .filter(|entry| entry.action == action)
-        .map(|entry| serde_json::from_str(entry.detail.as_deref().unwrap_or("null")).unwrap())
-        .collect()
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use jiff::SignedDuration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::integration_tool::audited;
 use crate::ui::Staff;
 use crate::{TestApp, TestSmtp, on_each_engine};
 
@@ -19,14 +20,6 @@ async fn progress(staff: &Staff<'_>, app: &TestApp) -> Value {
     let (status, body) = staff.get(&format!("{}/progress", go_live_path(app))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     serde_json::from_str::<Value>(&body).unwrap()["run"].clone()
-}
-
-async fn audited(app: &TestApp, action: &str) -> Vec<Value> {
-    let log = app.db.store.audit_log(None, 200).await.unwrap();
-    log.into_iter()
-        .filter(|entry| entry.action == action)
-        .map(|entry| serde_json::from_str(entry.detail.as_deref().unwrap_or("null")).unwrap())
-        .collect()
 }
 
 /// The test practice with auto invites off (the charts were there before

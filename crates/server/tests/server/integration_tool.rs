@@ -16,7 +16,7 @@ fn tool_path(app: &TestApp) -> String {
 }
 
 /// The audit lines of `action`, newest first, with their detail parsed.
-async fn audited(app: &TestApp, action: &str) -> Vec<Value> {
+pub(crate) async fn audited(app: &TestApp, action: &str) -> Vec<Value> {
     let log = app.db.store.audit_log(None, 200).await.unwrap();
     log.into_iter()
         .filter(|entry| entry.action == action)
