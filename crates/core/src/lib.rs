@@ -47,7 +47,7 @@ pub use invite::{InviteKind, InviteState};
 pub use language::Language;
 pub use measure::{
     ACCESS_BUSINESS_DAYS, Access, AccessFacts, MeasureOutcome, access_deadline,
-    business_days_after, is_business_day, measure_patient, visit_date,
+    business_days_after, is_business_day, measure_patient, visit_date, visit_is_timely,
 };
 pub use merge::{ChartFlags, merged_flags};
 pub use policy::{

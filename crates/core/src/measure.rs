@@ -142,6 +142,14 @@ pub fn measure_patient(facts: &AccessFacts, closed: &[Date]) -> MeasureOutcome {
     }
 }
 
+/// True when access was given for a visit on `visit` by its deadline: the
+/// per-visit half of [`measure_patient`] (a patient is in the numerator
+/// when any of their visits in the period is timely), which the store's
+/// rollup of the measure keeps per visit.
+pub fn visit_is_timely(facts: &AccessFacts, visit: Date, closed: &[Date]) -> bool {
+    access_for(facts, visit, access_deadline(visit, closed)).is_some()
+}
+
 fn access_for(facts: &AccessFacts, visit: Date, deadline: Date) -> Option<Access> {
     match facts.activated {
         Some(on) if on <= visit => return Some(Access::AlreadyActive(on)),
@@ -310,5 +318,38 @@ mod tests {
                 "{why}"
             );
         }
+    }
+
+    /// The store keeps the measure per visit: a patient is in the
+    /// numerator exactly when one of their visits is timely.
+    #[test]
+    fn a_patient_is_timely_exactly_when_one_of_their_visits_is() {
+        let days: Vec<Date> = (0..30)
+            .filter_map(|n| {
+                date(2026, 11, 10)
+                    .checked_add(jiff::Span::new().days(n))
+                    .ok()
+            })
+            .collect();
+        let mut checked = 0;
+        for (v, &visit) in days.iter().enumerate().step_by(3) {
+            for (d, &delivered) in days.iter().enumerate().step_by(2) {
+                for activated in [None, Some(days[(v + d) % days.len()])] {
+                    let facts = AccessFacts {
+                        visits: vec![visit, days[(v + 11) % days.len()]],
+                        delivered: vec![delivered],
+                        activated,
+                    };
+                    let per_visit = facts
+                        .visits
+                        .iter()
+                        .any(|&visit| visit_is_timely(&facts, visit, &closed()));
+                    let patient = measure_patient(&facts, &closed()).in_numerator();
+                    assert_eq!(per_visit, patient, "{facts:?}");
+                    checked += usize::from(patient);
+                }
+            }
+        }
+        assert!(checked > 0, "some of the cases are timely");
     }
 }

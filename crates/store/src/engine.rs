@@ -35,6 +35,46 @@ impl Engine {
         }
     }
 
+    /// The statements that fold the dashboard's change rows into its
+    /// totals (migration 0016). PostgreSQL deletes and adds in one
+    /// statement, so a change committed meanwhile is neither lost nor
+    /// counted twice; SQLite's write transaction excludes every other
+    /// writer, so two statements do.
+    pub(crate) fn fold_dashboard_changes(self) -> Vec<String> {
+        const SUMS: &str = "SUM(patients), SUM(invitable), SUM(missing_fields), SUM(activated), \
+            SUM(opted_out), SUM(invited), SUM(suppressed), SUM(failed)";
+        const COLUMNS: &str = "(practice_id, patients, invitable, missing_fields, activated, \
+            opted_out, invited, suppressed, failed)";
+        let add = [
+            "patients",
+            "invitable",
+            "missing_fields",
+            "activated",
+            "opted_out",
+            "invited",
+            "suppressed",
+            "failed",
+        ]
+        .map(|c| format!("{c} = dashboard_counters.{c} + excluded.{c}"))
+        .join(", ");
+        let upsert = format!("ON CONFLICT (practice_id) DO UPDATE SET {add}");
+        match self {
+            Engine::Postgres => vec![format!(
+                "WITH gone AS (DELETE FROM dashboard_changes RETURNING *) \
+                 INSERT INTO dashboard_counters {COLUMNS} \
+                 SELECT practice_id, {SUMS} FROM gone GROUP BY practice_id {upsert}"
+            )],
+            Engine::Sqlite => vec![
+                format!(
+                    "INSERT INTO dashboard_counters {COLUMNS} \
+                     SELECT practice_id, {SUMS} FROM dashboard_changes WHERE true \
+                     GROUP BY practice_id {upsert}"
+                ),
+                "DELETE FROM dashboard_changes".to_string(),
+            ],
+        }
+    }
+
     /// How many write transactions are worth running at once: SQLite has
     /// one writer; PostgreSQL overlaps the round trips of a few.
     pub(crate) fn concurrent_writers(self) -> usize {

@@ -25,6 +25,7 @@ mod enrollment;
 mod go_live;
 mod in_person;
 mod intake;
+mod measure;
 mod model;
 mod outbox;
 mod patients;
@@ -58,6 +59,7 @@ pub use intake::{
     AppointmentStatus, InboundMessage, IntakeActivity, IntakeEvent, IntakeProblem, MessageQuery,
     MessageStatus, PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
 };
+pub use measure::MeasureCounts;
 pub use model::{
     AuditEntry, Channels, EnrollOutcome, Invite, InviteKind, InviteState, NewPractice, Patient,
     PatientSearch, Practice, Readiness, SaveOutcome, Source, StaffUser, TimelineEntry,

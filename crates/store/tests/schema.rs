@@ -1,7 +1,8 @@
 //! The two engines' migrations (crates/store/migrations/{sqlite,postgres})
 //! are written twice; this test fails when they drift: the same tables,
-//! the same columns with the same NOT NULL, and the same indexes (name,
-//! columns in order, unique, partial) after all migrations.
+//! the same columns with the same NOT NULL (views' columns too), the same
+//! indexes (name, columns in order, unique, partial) and the same triggers
+//! (table and name) after all migrations.
 
 // A test's helpers fail the test when a step fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +17,7 @@ use sqlx::Row;
 struct Schema {
     columns: BTreeSet<String>,
     indexes: BTreeSet<String>,
+    triggers: BTreeSet<String>,
 }
 
 /// sqlx's own bookkeeping, not ours.
@@ -25,7 +27,10 @@ const IGNORED_TABLE: &str = "_sqlx_migrations";
 /// and `tbl`, `idx`, `uniq`, `partial`, `cols`, `named`.
 const SQLITE_COLUMNS: &str = "SELECT m.name AS tbl, p.name AS col, p.\"notnull\" OR p.pk > 0 AS required \
      FROM sqlite_master m JOIN pragma_table_info(m.name) p \
-     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> $1";
+     WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite_%' AND m.name <> $1";
+const SQLITE_TRIGGERS: &str = "SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'";
+const POSTGRES_TRIGGERS: &str = "SELECT DISTINCT event_object_table::text, trigger_name::text \
+     FROM information_schema.triggers WHERE trigger_schema = 'public'";
 // Primary keys are left out: SQLite's INTEGER PRIMARY KEY is the rowid,
 // with no index to list. UNIQUE in a table definition makes an index
 // SQLite names itself.
@@ -99,16 +104,25 @@ where
     Schema {
         columns: columns.collect(),
         indexes: indexes.collect(),
+        triggers: BTreeSet::new(),
     }
 }
 
 async fn sqlite_schema(url: &str) -> Schema {
     let pool = sqlx::SqlitePool::connect(url).await.unwrap();
     let read = |sql| sqlx::query(sql).bind(IGNORED_TABLE).fetch_all(&pool);
-    let schema = schema_of(
+    let mut schema = schema_of(
         read(SQLITE_COLUMNS).await.unwrap(),
         read(SQLITE_INDEXES).await.unwrap(),
     );
+    let triggers: Vec<(String, String)> = sqlx::query_as(SQLITE_TRIGGERS)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    schema.triggers = triggers
+        .into_iter()
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect();
     pool.close().await;
     schema
 }
@@ -116,10 +130,18 @@ async fn sqlite_schema(url: &str) -> Schema {
 async fn postgres_schema(url: &str) -> Schema {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
     let read = |sql| sqlx::query(sql).bind(IGNORED_TABLE).fetch_all(&pool);
-    let schema = schema_of(
+    let mut schema = schema_of(
         read(POSTGRES_COLUMNS).await.unwrap(),
         read(POSTGRES_INDEXES).await.unwrap(),
     );
+    let triggers: Vec<(String, String)> = sqlx::query_as(POSTGRES_TRIGGERS)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    schema.triggers = triggers
+        .into_iter()
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect();
     pool.close().await;
     schema
 }
@@ -156,5 +178,17 @@ async fn both_engines_migrate_to_the_same_tables_columns_and_indexes() {
         ),
         (vec![], vec![]),
         "indexes only on SQLite, only on PostgreSQL"
+    );
+    assert!(
+        lite.triggers.len() >= 10,
+        "the query read the triggers: {lite:#?}"
+    );
+    assert_eq!(
+        (
+            only(&lite.triggers, &pg.triggers),
+            only(&pg.triggers, &lite.triggers)
+        ),
+        (vec![], vec![]),
+        "triggers only on SQLite, only on PostgreSQL"
     );
 }

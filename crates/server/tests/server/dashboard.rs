@@ -343,6 +343,172 @@ async fn an_enterprise_administrator_sees_every_practice_or_one() {
     .await;
 }
 
+/// The rollups of migration 0016 against counting afresh: the counts for
+/// the enterprise, each practice and both, and the measure for November
+/// and for the 90 days ending today, of each practice.
+async fn rollups_agree(app: &TestApp, other: i64, step: &str) {
+    use enroll_server::Clock as _;
+    let store = &app.db.store;
+    let now = app.clock.now();
+    let p = app.practice_id;
+    for scope in [None, Some(vec![p]), Some(vec![other]), Some(vec![p, other])] {
+        let rolled = store.dashboard_counts(scope.as_deref(), now).await.unwrap();
+        let counted = store
+            .recount_dashboard(scope.as_deref(), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            rolled, counted,
+            "{step}: practices {scope:?} on {:?}",
+            app.engine
+        );
+    }
+    let periods = [
+        (
+            jiff::civil::date(2026, 11, 1),
+            jiff::civil::date(2026, 11, 30),
+        ),
+        (
+            jiff::civil::date(2026, 9, 12),
+            jiff::civil::date(2026, 12, 10),
+        ),
+    ];
+    for (from, to) in periods {
+        for id in [p, other] {
+            let practice = store.practice(id).await.unwrap().unwrap();
+            let live = store.cms_measure(&practice, from, to).await.unwrap();
+            let count = |f: fn(&enroll_core::MeasureOutcome) -> bool| {
+                live.iter().filter(|m| f(&m.outcome)).count() as i64
+            };
+            let expected = enroll_store::MeasureCounts {
+                denominator: count(enroll_core::MeasureOutcome::in_denominator),
+                numerator: count(enroll_core::MeasureOutcome::in_numerator),
+            };
+            let rolled = store.measure_counts(&[id], from, to).await.unwrap();
+            assert_eq!(
+                rolled, expected,
+                "{step}: practice {id}, {from} to {to} on {:?}",
+                app.engine
+            );
+        }
+    }
+}
+
+async fn sql(app: &TestApp, statement: &str) {
+    app.db.execute(statement).await.unwrap();
+}
+
+/// Every kind of change the rollups follow, each checked against a
+/// recount: a delivered invite that bounces, folding the change rows,
+/// Enroll Now delivered through the dispatcher, an activation, an HL7
+/// merge, a field filled in, an opt-out, the closed dates changed, a new
+/// visit, an invite removed.
+#[tokio::test]
+async fn the_rollups_agree_with_a_recount_through_every_kind_of_change() {
+    for engine in crate::ENGINES {
+        // The demo mailbox as the channel, so the dispatcher delivers.
+        if let Some((app, _mailbox)) = TestApp::start_with_mailbox(engine).await {
+            rollups_follow_every_kind_of_change(&app).await;
+            app.stop().await;
+        }
+    }
+}
+
+async fn rollups_follow_every_kind_of_change(app: &TestApp) {
+    {
+        let other = fixture(app).await;
+        rollups_agree(app, other, "the fixture").await;
+        let id = |mrn: &'static str| async move {
+            let sql = format!("SELECT id FROM patients WHERE mrn = '{mrn}'");
+            enroll_store::testing::scalar(&app.db.store, &sql)
+                .await
+                .unwrap()
+        };
+        let (ames, diaz, hill, irwin) = (
+            id("D-A").await,
+            id("D-D").await,
+            id("D-H").await,
+            id("D-I").await,
+        );
+
+        sql(app, &format!("UPDATE invites SET state = 'failed', failure_reason = 'bounced' WHERE patient_id = {ames}")).await;
+        rollups_agree(app, other, "a delivered invite bounced").await;
+        app.db.store.fold_dashboard_changes().await.unwrap();
+        rollups_agree(app, other, "the changes folded").await;
+
+        let (status, body) = app.enroll(hill).await;
+        assert!(status.is_success(), "{body}");
+        rollups_agree(app, other, "Enroll Now queued").await;
+        app.deliver().await;
+        assert_eq!(app.invites(hill).await.last().unwrap()["state"], "sent");
+        rollups_agree(app, other, "Enroll Now delivered").await;
+
+        activated(app, diaz, "2026-11-13T12:00:00Z").await;
+        rollups_agree(app, other, "an activation").await;
+
+        let mut sender = crate::mllp::Sender::connect(app.mllp_addr).await;
+        let ack = sender
+            .send(
+                [
+                "MSH|^~\\&|EPIC|TEST|ENROLL|PORTAL|20261210100000||ADT^A40^ADT_A39|ROLLUP-1|P|2.5.1",
+                "EVN|A40|20261210100000",
+                "PID|1||D-A^^^TEST^MR||Ames^Ann||19900704|F|||1 Main St^^New York^NY^10027||^NET^Internet^ann@example.org",
+                "MRG|D-B^^^TEST^MR",
+                ]
+                .join("\r")
+                .as_bytes(),
+            )
+            .await;
+        assert!(ack.contains("MSA|AA"), "{ack}");
+        rollups_agree(app, other, "Baker merged into Ames").await;
+
+        sql(
+            app,
+            "UPDATE patients SET email = 'gil@example.org' WHERE mrn = 'D-G'",
+        )
+        .await;
+        sql(
+            app,
+            &format!("UPDATE patients SET email_opted_out = TRUE WHERE id = {hill}"),
+        )
+        .await;
+        rollups_agree(app, other, "a field filled in and an opt-out").await;
+
+        let practice = app
+            .db
+            .store
+            .practice(app.practice_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut schedule = practice.schedule.schedule.clone();
+        schedule.closed_dates = vec![jiff::civil::date(2026, 11, 26)];
+        app.db
+            .store
+            .set_schedule(practice.id, &schedule.validate().unwrap())
+            .await
+            .unwrap();
+        rollups_agree(app, other, "a closed date reopened").await;
+
+        visit(
+            app,
+            hill,
+            app.practice_id,
+            "V-H",
+            Some("20261208"),
+            "2026-12-08T15:00:00Z",
+        )
+        .await;
+        rollups_agree(app, other, "a new visit").await;
+        sql(
+            app,
+            &format!("DELETE FROM invites WHERE patient_id = {irwin}"),
+        )
+        .await;
+        rollups_agree(app, other, "an invite removed").await;
+    }
+}
+
 #[tokio::test]
 async fn the_dashboard_in_a_real_browser_is_axe_clean_at_desktop_and_phone_width() {
     let Some(tools) = tools_or_skip() else {

@@ -115,6 +115,30 @@ impl Tx {
             .collect())
     }
 
+    /// Locks the patients `ids` in ascending order without reading them.
+    /// Nothing to do on SQLite, whose write transaction excludes every
+    /// other writer.
+    pub(crate) async fn lock_patient_rows(
+        &mut self,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> Result<()> {
+        if self.row_lock().is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<i64> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let (ids_match, json) = self.id_list("id", ids)?;
+        let sql = format!(
+            "SELECT id FROM patients WHERE {ids_match} ORDER BY id {}",
+            self.row_lock()
+        );
+        on_tx!(self, c => {
+            sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.as_str())).bind(&json).fetch_all(c).await
+        })?;
+        Ok(())
+    }
+
     /// Reads and locks the patients, in ascending id order.
     pub(super) async fn lock_patients(
         &mut self,

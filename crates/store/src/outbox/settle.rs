@@ -49,6 +49,12 @@ impl Store {
         now: Timestamp,
     ) -> Result<Vec<Finished>> {
         let mut tx = self.begin_write().await?;
+        // Patients before invites, the order every other writer takes:
+        // an invite's change updates its patient's row (the summary the
+        // dashboard counts, migration 0016), and taking the patient's lock
+        // only then could deadlock with a writer that holds it.
+        tx.lock_patient_rows(outcomes.iter().map(|o| o.job.patient_id))
+            .await?;
         let ids: Vec<i64> = outcomes.iter().map(|o| o.job.invite_id).collect();
         let queued = tx.lock_queued_invites(&ids).await?;
         let retry = policy.retry();
