@@ -11,7 +11,9 @@
 //! second delivered 80%, failed 8%, held by the cap 4%, cancelled 8%), a
 //! third of the patients active a few days after their first invite, 4%
 //! without an email, some opted out, and a visit for 30% of them over the
-//! last two years. Then ANALYZE, and the server as `enroll serve` runs it.
+//! last two years; the rollups' triggers (migration 0016) run for every
+//! row. Then ANALYZE, the measure's rollup computed once, and the server
+//! as `enroll serve` runs it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -234,8 +236,26 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     }
+    let started = Instant::now();
+    store.refresh_measure().await?;
+    println!(
+        "store: the measure's rollup computed whole, once       {:>8.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let all: Vec<i64> = practices.iter().map(|p| p.id).collect();
+    for (scope, ids) in [("enterprise", &all[..]), ("one practice", &ids[..])] {
+        timed(
+            &format!("store: CMS measure (rollup), {scope}, 90 days"),
+            args.requests,
+            || async {
+                store.measure_counts(ids, from, today).await?;
+                Ok(())
+            },
+        )
+        .await?;
+    }
     timed(
-        "store: CMS measure, one practice, 90 days",
+        "store: CMS measure recomputed (the CSV), one practice",
         args.requests,
         || async {
             store.cms_measure(&one, from, today).await?;
@@ -291,6 +311,54 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     }
+    changes_between_views(&store, &http, &base, &cookie, args.requests).await?;
     running.stop().await?;
+    Ok(())
+}
+
+/// The enterprise page after 1,000 invites of patients with a visit were
+/// delivered since the last view (and the next time taken back), so each
+/// view folds change rows and computes 1,000 patients' measure again.
+async fn changes_between_views(
+    store: &Store,
+    http: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let (from, to) = if run % 2 == 0 {
+            ("cancelled", "sent")
+        } else {
+            ("sent", "cancelled")
+        };
+        exec(
+            store,
+            &format!(
+                "UPDATE invites SET state = '{to}', sent_at = CASE WHEN '{to}' = 'sent' \
+                 THEN created_at END WHERE id IN (SELECT i.id FROM invites i \
+                 JOIN encounters e ON e.patient_id = i.patient_id \
+                 WHERE i.kind = 'manual' AND i.state = '{from}' ORDER BY i.id LIMIT 1000)"
+            ),
+        )
+        .await?;
+        let started = Instant::now();
+        let response = http
+            .get(format!("{base}/dashboard"))
+            .header(reqwest::header::COOKIE, format!("enroll_session={cookie}"))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "{}", response.status());
+        response.text().await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "{:<48} p50 {:>8.1} ms   p95 {:>8.1} ms",
+        "HTTP: enterprise, 1,000 deliveries since",
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.95).as_secs_f64() * 1e3
+    );
     Ok(())
 }

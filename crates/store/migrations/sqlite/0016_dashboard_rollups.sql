@@ -134,6 +134,10 @@ CREATE TRIGGER patients_uncounted_delete BEFORE DELETE ON patients BEGIN
     FROM dashboard_contributions WHERE id = OLD.id;
 END;
 
+-- A patient's first delivery by index: without it both engines may read
+-- MIN(sent_at) by walking invites_sent_at until the patient's row turns up.
+CREATE INDEX invites_first_sent ON invites (patient_id, sent_at) WHERE state = 'sent';
+
 -- A patient's invite summary follows every change of an invite's state,
 -- delivery time or patient (a merge moves invites to the survivor).
 CREATE VIEW invite_summaries AS SELECT p.id AS patient_id,
