@@ -197,6 +197,9 @@ impl Application {
         } else {
             None
         };
+        if let Some(m) = &mllp {
+            self.state.connections.listening(m.addr, m.tls_addr);
+        }
         let delivering = self.settings.delivery.enabled.then(|| {
             self.dispatcher
                 .clone()

@@ -11,9 +11,11 @@ use enroll_notify::{SmsConfig, SmtpConfig, SmtpSecurity};
 use crate::dispatcher::Channels;
 use crate::mllp::MllpConfig;
 
-/// One MLLP listener as configured.
+/// One MLLP listener: its name (as its messages are stored), where it
+/// listens (bound once started, else as configured) and whether it is TLS.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ListenerSummary {
+    pub name: &'static str,
     pub address: String,
     pub tls: bool,
 }
@@ -30,8 +32,11 @@ pub struct Connections {
     pub smtp_address: Option<String>,
     /// The SMS provider's host and sender number, when texting is set up.
     pub sms: Option<String>,
-    /// Empty when MLLP intake is off.
-    pub mllp: Vec<ListenerSummary>,
+    /// As configured; empty when MLLP intake is off.
+    mllp: Vec<ListenerSummary>,
+    /// The addresses the listeners were bound to (a configured port 0
+    /// becomes a real one), once started.
+    bound: std::sync::OnceLock<(SocketAddr, Option<SocketAddr>)>,
     /// `[mllp] allow` as CIDR blocks; empty: any address.
     pub mllp_allow: Vec<String>,
 }
@@ -54,6 +59,7 @@ impl Connections {
             smtp_address: smtp.map(|s| format!("{}:{}", s.host, s.port)),
             sms: sms.filter(|s| s.enabled()).map(sms_words),
             mllp: listeners(mllp),
+            bound: std::sync::OnceLock::new(),
             mllp_allow: mllp.allow.iter().map(ToString::to_string).collect(),
         }
     }
@@ -81,11 +87,37 @@ fn sms_words(sms: &SmsConfig) -> String {
     format!("{host}, sending from {}", sms.from)
 }
 
+impl Connections {
+    /// Records where the MLLP listeners listen, once they are bound.
+    pub(crate) fn listening(&self, plain: SocketAddr, tls: Option<SocketAddr>) {
+        let _ = self.bound.set((plain, tls));
+    }
+
+    /// The MLLP listeners, with their bound addresses once started.
+    pub fn mllp_listeners(&self) -> Vec<ListenerSummary> {
+        let Some((plain, tls)) = self.bound.get() else {
+            return self.mllp.clone();
+        };
+        self.mllp
+            .iter()
+            .map(|l| ListenerSummary {
+                address: if l.tls { tls.unwrap_or(*plain) } else { *plain }.to_string(),
+                ..l.clone()
+            })
+            .collect()
+    }
+}
+
 fn listeners(mllp: &MllpConfig) -> Vec<ListenerSummary> {
     if !mllp.enabled {
         return Vec::new();
     }
     let summary = |addr: SocketAddr, tls| ListenerSummary {
+        name: if tls {
+            crate::mllp::TLS_LISTENER
+        } else {
+            crate::mllp::PLAIN_LISTENER
+        },
         address: addr.to_string(),
         tls,
     };

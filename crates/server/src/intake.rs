@@ -45,10 +45,17 @@ impl Intake {
 
     /// Parses, stores, applies and acknowledges one message. An error means
     /// nothing was stored: send no ACK, so the sender tries again.
-    pub async fn handle(&self, bytes: &[u8], peer: Option<String>) -> Result<Handled, StoreError> {
+    /// `listener` names the MLLP listener it came in on.
+    pub async fn handle(
+        &self,
+        bytes: &[u8],
+        peer: Option<String>,
+        listener: Option<&'static str>,
+    ) -> Result<Handled, StoreError> {
         let received_at = self.clock.now();
         let inbound = enroll_hl7::process(bytes, &self.mapping);
-        let message = inbound_message(&inbound, bytes, peer, received_at);
+        let mut message = inbound_message(&inbound, bytes, peer, received_at);
+        message.listener = listener;
         let received = self
             .store
             .receive_hl7(&message, |problem| {
@@ -67,6 +74,7 @@ impl Intake {
         &self,
         error: &MllpError,
         peer: Option<String>,
+        listener: Option<&'static str>,
     ) -> Result<Handled, StoreError> {
         let received_at = self.clock.now();
         let head = match error {
@@ -93,6 +101,7 @@ impl Intake {
         let message = InboundMessage {
             raw: head,
             peer,
+            listener,
             received_at,
             sending_app: header
                 .as_ref()
@@ -228,6 +237,9 @@ fn inbound_message<'a>(
     InboundMessage {
         raw,
         peer,
+        // Set by the caller that knows it; a reprocessed message keeps
+        // the one stored with it.
+        listener: None,
         received_at,
         sending_app: header
             .map(|h| h.sending_application.namespace_id.clone())

@@ -260,6 +260,10 @@ fn allowed(allow: &[ipnet::IpNet], peer: SocketAddr) -> bool {
     allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
 }
 
+/// The names the listeners' messages are stored with (`hl7_messages.listener`).
+pub const PLAIN_LISTENER: &str = "mllp";
+pub const TLS_LISTENER: &str = "mllp-tls";
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -268,6 +272,11 @@ async fn accept_loop(
     stopped: CancellationToken,
 ) {
     let mut connections = JoinSet::new();
+    let name = if tls.is_some() {
+        TLS_LISTENER
+    } else {
+        PLAIN_LISTENER
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
@@ -306,7 +315,7 @@ async fn accept_loop(
         match &tls {
             None => {
                 connections.spawn(async move {
-                    serve_connection(stream, peer, intake, settings, stopped).await;
+                    serve_connection(stream, peer, name, intake, settings, stopped).await;
                     drop(slot);
                 });
             }
@@ -319,7 +328,7 @@ async fn accept_loop(
                             .await;
                     match handshake {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, intake, settings, stopped).await;
+                            serve_connection(stream, peer, name, intake, settings, stopped).await;
                         }
                         Ok(Err(e)) => {
                             tracing::warn!(%peer, error = %e, "MLLP TLS handshake failed");
@@ -337,6 +346,7 @@ async fn accept_loop(
 async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
+    listener: &'static str,
     intake: Arc<Intake>,
     settings: MllpConfig,
     stopped: CancellationToken,
@@ -378,8 +388,16 @@ async fn serve_connection<S>(
             break;
         }
         let handled = match &frame {
-            Ok(bytes) => intake.handle(bytes, Some(peer_text.clone())).await,
-            Err(bad) => intake.handle_bad_frame(bad, Some(peer_text.clone())).await,
+            Ok(bytes) => {
+                intake
+                    .handle(bytes, Some(peer_text.clone()), Some(listener))
+                    .await
+            }
+            Err(bad) => {
+                intake
+                    .handle_bad_frame(bad, Some(peer_text.clone()), Some(listener))
+                    .await
+            }
         };
         match handled {
             Ok(handled) => {

@@ -102,15 +102,7 @@ impl Store {
         if practices.is_some_and(<[i64]>::is_empty) {
             return Ok(DashboardCounts::default());
         }
-        let pending = self
-            .count(&format!(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM dashboard_changes LIMIT {}) AS c",
-                FOLD_AFTER_CHANGES + 1
-            ))
-            .await?;
-        if pending > FOLD_AFTER_CHANGES {
-            self.fold_dashboard_changes().await?;
-        }
+        self.fold_dashboard_changes_if_many().await?;
         let sums: Vec<String> = COUNTED
             .iter()
             .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT)"))
@@ -150,6 +142,23 @@ impl Store {
                 .median_to_activation(practices, now, "p.first_sent_at")
                 .await?,
         })
+    }
+
+    /// Folds the change rows in when either table holds more than
+    /// [`FOLD_AFTER_CHANGES`].
+    async fn fold_dashboard_changes_if_many(&self) -> Result<()> {
+        for table in ["dashboard_changes", "dashboard_bucket_changes"] {
+            let pending = self
+                .count(&format!(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {}) AS c",
+                    FOLD_AFTER_CHANGES + 1
+                ))
+                .await?;
+            if pending > FOLD_AFTER_CHANGES {
+                return self.fold_dashboard_changes().await;
+            }
+        }
+        Ok(())
     }
 
     /// Adds the change rows to the totals and removes them, in one write
@@ -247,7 +256,9 @@ impl Store {
 
     /// The median of (activation - first delivered invite) over the
     /// patients who activated in the chart's days; the first delivery is
-    /// `first_sent` of the patient row `p`.
+    /// `first_sent` of the patient row `p`. The database sorts and picks
+    /// the lower middle value (two statements: the count, then that row),
+    /// so tens of thousands of durations never travel to Rust.
     async fn median_to_activation(
         &self,
         practices: Option<&[i64]>,
@@ -255,38 +266,71 @@ impl Store {
         first_sent: &str,
     ) -> Result<Option<SignedDuration>> {
         let since = to_ms(now) - CHART_DAYS * 86_400_000;
-        let sql = format!(
-            "SELECT p.activated_at - {first_sent} \
+        let durations = format!(
+            "SELECT p.activated_at - {first_sent} AS d \
              FROM patients p WHERE p.activated_at IS NOT NULL AND p.activated_at >= $1 \
-             AND p.merged_into IS NULL{}",
+             AND p.merged_into IS NULL{} AND p.activated_at - {first_sent} >= 0",
             in_practices("p.practice_id", practices)
         );
-        let rows: Vec<Option<i64>> = on_pool!(self, pool => {
-            sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(since).fetch_all(pool).await
+        let count_sql = format!("SELECT COUNT(*) FROM ({durations}) AS t");
+        let count: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar(AssertSqlSafe(count_sql.as_str())).bind(since).fetch_one(pool).await
         })?;
-        let mut ms: Vec<i64> = rows.into_iter().flatten().filter(|d| *d >= 0).collect();
-        Ok(median(&mut ms).map(SignedDuration::from_millis))
+        if count == 0 {
+            return Ok(None);
+        }
+        let middle_sql = format!("SELECT d FROM ({durations}) AS t ORDER BY d LIMIT 1 OFFSET $2");
+        let middle: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar(AssertSqlSafe(middle_sql.as_str()))
+                .bind(since)
+                .bind((count - 1) / 2)
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(Some(SignedDuration::from_millis(middle)))
     }
 
     /// Invites sent and activations per local date (in `tz`) of the last
-    /// [`CHART_DAYS`] days, oldest first, today last.
+    /// [`CHART_DAYS`] days, oldest first, today last, from the buckets of
+    /// migration 0018 (folded totals plus change rows).
     pub async fn dashboard_days(
         &self,
         practices: Option<&[i64]>,
         tz: &TimeZone,
         now: Timestamp,
     ) -> Result<Vec<DayCount>> {
-        let today = tz.to_datetime(now).date();
-        let first = today.checked_sub((CHART_DAYS - 1).days()).unwrap_or(today);
-        let start = local_start(tz, first);
-        let mut days: Vec<DayCount> = (0..CHART_DAYS)
-            .filter_map(|n| first.checked_add(n.days()).ok())
-            .map(|date| DayCount {
-                date,
-                invites_sent: 0,
-                activations: 0,
-            })
-            .collect();
+        self.fold_dashboard_changes_if_many().await?;
+        let (mut days, start) = chart_days(tz, now);
+        let sql = format!(
+            "SELECT bucket, CAST(SUM(invites_sent) AS BIGINT), CAST(SUM(activations) AS BIGINT) \
+             FROM (SELECT bucket, practice_id, invites_sent, activations FROM dashboard_buckets \
+                   WHERE bucket >= $1 \
+                   UNION ALL SELECT bucket, practice_id, invites_sent, activations \
+                   FROM dashboard_bucket_changes WHERE bucket >= $1) AS t \
+             WHERE TRUE{} GROUP BY bucket",
+            in_practices("practice_id", practices)
+        );
+        // Local midnight is a whole number of buckets in every zone
+        // (offsets are multiples of 15 minutes).
+        let rows: Vec<(i64, i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                .bind(to_ms(start).div_euclid(BUCKET_MS))
+                .fetch_all(pool)
+                .await
+        })?;
+        place_on_days(&mut days, tz, rows);
+        Ok(days)
+    }
+
+    /// [`Store::dashboard_days`] counted afresh from the invites and
+    /// patients (the rollups must always agree with it).
+    pub async fn recount_dashboard_days(
+        &self,
+        practices: Option<&[i64]>,
+        tz: &TimeZone,
+        now: Timestamp,
+    ) -> Result<Vec<DayCount>> {
+        let (mut days, start) = chart_days(tz, now);
         let sent = self
             .buckets(
                 &format!(
@@ -308,22 +352,11 @@ impl Store {
                 start,
             )
             .await?;
-        let index: HashMap<Date, usize> =
-            days.iter().enumerate().map(|(i, d)| (d.date, i)).collect();
-        let place = |bucket: i64| {
-            let at = Timestamp::from_millisecond(bucket.saturating_mul(BUCKET_MS)).ok()?;
-            index.get(&tz.to_datetime(at).date()).copied()
-        };
-        for (bucket, n) in sent {
-            if let Some(i) = place(bucket) {
-                days[i].invites_sent += n;
-            }
-        }
-        for (bucket, n) in activated {
-            if let Some(i) = place(bucket) {
-                days[i].activations += n;
-            }
-        }
+        let rows = sent
+            .into_iter()
+            .map(|(bucket, n)| (bucket, n, 0))
+            .chain(activated.into_iter().map(|(bucket, n)| (bucket, 0, n)));
+        place_on_days(&mut days, tz, rows);
         Ok(days)
     }
 
@@ -448,6 +481,40 @@ impl Store {
     }
 }
 
+/// The chart's days at zero, and the first instant of the first one.
+fn chart_days(tz: &TimeZone, now: Timestamp) -> (Vec<DayCount>, Timestamp) {
+    let today = tz.to_datetime(now).date();
+    let first = today.checked_sub((CHART_DAYS - 1).days()).unwrap_or(today);
+    let days = (0..CHART_DAYS)
+        .filter_map(|n| first.checked_add(n.days()).ok())
+        .map(|date| DayCount {
+            date,
+            invites_sent: 0,
+            activations: 0,
+        })
+        .collect();
+    (days, local_start(tz, first))
+}
+
+/// Adds (bucket, invites sent, activations) to the local date each
+/// bucket starts on; buckets outside the days are left out.
+fn place_on_days(
+    days: &mut [DayCount],
+    tz: &TimeZone,
+    rows: impl IntoIterator<Item = (i64, i64, i64)>,
+) {
+    let index: HashMap<Date, usize> = days.iter().enumerate().map(|(i, d)| (d.date, i)).collect();
+    for (bucket, sent, activated) in rows {
+        let Ok(at) = Timestamp::from_millisecond(bucket.saturating_mul(BUCKET_MS)) else {
+            continue;
+        };
+        if let Some(&i) = index.get(&tz.to_datetime(at).date()) {
+            days[i].invites_sent += sent;
+            days[i].activations += activated;
+        }
+    }
+}
+
 /// The first instant of a local date (after a DST gap at midnight, the
 /// end of the gap).
 fn local_start(tz: &TimeZone, date: Date) -> Timestamp {
@@ -461,26 +528,12 @@ fn compact(date: Date) -> String {
     format!("{:04}{:02}{:02}", date.year(), date.month(), date.day())
 }
 
-/// The median of `values` (the lower middle one of an even count).
-fn median(values: &mut [i64]) -> Option<i64> {
-    if values.is_empty() {
-        return None;
-    }
-    let middle = (values.len() - 1) / 2;
-    let (_, m, _) = values.select_nth_unstable(middle);
-    Some(*m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_median_is_the_lower_middle_value() {
-        assert_eq!(median(&mut []), None);
-        assert_eq!(median(&mut [5]), Some(5));
-        assert_eq!(median(&mut [9, 1, 5]), Some(5));
-        assert_eq!(median(&mut [4, 1, 9, 2]), Some(2));
+    fn a_date_is_written_as_hl7_writes_it() {
         assert_eq!(compact(jiff::civil::date(2026, 3, 7)), "20260307");
     }
 }

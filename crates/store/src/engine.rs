@@ -36,41 +36,58 @@ impl Engine {
     }
 
     /// The statements that fold the dashboard's change rows into its
-    /// totals (migration 0016). PostgreSQL deletes and adds in one
-    /// statement, so a change committed meanwhile is neither lost nor
+    /// totals (migrations 0016 and 0018). PostgreSQL deletes and adds in
+    /// one statement, so a change committed meanwhile is neither lost nor
     /// counted twice; SQLite's write transaction excludes every other
     /// writer, so two statements do.
     pub(crate) fn fold_dashboard_changes(self) -> Vec<String> {
-        const SUMS: &str = "SUM(patients), SUM(invitable), SUM(missing_fields), SUM(activated), \
-            SUM(opted_out), SUM(invited), SUM(suppressed), SUM(failed)";
-        const COLUMNS: &str = "(practice_id, patients, invitable, missing_fields, activated, \
-            opted_out, invited, suppressed, failed)";
-        let add = [
-            "patients",
-            "invitable",
-            "missing_fields",
-            "activated",
-            "opted_out",
-            "invited",
-            "suppressed",
-            "failed",
-        ]
-        .map(|c| format!("{c} = dashboard_counters.{c} + excluded.{c}"))
-        .join(", ");
-        let upsert = format!("ON CONFLICT (practice_id) DO UPDATE SET {add}");
+        let mut statements = self.fold(
+            "dashboard_changes",
+            "dashboard_counters",
+            &["practice_id"],
+            &[
+                "patients",
+                "invitable",
+                "missing_fields",
+                "activated",
+                "opted_out",
+                "invited",
+                "suppressed",
+                "failed",
+            ],
+        );
+        statements.extend(self.fold(
+            "dashboard_bucket_changes",
+            "dashboard_buckets",
+            &["bucket", "practice_id"],
+            &["invites_sent", "activations"],
+        ));
+        statements
+    }
+
+    /// Adds the rows of `changes` to `totals` by `keys`, and empties it.
+    fn fold(self, changes: &str, totals: &str, keys: &[&str], values: &[&str]) -> Vec<String> {
+        let keys = keys.join(", ");
+        let columns = format!("{keys}, {}", values.join(", "));
+        let sums: Vec<String> = values.iter().map(|v| format!("SUM({v})")).collect();
+        let add: Vec<String> = values
+            .iter()
+            .map(|v| format!("{v} = {totals}.{v} + excluded.{v}"))
+            .collect();
+        let upsert = format!("ON CONFLICT ({keys}) DO UPDATE SET {}", add.join(", "));
+        let sums = sums.join(", ");
         match self {
             Engine::Postgres => vec![format!(
-                "WITH gone AS (DELETE FROM dashboard_changes RETURNING *) \
-                 INSERT INTO dashboard_counters {COLUMNS} \
-                 SELECT practice_id, {SUMS} FROM gone GROUP BY practice_id {upsert}"
+                "WITH gone AS (DELETE FROM {changes} RETURNING *) \
+                 INSERT INTO {totals} ({columns}) \
+                 SELECT {keys}, {sums} FROM gone GROUP BY {keys} {upsert}"
             )],
             Engine::Sqlite => vec![
                 format!(
-                    "INSERT INTO dashboard_counters {COLUMNS} \
-                     SELECT practice_id, {SUMS} FROM dashboard_changes WHERE true \
-                     GROUP BY practice_id {upsert}"
+                    "INSERT INTO {totals} ({columns}) \
+                     SELECT {keys}, {sums} FROM {changes} WHERE true GROUP BY {keys} {upsert}"
                 ),
-                "DELETE FROM dashboard_changes".to_string(),
+                format!("DELETE FROM {changes}"),
             ],
         }
     }

@@ -184,6 +184,9 @@ pub struct InboundMessage<'a> {
     pub raw: &'a [u8],
     /// The sender's address, e.g. `10.0.0.7:51234`.
     pub peer: Option<String>,
+    /// The listener it came in on (`mllp`, `mllp-tls`), for the
+    /// Connections page's counts; `None` when it did not come over MLLP.
+    pub listener: Option<&'static str>,
     pub received_at: Timestamp,
     /// MSH-3 and MSH-4 (namespace ids); empty when unreadable.
     pub sending_app: String,
@@ -714,8 +717,8 @@ impl Tx {
             sqlx::query_scalar(
                 "INSERT INTO hl7_messages (received_at, processed_at, peer, sending_app, \
                  sending_facility, control_id, message_type, dedupe_key, duplicate_of, practice_id, \
-                 patient_id, status, ack_code, error_location, error, raw, ack, notes) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                 patient_id, status, ack_code, error_location, error, raw, ack, notes, listener) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                  RETURNING id",
             )
             .bind(to_ms(message.received_at))
@@ -736,6 +739,7 @@ impl Tx {
             .bind(message.raw)
             .bind(ack.as_ref())
             .bind(message.notes.as_deref())
+            .bind(message.listener)
             .fetch_one(c)
             .await
         })?)
@@ -1161,39 +1165,69 @@ impl Tx {
     }
 }
 
-/// What the Integration Tool shows of the HL7 intake: the newest message
-/// and the messages by ACK code since two instants (today, this week).
+/// What the Integration Tool shows of one MLLP listener's intake: its
+/// newest message and its messages by ACK code since two instants (today,
+/// this week).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IntakeActivity {
+    /// The listener's name (`mllp`, `mllp-tls`); `None` for messages that
+    /// name none (stored before listeners were recorded).
+    pub listener: Option<String>,
     pub last_received_at: Option<Timestamp>,
     /// (ACK code, since the first instant, since the second instant).
     pub by_ack_code: Vec<(String, i64, i64)>,
 }
 
 impl Store {
-    /// [`IntakeActivity`] since `today` and `week` (`today` is the later).
+    /// [`IntakeActivity`] of each of `listeners`, in that order, since
+    /// `today` and `week` (`today` is the later); then the messages of the
+    /// week that name no listener, when there are any.
     pub async fn intake_activity(
         &self,
+        listeners: &[&str],
         today: Timestamp,
         week: Timestamp,
-    ) -> Result<IntakeActivity> {
-        let last: Option<i64> = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT MAX(received_at) FROM hl7_messages").fetch_one(pool).await
-        })?;
-        let rows: Vec<(String, i64, i64)> = on_pool!(self, pool => {
+    ) -> Result<Vec<IntakeActivity>> {
+        let rows: Vec<(Option<String>, String, i64, i64)> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT ack_code, CAST(SUM(CASE WHEN received_at >= $1 THEN 1 ELSE 0 END) AS BIGINT), \
+                "SELECT listener, ack_code, CAST(SUM(CASE WHEN received_at >= $1 THEN 1 ELSE 0 END) AS BIGINT), \
                  CAST(COUNT(*) AS BIGINT) FROM hl7_messages WHERE received_at >= $2 \
-                 GROUP BY ack_code ORDER BY ack_code",
+                 GROUP BY listener, ack_code ORDER BY listener, ack_code",
             )
             .bind(to_ms(today))
             .bind(to_ms(week))
             .fetch_all(pool)
             .await
         })?;
-        Ok(IntakeActivity {
-            last_received_at: last.map(from_ms).transpose()?,
-            by_ack_code: rows,
-        })
+        let counts_of = |listener: Option<&str>| -> Vec<(String, i64, i64)> {
+            rows.iter()
+                .filter(|(l, ..)| l.as_deref() == listener)
+                .map(|(_, code, today, week)| (code.clone(), *today, *week))
+                .collect()
+        };
+        let mut activity = Vec::new();
+        for &listener in listeners {
+            // One index lookup each (hl7_messages_listener), not a scan.
+            let last: Option<i64> = on_pool!(self, pool => {
+                sqlx::query_scalar("SELECT MAX(received_at) FROM hl7_messages WHERE listener = $1")
+                    .bind(listener)
+                    .fetch_one(pool)
+                    .await
+            })?;
+            activity.push(IntakeActivity {
+                listener: Some(listener.to_string()),
+                last_received_at: last.map(from_ms).transpose()?,
+                by_ack_code: counts_of(Some(listener)),
+            });
+        }
+        let unnamed = counts_of(None);
+        if !unnamed.is_empty() {
+            activity.push(IntakeActivity {
+                listener: None,
+                last_received_at: None,
+                by_ack_code: unnamed,
+            });
+        }
+        Ok(activity)
     }
 }

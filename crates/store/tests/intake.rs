@@ -60,6 +60,7 @@ fn message(
     InboundMessage {
         raw: b"MSH|^~\\&|EHR|...",
         peer: None,
+        listener: None,
         received_at: now(),
         sending_app: "EHR".into(),
         sending_facility: facility.into(),

@@ -717,6 +717,7 @@ async fn a_merge_combines_the_flags_of_both_charts() {
         let merge = enroll_store::InboundMessage {
             raw: b"MSH|^~\\&|EHR|MERGE|||20261125||ADT^A40|C-1|P|2.5.1",
             peer: None,
+            listener: None,
             received_at: now,
             sending_app: "EHR".into(),
             sending_facility: "MERGE".into(),

@@ -40,8 +40,12 @@ async fn the_connections_page_shows_the_feed_maps_facilities_and_pings_webhooks(
         let csrf = ada.csrf().await;
         let (status, page) = ada.get(&path(app)).await;
         assert_eq!(status, StatusCode::OK, "{page}");
+        // The address it was bound to, not the configured port 0.
         assert!(
-            page.contains(&format!("Listening on <strong>{}</strong>", "127.0.0.1:0")),
+            page.contains(&format!(
+                "<h3 id=\"listener-mllp-h\">Listening on {}, without TLS</h3>",
+                app.mllp_addr
+            )),
             "{page}"
         );
         assert!(

@@ -362,6 +362,24 @@ async fn rollups_agree(app: &TestApp, other: i64, step: &str) {
             "{step}: practices {scope:?} on {:?}",
             app.engine
         );
+        let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
+        let charted = store
+            .dashboard_days(scope.as_deref(), &tz, now)
+            .await
+            .unwrap();
+        let recharted = store
+            .recount_dashboard_days(scope.as_deref(), &tz, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            charted, recharted,
+            "{step}: the charts of {scope:?} on {:?}",
+            app.engine
+        );
+        assert!(
+            charted.iter().any(|d| d.invites_sent > 0),
+            "{step}: the charts have something to compare"
+        );
     }
     let periods = [
         (

@@ -1083,6 +1083,30 @@ async fn the_tls_port_takes_messages_inside_tls() {
             .await
             .unwrap();
         assert_eq!(stored.len(), 1, "{engine:?}");
+
+        // Each listener's messages are its own on the Connections page.
+        let plain_ack = Sender::connect(app.mllp_addr)
+            .await
+            .send(&a04("PLAIN-1", "9302", "Omar", "omar@example.org"))
+            .await;
+        assert_eq!(ack_code(&plain_ack), "AA", "{engine:?}: {plain_ack}");
+        let ada = crate::ui::Staff::sign_in(&app, "ada").await;
+        let path = format!("/admin/practices/{}/connections", app.practice_id);
+        let (status, page) = ada.get(&path).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+        for (name, addr, how) in [
+            ("mllp", app.mllp_addr, "without TLS"),
+            ("mllp-tls", tls_addr, "TLS"),
+        ] {
+            let heading = format!("<h3 id=\"listener-{name}-h\">Listening on {addr}, {how}</h3>");
+            assert!(page.contains(&heading), "{engine:?}: {heading} in {page}");
+            let table = &page[page.find(&format!("id=\"counts-{name}\"")).unwrap()..];
+            let table = &table[..table.find("</table>").unwrap()];
+            assert!(
+                table.contains("AA: accepted</th><td>1</td><td>1</td>"),
+                "{engine:?}: {name} counts its one message: {table}"
+            );
+        }
         app.stop().await;
     }
 }

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::{E164Phone, EmailAddress, Problem};
 use enroll_notify::{OutgoingEmail, OutgoingSms, RenderedEmail};
-use enroll_store::{Practice, facility_setting_key};
+use enroll_store::{IntakeActivity, Practice, facility_setting_key};
 use jiff::{SignedDuration, Timestamp};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use super::super::session::SignedIn;
 use super::super::{internal, local_time, staff_page};
 use super::{ToolQuery, audit_change, back_to_page, practice_for_admin, practice_for_admin_form};
 use crate::AppState;
+use crate::connections::ListenerSummary;
 
 /// Deliveries shown per webhook endpoint.
 const DELIVERIES_SHOWN: i64 = 5;
@@ -418,7 +419,9 @@ impl<'a> ConnectionsPage<'a> {
             .to_datetime(jiff::civil::Time::midnight());
         let today = tz.to_timestamp(midnight).unwrap_or(now);
         let week = now - SignedDuration::from_hours(24 * 7);
-        let activity = match state.store.intake_activity(today, week).await {
+        let listeners = state.connections.mllp_listeners();
+        let names: Vec<&str> = listeners.iter().map(|l| l.name).collect();
+        let activity = match state.store.intake_activity(&names, today, week).await {
             Ok(activity) => activity,
             Err(e) => return internal(e),
         };
@@ -447,10 +450,9 @@ impl<'a> ConnectionsPage<'a> {
                 practice => json!({ "id": self.practice.id, "name": self.practice.name, "code": self.practice.code }),
                 notice => self.notice,
                 errors,
-                listeners => connections.mllp,
+                listeners => listener_views(&listeners, &activity, tz),
+                unnamed => activity.iter().find(|a| a.listener.is_none()).map(|a| ack_rows(&a.by_ack_code)),
                 allow => connections.mllp_allow,
-                last_message => activity.last_received_at.map(|t| local_time(t, tz)),
-                ack_codes => activity.by_ack_code.iter().map(|(code, today, week)| json!({ "code": code, "words": ack_words(code), "today": today, "week": week })).collect::<Vec<_>>(),
                 facilities,
                 typed_facility => self.typed_facility,
                 facility_error => self.facility_error,
@@ -467,6 +469,38 @@ impl<'a> ConnectionsPage<'a> {
             },
         )
     }
+}
+
+/// Each listener with its own newest message and counts by ACK code.
+fn listener_views(
+    listeners: &[ListenerSummary],
+    activity: &[IntakeActivity],
+    tz: &jiff::tz::TimeZone,
+) -> Vec<serde_json::Value> {
+    listeners
+        .iter()
+        .map(|l| {
+            let mine = activity
+                .iter()
+                .find(|a| a.listener.as_deref() == Some(l.name));
+            json!({
+                "name": l.name,
+                "address": l.address,
+                "tls": l.tls,
+                "last_message": mine.and_then(|a| a.last_received_at).map(|t| local_time(t, tz)),
+                "ack_codes": mine.map(|a| ack_rows(&a.by_ack_code)).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+fn ack_rows(counts: &[(String, i64, i64)]) -> Vec<serde_json::Value> {
+    counts
+        .iter()
+        .map(|(code, today, week)| {
+            json!({ "code": code, "words": ack_words(code), "today": today, "week": week })
+        })
+        .collect()
 }
 
 fn ack_words(code: &str) -> &'static str {
