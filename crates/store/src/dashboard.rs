@@ -27,6 +27,7 @@ const BUCKET_MS: i64 = 15 * 60 * 1000;
 /// A patient's first delivered invite, read from the invites.
 const FIRST_DELIVERY: &str =
     "(SELECT MIN(i.sent_at) FROM invites i WHERE i.patient_id = p.id AND i.state = 'sent')";
+const DAY_MS: i64 = 86_400_000;
 /// Change rows summed on the fly before a view folds them into the totals.
 const FOLD_AFTER_CHANGES: i64 = 1_000;
 /// The counted columns of `dashboard_counters` and `dashboard_changes`.
@@ -301,13 +302,17 @@ impl Store {
     ) -> Result<Vec<DayCount>> {
         self.fold_dashboard_changes_if_many().await?;
         let (mut days, start) = chart_days(tz, now);
+        // Summed per local date by the database: the date of a bucket is
+        // its start plus the zone's offset then, and the offsets of the
+        // chart's days are a few constants (one per DST period).
+        let day = local_day_sql("bucket", tz, start, now);
         let sql = format!(
-            "SELECT bucket, CAST(SUM(invites_sent) AS BIGINT), CAST(SUM(activations) AS BIGINT) \
+            "SELECT {day} AS day, CAST(SUM(invites_sent) AS BIGINT), CAST(SUM(activations) AS BIGINT) \
              FROM (SELECT bucket, practice_id, invites_sent, activations FROM dashboard_buckets \
                    WHERE bucket >= $1 \
                    UNION ALL SELECT bucket, practice_id, invites_sent, activations \
                    FROM dashboard_bucket_changes WHERE bucket >= $1) AS t \
-             WHERE TRUE{} GROUP BY bucket",
+             WHERE TRUE{} GROUP BY {day}",
             in_practices("practice_id", practices)
         );
         // Local midnight is a whole number of buckets in every zone
@@ -318,7 +323,20 @@ impl Store {
                 .fetch_all(pool)
                 .await
         })?;
-        place_on_days(&mut days, tz, rows);
+        let epoch = jiff::civil::date(1970, 1, 1);
+        let index: HashMap<Date, usize> =
+            days.iter().enumerate().map(|(i, d)| (d.date, i)).collect();
+        for (day, sent, activated) in rows {
+            let Some(&i) = epoch
+                .checked_add(day.days())
+                .ok()
+                .and_then(|date| index.get(&date))
+            else {
+                continue;
+            };
+            days[i].invites_sent += sent;
+            days[i].activations += activated;
+        }
         Ok(days)
     }
 
@@ -513,6 +531,38 @@ fn place_on_days(
             days[i].activations += activated;
         }
     }
+}
+
+/// SQL for the local date, as days since 1970-01-01, of the bucket in
+/// `column`, exact from `start` to `end`: the zone's offset at each
+/// bucket's start, a `CASE` over the zone's transitions in between (DST
+/// changes fall on bucket boundaries, offsets being whole quarter hours).
+/// Every number is computed here, none comes from outside.
+fn local_day_sql(column: &str, tz: &TimeZone, start: Timestamp, end: Timestamp) -> String {
+    let offset_ms = |at: Timestamp| i64::from(tz.to_offset(at).seconds()) * 1000;
+    let changes: Vec<(i64, i64)> = tz
+        .following(start)
+        .take_while(|t| t.timestamp() <= end)
+        .map(|t| {
+            (
+                to_ms(t.timestamp()).div_euclid(BUCKET_MS),
+                offset_ms(t.timestamp()),
+            )
+        })
+        .collect();
+    // No change in the days (most of the year, or a zone without DST):
+    // one offset, and no CASE (which needs at least one WHEN).
+    let offset = if changes.is_empty() {
+        offset_ms(start).to_string()
+    } else {
+        let whens: Vec<String> = changes
+            .iter()
+            .rev()
+            .map(|(bucket, offset)| format!("WHEN {column} >= {bucket} THEN {offset}"))
+            .collect();
+        format!("CASE {} ELSE {} END", whens.join(" "), offset_ms(start))
+    };
+    format!("(({column} * {BUCKET_MS} + {offset}) / {DAY_MS})")
 }
 
 /// The first instant of a local date (after a DST gap at midnight, the

@@ -107,25 +107,40 @@ impl Store {
     /// every practice's rows whose zone or closed dates changed since.
     pub async fn refresh_measure(&self) -> Result<()> {
         let practices = self.practices().await?;
+        let built: Vec<(i64, String)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT practice_id, fingerprint FROM measure_built")
+                .fetch_all(pool)
+                .await
+        })?;
+        let built: HashMap<i64, String> = built.into_iter().collect();
         for practice in &practices {
-            self.rebuild_measure_if_schedule_changed(practice).await?;
+            let wanted = fingerprint(practice);
+            if built.get(&practice.id) != Some(&wanted) {
+                self.rebuild_measure(practice, &wanted).await?;
+            }
         }
         let by_id: HashMap<i64, Practice> = practices.into_iter().map(|p| (p.id, p)).collect();
-        while self.refresh_measure_batch(&by_id).await? > 0 {}
+        // A read first, so an up-to-date rollup costs no write transaction.
+        while self.measure_is_stale().await? {
+            if self.refresh_measure_batch(&by_id).await? == 0 {
+                break;
+            }
+        }
         Ok(())
     }
 
-    async fn rebuild_measure_if_schedule_changed(&self, practice: &Practice) -> Result<()> {
-        let wanted = fingerprint(practice);
-        let built: Option<String> = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT fingerprint FROM measure_built WHERE practice_id = $1")
-                .bind(practice.id)
+    async fn measure_is_stale(&self) -> Result<bool> {
+        let any: Option<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT patient_id FROM measure_stale LIMIT 1")
                 .fetch_optional(pool)
                 .await
         })?;
-        if built.as_deref() == Some(wanted.as_str()) {
-            return Ok(());
-        }
+        Ok(any.is_some())
+    }
+
+    /// Lists every patient of `practice` with a visit for computing again
+    /// and records the schedule `wanted` they will be computed with.
+    async fn rebuild_measure(&self, practice: &Practice, wanted: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for sql in [
             "DELETE FROM measure_visits WHERE practice_id = $1",
@@ -142,7 +157,7 @@ impl Store {
                  ON CONFLICT (practice_id) DO UPDATE SET fingerprint = excluded.fingerprint",
             )
             .bind(practice.id)
-            .bind(&wanted)
+            .bind(wanted)
             .execute(c)
             .await
             .map(|r| r.rows_affected())

@@ -55,8 +55,11 @@ async fn generate(store: &Store, args: &Args, now: i64) -> anyhow::Result<()> {
         let series = format!(
             "WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i < {to})"
         );
-        // First invite sent `first` ms ago: 10 to 730 days.
-        let first = format!("(({now}) - (10 + (i * 7919) % 720) * {DAY_MS} - (i % 24) * 3600000)");
+        // First invite sent `first` ms ago: 10 to 730 days, at any minute
+        // of the day (so the charts' 15-minute buckets are all in use).
+        let first = format!(
+            "(({now}) - (10 + (i * 7919) % 720) * {DAY_MS} - (((i / 720) * 331 + i * 7) % 1440) * 60000)"
+        );
         exec(
             store,
             &format!(
@@ -66,7 +69,7 @@ async fn generate(store: &Store, args: &Args, now: i64) -> anyhow::Result<()> {
                  SELECT i, 1 + i % {practices}, 'M' || i, 'First' || (i % 977), 'Last' || (i % 4093), \
                  'first' || (i % 977), 'last' || (i % 4093), '1980-01-01', 'F', '02134', \
                  CASE WHEN i % 25 = 0 THEN NULL ELSE 'p' || i || '@example.org' END, \
-                 CASE WHEN i % 3 = 0 THEN MIN({now}, {first} + (i % 9) * {DAY_MS} + (i % 17) * 3600000) END, \
+                 CASE WHEN i % 3 = 0 THEN MIN({now}, {first} + (i % 9) * {DAY_MS} + (((i / 360) * 17 + i) % 1440) * 60000) END, \
                  i % 50 = 1, i % 40 = 2, {now} - 800 * {DAY_MS}, {now} FROM n"
             ),
         )

@@ -362,24 +362,27 @@ async fn rollups_agree(app: &TestApp, other: i64, step: &str) {
             "{step}: practices {scope:?} on {:?}",
             app.engine
         );
-        let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
-        let charted = store
-            .dashboard_days(scope.as_deref(), &tz, now)
-            .await
-            .unwrap();
-        let recharted = store
-            .recount_dashboard_days(scope.as_deref(), &tz, now)
-            .await
-            .unwrap();
-        assert_eq!(
-            charted, recharted,
-            "{step}: the charts of {scope:?} on {:?}",
-            app.engine
-        );
-        assert!(
-            charted.iter().any(|d| d.invites_sent > 0),
-            "{step}: the charts have something to compare"
-        );
+        // New York's days hold the end of DST; Kolkata's (+05:30) none.
+        for zone in ["America/New_York", "Asia/Kolkata"] {
+            let tz = jiff::tz::TimeZone::get(zone).unwrap();
+            let charted = store
+                .dashboard_days(scope.as_deref(), &tz, now)
+                .await
+                .unwrap();
+            let recharted = store
+                .recount_dashboard_days(scope.as_deref(), &tz, now)
+                .await
+                .unwrap();
+            assert_eq!(
+                charted, recharted,
+                "{step}: the charts of {scope:?} in {zone} on {:?}",
+                app.engine
+            );
+            assert!(
+                charted.iter().any(|d| d.invites_sent > 0),
+                "{step}: the charts have something to compare"
+            );
+        }
     }
     let periods = [
         (
@@ -524,6 +527,22 @@ async fn rollups_follow_every_kind_of_change(app: &TestApp) {
         )
         .await;
         rollups_agree(app, other, "an invite removed").await;
+        // 23:30 on Nov 19 in New York, after the clocks went back: with the
+        // summer offset the chart would put it on Nov 20.
+        invite(
+            app,
+            hill,
+            app.practice_id,
+            "sent",
+            Some("2026-11-20T04:30:00Z"),
+        )
+        .await;
+        let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
+        let now = enroll_server::Clock::now(app.clock.as_ref());
+        let days = app.db.store.dashboard_days(None, &tz, now).await.unwrap();
+        let on = |d: jiff::civil::Date| days.iter().find(|x| x.date == d).unwrap().invites_sent;
+        assert_eq!(on(jiff::civil::date(2026, 11, 19)), 1, "{days:?}");
+        rollups_agree(app, other, "a delivery late in the evening after DST ended").await;
     }
 }
 
