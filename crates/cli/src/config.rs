@@ -23,7 +23,9 @@ pub struct Overrides {
 /// sets `smtp.host`). Other `ENROLL_*` variables (for example the test
 /// suite's `ENROLL_TEST_POSTGRES_URL`) are not configuration and are
 /// ignored rather than refused.
-const KEYS: [&str; 10] = [
+/// Every field of `enroll_server::Settings` (the test
+/// `every_section_can_be_set_from_the_environment` sets one of each).
+const KEYS: [&str; 13] = [
     "database_url",
     "sqlite",
     "listen",
@@ -33,7 +35,10 @@ const KEYS: [&str; 10] = [
     "smtp",
     "sms",
     "delivery",
+    "webhooks",
     "mllp",
+    "staff_ui",
+    "activation",
 ];
 
 /// Loads the configuration, explaining a bad file or key in words.
@@ -118,6 +123,26 @@ mod tests {
             let config = load(Some(Path::new("enroll.toml")), &Overrides::default())
                 .map_err(|e| e.to_string())?;
             assert_eq!(config.database_url.expose(), "postgres://u@h/db");
+            Ok(())
+        });
+    }
+
+    /// The sections added after the first ones were not read from the
+    /// environment until they were listed in `KEYS`.
+    #[test]
+    fn every_section_can_be_set_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ENROLL_WEBHOOKS__MAX_ATTEMPTS", "3");
+            jail.set_env("ENROLL_STAFF_UI__IDLE_TIMEOUT_MINUTES", "7");
+            jail.set_env("ENROLL_ACTIVATION__LINK_LIFETIME_DAYS", "9");
+            jail.set_env("ENROLL_DELIVERY__MAX_ATTEMPTS", "5");
+            jail.set_env("ENROLL_MLLP__MAX_CONNECTIONS", "11");
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.webhooks.max_attempts, 3);
+            assert_eq!(config.staff_ui.idle_timeout_minutes, 7);
+            assert_eq!(config.activation.link_lifetime_days, 9);
+            assert_eq!(config.delivery.max_attempts, 5);
+            assert_eq!(config.mllp.max_connections, 11);
             Ok(())
         });
     }
