@@ -976,14 +976,19 @@ mod tests {
     /// the frame starts with blanks, MLLP's start byte or a byte order mark.
     #[test]
     fn a_salvaged_header_skips_what_may_precede_msh() {
-        let msh = "MSH|^~\\&|EHR|NORTH|ENROLL|PORTAL|20260905120000||ADT^A04|MSG1|P|2.5.1";
-        for before in ["", " \r\n", "\u{b}", "\u{feff}", "\u{b}\u{feff} "] {
-            let header = Header::salvage(&format!("{before}{msh}\rPID|broken"));
-            assert_eq!(
-                header.map(|h| (h.control_id, h.sending_facility.namespace_id)),
-                Some(("MSG1".to_string(), "NORTH".to_string())),
-                "{before:?}"
-            );
+        // A well-formed MSH, and one whose MSH-2 repeats a delimiter (read
+        // field by field).
+        for msh_2 in ["^~\\&", "^^\\&"] {
+            let msh =
+                format!("MSH|{msh_2}|EHR|NORTH|ENROLL|PORTAL|20260905120000||ADT^A04|MSG1|P|2.5.1");
+            for before in ["", " \r\n", "\u{b}", "\u{feff}", "\u{b}\u{feff} "] {
+                let header = Header::salvage(&format!("{before}{msh}\rPID|broken"));
+                assert_eq!(
+                    header.map(|h| (h.control_id, h.sending_facility.namespace_id)),
+                    Some(("MSG1".to_string(), "NORTH".to_string())),
+                    "{msh_2} after {before:?}"
+                );
+            }
         }
         assert_eq!(Header::salvage("\u{b}PID|1"), None);
     }
