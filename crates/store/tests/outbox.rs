@@ -156,3 +156,45 @@ async fn after_a_merge_four_invites_go_and_the_rest_wait_for_the_cap() {
     })
     .await;
 }
+
+/// R7 in the dispatcher itself: invites claimed before the merge are
+/// decided again against the combined history when they are prepared, so
+/// the batch still sends four and holds the fifth with the cap's date.
+#[tokio::test]
+async fn invites_claimed_before_a_merge_are_checked_against_the_combined_history() {
+    on_each_engine(async |engine, db| {
+        let practice = db.always_open_practice("CAP", now()).await;
+        let survivor = chart_with_three_queued(db, practice.id, "S-1", "Ida").await;
+        chart_with_three_queued(db, practice.id, "M-1", "Ada").await;
+        let policy = DeliveryPolicy::default();
+        let ids = db
+            .store
+            .claim_due_invites("w1", now(), policy.lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 6, "{engine:?}");
+        merge(db, "S-1", "M-1", "CAP").await;
+        let prepared = db
+            .store
+            .prepare_deliveries(&ids, "w1", &policy, now())
+            .await
+            .unwrap();
+        let sends = prepared
+            .iter()
+            .filter(|(_, p)| matches!(p, Prepared::Send(_)))
+            .count();
+        assert_eq!(sends, 4, "{engine:?}: {prepared:?}");
+        let invites = db.store.patient_invites(survivor).await.unwrap();
+        let held: Vec<_> = invites
+            .iter()
+            .filter(|i| i.state == InviteState::Suppressed)
+            .collect();
+        assert_eq!(held.len(), 1, "{engine:?}: {invites:?}");
+        assert_eq!(
+            held[0].next_possible_at,
+            Some(now() + CAP_WINDOW),
+            "{engine:?}"
+        );
+    })
+    .await;
+}
