@@ -195,6 +195,14 @@ async fn invites_claimed_before_a_merge_are_checked_against_the_combined_history
             Some(now() + CAP_WINDOW),
             "{engine:?}"
         );
+        // The earliest counted go first (all at one instant: the lower id),
+        // so the one held is the last of them.
+        let last = invites
+            .iter()
+            .filter(|i| i.state != InviteState::Cancelled)
+            .map(|i| i.id)
+            .max();
+        assert_eq!(Some(held[0].id), last, "{engine:?}: {invites:?}");
     })
     .await;
 }
