@@ -291,6 +291,14 @@ mod tests {
             ("1990-07-04", "1002", dob, Some("10027"), false),
             ("1990-07-04", "10027x", dob, Some("10027"), false),
             ("04/07/1990", "10027", dob, Some("10027"), false),
+            // A two-digit year is not guessed at, and nothing may follow the year.
+            ("07/04/90", "10027", dob, Some("10027"), false),
+            ("07/04/1990/1", "10027", dob, Some("10027"), false),
+            // After the five digits only a ZIP+4 (a dash and four digits).
+            ("1990-07-04", "10027-", dob, Some("10027"), false),
+            ("1990-07-04", "10027 1234", dob, Some("10027"), false),
+            ("1990-07-04", "10027-12345", dob, Some("10027"), false),
+            ("1990-07-04", "10027-12x4", dob, Some("10027"), false),
             ("1990-07-04", "10027", None, Some("10027"), false),
             ("1990-07-04", "10027", dob, None, false),
         ];
@@ -327,6 +335,8 @@ mod tests {
             Ok("rosa@example.org".to_string())
         );
         assert_eq!(normalize_username("ab"), Err(UsernameProblem::TooShort));
+        assert_eq!(normalize_username("abc"), Ok("abc".to_string()));
+        assert_eq!(normalize_username(&"a".repeat(64)), Ok("a".repeat(64)));
         assert_eq!(
             normalize_username(&"a".repeat(65)),
             Err(UsernameProblem::TooLong)

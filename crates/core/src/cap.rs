@@ -37,11 +37,12 @@ fn in_window(s: Timestamp, end: Timestamp) -> bool {
 /// future, hold more than 4 sends.
 pub fn next_send_possible_at(sends: &[Timestamp], at: Timestamp) -> Option<Timestamp> {
     // Only sends after `at - CAP_WINDOW` can share a window with a send at
-    // any t >= at; the rest are history that no longer matters.
+    // any t >= at; the rest are history that no longer matters. (A send
+    // after `at` gives a negative duration and is kept.)
     let mut relevant: Vec<Timestamp> = sends
         .iter()
         .copied()
-        .filter(|&s| s > at || at.duration_since(s) < CAP_WINDOW)
+        .filter(|&s| at.duration_since(s) < CAP_WINDOW)
         .collect();
     relevant.sort_unstable();
     if allows_send(&relevant, at) {
@@ -190,6 +191,11 @@ mod tests {
                 Some(t + HOUR + CAP_WINDOW)),
             ("three future sends leave room now",
                 vec![t + HOUR, t + days(1), t + days(2)], None),
+            ("a 4th future send exactly 30 days ahead shares no window with now",
+                vec![t + HOUR, t + days(1), t + days(2), t + CAP_WINDOW], None),
+            ("a 4th future send a nanosecond less than 30 days ahead does",
+                vec![t + HOUR, t + days(1), t + days(2), t + CAP_WINDOW - NS],
+                Some(t + HOUR + CAP_WINDOW)),
         ];
         for (name, sends, expected) in &rows {
             let got = next_send_possible_at(sends, t);

@@ -316,10 +316,6 @@ impl Zip {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-    /// The first five digits, what identity checks compare.
-    pub fn five(&self) -> &str {
-        &self.0[..5]
-    }
 }
 
 /// An email address accepted by a real address parser, with a dotted domain.
@@ -375,9 +371,9 @@ fn email_error_words(error: &email_address::Error) -> &'static str {
         E::SubDomainTooLong => "has a domain part longer than 63 characters",
         E::DomainTooFew => "the domain after @ has no dot",
         E::UnsupportedDomainLiteral => "uses an IP address instead of a domain",
-        E::UnsupportedDisplayName | E::MissingDisplayName | E::MissingEndBracket => {
-            "must be the bare address, without a name or angle brackets"
-        }
+        // No arm for the display-name errors: the parser only sees a display
+        // name after a space (`Jo <jo@x.org>`), and `parse` refuses spaces
+        // before it asks; `<jo@x.org>` is an invalid character to it.
         _ => "is not a valid email address",
     }
 }
@@ -728,7 +724,8 @@ mod tests {
             ("email IP literal", Field::Email, "bob@[192.168.0.1]", None),
             ("email double dot", Field::Email, "bob@example..org", None),
             ("email two @", Field::Email, "bob@@example.org", None),
-            ("email display name", Field::Email, "<bob@example.org>", None),
+            ("email display name", Field::Email, "<bob@example.org>", Some("not a valid email address")),
+            ("email display name with a space", Field::Email, "Bob <bob@example.org>", Some("spaces")),
             ("zip four digits", Field::Zip, "1234", Some("not a US ZIP code")),
             ("zip letters", Field::Zip, "ABCDE", Some("not a US ZIP code")),
             ("zip six digits", Field::Zip, "123456", Some("not a US ZIP code")),
@@ -888,6 +885,45 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// R1: each way the address parser refuses an email has its own words
+    /// for staff (and none of them repeats the address).
+    #[test]
+    fn r1_each_email_refusal_in_its_own_words() {
+        let long_domain = format!("bob@{}org", format!("{}.", "d".repeat(60)).repeat(5));
+        #[rustfmt::skip]
+        let rows: Vec<(&str, String, &str)> = vec![
+            ("local part of 65", format!("{}@example.org", "a".repeat(65)), "more than 64 characters before the @"),
+            ("domain over 254", long_domain, "domain that is too long"),
+            ("two dots in a row", "bob@example..org".into(), "empty part in its domain"),
+            ("a domain label of 64", format!("bob@{}.org", "d".repeat(64)), "longer than 63 characters"),
+            ("IP literal", "bob@[192.168.0.1]".into(), "IP address instead of a domain"),
+            ("angle brackets", "<bob@example.org>".into(), "is not a valid email address"),
+        ];
+        for (name, value, words) in rows {
+            let problem = EmailAddress::parse(&value).expect_err(name);
+            let Problem::Invalid(text) = &problem else {
+                panic!("{name}: {problem:?}");
+            };
+            assert!(text.contains(words), "{name}: {text:?} lacks {words:?}");
+            assert!(!text.contains(&value), "{name}: repeats the address");
+        }
+    }
+
+    #[test]
+    fn a_north_american_number_is_shown_as_people_write_it() {
+        assert_eq!(phone_for_people("+16175550100"), "(617) 555-0100");
+        // Anything else is shown as stored.
+        for other in [
+            "+442071838750",
+            "+1617555010",
+            "+161755501000",
+            "+1617555010x",
+            "",
+        ] {
+            assert_eq!(phone_for_people(other), other);
         }
     }
 

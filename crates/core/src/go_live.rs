@@ -149,12 +149,7 @@ impl Throttle {
                 count: 0,
             };
         }
-        let earliest = now - GO_LIVE_CATCH_UP;
-        let from = if next_at < earliest {
-            earliest
-        } else {
-            next_at
-        };
+        let from = next_at.max(now - GO_LIVE_CATCH_UP);
         let behind = now.duration_since(from);
         let steps = behind.as_nanos() / self.interval().as_nanos();
         Releases {

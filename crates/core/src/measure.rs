@@ -317,6 +317,11 @@ mod tests {
                 outcome != MeasureOutcome::NotSeen,
                 "{why}"
             );
+            assert_eq!(
+                got.in_numerator(),
+                matches!(outcome, MeasureOutcome::Timely { .. }),
+                "{why}"
+            );
         }
     }
 
@@ -351,5 +356,20 @@ mod tests {
             }
         }
         assert!(checked > 0, "some of the cases are timely");
+    }
+
+    /// How access was given, in the words of the page and the CSV.
+    #[test]
+    fn access_in_words() {
+        let day = date(2026, 12, 2);
+        assert_eq!(
+            Access::AlreadyActive(day).words(),
+            "already active (since 2026-12-02)"
+        );
+        assert_eq!(Access::Activated(day).words(), "activated on 2026-12-02");
+        assert_eq!(
+            Access::InviteDelivered(day).words(),
+            "invite delivered on 2026-12-02"
+        );
     }
 }

@@ -794,4 +794,23 @@ mod tests {
             serde_json::json!({"decision": "refused", "refusal": {"reason": "patient_responded", "response": "declined"}})
         );
     }
+
+    /// A patient's response is stored by its key, which is serde's
+    /// spelling too; only those keys read back.
+    #[test]
+    fn a_patient_response_is_stored_by_its_key() {
+        for (response, key) in [
+            (PatientResponse::Declined, "declined"),
+            (PatientResponse::Deferred, "deferred"),
+        ] {
+            assert_eq!(response.key(), key);
+            assert_eq!(PatientResponse::from_key(key), Some(response));
+            assert_eq!(
+                serde_json::to_string(&response).ok(),
+                Some(format!("\"{key}\""))
+            );
+        }
+        assert_eq!(PatientResponse::from_key("Declined"), None);
+        assert_eq!(PatientResponse::from_key(""), None);
+    }
 }

@@ -81,5 +81,10 @@ mod tests {
             PracticeCode::parse("a b").map_err(|e| e.to_string()),
             Err("invalid practice code \"a b\": use 1 to 64 letters, digits, '-' or '_'".into())
         );
+        // The rule alone, for a form's field, does not repeat the code.
+        assert_eq!(
+            PracticeCode::parse("a b").map_err(|e| e.rule()),
+            Err("use 1 to 64 letters, digits, '-' or '_'")
+        );
     }
 }

@@ -125,5 +125,7 @@ mod tests {
         assert_eq!(Role::from_name("root"), None);
         assert_eq!(Role::from_key("Admin"), None, "stored keys are exact");
         assert!(Role::Admin.is_admin() && !Role::FrontDesk.is_admin());
+        assert_eq!(Role::FrontDesk.to_string(), "front desk");
+        assert_eq!(Role::Admin.to_string(), "administrator");
     }
 }

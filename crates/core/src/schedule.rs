@@ -191,11 +191,12 @@ impl ValidSchedule {
     /// days. Empty when the schedule never opens.
     pub fn next_windows(&self, at: Timestamp, count: usize) -> Vec<(Timestamp, Timestamp)> {
         let mut found: Vec<(Timestamp, Timestamp)> = Vec::with_capacity(count);
-        if self.schedule.windows.is_empty() || count == 0 {
+        if self.schedule.windows.is_empty() {
             return found;
         }
         // As in `next_open`: every `closed dates + 4` weeks hold an
-        // opening, so `count` of them fit in this many weeks.
+        // opening, so `count` of them fit in this many weeks (none for a
+        // `count` of 0).
         let horizon_days = self
             .schedule
             .closed_dates
@@ -913,6 +914,15 @@ mod tests {
         assert!(
             ny.next_windows(ts("2026-11-23T10:15:00-05:00"), 0)
                 .is_empty()
+        );
+        // At the very instant a window closes it is over: the list starts
+        // with the next one, not with an empty stretch.
+        assert_eq!(
+            stretches(&ny, "2026-11-23T17:00:00-05:00", 2),
+            pairs(&[
+                ("2026-11-27T09:00:00", "2026-11-27T12:00:00"),
+                ("2026-11-30T08:00:00", "2026-11-30T17:00:00"),
+            ])
         );
     }
 

@@ -159,7 +159,7 @@ pub fn parse_date(word: &str) -> Option<Date> {
     Date::new(year.parse().ok()?, month.parse().ok()?, day.parse().ok()?).ok()
 }
 
-/// The whole box as a phone number: 7 or more digits with only phone
+/// The whole box as a phone number: 10 to 15 digits with only phone
 /// punctuation around them.
 fn whole_phone(text: &str) -> Option<String> {
     let only_phone_chars = text
@@ -244,6 +244,9 @@ mod tests {
                 Some(NameTerms::TwoWords(s("mary"), s("o'neil"))),
             ),
             ("Smith,", Some(NameTerms::Either(s("smith")))),
+            // Hyphens and apostrophes belong to names; other punctuation is dropped.
+            ("Lopez-Diaz", Some(NameTerms::Either(s("lopez-diaz")))),
+            ("smith. jo!", Some(NameTerms::TwoWords(s("smith"), s("jo")))),
             ("José", Some(NameTerms::Either(s("josé")))),
             ("", None),
             (" , ", None),
@@ -296,6 +299,12 @@ mod tests {
             Some("6175550100")
         );
         assert_eq!(SearchTerms::parse("617-555-0100").mrn, None);
+        // Only the whole box is a phone number, and only with 10 to 15
+        // digits (a word before it, or a shorter number, is not one).
+        let worded = SearchTerms::parse("tel 617-555-0100");
+        assert_eq!(worded.phone, None);
+        assert_eq!(worded.name, Some(NameTerms::Either(s("tel"))));
+        assert_eq!(SearchTerms::parse("+376 312345").phone, None);
     }
 
     #[test]
@@ -310,5 +319,7 @@ mod tests {
         assert_eq!(email.email.as_deref(), Some("ana.lopez@example.com"));
         assert_eq!(email.name, None);
         assert!(SearchTerms::parse("  ").is_empty());
+        assert!(!SearchTerms::parse("smith").is_empty());
+        assert!(!SearchTerms::parse("00042").is_empty());
     }
 }

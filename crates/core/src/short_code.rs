@@ -17,7 +17,9 @@ pub const SHORT_CODE_LEN: usize = 8;
 
 /// The code made of 5 bytes (40 bits), in its canonical form (no dash).
 pub fn short_code_from_bytes(bytes: [u8; 5]) -> String {
-    let bits = bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let mut wide = [0u8; 8];
+    wide[3..].copy_from_slice(&bytes);
+    let bits = u64::from_be_bytes(wide);
     (0..SHORT_CODE_LEN)
         .rev()
         .map(|i| {
@@ -71,6 +73,19 @@ mod tests {
         );
     }
 
+    /// The encoding itself is fixed: a printed code is derived again from
+    /// the same bytes later (and after an upgrade), so it must not change.
+    /// Big-endian, five bits a character, the first byte's top bit first.
+    #[test]
+    fn the_encoding_is_crockford_base32_of_the_bytes_in_order() {
+        assert_eq!(
+            short_code_from_bytes([0x12, 0x34, 0x56, 0x78, 0x9a]),
+            "28T5CY4T"
+        );
+        assert_eq!(short_code_from_bytes([0, 0, 0, 0, 1]), "00000001");
+        assert_eq!(short_code_from_bytes([0x80, 0, 0, 0, 0]), "G0000000");
+    }
+
     #[test]
     fn what_is_typed_is_read_forgivingly() {
         assert_eq!(
@@ -99,6 +114,11 @@ mod tests {
     #[test]
     fn codes_are_shown_in_two_groups_of_four() {
         assert_eq!(format_short_code("ABCD2345"), "ABCD-2345");
+        // Anything that is not a code is shown as it is (and never split
+        // inside a character).
+        for other in ["ABC", "ABCD23456", "ABC\u{e9}234", ""] {
+            assert_eq!(format_short_code(other), other);
+        }
         let code = short_code_from_bytes([9, 8, 7, 6, 5]);
         assert_eq!(normalize_short_code(&format_short_code(&code)), Some(code));
     }

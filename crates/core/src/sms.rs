@@ -34,6 +34,13 @@ pub fn may_text(texts: TextsToNumber) -> bool {
 mod tests {
     use super::*;
 
+    /// R13's day and week are rolling spans of 24 and 7 x 24 hours.
+    #[test]
+    fn r13_the_day_and_the_week_are_24_and_168_hours() {
+        assert_eq!(SMS_DAY, SignedDuration::from_secs(24 * 3600));
+        assert_eq!(SMS_WEEK, SignedDuration::from_secs(168 * 3600));
+    }
+
     /// R13 at its boundaries: the day's limit is 1, the week's 3, and
     /// either one stops the text.
     #[test]

@@ -296,6 +296,9 @@ mod tests {
                 &["4 invites were already sent", "2026-12-01T13:00:00Z"]),
             ("suppressed without a time", PatientFacts::default(), true, Some(invite("suppressed")),
                 StaffStatus::NotEnrolled { reasons: vec![Ineligible::NotYetInvited] }, &["no invite"]),
+            ("cancelled after it was suppressed", PatientFacts::default(), true,
+                Some(InviteSummary { next_possible_at: Some(ts("2026-12-01T13:00:00Z")), ..invite("cancelled") }),
+                StaffStatus::NotEnrolled { reasons: vec![Ineligible::NotYetInvited] }, &["no invite"]),
         ];
         for (name, patient, auto_on, latest, expected, words) in &rows {
             let got = staff_status(patient, *auto_on, latest.as_ref(), 2);
@@ -317,6 +320,36 @@ mod tests {
             ] {
                 assert!(!text.contains(phi), "{name}: {text:?} shows {phi:?}");
             }
+        }
+    }
+
+    /// R14: the badge's word and look for each status; a waiting invite
+    /// and one sent differ, and so do the cap and the other reasons.
+    #[test]
+    fn r14_each_status_has_its_badge() {
+        let pending = |delivery: &str| StaffStatus::Pending {
+            invited_at: ts("2026-11-20T14:00:00Z"),
+            sends_in_30_days: 1,
+            delivery: delivery.to_string(),
+        };
+        let capped = Ineligible::CapReached {
+            next_possible_at: ts("2026-12-01T13:00:00Z"),
+        };
+        #[rustfmt::skip]
+        let rows = [
+            (StaffStatus::Active, ("Active", "active")),
+            (StaffStatus::Deceased, ("Deceased", "deceased")),
+            (StaffStatus::Declined, ("Declined", "declined")),
+            (StaffStatus::Deferred, ("Deferred", "deferred")),
+            (StaffStatus::OptedOut, ("Opted out", "opted-out")),
+            (StaffStatus::DeliveryFailed { reason: "bounced".into() }, ("Delivery failed", "failed")),
+            (pending("sent"), ("Invited", "invited")),
+            (pending("waiting for delivery"), ("Invite waiting", "waiting")),
+            (StaffStatus::NotEnrolled { reasons: vec![Ineligible::NotYetInvited, capped] }, ("Suppressed", "suppressed")),
+            (StaffStatus::NotEnrolled { reasons: vec![Ineligible::NotYetInvited] }, ("Not invited", "not-invited")),
+        ];
+        for (status, badge) in rows {
+            assert_eq!(status.badge(), badge, "{status:?}");
         }
     }
 

@@ -62,11 +62,6 @@ impl HierarchicDesignator {
             universal_id_type: part(3),
         }
     }
-
-    /// True when all three parts are empty.
-    pub fn is_empty(&self) -> bool {
-        self.namespace_id.is_empty() && self.universal_id.is_empty()
-    }
 }
 
 /// The facts of MSH that routing, storage and the ACK need. Read leniently:
@@ -939,6 +934,10 @@ mod tests {
             dtm_to_date("20240229103000.1234+0100"),
             Ok(Some("2024-02-29".into()))
         );
+        assert_eq!(
+            dtm_to_date("20240229103000.5"),
+            Ok(Some("2024-02-29".into()))
+        );
         assert_eq!(dtm_to_date("1985"), Ok(None));
         assert_eq!(dtm_to_date("198503"), Ok(None));
         for bad in [
@@ -952,6 +951,9 @@ mod tests {
             "1985031725",
             "00000101",
             "19850317.5",
+            "20240229103000.",
+            "20240229103000.12345",
+            "20240229103000.1a",
             "",
         ] {
             assert_eq!(dtm_to_date(bad), Err(NotADate), "{bad}");
@@ -970,9 +972,72 @@ mod tests {
         }
     }
 
+    /// The header of a message that does not parse is still read when
+    /// the frame starts with blanks, MLLP's start byte or a byte order mark.
+    #[test]
+    fn a_salvaged_header_skips_what_may_precede_msh() {
+        // A well-formed MSH, and one whose MSH-2 repeats a delimiter (read
+        // field by field).
+        for msh_2 in ["^~\\&", "^^\\&"] {
+            let msh =
+                format!("MSH|{msh_2}|EHR|NORTH|ENROLL|PORTAL|20260905120000||ADT^A04|MSG1|P|2.5.1");
+            for before in ["", " \r\n", "\u{b}", "\u{feff}", "\u{b}\u{feff} "] {
+                let header = Header::salvage(&format!("{before}{msh}\rPID|broken"));
+                assert_eq!(
+                    header.map(|h| (h.control_id, h.sending_facility.namespace_id)),
+                    Some(("MSG1".to_string(), "NORTH".to_string())),
+                    "{msh_2} after {before:?}"
+                );
+            }
+        }
+        assert_eq!(Header::salvage("\u{b}PID|1"), None);
+    }
+
+    /// Read field by field, MSH-2's first character splits components
+    /// only when it can be a delimiter; otherwise `^` does.
+    #[test]
+    fn bare_fields_split_components_at_a_usable_msh_2_only() {
+        let line = |msh2: &str, c: &str| {
+            format!(
+                "MSH|{msh2}|EHR|NORTH{c}1.2.3{c}ISO|ENROLL|PORTAL|20260905||ADT{c}A04|MSG1|P|2.5.1"
+            )
+        };
+        for (name, line) in [
+            ("a letter", line("XY", "^")),
+            ("empty", line("", "^")),
+            ("another delimiter", line("#~\\&", "#")),
+        ] {
+            let header = Header::from_bare_fields(&line).expect(name);
+            assert_eq!(header.sending_facility.namespace_id, "NORTH", "{name}");
+            assert_eq!(
+                (header.message_type.as_str(), header.trigger_event.as_str()),
+                ("ADT", "A04"),
+                "{name}"
+            );
+            assert_eq!(header.control_id, "MSG1", "{name}");
+            assert_eq!(header.delimiters, Delimiters::STANDARD, "{name}");
+        }
+        // The ACK keeps MSH-1, unless it clashes with a standard encoding
+        // character, which the ACK declares in its own MSH-2.
+        let hash =
+            Header::from_bare_fields("MSH#XY#EHR#NORTH#ENROLL#PORTAL#20260905##ADT^A04#MSG1")
+                .map(|h| (h.control_id, h.delimiters));
+        let field_hash = Delimiters {
+            field: b'#',
+            ..Delimiters::STANDARD
+        };
+        assert_eq!(hash, Some(("MSG1".to_string(), field_hash)));
+        let caret = Header::from_bare_fields("MSH^XY^EHR^NORTH^ENROLL^PORTAL^20260905^^ADT^MSG1")
+            .map(|h| (h.control_id, h.delimiters));
+        assert_eq!(caret, Some(("MSG1".to_string(), Delimiters::STANDARD)));
+    }
+
     #[test]
     fn sexes() {
         assert_eq!(map_sex("f").as_deref(), Some("F"));
+        assert_eq!(map_sex("Female").as_deref(), Some("F"));
+        assert_eq!(map_sex("MALE ").as_deref(), Some("M"));
+        assert_eq!(map_sex("unknown").as_deref(), Some("UNK"));
         assert_eq!(map_sex("U").as_deref(), Some("UNK"));
         assert_eq!(map_sex("O").as_deref(), Some("O"));
         assert_eq!(map_sex(" "), None);

@@ -247,6 +247,26 @@ fn every_event_maps() {
                 other => panic!("{other:?}"),
             },
         },
+        Case {
+            name: "S14 modification",
+            message: s12_new().replace("SIU^S12^SIU_S12", "SIU^S14^SIU_S12"),
+            check: |e| match e {
+                Hl7Event::AppointmentChange { change, .. } => {
+                    assert_eq!(*change, AppointmentChangeKind::Modified);
+                }
+                other => panic!("{other:?}"),
+            },
+        },
+        Case {
+            name: "S15 cancellation",
+            message: s12_new().replace("SIU^S12^SIU_S12", "SIU^S15^SIU_S12"),
+            check: |e| match e {
+                Hl7Event::AppointmentChange { change, .. } => {
+                    assert_eq!(*change, AppointmentChangeKind::Cancelled);
+                }
+                other => panic!("{other:?}"),
+            },
+        },
     ];
     for case in cases {
         let inbound = process(case.message.as_bytes(), &options());
@@ -659,6 +679,16 @@ fn deceased_and_nulls() {
     assert!(patient(&process(no_flag.as_bytes(), &options()).result.unwrap()).deceased);
     let flag_n = msg(&[MSH_A04, &format!("{PID_FULL}{}|N", "|".repeat(11))]);
     assert!(!patient(&process(flag_n.as_bytes(), &options()).result.unwrap()).deceased);
+    // The indicator decides when it is sent: Y without a date, N despite one.
+    let flag_y = msg(&[MSH_A04, &format!("{PID_FULL}{}|y", "|".repeat(11))]);
+    assert!(patient(&process(flag_y.as_bytes(), &options()).result.unwrap()).deceased);
+    let dated_n = msg(&[MSH_A04, &format!("{PID_FULL}{}20260101|N", "|".repeat(11))]);
+    let dated_n = process(dated_n.as_bytes(), &options()).result.unwrap();
+    assert!(!patient(&dated_n).deceased);
+    assert_eq!(
+        patient(&dated_n).deceased_date.as_deref(),
+        Some("2026-01-01")
+    );
     // A bad PID-29.
     let bad = msg(&[
         MSH_A04,
@@ -1361,4 +1391,120 @@ fn a_nul_in_a_mapped_field_is_ae_naming_the_field() {
         "{}",
         ack.as_str()
     );
+}
+
+/// A PID segment with the given fields (the rest empty), after an A04's MSH.
+fn a04_with_pid(fields: &[(usize, &str)]) -> String {
+    let last = fields.iter().map(|&(n, _)| n).max().unwrap_or(1);
+    let mut pid = vec![String::new(); last + 1];
+    pid[0] = "PID".into();
+    pid[3] = "123456^^^NORTHCLINIC^MR".into();
+    for &(n, value) in fields {
+        pid[n] = value.into();
+    }
+    msg(&[MSH_A04, &pid.join("|")])
+}
+
+fn mapped(fields: &[(usize, &str)]) -> PatientData {
+    let text = a04_with_pid(fields);
+    patient(&process(text.as_bytes(), &options()).result.unwrap()).clone()
+}
+
+/// Which repetition a field is taken from: the legal name (XPN-7 L) and
+/// the home address (XAD-7 H) wherever they stand, else the first.
+#[test]
+fn the_legal_name_and_the_home_zip_are_picked_wherever_they_stand() {
+    let p = mapped(&[
+        (5, "Smith^Mary^^^^^M~O'Brien^Mary^^^^^L"),
+        (
+            11,
+            "PO Box 9^^Springfield^IL^62799^USA^M~1 Main^^Springfield^IL^62701^USA^H",
+        ),
+    ]);
+    assert_eq!(p.demographics.last_name.as_deref(), Some("O'Brien"));
+    assert_eq!(p.demographics.zip.as_deref(), Some("62701"));
+    // Without an L or an H: the first.
+    let p = mapped(&[
+        (5, "Smith^Mary^^^^^M~O'Brien^Mary"),
+        (
+            11,
+            "PO Box 9^^Springfield^IL^62799~1 Main^^Springfield^IL^62701",
+        ),
+    ]);
+    assert_eq!(p.demographics.last_name.as_deref(), Some("Smith"));
+    assert_eq!(p.demographics.zip.as_deref(), Some("62799"));
+    // An H without a ZIP gives way to a repetition with one.
+    let p = mapped(&[(
+        11,
+        "1 Main^^Springfield^IL^^USA^H~PO Box 9^^Springfield^IL^62799",
+    )]);
+    assert_eq!(p.demographics.zip.as_deref(), Some("62799"));
+}
+
+/// An email is an XTN with use code NET or equipment Internet or X.400
+/// (any one is enough), a `mailto:` in front dropped.
+#[test]
+fn an_email_is_any_telecom_marked_as_one() {
+    for (name, xtn, email) in [
+        (
+            "use code NET only",
+            "^NET^^a@example.org",
+            Some("a@example.org"),
+        ),
+        (
+            "equipment Internet only",
+            "^^Internet^b@example.org",
+            Some("b@example.org"),
+        ),
+        (
+            "equipment X.400 only",
+            "^^X.400^c@example.org",
+            Some("c@example.org"),
+        ),
+        (
+            "mailto:",
+            "^NET^Internet^MAILTO:d@example.org",
+            Some("d@example.org"),
+        ),
+        (
+            "an old sender's XTN-1",
+            "e@example.org^NET",
+            Some("e@example.org"),
+        ),
+        ("a phone", "^PRN^PH^^1^217^5551234", None),
+    ] {
+        let p = mapped(&[(13, xtn)]);
+        assert_eq!(p.demographics.email.as_deref(), email, "{name}");
+    }
+}
+
+/// An HL7 null asks to delete a value; a field not sent deletes nothing.
+#[test]
+fn only_an_hl7_null_clears_birth_sex_and_the_telecoms() {
+    let p = mapped(&[(5, "Doe^Jane")]);
+    assert_eq!(p.nulled, [], "nothing sent, nothing cleared");
+    // PID-8 null but the OBX gives the birth sex: nothing to clear.
+    let text = a04_with_pid(&[(8, "\"\"")])
+        + "OBX|1|CWE|76689-9^Sex assigned at birth^LN||F^Female^HL70001\r";
+    let e = process(text.as_bytes(), &options()).result.unwrap();
+    assert_eq!(patient(&e).demographics.birth_sex.as_deref(), Some("F"));
+    assert_eq!(patient(&e).nulled, []);
+    let p = mapped(&[(8, "\"\"")]);
+    assert_eq!(p.nulled, [DemographicField::BirthSex]);
+    // PID-13 null clears the email and the cell phone unless PID-40 (v2.7)
+    // carries telecoms; an empty or null PID-40 does not.
+    for (name, pid_40) in [("empty", ""), ("null", "\"\""), ("absent", "-")] {
+        let mut fields = vec![(13, "\"\"")];
+        if pid_40 != "-" {
+            fields.extend([(40, pid_40), (41, "x")]);
+        }
+        assert_eq!(
+            mapped(&fields).nulled,
+            [DemographicField::Email, DemographicField::CellPhone],
+            "PID-40 {name}"
+        );
+    }
+    let p = mapped(&[(13, "\"\""), (40, "^NET^Internet^f@example.org")]);
+    assert_eq!(p.nulled, []);
+    assert_eq!(p.demographics.email.as_deref(), Some("f@example.org"));
 }
