@@ -75,6 +75,7 @@ async fn merge(db: &TestDb, survivor_mrn: &str, merged_mrn: &str, code: &str) {
     let message = InboundMessage {
         raw: b"MSH|^~\\&|EHR|CAP|||20261125||ADT^A40|C-1|P|2.5.1",
         peer: None,
+        listener: None,
         received_at: now(),
         sending_app: "EHR".into(),
         sending_facility: code.into(),
