@@ -207,3 +207,53 @@ async fn invites_claimed_before_a_merge_are_checked_against_the_combined_history
     })
     .await;
 }
+
+/// R7 in the dispatcher when several invites of one patient are over the
+/// cap in one batch: each held invite leaves the count, and only it, so
+/// the next one is weighed against the same four. Two charts at the cap
+/// each (all claimed before the merge) still make four sends.
+#[tokio::test]
+async fn several_invites_over_the_cap_in_one_batch_are_all_held() {
+    on_each_engine(async |engine, db| {
+        let practice = db.always_open_practice("CAP", now()).await;
+        let source = Source::new("api", Some("tester"));
+        let mut charts = Vec::new();
+        for (mrn, first) in [("S-1", "Ida"), ("M-1", "Ada")] {
+            let id = chart_with_three_queued(db, practice.id, mrn, first).await;
+            let key = format!("{mrn}-fourth");
+            let outcome = db.store.enroll_now(id, Some(&key), &source, now()).await;
+            assert!(
+                matches!(outcome, Ok(EnrollOutcome::Queued { .. })),
+                "{engine:?}: {outcome:?}"
+            );
+            charts.push(id);
+        }
+        let policy = DeliveryPolicy::default();
+        let ids = db
+            .store
+            .claim_due_invites("w1", now(), policy.lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 8, "{engine:?}");
+        merge(db, "S-1", "M-1", "CAP").await;
+        let prepared = db
+            .store
+            .prepare_deliveries(&ids, "w1", &policy, now())
+            .await
+            .unwrap();
+        let sends = prepared
+            .iter()
+            .filter(|(_, p)| matches!(p, Prepared::Send(_)))
+            .count();
+        assert_eq!(sends, 4, "{engine:?}: {prepared:?}");
+        let invites = db.store.patient_invites(charts[0]).await.unwrap();
+        let held = invites
+            .iter()
+            .filter(|i| i.state == InviteState::Suppressed)
+            .count();
+        // Eight: four sends, the merged chart's auto invite gives way to
+        // the survivor's (R6), three held.
+        assert_eq!(held, 3, "{engine:?}: {invites:?}");
+    })
+    .await;
+}
