@@ -11,7 +11,8 @@
 use enroll_core::{ActivationRules, CAP_WINDOW, Demographics, Schedule, Trigger};
 use enroll_store::testing::{ENGINES, Engine, TestDb, scalar};
 use enroll_store::{
-    DeliveryJob, DeliveryPolicy, EnrollOutcome, InviteState, Prepared, Source, TriggerOutcome,
+    DeliveryJob, DeliveryPolicy, EnrollOutcome, InviteState, Prepared, Source, StoreError,
+    TriggerOutcome,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -264,6 +265,33 @@ async fn enroll_now_cancels_the_waiting_auto_invite_and_says_so_on_the_timeline(
         assert_eq!(
             cancelled.detail["reason"], "superseded by Enroll Now",
             "{engine:?}"
+        );
+    })
+    .await;
+}
+
+/// Activation of a chart that does not exist is an error the caller sees
+/// (the patient row is locked first, and there is none), not a silent
+/// success.
+#[tokio::test]
+async fn marking_an_unknown_chart_active_says_it_is_not_found() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday();
+        let patient_id = first_chart(db, now).await;
+        let unknown = patient_id + 1000;
+        let result = db.store.mark_activated(unknown, &api(), now).await;
+        assert!(
+            matches!(result, Err(StoreError::NotFound("patient"))),
+            "{engine:?}: {result:?}"
+        );
+        db.store
+            .mark_activated(patient_id, &api(), now)
+            .await
+            .unwrap();
+        let invites = db.store.patient_invites(patient_id).await.unwrap();
+        assert!(
+            invites.iter().all(|i| i.state == InviteState::Cancelled),
+            "{engine:?}: the queued invite is cancelled: {invites:?}"
         );
     })
     .await;
