@@ -296,3 +296,101 @@ async fn marking_an_unknown_chart_active_says_it_is_not_found() {
     })
     .await;
 }
+
+/// The unsubscribe page's opt-out: the patient the invite went to is
+/// opted out of email, with the line on the timeline; an unknown invite
+/// changes nothing and says so.
+#[tokio::test]
+async fn an_email_opt_out_by_invite_opts_out_its_patient_only() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday();
+        let patient_id = first_chart(db, now).await;
+        let invite_id = db.store.patient_invites(patient_id).await.unwrap()[0].id;
+        let unknown = db
+            .store
+            .opt_out_email_by_invite(invite_id + 1000, now)
+            .await
+            .unwrap();
+        assert!(!unknown, "{engine:?}: an unknown invite");
+        let patient = db.store.patient(patient_id).await.unwrap().unwrap();
+        assert!(!patient.email_opted_out, "{engine:?}");
+
+        let known = db
+            .store
+            .opt_out_email_by_invite(invite_id, now)
+            .await
+            .unwrap();
+        assert!(known, "{engine:?}");
+        let patient = db.store.patient(patient_id).await.unwrap().unwrap();
+        assert!(patient.email_opted_out, "{engine:?}");
+        let timeline = db.store.patient_timeline(patient_id).await.unwrap();
+        let line = timeline.iter().find(|l| l.kind == "email_opted_out");
+        let line = line.unwrap_or_else(|| panic!("{engine:?}: {timeline:?}"));
+        assert_eq!(line.detail["invite_id"], invite_id, "{engine:?}");
+    })
+    .await;
+}
+
+/// STOP and START by text: every chart with that cell phone is opted out,
+/// then in again, each with its timeline line; others are untouched.
+#[tokio::test]
+async fn stop_and_start_texts_opt_every_chart_of_the_number_out_and_in() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday();
+        let practice = db.always_open_practice("SMS", now).await;
+        let shared = "+16175550123";
+        let mut ids = Vec::new();
+        for (mrn, first, phone) in [
+            ("P-1", "Ann", shared),
+            ("P-2", "Ben", shared),
+            ("P-3", "Cal", "+16175550199"),
+        ] {
+            let demographics = Demographics {
+                cell_phone: Some(phone.into()),
+                ..complete(first)
+            };
+            let saved = db
+                .store
+                .create_patient(practice.id, mrn, &demographics, &api(), now)
+                .await
+                .unwrap();
+            ids.push(saved.patient.id);
+        }
+        let opted_out =
+            |id: i64| async move { db.store.patient(id).await.unwrap().unwrap().sms_opted_out };
+        let count = db.store.set_sms_opt_out_by_phone(shared, true, now).await;
+        assert_eq!(count.unwrap(), 2, "{engine:?}");
+        assert!(
+            opted_out(ids[0]).await && opted_out(ids[1]).await,
+            "{engine:?}"
+        );
+        assert!(!opted_out(ids[2]).await, "{engine:?}: another number");
+        let timeline = db.store.patient_timeline(ids[1]).await.unwrap();
+        assert!(
+            timeline.iter().any(|l| l.kind == "sms_opted_out"),
+            "{engine:?}: {timeline:?}"
+        );
+
+        let later = now + SignedDuration::from_hours(2);
+        let count = db
+            .store
+            .set_sms_opt_out_by_phone(shared, false, later)
+            .await;
+        assert_eq!(count.unwrap(), 2, "{engine:?}");
+        assert!(
+            !opted_out(ids[0]).await && !opted_out(ids[1]).await,
+            "{engine:?}"
+        );
+        let timeline = db.store.patient_timeline(ids[0]).await.unwrap();
+        assert!(
+            timeline.iter().any(|l| l.kind == "sms_opted_in"),
+            "{engine:?}: {timeline:?}"
+        );
+        let none = db
+            .store
+            .set_sms_opt_out_by_phone("+16175550000", true, now)
+            .await;
+        assert_eq!(none.unwrap(), 0, "{engine:?}: no chart has that number");
+    })
+    .await;
+}
