@@ -303,3 +303,63 @@ async fn an_outcome_for_an_invite_already_finished_changes_nothing_and_the_batch
     })
     .await;
 }
+
+/// The failed work list: an invite that failed for good and one waiting
+/// for its retry, newest first, each with the channel and address of its
+/// last failed attempt and the reason; a sent invite is not on it.
+#[tokio::test]
+async fn the_failed_list_shows_failed_and_retrying_invites_with_channel_and_address() {
+    on_each_engine(async |engine, db| {
+        for mrn in ["F-1", "F-2", "F-3"] {
+            patient_with_a_queued_invite(db, mrn, false).await;
+        }
+        let jobs = prepare(db, now()).await;
+        assert_eq!(jobs.len(), 3, "{engine:?}");
+        let at = now() + SignedDuration::from_secs(2);
+        let outcomes = [
+            outcome(&jobs[0], ChannelResult::Sent { provider_id: None }, None),
+            outcome(
+                &jobs[1],
+                ChannelResult::Transient("421 try later".into()),
+                None,
+            ),
+            outcome(
+                &jobs[2],
+                ChannelResult::Permanent("550 no such user".into()),
+                None,
+            ),
+        ];
+        finish(db, &outcomes, at).await;
+
+        let listed = db.store.failed_deliveries(10).await.unwrap();
+        let ids: Vec<i64> = listed.iter().map(|f| f.invite_id).collect();
+        assert_eq!(
+            ids,
+            [jobs[2].invite_id, jobs[1].invite_id],
+            "{engine:?}: newest first"
+        );
+        let (failed, retrying) = (&listed[0], &listed[1]);
+        assert_eq!(failed.state, InviteState::Failed, "{engine:?}");
+        assert_eq!(failed.next_retry_at, None, "{engine:?}");
+        assert!(
+            failed.reason.as_deref().is_some_and(|r| r.contains("550")),
+            "{engine:?}: {failed:?}"
+        );
+        assert_eq!(retrying.state, InviteState::Queued, "{engine:?}");
+        let retry_at = retrying
+            .next_retry_at
+            .unwrap_or_else(|| panic!("{engine:?}: {retrying:?}"));
+        assert!(retry_at > at, "{engine:?}: {retrying:?}");
+        assert_eq!(retrying.attempts, 1, "{engine:?}");
+        for entry in &listed {
+            assert_eq!(entry.channel.as_deref(), Some("email"), "{engine:?}");
+            assert_eq!(
+                entry.address.as_deref(),
+                Some("ida@example.org"),
+                "{engine:?}"
+            );
+            assert_eq!(entry.first_name.as_deref(), Some("Ida"), "{engine:?}");
+        }
+    })
+    .await;
+}
