@@ -363,3 +363,59 @@ async fn the_failed_list_shows_failed_and_retrying_invites_with_channel_and_addr
     })
     .await;
 }
+
+/// Settlement and activation racing over the same patients: settlement
+/// updates invites whose changes update their patients' rows (the
+/// dashboard's triggers), and activation locks a patient and then cancels
+/// its invites. Settlement therefore locks the patients first, in id
+/// order; were it to take the invites first, PostgreSQL would find a
+/// deadlock and abort one side. Every call must succeed, and each invite
+/// ends sent or cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settlement_racing_activations_of_its_patients_never_deadlocks() {
+    on_each_engine(async |engine, db| {
+        for round in 0..8 {
+            let mut patients = Vec::new();
+            for n in 0..10 {
+                patients
+                    .push(patient_with_a_queued_invite(db, &format!("R{round}-{n}"), false).await);
+            }
+            let jobs = prepare(db, now()).await;
+            assert_eq!(jobs.len(), patients.len(), "{engine:?}");
+            let sent = || ChannelResult::Sent { provider_id: None };
+            let outcomes: Vec<DeliveryOutcome> =
+                jobs.iter().map(|job| outcome(job, sent(), None)).collect();
+            let at = now() + SignedDuration::from_secs(1);
+            let store = db.store.clone();
+            let settle =
+                tokio::spawn(
+                    async move { store.finish_deliveries(&outcomes, &policy(), at).await },
+                );
+            let activations: Vec<_> = patients
+                .iter()
+                .rev()
+                .map(|&id| {
+                    let store = db.store.clone();
+                    tokio::spawn(async move {
+                        let source = Source::new("portal", None);
+                        store.mark_activated(id, &source, at).await
+                    })
+                })
+                .collect();
+            let settled = settle.await.unwrap();
+            assert!(settled.is_ok(), "{engine:?} round {round}: {settled:?}");
+            for activation in activations {
+                let result = activation.await.unwrap();
+                assert!(result.is_ok(), "{engine:?} round {round}: {result:?}");
+            }
+            for job in &jobs {
+                let invite = db.store.invite_by_id(job.invite_id).await.unwrap().unwrap();
+                assert!(
+                    matches!(invite.state, InviteState::Sent | InviteState::Cancelled),
+                    "{engine:?}: {invite:?}"
+                );
+            }
+        }
+    })
+    .await;
+}
