@@ -280,3 +280,28 @@ async fn racing_creates_of_one_mrn_make_one_chart_and_say_the_mrn_is_taken() {
     })
     .await;
 }
+
+/// Only the unique index's refusal means "this MRN is taken": another
+/// refusal of the insert (here PostgreSQL's of a NUL byte, which no text
+/// column can hold) is passed on as the error it is, so the caller does not
+/// tell staff to look for a chart that does not exist.
+#[tokio::test]
+async fn an_insert_refused_for_another_reason_is_not_called_a_duplicate_mrn() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday();
+        let practice = db.always_open_practice("NUL", now).await;
+        let result = db
+            .store
+            .create_patient(practice.id, "N\u{0}1", &chart("Xan", None), &api(), now)
+            .await;
+        match engine {
+            Engine::Postgres => assert!(
+                matches!(result, Err(StoreError::Database(_))),
+                "{engine:?}: {result:?}"
+            ),
+            // SQLite keeps a NUL inside a text value.
+            Engine::Sqlite => assert!(result.is_ok(), "{engine:?}: {result:?}"),
+        }
+    })
+    .await;
+}
