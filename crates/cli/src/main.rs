@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
-use enroll_core::{E164Phone, Role, Schedule};
+use enroll_core::{E164Phone, IfKnown, IntakeEvent, PatientChange, Role, Schedule};
 use enroll_notify::SmtpMailer;
 use enroll_server::{
     Application, DatabaseUrl, DeliveryConfig, Mailbox, MllpConfig, RunningApplication, Runtime,
@@ -773,15 +773,14 @@ async fn load_demo_data(
         .local_date(now);
     let source = Source::new("demo", Some("demo-loader"));
     for patient in synthetic::patients(seed, count, today) {
+        let event = IntakeEvent::Register {
+            patient: PatientChange::replacing(&patient.mrn, &patient.demographics),
+            if_known: IfKnown::Refuse,
+        };
         let saved = store
-            .create_patient(
-                practice.id,
-                &patient.mrn,
-                &patient.demographics,
-                &source,
-                now,
-            )
-            .await?;
+            .apply_intake(practice.id, &event, &source, now)
+            .await?
+            .into_saved()?;
         if patient.activated {
             store.mark_activated(saved.patient.id, &source, now).await?;
         }

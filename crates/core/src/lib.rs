@@ -10,6 +10,7 @@ pub mod cap;
 pub mod delivery;
 pub mod fields;
 pub mod go_live;
+pub mod intake;
 pub mod invite;
 pub mod language;
 pub mod measure;
@@ -43,6 +44,7 @@ pub use go_live::{
     GO_LIVE_CATCH_UP, GO_LIVE_RATE_MAX, GO_LIVE_RATE_MIN, GO_LIVE_TRIGGER, GoLiveItemState,
     GoLiveRunState, RateOutOfRange, Releases, Throttle,
 };
+pub use intake::{AppointmentStatus, IfKnown, IntakeEvent, PatientChange};
 pub use invite::{InviteKind, InviteState};
 pub use language::Language;
 pub use measure::{

@@ -1,20 +1,24 @@
-//! From a parsed message to the events Enroll acts on (DESIGN.md section 3).
+//! From a parsed message to the neutral event Enroll acts on
+//! ([`enroll_core::IntakeEvent`], DESIGN.md section 3).
 //!
 //! | message | event |
 //! | --- | --- |
-//! | ADT^A04, ADT^A28 (and A01 without a visit number) | [`Hl7Event::PatientUpsert`]: chart added, or an update when the MRN is known |
-//! | ADT^A08, ADT^A31 | [`Hl7Event::PatientUpdate`] |
-//! | ADT^A01, ADT^A04 with PV1-19 | [`Hl7Event::Encounter`] (carries the patient too) |
-//! | ADT^A40 | [`Hl7Event::Merge`] (PID = surviving, MRG-1 = merged) |
-//! | SIU^S12 | [`Hl7Event::Appointment`] |
-//! | SIU^S13, S14, S15 | [`Hl7Event::AppointmentChange`] (recorded, no trigger) |
+//! | ADT^A04, ADT^A28 (and A01 without a visit number) | [`IntakeEvent::Register`], updating a known MRN ([`IfKnown::Update`](enroll_core::IfKnown::Update)) |
+//! | ADT^A08, ADT^A31 | [`IntakeEvent::Update`] |
+//! | ADT^A01, ADT^A04 with PV1-19 | [`IntakeEvent::Encounter`] (carries the patient too) |
+//! | ADT^A40 | [`IntakeEvent::Merge`] (PID = surviving, MRG-1 = merged) |
+//! | SIU^S12 | [`IntakeEvent::Appointment`], [`AppointmentStatus::Booked`] |
+//! | SIU^S13, S14, S15 | [`IntakeEvent::Appointment`], rescheduled, modified, cancelled (recorded, no trigger) |
 //!
 //! Anything else is an [`Hl7Error`] that leads to AR; a bad field (PID-7
 //! that is not a date, no patient identifier) leads to AE.
 
 use crate::error::{ErrorCode, Hl7Error};
 use crate::parse::{Component, Delimiters, Field, Message, Repetition, Segment, is_delimiter};
-use enroll_core::{Demographics, Field as DemographicField};
+use enroll_core::{
+    AppointmentStatus, Demographics, Field as DemographicField, IntakeEvent, PatientChange,
+};
+use jiff::civil::Date;
 use std::borrow::Cow;
 
 /// Where birth sex comes from.
@@ -215,114 +219,6 @@ impl Header {
     }
 }
 
-/// The patient that a message is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PatientData {
-    /// The medical record number (PID-3, chosen by [`MappingOptions`]).
-    pub mrn: String,
-    /// Its assigning authority (CX-4 namespace, or universal id).
-    pub assigning_authority: Option<String>,
-    /// The fields of R1: names from PID-5 (the legal name when flagged),
-    /// DOB from PID-7 as `YYYY-MM-DD`, birth sex (`F`, `M`, `UNK`, or the
-    /// code as sent so that validation flags it), ZIP from PID-11, email
-    /// and cell phone from PID-40 / PID-13. `None` is "not sent".
-    pub demographics: Demographics,
-    /// PID-15: the language code (CWE-1, else its text).
-    pub preferred_language: Option<String>,
-    /// PID-30 = `Y`, or a PID-29 date without PID-30 = `N`.
-    pub deceased: bool,
-    /// PID-29 as `YYYY-MM-DD`.
-    pub deceased_date: Option<String>,
-    /// Fields the sender sent as the HL7 null `""`: "delete this value".
-    pub nulled: Vec<DemographicField>,
-}
-
-/// What changed about an appointment (SIU S13-S15).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppointmentChangeKind {
-    /// S13.
-    Rescheduled,
-    /// S14.
-    Modified,
-    /// S15.
-    Cancelled,
-}
-
-/// What a message means for Enroll.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hl7Event {
-    /// A04 (without a visit number), A28, A01 without a visit number: chart
-    /// added, or an update when the MRN is already known.
-    PatientUpsert {
-        /// The patient.
-        patient: PatientData,
-    },
-    /// A08, A31: update of a known patient.
-    PatientUpdate {
-        /// The patient.
-        patient: PatientData,
-    },
-    /// A01 or A04 with a visit number (PV1-19): a new encounter. The
-    /// patient data is applied as for an upsert.
-    Encounter {
-        /// The patient.
-        patient: PatientData,
-        /// PV1-19.1.
-        visit_number: String,
-        /// PV1-2 (`O` outpatient, `I` inpatient, ...).
-        patient_class: Option<String>,
-        /// PV1-44.1, admit date/time as sent (HL7 DTM, local to the sender).
-        admitted_at: Option<String>,
-    },
-    /// A40: `merged_mrn` (MRG-1) merges into `surviving_mrn` (PID-3).
-    Merge {
-        /// PID-3.
-        surviving_mrn: String,
-        /// MRG-1.
-        merged_mrn: String,
-        /// Assigning authority of the surviving MRN.
-        assigning_authority: Option<String>,
-        /// Assigning authority of the merged MRN.
-        merged_assigning_authority: Option<String>,
-        /// The surviving patient's PID.
-        patient: PatientData,
-    },
-    /// S12: a new appointment.
-    Appointment {
-        /// The patient.
-        patient: PatientData,
-        /// SCH-2.1 (filler id), else SCH-1.1 (placer id).
-        appointment_id: String,
-        /// SCH-11.4, else AIS-4 / AIG-8 / AIL-6 / AIP-6, as sent (HL7 DTM).
-        starts_at: Option<String>,
-    },
-    /// S13-S15: recorded, never a trigger.
-    AppointmentChange {
-        /// The patient.
-        patient: PatientData,
-        /// As for [`Hl7Event::Appointment`].
-        appointment_id: String,
-        /// Rescheduled, modified or cancelled.
-        change: AppointmentChangeKind,
-        /// As for [`Hl7Event::Appointment`].
-        starts_at: Option<String>,
-    },
-}
-
-impl Hl7Event {
-    /// The patient the event is about.
-    pub fn patient(&self) -> &PatientData {
-        match self {
-            Hl7Event::PatientUpsert { patient }
-            | Hl7Event::PatientUpdate { patient }
-            | Hl7Event::Encounter { patient, .. }
-            | Hl7Event::Merge { patient, .. }
-            | Hl7Event::Appointment { patient, .. }
-            | Hl7Event::AppointmentChange { patient, .. } => patient,
-        }
-    }
-}
-
 /// True for 2.3 to 2.8.x (`2.3`, `2.3.1`, `2.5.1`, `2.8.2`, ...).
 pub fn is_supported_version(version: &str) -> bool {
     let mut parts = version.trim().split('.');
@@ -338,8 +234,7 @@ enum Kind {
     Update,
     EncounterIfVisit,
     Merge,
-    Appointment,
-    Change(AppointmentChangeKind),
+    Appointment(AppointmentStatus),
 }
 
 /// Map a parsed message to its event. `header` is
@@ -348,7 +243,7 @@ pub fn map_event(
     msg: &Message<'_>,
     header: &Header,
     options: &MappingOptions,
-) -> Result<Hl7Event, Hl7Error> {
+) -> Result<IntakeEvent, Hl7Error> {
     let event = map_values(msg, header, options)?;
     match nul_field(msg, &event) {
         None => Ok(event),
@@ -365,10 +260,10 @@ pub fn map_event(
 /// Where a NUL is in a value the event carries: the first of the fields
 /// that value may come from whose text holds one (else the first field).
 /// Only values Enroll stores are looked at; a NUL elsewhere harms nothing.
-fn nul_field(msg: &Message<'_>, event: &Hl7Event) -> Option<(&'static str, usize)> {
+fn nul_field(msg: &Message<'_>, event: &IntakeEvent) -> Option<(&'static str, usize)> {
     type Places = &'static [(&'static str, usize)];
     let patient = event.patient();
-    let d = &patient.demographics;
+    let d = &patient.sent;
     let mut values: Vec<(Option<&str>, Places)> = vec![
         (Some(patient.mrn.as_str()), &[("PID", 3)]),
         (patient.assigning_authority.as_deref(), &[("PID", 3)]),
@@ -380,10 +275,10 @@ fn nul_field(msg: &Message<'_>, event: &Hl7Event) -> Option<(&'static str, usize
         (d.email.as_deref(), &[("PID", 40), ("PID", 13)]),
         (d.cell_phone.as_deref(), &[("PID", 40), ("PID", 13)]),
         (patient.preferred_language.as_deref(), &[("PID", 15)]),
-        (patient.deceased_date.as_deref(), &[("PID", 29)]),
+        // PID-29 is read as a date (a NUL in it is "not a date").
     ];
     let more: [(Option<&str>, Places); 3] = match event {
-        Hl7Event::Encounter {
+        IntakeEvent::Encounter {
             visit_number,
             patient_class,
             admitted_at,
@@ -393,7 +288,7 @@ fn nul_field(msg: &Message<'_>, event: &Hl7Event) -> Option<(&'static str, usize
             (patient_class.as_deref(), &[("PV1", 2)]),
             (admitted_at.as_deref(), &[("PV1", 44)]),
         ],
-        Hl7Event::Merge {
+        IntakeEvent::Merge {
             merged_mrn,
             merged_assigning_authority,
             ..
@@ -402,12 +297,7 @@ fn nul_field(msg: &Message<'_>, event: &Hl7Event) -> Option<(&'static str, usize
             (merged_assigning_authority.as_deref(), &[("MRG", 1)]),
             (None, &[]),
         ],
-        Hl7Event::Appointment {
-            appointment_id,
-            starts_at,
-            ..
-        }
-        | Hl7Event::AppointmentChange {
+        IntakeEvent::Appointment {
             appointment_id,
             starts_at,
             ..
@@ -419,7 +309,7 @@ fn nul_field(msg: &Message<'_>, event: &Hl7Event) -> Option<(&'static str, usize
             ),
             (None, &[]),
         ],
-        Hl7Event::PatientUpsert { .. } | Hl7Event::PatientUpdate { .. } => [(None, &[]); 3],
+        IntakeEvent::Register { .. } | IntakeEvent::Update(_) => [(None, &[]); 3],
     };
     values.extend(more);
     let (_, places) = values
@@ -437,7 +327,7 @@ fn map_values(
     msg: &Message<'_>,
     header: &Header,
     options: &MappingOptions,
-) -> Result<Hl7Event, Hl7Error> {
+) -> Result<IntakeEvent, Hl7Error> {
     if header.message_type.is_empty() {
         return Err(Hl7Error::field(
             "MSH",
@@ -474,10 +364,10 @@ fn map_values(
             _ => return Err(unsupported_event()),
         },
         b"SIU" => match &trigger {
-            b"S12" => Kind::Appointment,
-            b"S13" => Kind::Change(AppointmentChangeKind::Rescheduled),
-            b"S14" => Kind::Change(AppointmentChangeKind::Modified),
-            b"S15" => Kind::Change(AppointmentChangeKind::Cancelled),
+            b"S12" => Kind::Appointment(AppointmentStatus::Booked),
+            b"S13" => Kind::Appointment(AppointmentStatus::Rescheduled),
+            b"S14" => Kind::Appointment(AppointmentStatus::Modified),
+            b"S15" => Kind::Appointment(AppointmentStatus::Cancelled),
             _ => return Err(unsupported_event()),
         },
         _ => {
@@ -501,18 +391,18 @@ fn map_values(
         .ok_or(Hl7Error::MissingSegment { segment: "PID" })?;
     let patient = patient_data(msg, pid, options)?;
     Ok(match kind {
-        Kind::Upsert => Hl7Event::PatientUpsert { patient },
-        Kind::Update => Hl7Event::PatientUpdate { patient },
+        Kind::Upsert => IntakeEvent::register(patient),
+        Kind::Update => IntakeEvent::Update(patient),
         Kind::EncounterIfVisit => {
             let pv1 = msg.segment("PV1");
             match pv1.and_then(|s| s.text(19, 1)) {
-                Some(visit) => Hl7Event::Encounter {
+                Some(visit) => IntakeEvent::Encounter {
                     patient,
                     visit_number: visit.trim().to_string(),
                     patient_class: owned(pv1.and_then(|s| s.text(2, 1))),
                     admitted_at: owned(pv1.and_then(|s| s.text(44, 1))),
                 },
-                None => Hl7Event::PatientUpsert { patient },
+                None => IntakeEvent::register(patient),
             }
         }
         Kind::Merge => {
@@ -530,15 +420,13 @@ fn map_values(
                         ErrorCode::RequiredFieldMissing,
                     )
                 })?;
-            Hl7Event::Merge {
-                surviving_mrn: patient.mrn.clone(),
-                merged_mrn,
-                assigning_authority: patient.assigning_authority.clone(),
-                merged_assigning_authority,
+            IntakeEvent::Merge {
                 patient,
+                merged_mrn,
+                merged_assigning_authority,
             }
         }
-        Kind::Appointment | Kind::Change(_) => {
+        Kind::Appointment(status) => {
             let sch = msg
                 .segment("SCH")
                 .ok_or(Hl7Error::MissingSegment { segment: "SCH" })?;
@@ -561,18 +449,11 @@ fn map_values(
                     .and_then(|c| c.text())
                     .or_else(|| first_text(msg, &[("AIS", 4), ("AIG", 8), ("AIL", 6), ("AIP", 6)])),
             );
-            match kind {
-                Kind::Change(change) => Hl7Event::AppointmentChange {
-                    patient,
-                    appointment_id,
-                    change,
-                    starts_at,
-                },
-                _ => Hl7Event::Appointment {
-                    patient,
-                    appointment_id,
-                    starts_at,
-                },
+            IntakeEvent::Appointment {
+                patient,
+                appointment_id,
+                status,
+                starts_at,
             }
         }
     })
@@ -591,13 +472,22 @@ fn owned(value: Option<Cow<'_, str>>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The patient of a message, as the neutral [`PatientChange`]: the MRN
+/// from PID-3 (chosen by [`MappingOptions`]) with its assigning authority
+/// (CX-4 namespace, or universal id); names from PID-5 (the legal name when
+/// flagged), DOB from PID-7 as `YYYY-MM-DD`, birth sex (`F`, `M`, `UNK`, or
+/// the code as sent so that validation flags it), ZIP from PID-11, email
+/// and cell phone from PID-40 / PID-13, each `None` when not sent; fields
+/// sent as the HL7 null `""` in `cleared`; PID-15 the language (CWE-1,
+/// else its text); deceased when PID-30 = `Y`, or a PID-29 date without
+/// PID-30 = `N`.
 fn patient_data(
     msg: &Message<'_>,
     pid: Segment<'_>,
     options: &MappingOptions,
-) -> Result<PatientData, Hl7Error> {
+) -> Result<PatientChange, Hl7Error> {
     let pid = pid.field_table();
-    let mut nulled = Vec::new();
+    let mut cleared = Vec::new();
     let is_null = |n: usize| pid.field(n).is_some_and(|f| f.is_null());
 
     let (mrn, assigning_authority) = pid
@@ -625,7 +515,7 @@ fn patient_data(
     );
     let first_name = owned(name.and_then(|r| r.text_of(2)));
     if is_null(5) {
-        nulled.extend([DemographicField::FirstName, DemographicField::LastName]);
+        cleared.extend([DemographicField::FirstName, DemographicField::LastName]);
     }
 
     let date_of_birth = match pid
@@ -639,7 +529,7 @@ fn patient_data(
         })?,
     };
     if is_null(7) {
-        nulled.push(DemographicField::DateOfBirth);
+        cleared.push(DemographicField::DateOfBirth);
     }
 
     let from_obx = match options.birth_sex_source {
@@ -648,7 +538,7 @@ fn patient_data(
     };
     let birth_sex = from_obx.or_else(|| pid.text(8, 1).and_then(|s| map_sex(&s)));
     if is_null(8) && birth_sex.is_none() {
-        nulled.push(DemographicField::BirthSex);
+        cleared.push(DemographicField::BirthSex);
     }
 
     let zip = pid.field(11).and_then(|f| {
@@ -659,7 +549,7 @@ fn patient_data(
             .and_then(|r| zip_of(&r))
     });
     if is_null(11) {
-        nulled.push(DemographicField::Zip);
+        cleared.push(DemographicField::Zip);
     }
 
     // Telecoms: PID-40 (v2.7+) first, then PID-13.
@@ -672,7 +562,7 @@ fn patient_data(
     let email = telecoms().find_map(|r| email_of(&r));
     let cell_phone = telecoms().find_map(|r| cell_phone_of(&r));
     if is_null(13) && pid.field(40).is_none_or(|f| f.is_empty() || f.is_null()) {
-        nulled.extend([DemographicField::Email, DemographicField::CellPhone]);
+        cleared.extend([DemographicField::Email, DemographicField::CellPhone]);
     }
 
     let preferred_language = owned(pid.text(15, 1).or_else(|| pid.text(15, 2)));
@@ -683,7 +573,7 @@ fn patient_data(
         .and_then(|c| c.text())
     {
         None => None,
-        Some(raw) => dtm_to_date(raw.trim()).map_err(|NotADate| {
+        Some(raw) => dtm_to_civil_date(raw.trim()).map_err(|NotADate| {
             Hl7Error::field("PID", 29, "not a date", ErrorCode::DataTypeError)
         })?,
     };
@@ -694,10 +584,10 @@ fn patient_data(
         _ => deceased_date.is_some(),
     };
 
-    Ok(PatientData {
+    Ok(PatientChange {
         mrn,
         assigning_authority,
-        demographics: Demographics {
+        sent: Demographics {
             first_name,
             last_name,
             date_of_birth,
@@ -709,7 +599,7 @@ fn patient_data(
         preferred_language,
         deceased,
         deceased_date,
-        nulled,
+        cleared,
     })
 }
 
@@ -864,6 +754,11 @@ pub struct NotADate;
 /// `198503`): a real HL7 value, but not a full date of birth. `Err` for
 /// anything that is not a DTM or not a real calendar date.
 pub fn dtm_to_date(raw: &str) -> Result<Option<String>, NotADate> {
+    dtm_to_civil_date(raw).map(|date| date.map(|d| d.to_string()))
+}
+
+/// [`dtm_to_date`] as a calendar date.
+pub fn dtm_to_civil_date(raw: &str) -> Result<Option<Date>, NotADate> {
     let (main, zone) = match raw.find(['+', '-']) {
         Some(p) => (&raw[..p], Some(&raw[p + 1..])),
         None => (raw, None),
@@ -914,8 +809,8 @@ pub fn dtm_to_date(raw: &str) -> Result<Option<String>, NotADate> {
     if year == 0 {
         return Err(NotADate);
     }
-    let date = jiff::civil::Date::new(year, month, narrow(num(6..8))?).map_err(|_| NotADate)?;
-    Ok(Some(date.to_string()))
+    let date = Date::new(year, month, narrow(num(6..8))?).map_err(|_| NotADate)?;
+    Ok(Some(date))
 }
 
 #[cfg(test)]

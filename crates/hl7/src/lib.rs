@@ -4,7 +4,8 @@
 //!
 //! - [`parse`]: MSH-18 character sets, and a zero-copy parser with a path
 //!   API (`msg.get("PID-5-2")`); why it is our own is said there.
-//! - [`event`]: ADT^A01/A04/A08/A28/A31/A40 and SIU^S12-S15 to [`Hl7Event`].
+//! - [`event`]: ADT^A01/A04/A08/A28/A31/A40 and SIU^S12-S15 to the neutral
+//!   [`enroll_core::IntakeEvent`] that every source of patient data produces.
 //! - [`ack`]: the AA/AE/AR acknowledgement with its ERR segment.
 //! - [`mllp`]: the MLLP codec for tokio-util's `Framed`.
 //!
@@ -31,12 +32,11 @@ pub mod parse;
 
 pub use ack::{Ack, build_ack};
 pub use error::{AckCode, ErrorCode, ErrorLocation, Hl7Error};
-pub use event::{
-    AppointmentChangeKind, BirthSexSource, Header, HierarchicDesignator, Hl7Event, MappingOptions,
-    PatientData, map_event,
-};
+pub use event::{BirthSexSource, Header, HierarchicDesignator, MappingOptions, map_event};
 pub use mllp::{MllpCodec, MllpError};
 pub use parse::{Charset, Delimiters, Message, ParseError, Path};
+
+use enroll_core::IntakeEvent;
 
 /// One inbound message, decoded, parsed and mapped.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct Inbound {
     /// parse as a whole, so that their AR echoes MSH-10).
     pub header: Option<Header>,
     /// The event, or why there is none.
-    pub result: Result<Hl7Event, Hl7Error>,
+    pub result: Result<IntakeEvent, Hl7Error>,
     /// The character set the bytes were read with.
     pub charset: Charset,
     /// The bytes were not valid UTF-8 where UTF-8 was declared or assumed

@@ -6,11 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{Bytes, BytesMut};
-use enroll_core::Field as DemographicField;
+use enroll_core::{
+    AppointmentStatus, Field as DemographicField, IfKnown, IntakeEvent, PatientChange,
+};
 use enroll_hl7::parse::{Charset, Message, decode};
 use enroll_hl7::{
-    AckCode, AppointmentChangeKind, BirthSexSource, ErrorCode, Header, Hl7Error, Hl7Event,
-    MappingOptions, MllpCodec, MllpError, PatientData, build_ack, process,
+    AckCode, BirthSexSource, ErrorCode, Header, Hl7Error, MappingOptions, MllpCodec, MllpError,
+    build_ack, process,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -128,8 +130,19 @@ fn options() -> MappingOptions {
     MappingOptions::default()
 }
 
-fn patient(event: &Hl7Event) -> &PatientData {
+fn patient(event: &IntakeEvent) -> &PatientChange {
     event.patient()
+}
+
+/// A registration that updates a known MRN (what A04 and A28 mean).
+fn registers(event: &IntakeEvent) -> bool {
+    matches!(
+        event,
+        IntakeEvent::Register {
+            if_known: IfKnown::Update,
+            ..
+        }
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -141,19 +154,19 @@ fn every_event_maps() {
     struct Case {
         name: &'static str,
         message: String,
-        check: fn(&Hl7Event),
+        check: fn(&IntakeEvent),
     }
     let cases = vec![
         Case {
             name: "A04 registration",
             message: a04_registration(),
-            check: |e| assert!(matches!(e, Hl7Event::PatientUpsert { .. }), "{e:?}"),
+            check: |e| assert!(registers(e), "{e:?}"),
         },
         Case {
             name: "A04 with a visit",
             message: a04_visit(),
             check: |e| match e {
-                Hl7Event::Encounter {
+                IntakeEvent::Encounter {
                     visit_number,
                     patient_class,
                     admitted_at,
@@ -169,23 +182,23 @@ fn every_event_maps() {
         Case {
             name: "A08 v2.3",
             message: a08_v23(),
-            check: |e| assert!(matches!(e, Hl7Event::PatientUpdate { .. }), "{e:?}"),
+            check: |e| assert!(matches!(e, IntakeEvent::Update(_)), "{e:?}"),
         },
         Case {
             name: "A28 with $",
             message: a28_dollar(),
-            check: |e| assert!(matches!(e, Hl7Event::PatientUpsert { .. }), "{e:?}"),
+            check: |e| assert!(registers(e), "{e:?}"),
         },
         Case {
             name: "A31 with !",
             message: a31_bang(),
-            check: |e| assert!(matches!(e, Hl7Event::PatientUpdate { .. }), "{e:?}"),
+            check: |e| assert!(matches!(e, IntakeEvent::Update(_)), "{e:?}"),
         },
         Case {
             name: "A01 admission",
             message: a01_admit(),
             check: |e| match e {
-                Hl7Event::Encounter {
+                IntakeEvent::Encounter {
                     visit_number,
                     patient_class,
                     ..
@@ -200,16 +213,14 @@ fn every_event_maps() {
             name: "A40 merge",
             message: a40_merge(),
             check: |e| match e {
-                Hl7Event::Merge {
-                    surviving_mrn,
+                IntakeEvent::Merge {
+                    patient,
                     merged_mrn,
-                    assigning_authority,
                     merged_assigning_authority,
-                    ..
                 } => {
-                    assert_eq!(surviving_mrn, "123456");
+                    assert_eq!(patient.mrn, "123456", "the surviving MRN");
                     assert_eq!(merged_mrn, "654321");
-                    assert_eq!(assigning_authority.as_deref(), Some("NORTHCLINIC"));
+                    assert_eq!(patient.assigning_authority.as_deref(), Some("NORTHCLINIC"));
                     assert_eq!(merged_assigning_authority.as_deref(), Some("NORTHCLINIC"));
                 }
                 other => panic!("{other:?}"),
@@ -219,8 +230,9 @@ fn every_event_maps() {
             name: "S12 appointment",
             message: s12_new(),
             check: |e| match e {
-                Hl7Event::Appointment {
+                IntakeEvent::Appointment {
                     appointment_id,
+                    status: AppointmentStatus::Booked,
                     starts_at,
                     ..
                 } => {
@@ -234,14 +246,14 @@ fn every_event_maps() {
             name: "S13 reschedule",
             message: s13_v28(),
             check: |e| match e {
-                Hl7Event::AppointmentChange {
+                IntakeEvent::Appointment {
                     appointment_id,
-                    change,
+                    status,
                     starts_at,
                     ..
                 } => {
                     assert_eq!(appointment_id, "987");
-                    assert_eq!(*change, AppointmentChangeKind::Rescheduled);
+                    assert_eq!(*status, AppointmentStatus::Rescheduled);
                     assert_eq!(starts_at.as_deref(), Some("20260911090000"));
                 }
                 other => panic!("{other:?}"),
@@ -251,8 +263,8 @@ fn every_event_maps() {
             name: "S14 modification",
             message: s12_new().replace("SIU^S12^SIU_S12", "SIU^S14^SIU_S12"),
             check: |e| match e {
-                Hl7Event::AppointmentChange { change, .. } => {
-                    assert_eq!(*change, AppointmentChangeKind::Modified);
+                IntakeEvent::Appointment { status, .. } => {
+                    assert_eq!(*status, AppointmentStatus::Modified);
                 }
                 other => panic!("{other:?}"),
             },
@@ -261,8 +273,8 @@ fn every_event_maps() {
             name: "S15 cancellation",
             message: s12_new().replace("SIU^S12^SIU_S12", "SIU^S15^SIU_S12"),
             check: |e| match e {
-                Hl7Event::AppointmentChange { change, .. } => {
-                    assert_eq!(*change, AppointmentChangeKind::Cancelled);
+                IntakeEvent::Appointment { status, .. } => {
+                    assert_eq!(*status, AppointmentStatus::Cancelled);
                 }
                 other => panic!("{other:?}"),
             },
@@ -313,7 +325,7 @@ fn a04_fields_repetitions_and_header() {
     let p = patient(inbound.result.as_ref().unwrap());
     assert_eq!(p.mrn, "123456");
     assert_eq!(p.assigning_authority.as_deref(), Some("NORTHCLINIC"));
-    let d = &p.demographics;
+    let d = &p.sent;
     assert_eq!(d.first_name.as_deref(), Some("Mary"));
     assert_eq!(d.last_name.as_deref(), Some("O'Brien"));
     assert_eq!(d.date_of_birth.as_deref(), Some("1985-03-17"));
@@ -327,7 +339,7 @@ fn a04_fields_repetitions_and_header() {
     );
     assert_eq!(p.preferred_language.as_deref(), Some("en"));
     assert!(!p.deceased);
-    assert!(p.nulled.is_empty());
+    assert!(p.cleared.is_empty());
 }
 
 #[test]
@@ -336,7 +348,7 @@ fn escapes_and_old_style_telecoms() {
     let header = inbound.header.as_ref().unwrap();
     assert_eq!(header.control_id, "CTRL|7", "\\F\\ in MSH-10");
     let p = patient(inbound.result.as_ref().unwrap());
-    let d = &p.demographics;
+    let d = &p.sent;
     assert_eq!(
         d.last_name.as_deref(),
         Some("Smith&Jones"),
@@ -365,26 +377,23 @@ fn custom_component_separators() {
     let p = process(a28_dollar().as_bytes(), &options()).result.unwrap();
     let p = patient(&p);
     assert_eq!(p.mrn, "555");
-    assert_eq!(p.demographics.first_name.as_deref(), Some("Linh"));
-    assert_eq!(p.demographics.zip.as_deref(), Some("78701"));
-    assert_eq!(p.demographics.cell_phone.as_deref(), Some("+15125550101"));
-    assert_eq!(p.demographics.email.as_deref(), Some("linh@example.com"));
+    assert_eq!(p.sent.first_name.as_deref(), Some("Linh"));
+    assert_eq!(p.sent.zip.as_deref(), Some("78701"));
+    assert_eq!(p.sent.cell_phone.as_deref(), Some("+15125550101"));
+    assert_eq!(p.sent.email.as_deref(), Some("linh@example.com"));
 
     let e = process(a31_bang().as_bytes(), &options()).result.unwrap();
     let p = patient(&e);
     assert_eq!(p.mrn, "W-42");
     assert_eq!(p.assigning_authority.as_deref(), Some("WESTCLINIC"));
     assert_eq!(
-        p.demographics.last_name.as_deref(),
+        p.sent.last_name.as_deref(),
         Some("García"),
         "subcomponent 1 of FN"
     );
-    assert_eq!(p.demographics.first_name.as_deref(), Some("Ana"));
-    assert_eq!(
-        p.demographics.email.as_deref(),
-        Some("ana.garcia@example.com")
-    );
-    assert_eq!(p.demographics.cell_phone.as_deref(), Some("+13035550123"));
+    assert_eq!(p.sent.first_name.as_deref(), Some("Ana"));
+    assert_eq!(p.sent.email.as_deref(), Some("ana.garcia@example.com"));
+    assert_eq!(p.sent.cell_phone.as_deref(), Some("+13035550123"));
     assert_eq!(p.preferred_language.as_deref(), Some("spa"));
 
     // The configured assigning authority can be matched by its OID too.
@@ -407,7 +416,7 @@ fn truncation_character_and_pid40() {
     assert_eq!(m.get("PID-11-1").as_deref(), Some("Apt #4 1 Main#"));
     assert_eq!(m.segment("PID").unwrap().field(13).unwrap().raw(), "");
     let e = process(text.as_bytes(), &options()).result.unwrap();
-    let d = &patient(&e).demographics;
+    let d = &patient(&e).sent;
     assert_eq!(d.email.as_deref(), Some("mary@example.net"));
     assert_eq!(d.cell_phone.as_deref(), Some("+12175550000"));
     // The ACK keeps the five encoding characters.
@@ -492,7 +501,7 @@ fn latin1_declared_and_fallback() {
     let declared = process(&latin1_message("8859/1"), &options());
     assert_eq!(declared.charset, Charset::Latin1);
     assert!(!declared.latin1_fallback);
-    let d = &patient(declared.result.as_ref().unwrap()).demographics;
+    let d = &patient(declared.result.as_ref().unwrap()).sent;
     assert_eq!(d.last_name.as_deref(), Some("René"));
     assert_eq!(d.first_name.as_deref(), Some("André"));
 
@@ -501,7 +510,7 @@ fn latin1_declared_and_fallback() {
     assert_eq!(undeclared.charset, Charset::Latin1);
     assert_eq!(
         patient(undeclared.result.as_ref().unwrap())
-            .demographics
+            .sent
             .last_name
             .as_deref(),
         Some("René")
@@ -519,7 +528,7 @@ fn latin1_declared_and_fallback() {
     assert!(!inbound.latin1_fallback);
     assert_eq!(
         patient(inbound.result.as_ref().unwrap())
-            .demographics
+            .sent
             .last_name
             .as_deref(),
         Some("René")
@@ -532,7 +541,7 @@ fn latin1_declared_and_fallback() {
     let inbound = process(escaped.as_bytes(), &options());
     assert_eq!(
         patient(inbound.result.as_ref().unwrap())
-            .demographics
+            .sent
             .last_name
             .as_deref(),
         Some("René")
@@ -546,7 +555,7 @@ fn latin1_declared_and_fallback() {
     let inbound = process(&greek, &options());
     assert_eq!(
         patient(inbound.result.as_ref().unwrap())
-            .demographics
+            .sent
             .last_name
             .as_deref(),
         Some("Αλέξανδρος")
@@ -577,13 +586,13 @@ fn birth_sex_sources() {
     // OBX says F, PID-8 says M.
     let text = a04_registration().replace("|19850317|F|", "|19850317|M|");
     let e = process(text.as_bytes(), &options()).result.unwrap();
-    assert_eq!(patient(&e).demographics.birth_sex.as_deref(), Some("F"));
+    assert_eq!(patient(&e).sent.birth_sex.as_deref(), Some("F"));
     let pid8 = MappingOptions {
         birth_sex_source: BirthSexSource::Pid8Only,
         ..options()
     };
     let e = process(text.as_bytes(), &pid8).result.unwrap();
-    assert_eq!(patient(&e).demographics.birth_sex.as_deref(), Some("M"));
+    assert_eq!(patient(&e).sent.birth_sex.as_deref(), Some("M"));
 
     // OBX with an explicit unknown, and with a code that validation will flag.
     for (value, want) in [
@@ -593,7 +602,7 @@ fn birth_sex_sources() {
     ] {
         let text = a04_registration().replace("F^Female^HL7", value);
         let e = process(text.as_bytes(), &options()).result.unwrap();
-        assert_eq!(patient(&e).demographics.birth_sex.as_deref(), Some(want));
+        assert_eq!(patient(&e).sent.birth_sex.as_deref(), Some(want));
     }
     // An empty OBX value falls back to PID-8; a different LOINC is ignored.
     for replaced in ["76689-9^Sex assigned at birth^LN||", "8302-2^Height^LN||F"] {
@@ -602,7 +611,7 @@ fn birth_sex_sources() {
             .replace("76689-9^Sex assigned at birth^LN||F^Female^HL7", replaced);
         let e = process(text.as_bytes(), &options()).result.unwrap();
         assert_eq!(
-            patient(&e).demographics.birth_sex.as_deref(),
+            patient(&e).sent.birth_sex.as_deref(),
             Some("M"),
             "{replaced}"
         );
@@ -610,7 +619,7 @@ fn birth_sex_sources() {
     // Absent everywhere.
     let text = a40_merge().replace("|19850317|F", "|19850317|");
     let e = process(text.as_bytes(), &options()).result.unwrap();
-    assert_eq!(patient(&e).demographics.birth_sex, None);
+    assert_eq!(patient(&e).sent.birth_sex, None);
 }
 
 #[test]
@@ -673,7 +682,10 @@ fn deceased_and_nulls() {
     );
     let e = process(text.as_bytes(), &options()).result.unwrap();
     assert!(patient(&e).deceased);
-    assert_eq!(patient(&e).deceased_date.as_deref(), Some("2026-01-01"));
+    assert_eq!(
+        patient(&e).deceased_date,
+        Some(jiff::civil::date(2026, 1, 1))
+    );
     // A date without the indicator also means deceased; N overrides.
     let no_flag = msg(&[MSH_A04, &format!("{PID_FULL}{}20260101", "|".repeat(11))]);
     assert!(patient(&process(no_flag.as_bytes(), &options()).result.unwrap()).deceased);
@@ -686,8 +698,8 @@ fn deceased_and_nulls() {
     let dated_n = process(dated_n.as_bytes(), &options()).result.unwrap();
     assert!(!patient(&dated_n).deceased);
     assert_eq!(
-        patient(&dated_n).deceased_date.as_deref(),
-        Some("2026-01-01")
+        patient(&dated_n).deceased_date,
+        Some(jiff::civil::date(2026, 1, 1))
     );
     // A bad PID-29.
     let bad = msg(&[
@@ -712,10 +724,10 @@ fn deceased_and_nulls() {
     ]);
     let e = process(text.as_bytes(), &options()).result.unwrap();
     let p = patient(&e);
-    assert_eq!(p.demographics.first_name, None);
-    assert_eq!(p.demographics.date_of_birth, None);
+    assert_eq!(p.sent.first_name, None);
+    assert_eq!(p.sent.date_of_birth, None);
     assert_eq!(
-        p.nulled,
+        p.cleared,
         [
             DemographicField::FirstName,
             DemographicField::LastName,
@@ -735,12 +747,12 @@ fn missing_fields_are_none() {
     ]);
     let e = process(text.as_bytes(), &options()).result.unwrap();
     let p = patient(&e);
-    assert_eq!(p.demographics, enroll_core::Demographics::default());
+    assert_eq!(p.sent, enroll_core::Demographics::default());
     assert_eq!(p.preferred_language, None);
     // A year-only DOB is valid HL7 but not a full date: not given.
     let text = text.replace("1^^^CLINIC^MR", "1^^^CLINIC^MR||Doe^J||1985");
     let e = process(text.as_bytes(), &options()).result.unwrap();
-    assert_eq!(patient(&e).demographics.date_of_birth, None);
+    assert_eq!(patient(&e).sent.date_of_birth, None);
     // Trigger from EVN-1 when MSH-9 has none (old senders).
     let text = msg(&[
         "MSH|^~\\&|EHR|CLINIC|||20260905||ADT|M2|P|2.3",
@@ -749,7 +761,7 @@ fn missing_fields_are_none() {
     ]);
     assert!(matches!(
         process(text.as_bytes(), &options()).result.unwrap(),
-        Hl7Event::PatientUpdate { .. }
+        IntakeEvent::Update(_)
     ));
 }
 
@@ -1405,7 +1417,7 @@ fn a04_with_pid(fields: &[(usize, &str)]) -> String {
     msg(&[MSH_A04, &pid.join("|")])
 }
 
-fn mapped(fields: &[(usize, &str)]) -> PatientData {
+fn mapped(fields: &[(usize, &str)]) -> PatientChange {
     let text = a04_with_pid(fields);
     patient(&process(text.as_bytes(), &options()).result.unwrap()).clone()
 }
@@ -1421,8 +1433,8 @@ fn the_legal_name_and_the_home_zip_are_picked_wherever_they_stand() {
             "PO Box 9^^Springfield^IL^62799^USA^M~1 Main^^Springfield^IL^62701^USA^H",
         ),
     ]);
-    assert_eq!(p.demographics.last_name.as_deref(), Some("O'Brien"));
-    assert_eq!(p.demographics.zip.as_deref(), Some("62701"));
+    assert_eq!(p.sent.last_name.as_deref(), Some("O'Brien"));
+    assert_eq!(p.sent.zip.as_deref(), Some("62701"));
     // Without an L or an H: the first.
     let p = mapped(&[
         (5, "Smith^Mary^^^^^M~O'Brien^Mary"),
@@ -1431,14 +1443,14 @@ fn the_legal_name_and_the_home_zip_are_picked_wherever_they_stand() {
             "PO Box 9^^Springfield^IL^62799~1 Main^^Springfield^IL^62701",
         ),
     ]);
-    assert_eq!(p.demographics.last_name.as_deref(), Some("Smith"));
-    assert_eq!(p.demographics.zip.as_deref(), Some("62799"));
+    assert_eq!(p.sent.last_name.as_deref(), Some("Smith"));
+    assert_eq!(p.sent.zip.as_deref(), Some("62799"));
     // An H without a ZIP gives way to a repetition with one.
     let p = mapped(&[(
         11,
         "1 Main^^Springfield^IL^^USA^H~PO Box 9^^Springfield^IL^62799",
     )]);
-    assert_eq!(p.demographics.zip.as_deref(), Some("62799"));
+    assert_eq!(p.sent.zip.as_deref(), Some("62799"));
 }
 
 /// An email is an XTN with use code NET or equipment Internet or X.400
@@ -1474,7 +1486,7 @@ fn an_email_is_any_telecom_marked_as_one() {
         ("a phone", "^PRN^PH^^1^217^5551234", None),
     ] {
         let p = mapped(&[(13, xtn)]);
-        assert_eq!(p.demographics.email.as_deref(), email, "{name}");
+        assert_eq!(p.sent.email.as_deref(), email, "{name}");
     }
 }
 
@@ -1482,15 +1494,15 @@ fn an_email_is_any_telecom_marked_as_one() {
 #[test]
 fn only_an_hl7_null_clears_birth_sex_and_the_telecoms() {
     let p = mapped(&[(5, "Doe^Jane")]);
-    assert_eq!(p.nulled, [], "nothing sent, nothing cleared");
+    assert_eq!(p.cleared, [], "nothing sent, nothing cleared");
     // PID-8 null but the OBX gives the birth sex: nothing to clear.
     let text = a04_with_pid(&[(8, "\"\"")])
         + "OBX|1|CWE|76689-9^Sex assigned at birth^LN||F^Female^HL70001\r";
     let e = process(text.as_bytes(), &options()).result.unwrap();
-    assert_eq!(patient(&e).demographics.birth_sex.as_deref(), Some("F"));
-    assert_eq!(patient(&e).nulled, []);
+    assert_eq!(patient(&e).sent.birth_sex.as_deref(), Some("F"));
+    assert_eq!(patient(&e).cleared, []);
     let p = mapped(&[(8, "\"\"")]);
-    assert_eq!(p.nulled, [DemographicField::BirthSex]);
+    assert_eq!(p.cleared, [DemographicField::BirthSex]);
     // PID-13 null clears the email and the cell phone unless PID-40 (v2.7)
     // carries telecoms; an empty or null PID-40 does not.
     for (name, pid_40) in [("empty", ""), ("null", "\"\""), ("absent", "-")] {
@@ -1499,12 +1511,12 @@ fn only_an_hl7_null_clears_birth_sex_and_the_telecoms() {
             fields.extend([(40, pid_40), (41, "x")]);
         }
         assert_eq!(
-            mapped(&fields).nulled,
+            mapped(&fields).cleared,
             [DemographicField::Email, DemographicField::CellPhone],
             "PID-40 {name}"
         );
     }
     let p = mapped(&[(13, "\"\""), (40, "^NET^Internet^f@example.org")]);
-    assert_eq!(p.nulled, []);
-    assert_eq!(p.demographics.email.as_deref(), Some("f@example.org"));
+    assert_eq!(p.cleared, []);
+    assert_eq!(p.sent.email.as_deref(), Some("f@example.org"));
 }

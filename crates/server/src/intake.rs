@@ -1,17 +1,17 @@
 //! From an HL7 frame to a stored, applied and acknowledged message: parse
-//! and map with `enroll_hl7`, hand the event to the store (one transaction
-//! with the raw message and the ACK), and return the ACK bytes to send.
+//! and map with `enroll_hl7` (to the neutral `enroll_core::IntakeEvent`),
+//! hand the event to the store (one transaction with the raw message and
+//! the ACK), and return the ACK bytes to send.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use enroll_hl7::{
-    AppointmentChangeKind, ErrorCode, ErrorLocation, Header, Hl7Error, Hl7Event, Inbound,
-    MappingOptions, MllpError, PatientData, build_ack,
+    ErrorCode, ErrorLocation, Header, Hl7Error, Inbound, MappingOptions, MllpError, build_ack,
 };
 use enroll_store::{
-    AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageStatus, PatientChange,
-    ProblemKind, Received, Store, StoreError, StoredMessage,
+    InboundMessage, IntakeProblem, MessageStatus, ProblemKind, Received, Store, StoreError,
+    StoredMessage,
 };
 use jiff::Timestamp;
 
@@ -251,8 +251,9 @@ fn inbound_message<'a>(
         message_type: header.map(message_type).unwrap_or_default(),
         deduplicate: !inbound.header_salvaged,
         notes: None,
+        // The mapping already made the neutral event the store applies.
         parsed: match &inbound.result {
-            Ok(event) => Ok(intake_event(event)),
+            Ok(event) => Ok(event.clone()),
             Err(error) => Err(problem_of(error)),
         },
     }
@@ -295,67 +296,6 @@ fn parse_location(text: &str) -> Option<ErrorLocation> {
         field: field.parse().ok(),
         ..ErrorLocation::default()
     })
-}
-
-fn change(patient: &PatientData) -> PatientChange {
-    PatientChange {
-        mrn: patient.mrn.clone(),
-        sent: patient.demographics.clone(),
-        cleared: patient.nulled.clone(),
-        preferred_language: patient.preferred_language.clone(),
-        deceased: patient.deceased,
-    }
-}
-
-fn intake_event(event: &Hl7Event) -> IntakeEvent {
-    match event {
-        Hl7Event::PatientUpsert { patient } => IntakeEvent::Upsert(change(patient)),
-        Hl7Event::PatientUpdate { patient } => IntakeEvent::Update(change(patient)),
-        Hl7Event::Encounter {
-            patient,
-            visit_number,
-            patient_class,
-            admitted_at,
-        } => IntakeEvent::Encounter {
-            patient: change(patient),
-            visit_number: visit_number.clone(),
-            patient_class: patient_class.clone(),
-            admitted_at: admitted_at.clone(),
-        },
-        Hl7Event::Merge {
-            patient,
-            merged_mrn,
-            ..
-        } => IntakeEvent::Merge {
-            patient: change(patient),
-            merged_mrn: merged_mrn.clone(),
-        },
-        Hl7Event::Appointment {
-            patient,
-            appointment_id,
-            starts_at,
-        } => IntakeEvent::Appointment {
-            patient: change(patient),
-            appointment_id: appointment_id.clone(),
-            status: AppointmentStatus::Booked,
-            starts_at: starts_at.clone(),
-        },
-        Hl7Event::AppointmentChange {
-            patient,
-            appointment_id,
-            change: kind,
-            starts_at,
-        } => IntakeEvent::Appointment {
-            patient: change(patient),
-            appointment_id: appointment_id.clone(),
-            status: match kind {
-                AppointmentChangeKind::Rescheduled => AppointmentStatus::Rescheduled,
-                AppointmentChangeKind::Modified => AppointmentStatus::Modified,
-                AppointmentChangeKind::Cancelled => AppointmentStatus::Cancelled,
-            },
-            starts_at: starts_at.clone(),
-        },
-    }
 }
 
 #[cfg(test)]

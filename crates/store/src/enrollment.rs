@@ -9,8 +9,8 @@
 //! queued auto invite (R6).
 
 use enroll_core::{
-    AutoDecision, CAP_WINDOW, Demographics, ManualDecision, PracticeRules, SendHistory, Trigger,
-    changed_required_fields, decide_auto, decide_manual,
+    AutoDecision, CAP_WINDOW, Demographics, IfKnown, IntakeEvent, ManualDecision, PatientChange,
+    PracticeRules, SendHistory, Trigger, changed_required_fields, decide_auto, decide_manual,
 };
 use jiff::Timestamp;
 use sqlx::AssertSqlSafe;
@@ -58,22 +58,10 @@ impl<'a> NewInvite<'a> {
 }
 
 impl Store {
-    /// Creates a patient (chart added) or, when the MRN is already known in
-    /// the practice, updates it (what an HL7 A04/A28 means). Records the
-    /// triggers and their decisions.
-    pub async fn upsert_patient(
-        &self,
-        practice_id: i64,
-        mrn: &str,
-        demographics: &Demographics,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<SaveOutcome> {
-        self.save_patient(practice_id, mrn, demographics, source, now, true)
-            .await
-    }
-
-    /// Creates a patient; `DuplicateMrn` when the MRN is already known.
+    /// Creates a patient (chart added, R2 a) and decides its trigger;
+    /// `DuplicateMrn` when the MRN is already known in the practice. The
+    /// neutral registration that refuses a known MRN, through
+    /// [`Store::apply_intake`].
     pub async fn create_patient(
         &self,
         practice_id: i64,
@@ -82,45 +70,20 @@ impl Store {
         source: &Source,
         now: Timestamp,
     ) -> Result<SaveOutcome> {
-        self.save_patient(practice_id, mrn, demographics, source, now, false)
-            .await
+        let event = IntakeEvent::Register {
+            patient: PatientChange::replacing(mrn, demographics),
+            if_known: IfKnown::Refuse,
+        };
+        self.apply_intake(practice_id, &event, source, now)
+            .await?
+            .into_saved()
     }
 
-    async fn save_patient(
-        &self,
-        practice_id: i64,
-        mrn: &str,
-        demographics: &Demographics,
-        source: &Source,
-        now: Timestamp,
-        update_existing: bool,
-    ) -> Result<SaveOutcome> {
-        let mut tx = self.begin_write().await?;
-        let practice = tx.practice(practice_id).await?;
-        let demographics = demographics.normalized();
-        let written = tx
-            .write_patient(
-                practice_id,
-                mrn,
-                &demographics,
-                source,
-                now,
-                update_existing,
-            )
-            .await?;
-        let outcomes = tx
-            .apply_triggers(&practice, written.patient_id, written.triggers, source, now)
-            .await?;
-        let patient = tx.patient(written.patient_id).await?;
-        tx.commit().await?;
-        Ok(SaveOutcome {
-            patient,
-            created: written.created,
-            triggers: outcomes,
-        })
-    }
-
-    /// Updates a known patient by id (the API's PUT).
+    /// Updates a known patient by id (the staff pages' forms): its
+    /// demographics become `demographics` (a field not given is cleared),
+    /// and a change to a required field is a trigger (R2 b). Applied as the
+    /// neutral update of the chart's MRN, so a chart merged away updates
+    /// the survivor.
     pub async fn update_patient(
         &self,
         patient_id: i64,
@@ -132,8 +95,10 @@ impl Store {
             .patient(patient_id)
             .await?
             .ok_or(StoreError::NotFound("patient"))?;
-        self.upsert_patient(patient.practice_id, &patient.mrn, demographics, source, now)
-            .await
+        let event = IntakeEvent::Update(PatientChange::replacing(&patient.mrn, demographics));
+        self.apply_intake(patient.practice_id, &event, source, now)
+            .await?
+            .into_saved()
     }
 
     /// A new encounter or appointment (R2 c, d) for a known patient. A
@@ -261,7 +226,7 @@ impl Store {
     }
 }
 
-/// A patient record written by [`Tx::write_patient`], with the triggers
+/// A patient record written by [`Tx::write_loaded_patient`], with the triggers
 /// the write raised (not yet decided).
 pub(crate) struct WrittenPatient {
     pub patient_id: i64,
@@ -270,29 +235,10 @@ pub(crate) struct WrittenPatient {
 }
 
 impl Tx {
-    /// Creates the patient (chart added) or, when the MRN is known and
-    /// `update_existing`, replaces its demographics (a trigger when a
-    /// required field changed, R2). Locks the patient.
-    pub(crate) async fn write_patient(
-        &mut self,
-        practice_id: i64,
-        mrn: &str,
-        demographics: &Demographics,
-        source: &Source,
-        now: Timestamp,
-        update_existing: bool,
-    ) -> Result<WrittenPatient> {
-        let existing = match self.patient_id_by_mrn(practice_id, mrn).await? {
-            Some(_) if !update_existing => return Err(StoreError::DuplicateMrn),
-            Some(id) => Some(self.locked_patient(id).await?),
-            None => None,
-        };
-        self.write_loaded_patient(practice_id, mrn, existing, demographics, source, now)
-            .await
-    }
-
-    /// [`Tx::write_patient`] for a caller that already looked the patient
-    /// up by MRN and locked it (`existing`), or found none.
+    /// Creates the patient (chart added) or replaces the demographics of
+    /// `existing` (a trigger when a required field changed, R2), for a
+    /// caller that already looked the patient up by MRN and locked it, or
+    /// found none.
     pub(crate) async fn write_loaded_patient(
         &mut self,
         practice_id: i64,

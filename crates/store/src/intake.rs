@@ -6,93 +6,19 @@
 //! the original ACK without being applied again.
 //!
 //! The store knows nothing of HL7 syntax: the listener parses and maps the
-//! message and hands over an [`IntakeEvent`] (or the problem that stops
-//! it), and a closure that builds the ACK for the outcome.
+//! message and hands over the neutral [`IntakeEvent`] (or the problem that
+//! stops it), and a closure that builds the ACK for the outcome. The event
+//! is applied by [`Tx::apply_intake`] (apply.rs), as every source's is.
 
-use enroll_core::{ChartFlags, Demographics, Field, PatientResponse, Trigger};
+use enroll_core::IntakeEvent;
 use jiff::Timestamp;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
+use crate::apply::Applied;
 use crate::model::{PRACTICE_COLUMNS, PracticeRow};
-use crate::timeline::{AppointmentChange, TimelineEvent};
 use crate::tx::{Tx, on_tx};
 use crate::{Practice, Result, Source, Store, StoreError, from_ms, on_pool, to_ms};
-
-/// A patient as one message describes it: only what it sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PatientChange {
-    pub mrn: String,
-    /// Values sent; `None` is "not sent": keep what we have.
-    pub sent: Demographics,
-    /// Fields sent as the HL7 null `""`: remove what we have.
-    pub cleared: Vec<Field>,
-    pub preferred_language: Option<String>,
-    /// The sender says the patient died (never invited, R4).
-    pub deceased: bool,
-}
-
-/// What an appointment message changed (SIU S13-S15).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AppointmentStatus {
-    Booked,
-    Rescheduled,
-    Modified,
-    Cancelled,
-}
-
-impl AppointmentStatus {
-    fn key(self) -> &'static str {
-        match self {
-            AppointmentStatus::Booked => "booked",
-            AppointmentStatus::Rescheduled => "rescheduled",
-            AppointmentStatus::Modified => "modified",
-            AppointmentStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// What a message means, in the store's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IntakeEvent {
-    /// Chart added, or an update when the MRN is known (A04, A28).
-    Upsert(PatientChange),
-    /// Update (A08, A31); an unknown MRN is added as a new chart, since the
-    /// sender evidently has it and we would otherwise lose the patient.
-    Update(PatientChange),
-    /// A01/A04 with a visit number: a new encounter when the visit number
-    /// is new (R2 c).
-    Encounter {
-        patient: PatientChange,
-        visit_number: String,
-        patient_class: Option<String>,
-        admitted_at: Option<String>,
-    },
-    /// A40: `merged_mrn` goes into the patient of `patient.mrn`.
-    Merge {
-        patient: PatientChange,
-        merged_mrn: String,
-    },
-    /// SIU S12 (a new appointment, R2 d) and S13-S15 (recorded only).
-    Appointment {
-        patient: PatientChange,
-        appointment_id: String,
-        status: AppointmentStatus,
-        starts_at: Option<String>,
-    },
-}
-
-impl IntakeEvent {
-    fn patient(&self) -> &PatientChange {
-        match self {
-            IntakeEvent::Upsert(patient) | IntakeEvent::Update(patient) => patient,
-            IntakeEvent::Encounter { patient, .. }
-            | IntakeEvent::Merge { patient, .. }
-            | IntakeEvent::Appointment { patient, .. } => patient,
-        }
-    }
-}
 
 /// What became of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -333,7 +259,7 @@ fn ack_code(status: MessageStatus) -> &'static str {
 /// How often a transaction that lost a race (the same control id or the same
 /// new MRN on two connections at once, PostgreSQL) is tried again; the next
 /// try sees the winner's row.
-const RACE_RETRIES: usize = 3;
+pub(crate) const RACE_RETRIES: usize = 3;
 
 impl Store {
     /// Stores, deduplicates and applies one inbound message in one
@@ -469,7 +395,7 @@ impl Store {
         let source = Source::new("hl7", None).with_reference(message.control_id.clone());
         let (practice_id, result) = tx.apply_message(message, &source, now).await?;
         let (status, patient_id, problem) = match result {
-            Ok(patient_id) => (MessageStatus::Applied, Some(patient_id), None),
+            Ok(applied) => (MessageStatus::Applied, Some(applied.patient_id), None),
             Err(problem) => (problem.status, None, Some(problem)),
         };
         let answer = ack(problem.as_ref());
@@ -534,7 +460,7 @@ impl Store {
         let source = Source::new("hl7", Some(actor)).with_reference(message.control_id.clone());
         let (practice_id, result) = tx.apply_message(message, &source, now).await?;
         let (status, patient_id, problem) = match result {
-            Ok(patient_id) => (MessageStatus::Applied, Some(patient_id), None),
+            Ok(applied) => (MessageStatus::Applied, Some(applied.patient_id), None),
             Err(problem) => (problem.status, None, Some(problem)),
         };
         let answer = ack(problem.as_ref());
@@ -624,7 +550,7 @@ impl Store {
     }
 }
 
-fn is_race(err: &StoreError) -> bool {
+pub(crate) fn is_race(err: &StoreError) -> bool {
     match err {
         StoreError::DuplicateMrn => true,
         StoreError::Database(e) => crate::unique_violation(e) || crate::lost_lock_race(e),
@@ -691,9 +617,6 @@ struct MessageInsert<'a> {
     problem: Option<&'a IntakeProblem>,
     ack: &'a str,
 }
-
-/// The outcome of applying one event: the patient, or why not.
-type Applied = std::result::Result<i64, IntakeProblem>;
 
 impl Tx {
     async fn message_by_dedupe_key(&mut self, key: &str) -> Result<Option<(i64, String)>> {
@@ -790,378 +713,8 @@ impl Tx {
             );
             return Ok((None, Err(problem)));
         };
-        let applied = self.apply_event(&practice, event, source, now).await?;
+        let applied = self.apply_intake(&practice, event, source, now).await?;
         Ok((Some(practice.id), applied))
-    }
-
-    async fn apply_event(
-        &mut self,
-        practice: &Practice,
-        event: &IntakeEvent,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<Applied> {
-        if event.patient().mrn.trim().is_empty() {
-            return Ok(Err(IntakeProblem::error(
-                ProblemKind::MissingField,
-                Some("PID-3"),
-                "the message has no medical record number (PID-3)",
-            )));
-        }
-        if let IntakeEvent::Merge {
-            patient,
-            merged_mrn,
-        } = event
-        {
-            self.merge_charts(practice, &patient.mrn, merged_mrn, source, now)
-                .await?;
-        }
-        let patient = event.patient();
-        let (patient_id, mut triggers) = self.save_change(practice, patient, source, now).await?;
-        match event {
-            IntakeEvent::Encounter {
-                visit_number,
-                patient_class,
-                admitted_at,
-                ..
-            } => {
-                let new = self
-                    .insert_encounter(
-                        practice.id,
-                        patient_id,
-                        visit_number,
-                        patient_class.as_deref(),
-                        admitted_at.as_deref(),
-                        source,
-                        now,
-                    )
-                    .await?;
-                if new {
-                    triggers.push(Trigger::NewEncounter);
-                }
-            }
-            IntakeEvent::Appointment {
-                appointment_id,
-                status,
-                starts_at,
-                ..
-            } => {
-                let new = self
-                    .record_appointment(
-                        practice.id,
-                        patient_id,
-                        appointment_id,
-                        *status,
-                        starts_at.as_deref(),
-                        source,
-                        now,
-                    )
-                    .await?;
-                if new && *status == AppointmentStatus::Booked {
-                    triggers.push(Trigger::NewAppointment);
-                }
-            }
-            IntakeEvent::Upsert(_) | IntakeEvent::Update(_) | IntakeEvent::Merge { .. } => {}
-        }
-        self.apply_triggers(practice, patient_id, triggers, source, now)
-            .await?;
-        Ok(Ok(patient_id))
-    }
-
-    /// Writes what the message says about the patient (an update overlays
-    /// the fields it sent) before any trigger is decided, so that a
-    /// deceased flag in the same message stops the invite.
-    async fn save_change(
-        &mut self,
-        practice: &Practice,
-        change: &PatientChange,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<(i64, Vec<Trigger>)> {
-        let existing = match self.patient_id_by_mrn(practice.id, &change.mrn).await? {
-            Some(id) => Some(self.locked_patient(id).await?),
-            None => None,
-        };
-        let demographics = match &existing {
-            Some(ours) => ours.demographics.overlaid(&change.sent, &change.cleared),
-            None => change.sent.clone(),
-        }
-        .normalized();
-        let written = self
-            .write_loaded_patient(
-                practice.id,
-                &change.mrn,
-                existing,
-                &demographics,
-                source,
-                now,
-            )
-            .await?;
-        let id = written.patient_id;
-        if let Some(language) = &change.preferred_language {
-            on_tx!(self, c => {
-                sqlx::query("UPDATE patients SET preferred_language = $1 WHERE id = $2")
-                    .bind(language).bind(id).execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        if change.deceased {
-            let newly: u64 = on_tx!(self, c => {
-                sqlx::query("UPDATE patients SET deceased = TRUE WHERE id = $1 AND NOT deceased")
-                    .bind(id).execute(c).await.map(|r| r.rows_affected())
-            })?;
-            if newly > 0 {
-                self.timeline(id, now, &TimelineEvent::Deceased, source)
-                    .await?;
-                self.cancel_pending(id, "the patient is deceased", source, now)
-                    .await?;
-            }
-        }
-        Ok((id, written.triggers))
-    }
-
-    /// True when the visit number is new to the practice.
-    #[allow(clippy::too_many_arguments)]
-    async fn insert_encounter(
-        &mut self,
-        practice_id: i64,
-        patient_id: i64,
-        visit_number: &str,
-        patient_class: Option<&str>,
-        admitted_at: Option<&str>,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<bool> {
-        let inserted: Option<i64> = on_tx!(self, c => {
-            sqlx::query_scalar(
-                "INSERT INTO encounters (practice_id, patient_id, visit_number, patient_class, admitted_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (practice_id, visit_number) DO NOTHING RETURNING id",
-            )
-            .bind(practice_id)
-            .bind(patient_id)
-            .bind(visit_number)
-            .bind(patient_class)
-            .bind(admitted_at)
-            .bind(to_ms(now))
-            .fetch_optional(c)
-            .await
-        })?;
-        if let Some(encounter_id) = inserted {
-            let encounter = TimelineEvent::Encounter {
-                encounter_id,
-                visit_number,
-            };
-            self.timeline(patient_id, now, &encounter, source).await?;
-        }
-        Ok(inserted.is_some())
-    }
-
-    /// Records a booking or a change; true when the appointment is new.
-    #[allow(clippy::too_many_arguments)]
-    async fn record_appointment(
-        &mut self,
-        practice_id: i64,
-        patient_id: i64,
-        appointment_id: &str,
-        status: AppointmentStatus,
-        starts_at: Option<&str>,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<bool> {
-        let existing: Option<i64> = on_tx!(self, c => {
-            sqlx::query_scalar("SELECT id FROM appointments WHERE practice_id = $1 AND appointment_id = $2")
-                .bind(practice_id).bind(appointment_id).fetch_optional(c).await
-        })?;
-        let new = existing.is_none();
-        if new {
-            on_tx!(self, c => {
-                sqlx::query(
-                    "INSERT INTO appointments (practice_id, patient_id, appointment_id, status, starts_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                )
-                .bind(practice_id).bind(patient_id).bind(appointment_id).bind(status.key())
-                .bind(starts_at).bind(to_ms(now))
-                .execute(c).await.map(|r| r.rows_affected())
-            })?;
-        } else if status != AppointmentStatus::Booked {
-            on_tx!(self, c => {
-                sqlx::query(
-                    "UPDATE appointments SET status = $1, starts_at = COALESCE($2, starts_at), updated_at = $3 \
-                     WHERE practice_id = $4 AND appointment_id = $5",
-                )
-                .bind(status.key()).bind(starts_at).bind(to_ms(now)).bind(practice_id).bind(appointment_id)
-                .execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        let change = match (new, status) {
-            (true, AppointmentStatus::Booked) => AppointmentChange::Booked,
-            (false, AppointmentStatus::Booked) => AppointmentChange::Repeated,
-            (_, AppointmentStatus::Rescheduled) => AppointmentChange::Rescheduled,
-            (_, AppointmentStatus::Modified) => AppointmentChange::Modified,
-            (_, AppointmentStatus::Cancelled) => AppointmentChange::Cancelled,
-        };
-        let line = TimelineEvent::Appointment {
-            change,
-            appointment_id,
-            starts_at,
-        };
-        self.timeline(patient_id, now, &line, source).await?;
-        Ok(new)
-    }
-
-    /// A40. Both charts known: the merged one's invites, deliveries,
-    /// activation links, encounters, appointments and messages move to the
-    /// survivor (so R7 counts both histories), its flags are combined in the
-    /// safe direction (an opt-out or a death on either stays), and it points
-    /// at the survivor. Only the merged chart known: it takes the surviving
-    /// MRN. Neither known: the update that follows adds the chart.
-    async fn merge_charts(
-        &mut self,
-        practice: &Practice,
-        surviving_mrn: &str,
-        merged_mrn: &str,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<()> {
-        let survivor = self.patient_id_by_mrn(practice.id, surviving_mrn).await?;
-        let merged = self.patient_id_by_mrn(practice.id, merged_mrn).await?;
-        match (survivor, merged) {
-            (Some(survivor), Some(merged)) if survivor != merged => {
-                let survivor_flags = self.locked_patient(survivor).await?.chart_flags();
-                let merged_flags = self.locked_patient(merged).await?.chart_flags();
-                // R10: the merged chart's links stop working.
-                self.revoke_tokens(merged, now).await?;
-                self.move_history(merged, survivor).await?;
-                let combined = enroll_core::merged_flags(survivor_flags, merged_flags);
-                self.set_chart_flags(survivor, &combined).await?;
-                let merged_here = TimelineEvent::ChartMerged {
-                    merged_patient_id: merged,
-                };
-                self.timeline(survivor, now, &merged_here, source).await?;
-                let merged_away = TimelineEvent::MergedInto {
-                    surviving_patient_id: survivor,
-                };
-                self.timeline(merged, now, &merged_away, source).await?;
-                self.coalesce_pending(survivor, source, now).await?;
-                // Each chart kept its own 4 in 30 days; together they may
-                // hold more: the queued invites beyond the cap wait (R7).
-                self.suppress_queued_over_cap(
-                    survivor,
-                    "the cap of 4 sends in 30 days counts both charts since they were merged",
-                    source,
-                    now,
-                )
-                .await?;
-            }
-            (None, Some(merged)) => {
-                self.lock_patient(merged).await?;
-                on_tx!(self, c => {
-                    sqlx::query("UPDATE patients SET mrn = $1, updated_at = $2 WHERE id = $3")
-                        .bind(surviving_mrn).bind(to_ms(now)).bind(merged)
-                        .execute(c).await.map(|r| r.rows_affected())
-                })?;
-                self.timeline(merged, now, &TimelineEvent::MrnChanged, source)
-                    .await?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// The merged chart's rows go to the survivor, and the merged chart
-    /// (and any chart merged into it before) points at the survivor.
-    async fn move_history(&mut self, from: i64, to: i64) -> Result<()> {
-        self.rename_conflicting_keys(from, to).await?;
-        for table in [
-            "invites",
-            "deliveries",
-            "activation_tokens",
-            "encounters",
-            "appointments",
-            "hl7_messages",
-        ] {
-            let sql = format!("UPDATE {table} SET patient_id = $1 WHERE patient_id = $2");
-            on_tx!(self, c => {
-                sqlx::query(AssertSqlSafe(sql.as_str())).bind(to).bind(from).execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        on_tx!(self, c => {
-            sqlx::query("UPDATE patients SET merged_into = $1 WHERE id = $2 OR merged_into = $2")
-                .bind(to).bind(from).execute(c).await.map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    /// Idempotency keys are unique per patient, so two charts may each hold
-    /// an invite with the same key (one client, one key, two charts). Both
-    /// invites are kept, since both were requested and both count toward
-    /// the survivor's cap (R7): the merged chart's copy is renamed
-    /// `merged-<invite id>:<key>` (invite ids are unique, so the new key
-    /// is too), and the key on the survivor still replays the survivor's
-    /// own invite. Keys that do not clash move unchanged.
-    async fn rename_conflicting_keys(&mut self, from: i64, to: i64) -> Result<()> {
-        on_tx!(self, c => {
-            sqlx::query(
-                "UPDATE invites SET idempotency_key = \
-                 'merged-' || CAST(id AS TEXT) || ':' || idempotency_key \
-                 WHERE patient_id = $1 AND idempotency_key IN \
-                 (SELECT idempotency_key FROM invites WHERE patient_id = $2 \
-                  AND idempotency_key IS NOT NULL)",
-            )
-            .bind(from)
-            .bind(to)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    /// Writes the flags a merge combined (`enroll_core::merged_flags`).
-    async fn set_chart_flags(&mut self, patient_id: i64, flags: &ChartFlags) -> Result<()> {
-        on_tx!(self, c => {
-            sqlx::query(
-                "UPDATE patients SET activated_at = $1, deceased = $2, email_opted_out = $3, \
-                 sms_opted_out = $4, response = $5, preferred_language = $6 WHERE id = $7",
-            )
-            .bind(flags.activated_at.map(to_ms))
-            .bind(flags.deceased)
-            .bind(flags.email_opted_out)
-            .bind(flags.sms_opted_out)
-            .bind(flags.response.map(PatientResponse::key))
-            .bind(flags.preferred_language.as_deref())
-            .bind(patient_id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    /// R6 after a merge: at most one auto invite waits; the earliest stays.
-    async fn coalesce_pending(
-        &mut self,
-        patient_id: i64,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<()> {
-        let reason = "coalesced with the other chart's invite when the charts were merged";
-        // Every waiting auto invite but the one due first.
-        let cancelled: Vec<i64> = on_tx!(self, c => {
-            sqlx::query_scalar(
-                "UPDATE invites SET state = 'cancelled', failure_reason = $1 \
-                 WHERE patient_id = $2 AND kind = 'auto' AND state IN ('scheduled', 'queued') \
-                 AND id <> (SELECT id FROM invites WHERE patient_id = $2 AND kind = 'auto' \
-                   AND state IN ('scheduled', 'queued') ORDER BY due_at, id LIMIT 1) \
-                 RETURNING id",
-            )
-            .bind(reason)
-            .bind(patient_id)
-            .fetch_all(c)
-            .await
-        })?;
-        self.note_cancelled(patient_id, &cancelled, reason, source, now)
-            .await?;
-        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@
 //! PostgreSQL locks the patient row (`SELECT ... FOR UPDATE`).
 
 mod activation;
+mod apply;
 mod batch;
 mod cap;
 mod chart_actions;
@@ -52,12 +53,13 @@ use sqlx::sqlite::{
 };
 
 pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
+pub use apply::IntakeOutcome;
 pub use dashboard::{CHART_DAYS, DashboardCounts, DayCount, MeasuredPatient};
 pub use go_live::{GoLiveProgress, GoLiveRun};
 pub use in_person::{InPersonInvite, InPersonOutcome};
 pub use intake::{
-    AppointmentStatus, InboundMessage, IntakeActivity, IntakeEvent, IntakeProblem, MessageQuery,
-    MessageStatus, PatientChange, ProblemKind, Received, StoredMessage, facility_setting_key,
+    InboundMessage, IntakeActivity, IntakeProblem, MessageQuery, MessageStatus, ProblemKind,
+    Received, StoredMessage, facility_setting_key,
 };
 pub use measure::MeasureCounts;
 pub use model::{

@@ -3,18 +3,23 @@
 //! an update overlays, deceased before triggers, encounters and
 //! appointments as triggers only when new, and a merge of a chart we only
 //! know by its old MRN. The MLLP tests of the server cover the same path
-//! through a socket; these say which part of it is the store's.
+//! through a socket; these say which part of it is the store's. The same
+//! events given to `Store::apply_intake` (the API's, the CLI's, next
+//! FHIR's and CSV's way in) answer what they did.
 
 // A test's helpers fail the test when a step fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use enroll_core::{Demographics, Field};
+use enroll_core::{
+    AppointmentStatus, AutoDecision, Demographics, Field, IfKnown, IntakeEvent, PatientChange,
+    Trigger,
+};
 use enroll_store::testing::{ENGINES, Engine, TestDb, scalar};
 use enroll_store::{
-    AppointmentStatus, InboundMessage, IntakeEvent, IntakeProblem, MessageStatus, Patient,
-    PatientChange, PatientSearch, Received, Store, StoreError,
+    InboundMessage, IntakeOutcome, IntakeProblem, MessageStatus, Patient, PatientSearch,
+    ProblemKind, Received, SaveOutcome, Source, Store, StoreError,
 };
 use jiff::Timestamp;
 
@@ -128,7 +133,7 @@ async fn a_message_goes_to_the_practice_its_facility_names_and_an_unmapped_one_w
             message(
                 "CLINIC7",
                 control_id,
-                Ok(IntakeEvent::Upsert(change("M-1", complete()))),
+                Ok(IntakeEvent::register(change("M-1", complete()))),
             )
         };
 
@@ -208,7 +213,7 @@ async fn a_repeated_control_id_gets_the_stored_ack_and_is_not_applied_again() {
         let first = message(
             "TEST",
             "C-1",
-            Ok(IntakeEvent::Upsert(change("M-1", complete()))),
+            Ok(IntakeEvent::register(change("M-1", complete()))),
         );
         let original = db.store.receive_hl7(&first, counting_ack).await.unwrap();
         assert_eq!(
@@ -244,7 +249,7 @@ async fn a_repeated_control_id_gets_the_stored_ack_and_is_not_applied_again() {
             let unnamed = message(
                 "TEST",
                 "",
-                Ok(IntakeEvent::Upsert(change("M-2", complete()))),
+                Ok(IntakeEvent::register(change("M-2", complete()))),
             );
             let received = db.store.receive_hl7(&unnamed, counting_ack).await.unwrap();
             assert_eq!(received.status, MessageStatus::Applied, "{engine:?}");
@@ -263,7 +268,7 @@ async fn an_update_keeps_what_it_did_not_send_and_the_hl7_null_clears() {
             &message(
                 "TEST",
                 "C-1",
-                Ok(IntakeEvent::Upsert(change("M-1", complete()))),
+                Ok(IntakeEvent::register(change("M-1", complete()))),
             ),
         )
         .await;
@@ -341,7 +346,7 @@ async fn a_new_chart_marked_deceased_is_never_invited() {
         };
         let received = receive(
             &db.store,
-            &message("TEST", "C-1", Ok(IntakeEvent::Upsert(deceased))),
+            &message("TEST", "C-1", Ok(IntakeEvent::register(deceased))),
         )
         .await;
         assert_eq!(received.status, MessageStatus::Applied, "{engine:?}");
@@ -362,7 +367,7 @@ async fn a_new_chart_marked_deceased_is_never_invited() {
 async fn encounters_and_appointments_are_triggers_only_when_new() {
     on_each_engine(async |engine, db| {
         db.always_open_practice("TEST", now()).await;
-        let upsert = IntakeEvent::Upsert(change("M-1", complete()));
+        let upsert = IntakeEvent::register(change("M-1", complete()));
         let patient_id = receive(&db.store, &message("TEST", "C-1", Ok(upsert)))
             .await
             .patient_id
@@ -422,7 +427,7 @@ async fn encounters_and_appointments_are_triggers_only_when_new() {
 async fn a_message_without_an_mrn_or_a_merge_of_an_unknown_survivor() {
     on_each_engine(async |engine, db| {
         db.always_open_practice("TEST", now()).await;
-        let no_mrn = IntakeEvent::Upsert(change("  ", complete()));
+        let no_mrn = IntakeEvent::register(change("  ", complete()));
         let received = receive(&db.store, &message("TEST", "C-1", Ok(no_mrn))).await;
         assert_eq!(
             (received.status, received.ack.as_str()),
@@ -438,13 +443,14 @@ async fn a_message_without_an_mrn_or_a_merge_of_an_unknown_survivor() {
             &message(
                 "TEST",
                 "C-2",
-                Ok(IntakeEvent::Upsert(change("OLD-1", complete()))),
+                Ok(IntakeEvent::register(change("OLD-1", complete()))),
             ),
         )
         .await;
         let merge = IntakeEvent::Merge {
             patient: change("NEW-1", Demographics::default()),
             merged_mrn: "OLD-1".into(),
+            merged_assigning_authority: None,
         };
         let merged = receive(&db.store, &message("TEST", "C-3", Ok(merge))).await;
         assert_eq!(merged.status, MessageStatus::Applied, "{engine:?}");
@@ -458,6 +464,126 @@ async fn a_message_without_an_mrn_or_a_merge_of_an_unknown_survivor() {
                 .contains(&"mrn_changed".to_string())
         );
         assert_eq!(count(db, "patients").await, 1);
+    })
+    .await;
+}
+
+fn applied(outcome: IntakeOutcome) -> SaveOutcome {
+    match outcome {
+        IntakeOutcome::Applied(saved) => saved,
+        IntakeOutcome::Refused(problem) => panic!("refused: {problem:?}"),
+    }
+}
+
+/// `Store::apply_intake`, the one store function outside the HL7 message
+/// transaction: a registration adds the chart and answers with its
+/// trigger's decision; an update overlays what it sent, with the source on
+/// every line; an appointment is a trigger once; a registration that
+/// refuses a known MRN writes nothing; an event without an MRN is refused
+/// with the problem and writes nothing either.
+#[tokio::test]
+async fn apply_intake_answers_what_it_did_and_records_its_source() {
+    on_each_engine(async |engine, db| {
+        let practice = db.always_open_practice("TEST", now()).await;
+        let source = Source::new("fhir", Some("importer")).with_reference("Patient/7");
+        let apply = async |event: IntakeEvent| {
+            db.store
+                .apply_intake(practice.id, &event, &source, now())
+                .await
+        };
+
+        let added = applied(
+            apply(IntakeEvent::register(change("M-1", complete())))
+                .await
+                .unwrap(),
+        );
+        assert!(added.created, "{engine:?}");
+        assert_eq!(added.patient.mrn, "M-1");
+        assert_eq!(added.patient.demographics, complete());
+        assert_eq!(added.triggers.len(), 1, "{engine:?}");
+        assert_eq!(added.triggers[0].trigger, Trigger::ChartAdded);
+        assert_eq!(added.triggers[0].decision, AutoDecision::SendNow);
+        assert!(added.triggers[0].invite_id.is_some());
+
+        let zip = Demographics {
+            zip: Some("10001".into()),
+            ..Demographics::default()
+        };
+        let updated = applied(
+            apply(IntakeEvent::Update(change("M-1", zip)))
+                .await
+                .unwrap(),
+        );
+        assert!(!updated.created);
+        assert_eq!(updated.patient.id, added.patient.id);
+        assert_eq!(updated.patient.demographics.zip.as_deref(), Some("10001"));
+        assert_eq!(
+            updated.patient.demographics.email.as_deref(),
+            Some("ida@example.org"),
+            "not sent: kept"
+        );
+        assert_eq!(
+            updated.triggers[0].trigger,
+            Trigger::RequiredFieldsChanged {
+                fields: vec![Field::Zip]
+            }
+        );
+        // R6: the chart-added invite is still waiting; this one attaches.
+        assert_eq!(updated.triggers[0].decision, AutoDecision::Coalesced);
+
+        let booking = || IntakeEvent::Appointment {
+            patient: change("M-1", Demographics::default()),
+            appointment_id: "A-1".into(),
+            status: AppointmentStatus::Booked,
+            starts_at: None,
+        };
+        let booked = applied(apply(booking()).await.unwrap());
+        assert_eq!(
+            booked.triggers.last().map(|t| &t.trigger),
+            Some(&Trigger::NewAppointment)
+        );
+        let repeated = applied(apply(booking()).await.unwrap());
+        assert!(
+            repeated.triggers.is_empty(),
+            "{engine:?}: {:?}",
+            repeated.triggers
+        );
+
+        let timeline = db.store.patient_timeline(added.patient.id).await.unwrap();
+        assert!(
+            timeline.iter().all(|e| e.source == "fhir"
+                && e.actor.as_deref() == Some("importer")
+                && e.reference.as_deref() == Some("Patient/7")),
+            "{engine:?}: {timeline:?}"
+        );
+
+        let lines = timeline.len();
+        let again = IntakeEvent::Register {
+            patient: change("M-1", complete()),
+            if_known: IfKnown::Refuse,
+        };
+        assert!(
+            matches!(apply(again).await, Err(StoreError::DuplicateMrn)),
+            "{engine:?}"
+        );
+        let no_mrn = apply(IntakeEvent::register(change(" ", complete())))
+            .await
+            .unwrap();
+        match no_mrn {
+            IntakeOutcome::Refused(problem) => {
+                assert_eq!(problem.kind, ProblemKind::MissingField, "{engine:?}");
+            }
+            other => panic!("{engine:?}: {other:?}"),
+        }
+        let after = db.store.patient_timeline(added.patient.id).await.unwrap();
+        assert_eq!(after.len(), lines, "{engine:?}: nothing written");
+        assert_eq!(count(db, "patients").await, 1);
+        assert!(matches!(
+            db.store
+                .apply_intake(practice.id + 1000, &booking(), &source, now())
+                .await,
+            Err(StoreError::NotFound("practice"))
+        ));
     })
     .await;
 }

@@ -7,12 +7,9 @@
 // A test's helpers fail the test when a step fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use enroll_core::{CAP_WINDOW, Demographics};
+use enroll_core::{CAP_WINDOW, Demographics, IntakeEvent, PatientChange};
 use enroll_store::testing::{ENGINES, Engine, TestDb};
-use enroll_store::{
-    DeliveryPolicy, EnrollOutcome, InboundMessage, IntakeEvent, InviteState, PatientChange,
-    Prepared, Source,
-};
+use enroll_store::{DeliveryPolicy, EnrollOutcome, InboundMessage, InviteState, Prepared, Source};
 use jiff::Timestamp;
 
 /// Wednesday 2026-11-25 15:00 in New York.
@@ -89,6 +86,7 @@ async fn merge(db: &TestDb, survivor_mrn: &str, merged_mrn: &str, code: &str) {
                 ..Default::default()
             },
             merged_mrn: merged_mrn.into(),
+            merged_assigning_authority: None,
         }),
     };
     let received = db.store.receive_hl7(&message, |_| "ACK".into()).await;

@@ -725,12 +725,13 @@ async fn a_merge_combines_the_flags_of_both_charts() {
             message_type: "ADT^A40".into(),
             deduplicate: true,
             notes: None,
-            parsed: Ok(enroll_store::IntakeEvent::Merge {
-                patient: enroll_store::PatientChange {
+            parsed: Ok(enroll_core::IntakeEvent::Merge {
+                patient: enroll_core::PatientChange {
                     mrn: "S-1".into(),
                     ..Default::default()
                 },
                 merged_mrn: "M-1".into(),
+                merged_assigning_authority: None,
             }),
         };
         let received = db.store.receive_hl7(&merge, |_| "ACK".into()).await;

@@ -31,7 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use enroll_hl7::{Hl7Event, MappingOptions, MllpCodec, MllpError};
+use enroll_core::{AppointmentStatus, IntakeEvent};
+use enroll_hl7::{MappingOptions, MllpCodec, MllpError};
 use enroll_store::testing::replace_database;
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
@@ -1175,15 +1176,18 @@ impl Corpus {
             })?;
             let kind_ok = matches!(
                 (t.kind, &event),
-                (Kind::NewPatient, Hl7Event::PatientUpsert { .. })
+                (Kind::NewPatient, IntakeEvent::Register { .. })
+                    | (Kind::Update | Kind::PersonUpdate, IntakeEvent::Update(_))
+                    | (Kind::Encounter, IntakeEvent::Encounter { .. })
                     | (
-                        Kind::Update | Kind::PersonUpdate,
-                        Hl7Event::PatientUpdate { .. }
+                        Kind::Appointment,
+                        IntakeEvent::Appointment {
+                            status: AppointmentStatus::Booked,
+                            ..
+                        }
                     )
-                    | (Kind::Encounter, Hl7Event::Encounter { .. })
-                    | (Kind::Appointment, Hl7Event::Appointment { .. })
             );
-            let demographics = &event.patient().demographics;
+            let demographics = &event.patient().sent;
             ensure!(
                 kind_ok
                     && demographics.email == t.expect_email

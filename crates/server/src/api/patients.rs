@@ -4,7 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use enroll_core::{Demographics, Refusal, SearchTerms, StaffStatus, Trigger, parse_date};
+use enroll_core::{
+    Demographics, IfKnown, IntakeEvent, PatientChange, Refusal, SearchTerms, StaffStatus, Trigger,
+    parse_date,
+};
 use enroll_store::{
     AuditEntry, Chart, EnrollOutcome, Invite, Patient, PatientSearch, SaveOutcome, Source,
     TimelineEntry, TriggerOutcome,
@@ -72,16 +75,16 @@ pub(crate) async fn create(
     }
     super::practice_or_404(&state, new.practice_id).await?;
     let now = state.clock.now();
+    // The whole record, as a registration that a known MRN refuses (409).
+    let event = IntakeEvent::Register {
+        patient: PatientChange::replacing(mrn, &new.demographics),
+        if_known: IfKnown::Refuse,
+    };
     let outcome = state
         .store
-        .create_patient(
-            new.practice_id,
-            mrn,
-            &new.demographics,
-            &source(&staff),
-            now,
-        )
-        .await?;
+        .apply_intake(new.practice_id, &event, &source(&staff), now)
+        .await?
+        .into_saved()?;
     state
         .store
         .audit(
@@ -100,12 +103,16 @@ pub(crate) async fn update(
     ApiPath(id): ApiPath<i64>,
     JsonBody(demographics): JsonBody<Demographics>,
 ) -> Result<Json<SaveOutcome>, ApiError> {
-    scoped(&state, &staff, id).await?;
+    let patient = scoped(&state, &staff, id).await?;
     let now = state.clock.now();
+    // PUT replaces the record: a field not given is cleared. Addressed by
+    // the chart's MRN, so a chart merged away updates the survivor.
+    let event = IntakeEvent::Update(PatientChange::replacing(&patient.mrn, &demographics));
     let outcome = state
         .store
-        .update_patient(id, &demographics, &source(&staff), now)
-        .await?;
+        .apply_intake(patient.practice_id, &event, &source(&staff), now)
+        .await?
+        .into_saved()?;
     state
         .store
         .audit(&staff.0.username, "patient.update", Some(id), now)
