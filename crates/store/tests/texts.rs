@@ -45,9 +45,13 @@ fn api() -> Source {
 /// A chart with a cell phone in the practice `TXT` (email and texts, always
 /// open): its chart-added invite is queued at once.
 async fn chart(db: &TestDb, mrn: &str, first: &str, cell_phone: &str) -> i64 {
+    chart_at(db, mrn, first, cell_phone, now()).await
+}
+
+async fn chart_at(db: &TestDb, mrn: &str, first: &str, cell_phone: &str, at: Timestamp) -> i64 {
     let practice = match db.store.practice_by_code("TXT").await.unwrap() {
         Some(practice) => practice,
-        None => db.always_open_practice("TXT", now()).await,
+        None => db.always_open_practice("TXT", at).await,
     };
     let demographics = Demographics {
         first_name: Some(first.into()),
@@ -59,7 +63,7 @@ async fn chart(db: &TestDb, mrn: &str, first: &str, cell_phone: &str) -> i64 {
         cell_phone: Some(cell_phone.into()),
     };
     db.store
-        .create_patient(practice.id, mrn, &demographics, &api(), now())
+        .create_patient(practice.id, mrn, &demographics, &api(), at)
         .await
         .unwrap()
         .patient
@@ -176,6 +180,35 @@ async fn an_invite_is_emailed_and_texted_within_the_limits_of_r13() {
         assert_eq!(
             jobs[&kim].cell_phone.as_deref(),
             Some("+12125550104"),
+            "{engine:?}"
+        );
+    })
+    .await;
+}
+
+/// R13's week: a number texted three times in the last seven days, but
+/// not in the last day, gets no fourth text; the email goes.
+#[tokio::test]
+async fn a_number_texted_three_times_this_week_gets_no_fourth_text() {
+    on_each_engine(async |engine, db| {
+        let phone = "+12125550105";
+        for (n, days_ago) in [6, 4, 2].into_iter().enumerate() {
+            let at = now() - SignedDuration::from_hours(24 * days_ago);
+            let id = chart_at(db, &format!("W-{n}"), "Sam", phone, at).await;
+            let jobs = prepare(db, at).await;
+            assert_eq!(
+                jobs[&id].cell_phone.as_deref(),
+                Some(phone),
+                "{engine:?}: {days_ago}"
+            );
+            delivered(db, &jobs[&id], at).await;
+        }
+        let fourth = chart(db, "W-4", "Sue", phone).await;
+        let jobs = prepare(db, now()).await;
+        assert_eq!(jobs[&fourth].cell_phone, None, "{engine:?}: three a week");
+        assert_eq!(
+            jobs[&fourth].email.as_deref(),
+            Some("sue@example.org"),
             "{engine:?}"
         );
     })
