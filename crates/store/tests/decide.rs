@@ -101,7 +101,8 @@ async fn invite(db: &TestDb, patient_id: i64, invite_id: i64) -> enroll_store::I
 /// chart with a cell phone (no email), and cancels, with the reason in
 /// words, the invite of a chart with no cell phone or one opted out of
 /// texts (waiting would not change that). A practice that also emails
-/// sends a chart without a cell phone its email.
+/// sends a chart without a cell phone its email, and one that only
+/// emails does not text a chart that has a cell phone.
 #[tokio::test]
 async fn a_text_only_practice_texts_a_cell_phone_and_cancels_a_chart_it_cannot_text() {
     on_each_engine(async |engine, db| {
@@ -127,6 +128,20 @@ async fn a_text_only_practice_texts_a_cell_phone_and_cancels_a_chart_it_cannot_t
         )
         .await;
         let (_, emailed) = chart_with_invite(db, both.id, "B-1", &chart("Ria", None), now).await;
+        let emails = db.always_open_practice("EML", now).await;
+        let (_, not_texted) = chart_with_invite(
+            db,
+            emails.id,
+            "E-1",
+            &chart("Sia", Some("+13125550103")),
+            now,
+        )
+        .await;
+        let email_only = Channels {
+            email: true,
+            sms: false,
+        };
+        db.store.set_channels(emails.id, email_only).await.unwrap();
         db.store
             .set_sms_opt_out_by_phone(opted_out_phone, true, now)
             .await
@@ -143,7 +158,7 @@ async fn a_text_only_practice_texts_a_cell_phone_and_cancels_a_chart_it_cannot_t
             ..DeliveryPolicy::default()
         };
         let prepared = prepare_all(db, &policy, now).await;
-        assert_eq!(prepared.len(), 4, "{engine:?}: {prepared:?}");
+        assert_eq!(prepared.len(), 5, "{engine:?}: {prepared:?}");
 
         let Some(Prepared::Send(job)) = prepared.get(&textable) else {
             panic!("{engine:?}: the chart with a cell phone is texted: {prepared:?}");
@@ -160,6 +175,15 @@ async fn a_text_only_practice_texts_a_cell_phone_and_cancels_a_chart_it_cannot_t
         };
         assert_eq!(job.email.as_deref(), Some("ria@example.org"), "{engine:?}");
         assert_eq!(job.cell_phone, None, "{engine:?}");
+
+        let Some(Prepared::Send(job)) = prepared.get(&not_texted) else {
+            panic!("{engine:?}: the email-only practice emails: {prepared:?}");
+        };
+        assert_eq!(job.email.as_deref(), Some("sia@example.org"), "{engine:?}");
+        assert_eq!(
+            job.cell_phone, None,
+            "{engine:?}: texts are off for this practice"
+        );
 
         for (patient_id, id) in [no_cell, opted_out] {
             assert!(
@@ -282,8 +306,8 @@ async fn racing_creates_of_one_mrn_make_one_chart_and_say_the_mrn_is_taken() {
 }
 
 /// Only the unique index's refusal means "this MRN is taken": another
-/// refusal of the insert (here PostgreSQL's of a NUL byte, which no text
-/// column can hold) is passed on as the error it is, so the caller does not
+/// refusal of the insert (here PostgreSQL's of a NUL byte in the first
+/// name, which no text column can hold) is passed on as the error it is, so the caller does not
 /// tell staff to look for a chart that does not exist.
 #[tokio::test]
 async fn an_insert_refused_for_another_reason_is_not_called_a_duplicate_mrn() {
@@ -292,7 +316,7 @@ async fn an_insert_refused_for_another_reason_is_not_called_a_duplicate_mrn() {
         let practice = db.always_open_practice("NUL", now).await;
         let result = db
             .store
-            .create_patient(practice.id, "N\u{0}1", &chart("Xan", None), &api(), now)
+            .create_patient(practice.id, "N-1", &chart("X\u{0}an", None), &api(), now)
             .await;
         match engine {
             Engine::Postgres => assert!(
