@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use enroll_store::{Audit, AuditTarget};
 use enroll_store::{MessageQuery, MessageStatus, StoredMessage, facility_setting_key};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -74,9 +75,13 @@ pub(crate) async fn list(
     state
         .store
         .audit(
-            &staff.0.username,
-            "hl7.messages_list",
-            query.patient_id,
+            &Audit::new(
+                &staff.0.username,
+                "hl7.messages_list",
+                query
+                    .patient_id
+                    .map_or(AuditTarget::None, AuditTarget::Patient),
+            ),
             state.clock.now(),
         )
         .await?;
@@ -106,9 +111,14 @@ pub(crate) async fn show(
     state
         .store
         .audit(
-            &staff.0.username,
-            "hl7.message_view",
-            message.patient_id,
+            &Audit::new(
+                &staff.0.username,
+                "hl7.message_view",
+                AuditTarget::Message {
+                    id: message.id,
+                    patient_id: message.patient_id,
+                },
+            ),
             state.clock.now(),
         )
         .await?;
@@ -128,9 +138,14 @@ pub(crate) async fn reprocess(
     state
         .store
         .audit(
-            &staff.0.username,
-            "hl7.message_reprocess",
-            message.patient_id,
+            &Audit::new(
+                &staff.0.username,
+                "hl7.message_reprocess",
+                AuditTarget::Message {
+                    id: message.id,
+                    patient_id: message.patient_id,
+                },
+            ),
             state.clock.now(),
         )
         .await?;
@@ -168,9 +183,7 @@ pub(crate) async fn map_facility(
     state
         .store
         .audit(
-            &admin.username,
-            "hl7.facility_mapped",
-            None,
+            &Audit::new(&admin.username, "hl7.facility_mapped", AuditTarget::None),
             state.clock.now(),
         )
         .await?;

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::{E164Phone, InvalidPracticeCode, PracticeCode, Schedule, ValidSchedule};
+use enroll_store::{Audit, AuditTarget};
 use enroll_store::{Channels, NewPractice, Practice, StoreError};
 use jiff::civil::Date;
 use serde::Deserialize;
@@ -62,9 +63,11 @@ async fn create_checked(
     state
         .store
         .audit(
-            &staff.0.username,
-            "practice.create",
-            None,
+            &Audit::new(
+                &staff.0.username,
+                "practice.create",
+                AuditTarget::Practice(practice.id),
+            ),
             state.clock.now(),
         )
         .await?;
@@ -98,7 +101,14 @@ pub(crate) async fn set_phone(
     let practice = state.store.set_practice_phone(id, phone.as_ref()).await?;
     state
         .store
-        .audit(&staff.0.username, "practice.phone", None, state.clock.now())
+        .audit(
+            &Audit::new(
+                &staff.0.username,
+                "practice.phone",
+                AuditTarget::Practice(id),
+            ),
+            state.clock.now(),
+        )
         .await?;
     Ok(Json(practice))
 }
@@ -122,11 +132,13 @@ pub(crate) async fn set_channels(
     let detail = json!({ "practice": practice.code, "before": before, "after": practice.channels });
     state
         .store
-        .audit_with_detail(
-            &staff.0.username,
-            "practice.channels",
-            None,
-            Some(&detail.to_string()),
+        .audit(
+            &Audit::new(
+                &staff.0.username,
+                "practice.channels",
+                AuditTarget::Practice(id),
+            )
+            .with_detail(detail.to_string()),
             state.clock.now(),
         )
         .await?;
@@ -158,7 +170,10 @@ pub(crate) async fn set_auto_invites(
     };
     state
         .store
-        .audit(&staff.0.username, action, None, state.clock.now())
+        .audit(
+            &Audit::new(&staff.0.username, action, AuditTarget::Practice(id)),
+            state.clock.now(),
+        )
         .await?;
     Ok(Json(practice))
 }
@@ -175,9 +190,11 @@ pub(crate) async fn set_schedule(
     state
         .store
         .audit(
-            &staff.0.username,
-            "practice.schedule",
-            None,
+            &Audit::new(
+                &staff.0.username,
+                "practice.schedule",
+                AuditTarget::Practice(id),
+            ),
             state.clock.now(),
         )
         .await?;

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use enroll_notify::{Language, RenderedEmail};
+use enroll_store::{Audit, AuditTarget};
 use serde::{Deserialize, Serialize};
 
 use super::json::{ApiPath, ApiQuery, JsonBody};
@@ -109,9 +110,11 @@ pub(crate) async fn put(
     state
         .store
         .audit(
-            &admin.username,
-            "practice.template",
-            None,
+            &Audit::new(
+                &admin.username,
+                "practice.template",
+                AuditTarget::Practice(id),
+            ),
             state.clock.now(),
         )
         .await?;

@@ -10,6 +10,7 @@ mod go_live;
 mod schedule_form;
 mod templates;
 
+use enroll_store::{Audit, AuditTarget};
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
@@ -604,11 +605,13 @@ async fn audit_change(
     let detail = json!({ "practice": practice.code, "before": before, "after": after });
     state
         .store
-        .audit_with_detail(
-            &signed_in.user.username,
-            action,
-            None,
-            Some(&detail.to_string()),
+        .audit(
+            &Audit::new(
+                &signed_in.user.username,
+                action,
+                AuditTarget::Practice(practice.id),
+            )
+            .with_detail(detail.to_string()),
             state.clock.now(),
         )
         .await
