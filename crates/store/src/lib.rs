@@ -75,6 +75,7 @@ pub use outbox::{
 };
 pub use patients::Chart;
 pub use portal::{PatientAccount, PortalSession};
+pub use practices::PracticeChange;
 pub use settings::ActivationLink;
 pub use staff::{Lockout, NewStaffUser, StaffAccount, StaffListing, StaffSession, hash_token};
 pub use webhooks::{

@@ -6,9 +6,9 @@
 // A test's helpers fail the test when a step fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use enroll_core::{Demographics, Trigger};
+use enroll_core::{Demographics, E164Phone, Trigger};
 use enroll_store::testing::{ENGINES, Engine, TestDb};
-use enroll_store::{Audit, AuditEntry, AuditTarget, Source, StoreError};
+use enroll_store::{Audit, AuditEntry, AuditTarget, Practice, PracticeChange, Source, StoreError};
 use jiff::Timestamp;
 
 /// Wednesday 2026-11-25 15:00 in New York: inside office hours.
@@ -266,6 +266,54 @@ async fn a_view_line_names_its_target_a_search_its_terms_and_the_ids_shown() {
         // Kept with the patient's lines.
         let patients = db.store.audit_log(Some(3), 10).await.unwrap();
         assert_eq!(patients.len(), 1, "{engine:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_practice_setting_and_its_audit_line_commit_together() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday_afternoon();
+        let practice = db.always_open_practice("SET", now).await;
+        let phone = E164Phone::parse("+1 617 555 0199").unwrap();
+        let audit = |changed: &Practice| {
+            Audit::new("admin", "practice.phone", AuditTarget::Practice(changed.id))
+                .with_detail(format!("after {:?}", changed.phone))
+        };
+
+        refuse_audit_lines(engine, db).await;
+        let failed = db
+            .store
+            .change_practice(practice.id, PracticeChange::Phone(Some(&phone)), audit, now)
+            .await;
+        assert!(failed.is_err(), "{engine:?}");
+        accept_audit_lines(engine, db).await;
+        let kept = db.store.practice(practice.id).await.unwrap().unwrap();
+        assert_eq!(
+            kept.phone, None,
+            "{engine:?}: the failed line undid the change"
+        );
+        assert!(lines(db).await.is_empty(), "{engine:?}");
+
+        let changed = db
+            .store
+            .change_practice(practice.id, PracticeChange::Phone(Some(&phone)), audit, now)
+            .await
+            .unwrap();
+        assert_eq!(changed.phone.as_deref(), Some(phone.as_str()), "{engine:?}");
+        let all = lines(db).await;
+        assert_eq!(all.len(), 1, "{engine:?}");
+        assert_eq!(
+            all[0].target_type.as_deref(),
+            Some("practice"),
+            "{engine:?}"
+        );
+        assert_eq!(all[0].target_id, Some(practice.id), "{engine:?}");
+        assert_eq!(
+            all[0].detail.as_deref(),
+            Some("after Some(\"+16175550199\")"),
+            "{engine:?}: made from the practice as written"
+        );
     })
     .await;
 }
