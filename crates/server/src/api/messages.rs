@@ -171,21 +171,20 @@ pub(crate) async fn map_facility(
     JsonBody(body): JsonBody<FacilityMapping>,
 ) -> Result<Json<FacilityMapped>, ApiError> {
     let code = body.practice_code.trim();
-    if state.store.practice_by_code(code).await?.is_none() {
+    let Some(practice) = state.store.practice_by_code(code).await? else {
         return Err(ApiError::BadRequest(format!(
             "there is no practice with the code {code:?}: create it first or use an existing code"
         )));
-    }
+    };
+    let audit = Audit::new(
+        &admin.username,
+        "hl7.facility_mapped",
+        AuditTarget::Practice(practice.id),
+    );
+    let key = facility_setting_key(&facility);
     state
         .store
-        .put_setting(&facility_setting_key(&facility), code)
-        .await?;
-    state
-        .store
-        .audit(
-            &Audit::new(&admin.username, "hl7.facility_mapped", AuditTarget::None),
-            state.clock.now(),
-        )
+        .put_settings_audited(&[(&key, code)], &audit, state.clock.now())
         .await?;
     Ok(Json(FacilityMapped {
         facility,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::json::{ApiPath, ApiQuery, JsonBody};
 use crate::auth::{Admin, Staff};
-use crate::templates::{sample_invite, save};
+use crate::templates::{TemplatePart, sample_invite, save_audited};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -97,27 +97,26 @@ pub(crate) async fn put(
         return Err(ApiError::NotFound("practice"));
     }
     let practice = super::practice_or_404(&state, id).await?;
-    save(
+    let part = TemplatePart {
+        practice_code: &practice.code,
+        language: &language,
+        kind: &kind,
+    };
+    let audit = Audit::new(
+        &admin.username,
+        "practice.template",
+        AuditTarget::Practice(id),
+    );
+    save_audited(
         &state.store,
         &state.templates,
-        &practice.code,
-        &language,
-        &kind,
+        &part,
         &body.source,
+        &audit,
+        state.clock.now(),
     )
     .await?
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    state
-        .store
-        .audit(
-            &Audit::new(
-                &admin.username,
-                "practice.template",
-                AuditTarget::Practice(id),
-            ),
-            state.clock.now(),
-        )
-        .await?;
     preview(
         State(state),
         Staff(admin),
