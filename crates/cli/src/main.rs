@@ -3,6 +3,7 @@
 mod config;
 mod synthetic;
 
+use enroll_store::{Audit, AuditTarget};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -451,7 +452,15 @@ async fn audit_webhook(
     })
     .to_string();
     store
-        .audit_with_detail(CLI_ACTOR, action, None, Some(&detail), Timestamp::now())
+        .audit(
+            &Audit::new(
+                CLI_ACTOR,
+                action,
+                AuditTarget::Practice(endpoint.practice_id),
+            )
+            .with_detail(detail),
+            Timestamp::now(),
+        )
         .await?;
     Ok(())
 }

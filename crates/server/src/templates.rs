@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock};
 use enroll_notify::{InviteContext, Language, TemplateError, TemplateKind, Templates};
 
 use crate::links::Links;
-use enroll_store::{Store, StoreError};
+use enroll_store::{Audit, Store, StoreError};
+use jiff::Timestamp;
 
 /// The templates in force in this process, shared by the pages and the API
 /// (which change them) and the dispatcher (which renders). Every instance
@@ -161,6 +162,46 @@ pub async fn save(
     kind: &str,
     source: &str,
 ) -> Result<Result<(), SaveError>, StoreError> {
+    let part = TemplatePart {
+        practice_code,
+        language,
+        kind,
+    };
+    save_part(store, templates, &part, source, None).await
+}
+
+/// Which template an override replaces.
+pub struct TemplatePart<'a> {
+    pub practice_code: &'a str,
+    pub language: &'a str,
+    pub kind: &'a str,
+}
+
+/// [`save`] that a staff member asked for: the override and its audit
+/// line in one transaction.
+pub async fn save_audited(
+    store: &Store,
+    templates: &SharedTemplates,
+    part: &TemplatePart<'_>,
+    source: &str,
+    audit: &Audit,
+    now: Timestamp,
+) -> Result<Result<(), SaveError>, StoreError> {
+    save_part(store, templates, part, source, Some((audit, now))).await
+}
+
+async fn save_part(
+    store: &Store,
+    templates: &SharedTemplates,
+    part: &TemplatePart<'_>,
+    source: &str,
+    audit: Option<(&Audit, Timestamp)>,
+) -> Result<Result<(), SaveError>, StoreError> {
+    let TemplatePart {
+        practice_code,
+        language,
+        kind,
+    } = *part;
     let Some(lang) = Language::from_code(language) else {
         return Ok(Err(SaveError::UnknownLanguage(language.to_string())));
     };
@@ -175,12 +216,12 @@ pub async fn save(
         return Ok(Err(e.into()));
     }
     let version = crate::ui::session::random_secret(16);
-    store
-        .put_settings(&[
-            (&setting_key(practice_code, language, kind), source),
-            (VERSION_KEY, &version),
-        ])
-        .await?;
+    let key = setting_key(practice_code, language, kind);
+    let pairs = [(key.as_str(), source), (VERSION_KEY, version.as_str())];
+    match audit {
+        Some((audit, now)) => store.put_settings_audited(&pairs, audit, now).await?,
+        None => store.put_settings(&pairs).await?,
+    }
     templates.replace(candidate, Some(version));
     Ok(Ok(()))
 }

@@ -16,7 +16,7 @@ use crate::enrollment::WrittenPatient;
 use crate::intake::{IntakeProblem, ProblemKind, RACE_RETRIES, is_race};
 use crate::timeline::{AppointmentChange, TimelineEvent};
 use crate::tx::{Tx, on_tx};
-use crate::{Practice, Result, SaveOutcome, Source, Store, StoreError, to_ms};
+use crate::{AuditTarget, Practice, Result, SaveOutcome, Source, Store, StoreError, to_ms};
 
 /// What became of an event given to [`Store::apply_intake`].
 // One is returned per call and none is kept in bulk: boxing the larger
@@ -107,6 +107,9 @@ impl Store {
             // Nothing was written; dropping the transaction rolls it back.
             Err(problem) => return Ok(IntakeOutcome::Refused(problem)),
         };
+        // The chart written (a merged chart's survivor), as the audit's target.
+        tx.audit_change(source, AuditTarget::Patient(applied.patient_id), now)
+            .await?;
         // Read in the transaction, so the answer is the record as written.
         let patient = tx.patient(applied.patient_id).await?;
         tx.commit().await?;

@@ -8,8 +8,8 @@ use enroll_core::PatientResponse;
 use jiff::Timestamp;
 
 use crate::timeline::TimelineEvent;
-use crate::tx::{Tx, on_tx};
-use crate::{Patient, Result, Source, Store, StoreError, to_ms};
+use crate::tx::on_tx;
+use crate::{Audit, AuditTarget, Patient, Result, Source, Store, StoreError, to_ms};
 
 impl Store {
     /// R11: the required fields were confirmed with the patient by the
@@ -36,8 +36,15 @@ impl Store {
         })?;
         tx.timeline(patient_id, now, &TimelineEvent::FieldsConfirmed, source)
             .await?;
-        tx.audit(&actor, "patient.confirm_fields", patient_id, now)
-            .await?;
+        tx.audit_entry(
+            &Audit::new(
+                &actor,
+                "patient.confirm_fields",
+                AuditTarget::Patient(patient_id),
+            ),
+            now,
+        )
+        .await?;
         let patient = tx.patient(patient_id).await?;
         tx.commit().await?;
         Ok(patient)
@@ -82,31 +89,13 @@ impl Store {
         } else {
             "patient.remove_response"
         };
-        tx.audit(&actor, action, patient_id, now).await?;
+        tx.audit_entry(
+            &Audit::new(&actor, action, AuditTarget::Patient(patient_id)),
+            now,
+        )
+        .await?;
         let patient = tx.patient(patient_id).await?;
         tx.commit().await?;
         Ok(patient)
-    }
-}
-
-impl Tx {
-    /// The audit line of a change, in the change's transaction.
-    pub(crate) async fn audit(
-        &mut self,
-        actor: &str,
-        action: &str,
-        patient_id: i64,
-        now: Timestamp,
-    ) -> Result<()> {
-        on_tx!(self, c => {
-            sqlx::query("INSERT INTO audit_log (at, actor, action, patient_id) VALUES ($1, $2, $3, $4)")
-                .bind(to_ms(now))
-                .bind(actor)
-                .bind(action)
-                .bind(patient_id)
-                .execute(c)
-                .await.map(|r| r.rows_affected())
-        })?;
-        Ok(())
     }
 }

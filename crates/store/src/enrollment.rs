@@ -22,7 +22,7 @@ use crate::model::{
 use crate::timeline::TimelineEvent;
 use crate::tx::{Tx, on_tx};
 use crate::{
-    Invite, Patient, Practice, Result, SaveOutcome, Source, Store, StoreError, to_ms,
+    AuditTarget, Invite, Patient, Practice, Result, SaveOutcome, Source, Store, StoreError, to_ms,
     unique_violation,
 };
 
@@ -119,6 +119,8 @@ impl Store {
         let outcome = tx
             .apply_trigger(&practice, patient.id, trigger, source, now)
             .await?;
+        tx.audit_change(source, AuditTarget::Patient(patient.id), now)
+            .await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -137,6 +139,8 @@ impl Store {
         // Its history moved to the survivor: sending from here would start
         // a fresh count of 4 (R7). Nothing is written.
         if let Some(surviving_patient_id) = patient.merged_into {
+            tx.audit_change(source, AuditTarget::Patient(patient_id), now)
+                .await?;
             tx.commit().await?;
             return Ok(EnrollOutcome::MergedInto {
                 surviving_patient_id,
@@ -145,6 +149,8 @@ impl Store {
         if let Some(key) = idempotency_key
             && let Some(invite) = tx.invite_by_key(patient_id, key).await?
         {
+            tx.audit_change(source, AuditTarget::Patient(patient_id), now)
+                .await?;
             tx.commit().await?;
             return Ok(EnrollOutcome::Queued {
                 invite,
@@ -184,6 +190,8 @@ impl Store {
                 }
             }
         };
+        tx.audit_change(source, AuditTarget::Patient(patient_id), now)
+            .await?;
         tx.commit().await?;
         Ok(outcome)
     }

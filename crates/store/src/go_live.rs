@@ -131,6 +131,7 @@ fn run_source(run_id: i64) -> Source {
         channel: "go_live".into(),
         reference: Some(format!("run {run_id}")),
         actor: None,
+        audit: None,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::activation::{TOKEN_KEY_SETTING, TOKEN_SELECT, TokenRow, derive_token}
 use crate::enrollment::NewInvite;
 use crate::timeline::TimelineEvent;
 use crate::tx::on_tx;
-use crate::{Patient, Result, Source, Store, StoreError, hash_token, on_pool, to_ms};
+use crate::{AuditTarget, Patient, Result, Source, Store, StoreError, hash_token, on_pool, to_ms};
 
 /// Derivations tried for a short code: a second one is needed only when
 /// the first clashes with an earlier link's code (40 bits, so rarely).
@@ -91,6 +91,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let patient = tx.locked_patient(patient_id).await?;
         if let Some(surviving_patient_id) = patient.merged_into {
+            tx.audit_change(source, AuditTarget::Patient(patient_id), now)
+                .await?;
             tx.commit().await?;
             return Ok(InPersonOutcome::MergedInto {
                 surviving_patient_id,
@@ -114,6 +116,8 @@ impl Store {
                 .await
             })?;
             if let Some(invite_id) = recent {
+                tx.audit_change(source, AuditTarget::Patient(patient_id), now)
+                    .await?;
                 tx.commit().await?;
                 return Ok(InPersonOutcome::Ready { invite_id });
             }
@@ -123,6 +127,8 @@ impl Store {
             (ManualDecision::Refused { refusal }, _) => {
                 let refused = TimelineEvent::InPersonRefused { refusal: &refusal };
                 tx.timeline(patient_id, now, &refused, source).await?;
+                tx.audit_change(source, AuditTarget::Patient(patient_id), now)
+                    .await?;
                 tx.commit().await?;
                 return Ok(InPersonOutcome::Refused { refusal });
             }
@@ -207,6 +213,8 @@ impl Store {
             other_channel: None,
         };
         tx.timeline(patient_id, now, &sent, source).await?;
+        tx.audit_change(source, AuditTarget::Patient(patient_id), now)
+            .await?;
         tx.commit().await?;
         Ok(InPersonOutcome::Ready {
             invite_id: invite.id,

@@ -17,6 +17,7 @@
 
 mod activation;
 mod apply;
+mod audit;
 mod batch;
 mod cap;
 mod chart_actions;
@@ -54,6 +55,7 @@ use sqlx::sqlite::{
 
 pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
 pub use apply::IntakeOutcome;
+pub use audit::{Audit, AuditTarget};
 pub use dashboard::{CHART_DAYS, DashboardCounts, DayCount, MeasuredPatient};
 pub use go_live::{GoLiveProgress, GoLiveRun};
 pub use in_person::{InPersonInvite, InPersonOutcome};
@@ -73,6 +75,7 @@ pub use outbox::{
 };
 pub use patients::Chart;
 pub use portal::{PatientAccount, PortalSession};
+pub use practices::PracticeChange;
 pub use settings::ActivationLink;
 pub use staff::{Lockout, NewStaffUser, StaffAccount, StaffListing, StaffSession, hash_token};
 pub use webhooks::{

@@ -19,6 +19,11 @@ pub struct Source {
     pub reference: Option<String>,
     /// the staff user or system account
     pub actor: Option<String>,
+    /// The audit action (`patient.update`...) the change writes in its
+    /// own transaction, about what it changed; none for changes no staff
+    /// member asked for. Not part of the timeline's record.
+    #[serde(skip)]
+    pub audit: Option<String>,
 }
 
 impl Source {
@@ -27,7 +32,15 @@ impl Source {
             channel: channel.to_string(),
             reference: None,
             actor: actor.map(str::to_string),
+            audit: None,
         }
+    }
+
+    /// This source, asking the change to write the audit line `action`
+    /// in its transaction.
+    pub fn audited(mut self, action: &str) -> Source {
+        self.audit = Some(action.to_string());
+        self
     }
 
     pub fn with_reference(mut self, reference: impl Into<String>) -> Source {
@@ -438,6 +451,10 @@ pub struct AuditEntry {
     /// What a search looked for and which patients it showed; never PHI
     /// beyond what the actor typed.
     pub detail: Option<String>,
+    /// What the line is about (patient, practice, message, invite,
+    /// staff_user, search) and its id; none on a sign-in.
+    pub target_type: Option<String>,
+    pub target_id: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -448,6 +465,8 @@ pub(crate) struct AuditRow {
     pub(crate) action: String,
     pub(crate) patient_id: Option<i64>,
     pub(crate) detail: Option<String>,
+    pub(crate) target_type: Option<String>,
+    pub(crate) target_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -5,7 +5,8 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 
 use crate::model::{PRACTICE_COLUMNS, PracticeRow};
-use crate::{Channels, Readiness};
+use crate::tx::on_tx;
+use crate::{Audit, Channels, Readiness};
 use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms, unique_violation};
 use enroll_core::Field;
 use sqlx::AssertSqlSafe;
@@ -20,6 +21,24 @@ pub(crate) fn blank(field: Field) -> String {
     let column = field.key();
     format!("({column} IS NULL OR TRIM({column}) = '')")
 }
+
+/// A practice setting a staff member changes ([`Store::change_practice`]).
+#[derive(Debug, Clone, Copy)]
+pub enum PracticeChange<'a> {
+    Channels(Channels),
+    /// R3's switch; a go-live date of `None` keeps the one set before.
+    AutoInvites {
+        on: bool,
+        go_live: Option<Date>,
+    },
+    Phone(Option<&'a E164Phone>),
+    Schedule(&'a ValidSchedule),
+}
+
+/// No audit line: the change is not a staff member's request (tests, the
+/// demo, the command line's own audit).
+const UNAUDITED: Option<(MakeAudit, Timestamp)> = None;
+type MakeAudit = fn(&Practice) -> Audit;
 
 impl Store {
     /// Adds a practice, auto invites off. A code that is not a valid
@@ -113,26 +132,8 @@ impl Store {
     /// The channels the practice's invites go by; refused when both are off
     /// (an invite could then reach no one).
     pub async fn set_channels(&self, practice_id: i64, channels: Channels) -> Result<Practice> {
-        if !channels.email && !channels.sms {
-            return Err(StoreError::Invalid(
-                "keep at least one channel on: with email and text messages both off no invite could reach a patient".into(),
-            ));
-        }
-        let changed = on_pool!(self, pool => {
-            sqlx::query("UPDATE practices SET email_on = $1, sms_on = $2 WHERE id = $3")
-                .bind(channels.email)
-                .bind(channels.sms)
-                .bind(practice_id)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        if changed == 0 {
-            return Err(StoreError::NotFound("practice"));
-        }
-        self.practice(practice_id)
-            .await?
-            .ok_or(StoreError::NotFound("practice"))
+        self.write_practice_change(practice_id, PracticeChange::Channels(channels), UNAUDITED)
+            .await
     }
 
     /// Turns auto invites on or off (R3). Turning them on does not queue the
@@ -143,18 +144,9 @@ impl Store {
         on: bool,
         go_live: Option<Date>,
     ) -> Result<Practice> {
-        let go_live = go_live.map(|d| d.to_string());
-        let changed = on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE practices SET auto_invites_on = $1, go_live_date = COALESCE($2, go_live_date) WHERE id = $3",
-            )
-            .bind(on)
-            .bind(&go_live)
-            .bind(practice_id)
-            .execute(pool)
-            .await.map(|r| r.rows_affected())
-        })?;
-        self.practice_updated(practice_id, changed).await
+        let change = PracticeChange::AutoInvites { on, go_live };
+        self.write_practice_change(practice_id, change, UNAUDITED)
+            .await
     }
 
     /// Sets (or, with `None`, clears) the practice's phone number, E.164.
@@ -163,14 +155,8 @@ impl Store {
         practice_id: i64,
         phone: Option<&E164Phone>,
     ) -> Result<Practice> {
-        let changed = on_pool!(self, pool => {
-            sqlx::query("UPDATE practices SET phone = $1 WHERE id = $2")
-                .bind(phone.map(E164Phone::as_str))
-                .bind(practice_id)
-                .execute(pool)
-                .await.map(|r| r.rows_affected())
-        })?;
-        self.practice_updated(practice_id, changed).await
+        self.write_practice_change(practice_id, PracticeChange::Phone(phone), UNAUDITED)
+            .await
     }
 
     /// Replaces the schedule.
@@ -179,25 +165,95 @@ impl Store {
         practice_id: i64,
         schedule: &ValidSchedule,
     ) -> Result<Practice> {
-        let json = schedule_json(schedule)?;
-        let changed = on_pool!(self, pool => {
-            sqlx::query("UPDATE practices SET schedule_json = $1 WHERE id = $2")
-                .bind(&json)
-                .bind(practice_id)
-                .execute(pool)
-                .await.map(|r| r.rows_affected())
-        })?;
-        self.practice_updated(practice_id, changed).await
+        self.write_practice_change(practice_id, PracticeChange::Schedule(schedule), UNAUDITED)
+            .await
     }
 
-    /// The practice as an UPDATE that touched `changed` rows left it.
-    async fn practice_updated(&self, practice_id: i64, changed: u64) -> Result<Practice> {
+    /// A setting changed by a staff member: the change and its audit line,
+    /// made by `audit` from the practice as written (the setting after), in
+    /// one transaction.
+    pub async fn change_practice<F>(
+        &self,
+        practice_id: i64,
+        change: PracticeChange<'_>,
+        audit: F,
+        now: Timestamp,
+    ) -> Result<Practice>
+    where
+        F: FnOnce(&Practice) -> Audit + Send,
+    {
+        self.write_practice_change(practice_id, change, Some((audit, now)))
+            .await
+    }
+
+    async fn write_practice_change<F>(
+        &self,
+        practice_id: i64,
+        change: PracticeChange<'_>,
+        audit: Option<(F, Timestamp)>,
+    ) -> Result<Practice>
+    where
+        F: FnOnce(&Practice) -> Audit + Send,
+    {
+        if let PracticeChange::Channels(channels) = change
+            && !channels.email
+            && !channels.sms
+        {
+            return Err(StoreError::Invalid(
+                "keep at least one channel on: with email and text messages both off no invite could reach a patient".into(),
+            ));
+        }
+        let mut tx = self.begin_write().await?;
+        let changed = match change {
+            PracticeChange::Channels(channels) => on_tx!(&mut tx, c => {
+                sqlx::query("UPDATE practices SET email_on = $1, sms_on = $2 WHERE id = $3")
+                    .bind(channels.email)
+                    .bind(channels.sms)
+                    .bind(practice_id)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?,
+            PracticeChange::AutoInvites { on, go_live } => {
+                let go_live = go_live.map(|d| d.to_string());
+                on_tx!(&mut tx, c => {
+                    sqlx::query(
+                        "UPDATE practices SET auto_invites_on = $1, go_live_date = COALESCE($2, go_live_date) WHERE id = $3",
+                    )
+                    .bind(on)
+                    .bind(&go_live)
+                    .bind(practice_id)
+                    .execute(c)
+                    .await.map(|r| r.rows_affected())
+                })?
+            }
+            PracticeChange::Phone(phone) => on_tx!(&mut tx, c => {
+                sqlx::query("UPDATE practices SET phone = $1 WHERE id = $2")
+                    .bind(phone.map(E164Phone::as_str))
+                    .bind(practice_id)
+                    .execute(c)
+                    .await.map(|r| r.rows_affected())
+            })?,
+            PracticeChange::Schedule(schedule) => {
+                let json = schedule_json(schedule)?;
+                on_tx!(&mut tx, c => {
+                    sqlx::query("UPDATE practices SET schedule_json = $1 WHERE id = $2")
+                        .bind(&json)
+                        .bind(practice_id)
+                        .execute(c)
+                        .await.map(|r| r.rows_affected())
+                })?
+            }
+        };
         if changed == 0 {
             return Err(StoreError::NotFound("practice"));
         }
-        self.practice(practice_id)
-            .await?
-            .ok_or(StoreError::NotFound("practice"))
+        let practice = tx.practice(practice_id).await?;
+        if let Some((audit, now)) = audit {
+            tx.audit_entry(&audit(&practice), now).await?;
+        }
+        tx.commit().await?;
+        Ok(practice)
     }
 }
 

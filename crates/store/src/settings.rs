@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::tx::on_tx;
-use crate::{Result, Store, from_ms, on_pool};
+use crate::{Audit, Result, Store, from_ms, on_pool};
 
 /// What an activation link leads to (R10), without the token itself.
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +54,25 @@ impl Store {
     /// Stores every pair in one transaction: another instance that reads
     /// one of them (a version marker, say) also sees the others.
     pub async fn put_settings(&self, pairs: &[(&str, &str)]) -> Result<()> {
+        self.write_settings(pairs, None).await
+    }
+
+    /// [`Store::put_settings`] that a staff member asked for: the settings
+    /// and the audit line in one transaction.
+    pub async fn put_settings_audited(
+        &self,
+        pairs: &[(&str, &str)],
+        audit: &Audit,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write_settings(pairs, Some((audit, now))).await
+    }
+
+    async fn write_settings(
+        &self,
+        pairs: &[(&str, &str)],
+        audit: Option<(&Audit, Timestamp)>,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for (key, value) in pairs {
             on_tx!(&mut tx, c => {
@@ -67,6 +86,9 @@ impl Store {
                 .await
                 .map(|r| r.rows_affected())
             })?;
+        }
+        if let Some((audit, now)) = audit {
+            tx.audit_entry(audit, now).await?;
         }
         tx.commit().await
     }

@@ -8,10 +8,8 @@ use enroll_core::{PracticeScope, Role};
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
-use crate::model::AuditRow;
 use crate::{
-    AuditEntry, Result, StaffUser, Store, StoreError, from_ms, on_pool, opt_from_ms, to_ms,
-    unique_violation,
+    Result, StaffUser, Store, StoreError, from_ms, on_pool, opt_from_ms, to_ms, unique_violation,
 };
 
 /// API tokens and session cookies are long random strings, so one SHA-256
@@ -451,65 +449,5 @@ impl Store {
             role,
             scope: PracticeScope::for_user(role, ids.into_iter().map(|(id,)| id).collect()),
         })
-    }
-
-    /// Records that `actor` did `action` (view, search, update...) on a patient.
-    pub async fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        patient_id: Option<i64>,
-        now: Timestamp,
-    ) -> Result<()> {
-        self.audit_with_detail(actor, action, patient_id, None, now)
-            .await
-    }
-
-    /// [`Store::audit`] with what the action looked for or showed (a
-    /// search's terms and the ids it returned).
-    pub async fn audit_with_detail(
-        &self,
-        actor: &str,
-        action: &str,
-        patient_id: Option<i64>,
-        detail: Option<&str>,
-        now: Timestamp,
-    ) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("INSERT INTO audit_log (at, actor, action, patient_id, detail) VALUES ($1, $2, $3, $4, $5)")
-                .bind(to_ms(now))
-                .bind(actor)
-                .bind(action)
-                .bind(patient_id)
-                .bind(detail)
-                .execute(pool)
-                .await.map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    pub async fn audit_log(&self, patient_id: Option<i64>, limit: i64) -> Result<Vec<AuditEntry>> {
-        let rows: Vec<AuditRow> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT id, at, actor, action, patient_id, detail FROM audit_log \
-                 WHERE (CAST($1 AS BIGINT) IS NULL OR patient_id = $1) ORDER BY id DESC LIMIT $2",
-            )
-            .bind(patient_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
-        })?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: r.id,
-                    at: from_ms(r.at)?,
-                    actor: r.actor,
-                    action: r.action,
-                    patient_id: r.patient_id,
-                    detail: r.detail,
-                })
-            })
-            .collect()
     }
 }

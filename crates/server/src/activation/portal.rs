@@ -8,6 +8,7 @@
 //! session cookie (SHA-256 of "csrf:" and the cookie), which a page on
 //! another site can neither read nor compute.
 
+use enroll_store::{Audit, AuditTarget};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
@@ -161,9 +162,11 @@ pub(crate) async fn sign_in(
     if let Err(e) = state
         .store
         .audit(
-            "patient (portal)",
-            "portal: signed in",
-            Some(account.patient_id),
+            &Audit::new(
+                "patient (portal)",
+                "portal: signed in",
+                AuditTarget::Patient(account.patient_id),
+            ),
             now,
         )
         .await

@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use enroll_store::{Audit, AuditTarget};
 use enroll_store::{EnrollOutcome, FailedDelivery, Source};
 use serde::{Deserialize, Serialize};
 
@@ -27,9 +28,11 @@ pub(crate) async fn failed(
     state
         .store
         .audit(
-            &staff.0.username,
-            "deliveries.failed_list",
-            None,
+            &Audit::new(
+                &staff.0.username,
+                "deliveries.failed_list",
+                AuditTarget::None,
+            ),
             state.clock.now(),
         )
         .await?;
@@ -62,7 +65,7 @@ pub(crate) async fn resend(
     if request.invite_ids.is_empty() || request.invite_ids.len() > 500 {
         return Err(ApiError::BadRequest("give 1 to 500 invite_ids".into()));
     }
-    let source = Source::new("api", Some(&staff.0.username));
+    let source = Source::new("api", Some(&staff.0.username)).audited("patient.resend_invite");
     let mut answers = Vec::with_capacity(request.invite_ids.len());
     for invite_id in request.invite_ids {
         let now = state.clock.now();
@@ -84,15 +87,6 @@ pub(crate) async fn resend(
         let outcome = state
             .store
             .enroll_now(invite.patient_id, Some(&key), &source, now)
-            .await?;
-        state
-            .store
-            .audit(
-                &staff.0.username,
-                "patient.resend_invite",
-                Some(invite.patient_id),
-                now,
-            )
             .await?;
         answers.push(match outcome {
             EnrollOutcome::Queued { invite: new, .. } => Resent {

@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use enroll_store::{Audit, AuditTarget};
 use enroll_store::{MessageQuery, MessageStatus, StoredMessage, facility_setting_key};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -74,9 +75,13 @@ pub(crate) async fn list(
     state
         .store
         .audit(
-            &staff.0.username,
-            "hl7.messages_list",
-            query.patient_id,
+            &Audit::new(
+                &staff.0.username,
+                "hl7.messages_list",
+                query
+                    .patient_id
+                    .map_or(AuditTarget::None, AuditTarget::Patient),
+            ),
             state.clock.now(),
         )
         .await?;
@@ -106,9 +111,14 @@ pub(crate) async fn show(
     state
         .store
         .audit(
-            &staff.0.username,
-            "hl7.message_view",
-            message.patient_id,
+            &Audit::new(
+                &staff.0.username,
+                "hl7.message_view",
+                AuditTarget::Message {
+                    id: message.id,
+                    patient_id: message.patient_id,
+                },
+            ),
             state.clock.now(),
         )
         .await?;
@@ -128,9 +138,14 @@ pub(crate) async fn reprocess(
     state
         .store
         .audit(
-            &staff.0.username,
-            "hl7.message_reprocess",
-            message.patient_id,
+            &Audit::new(
+                &staff.0.username,
+                "hl7.message_reprocess",
+                AuditTarget::Message {
+                    id: message.id,
+                    patient_id: message.patient_id,
+                },
+            ),
             state.clock.now(),
         )
         .await?;
@@ -156,23 +171,20 @@ pub(crate) async fn map_facility(
     JsonBody(body): JsonBody<FacilityMapping>,
 ) -> Result<Json<FacilityMapped>, ApiError> {
     let code = body.practice_code.trim();
-    if state.store.practice_by_code(code).await?.is_none() {
+    let Some(practice) = state.store.practice_by_code(code).await? else {
         return Err(ApiError::BadRequest(format!(
             "there is no practice with the code {code:?}: create it first or use an existing code"
         )));
-    }
+    };
+    let audit = Audit::new(
+        &admin.username,
+        "hl7.facility_mapped",
+        AuditTarget::Practice(practice.id),
+    );
+    let key = facility_setting_key(&facility);
     state
         .store
-        .put_setting(&facility_setting_key(&facility), code)
-        .await?;
-    state
-        .store
-        .audit(
-            &admin.username,
-            "hl7.facility_mapped",
-            None,
-            state.clock.now(),
-        )
+        .put_settings_audited(&[(&key, code)], &audit, state.clock.now())
         .await?;
     Ok(Json(FacilityMapped {
         facility,

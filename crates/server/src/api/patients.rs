@@ -9,8 +9,8 @@ use enroll_core::{
     parse_date,
 };
 use enroll_store::{
-    AuditEntry, Chart, EnrollOutcome, Invite, Patient, PatientSearch, SaveOutcome, Source,
-    TimelineEntry, TriggerOutcome,
+    Audit, AuditEntry, AuditTarget, Chart, EnrollOutcome, Invite, Patient, PatientSearch,
+    SaveOutcome, Source, TimelineEntry, TriggerOutcome,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -82,18 +82,14 @@ pub(crate) async fn create(
     };
     let outcome = state
         .store
-        .apply_intake(new.practice_id, &event, &source(&staff), now)
-        .await?
-        .into_saved()?;
-    state
-        .store
-        .audit(
-            &staff.0.username,
-            "patient.create",
-            Some(outcome.patient.id),
+        .apply_intake(
+            new.practice_id,
+            &event,
+            &source(&staff).audited("patient.create"),
             now,
         )
-        .await?;
+        .await?
+        .into_saved()?;
     Ok((StatusCode::CREATED, Json(outcome)))
 }
 
@@ -110,13 +106,14 @@ pub(crate) async fn update(
     let event = IntakeEvent::Update(PatientChange::replacing(&patient.mrn, &demographics));
     let outcome = state
         .store
-        .apply_intake(patient.practice_id, &event, &source(&staff), now)
+        .apply_intake(
+            patient.practice_id,
+            &event,
+            &source(&staff).audited("patient.update"),
+            now,
+        )
         .await?
         .into_saved()?;
-    state
-        .store
-        .audit(&staff.0.username, "patient.update", Some(id), now)
-        .await?;
     Ok(Json(outcome))
 }
 
@@ -134,7 +131,10 @@ pub(crate) async fn show(
         .ok_or(ApiError::NotFound("patient"))?;
     state
         .store
-        .audit(&staff.0.username, "patient.view", Some(id), now)
+        .audit(
+            &Audit::new(&staff.0.username, "patient.view", AuditTarget::Patient(id)),
+            now,
+        )
         .await?;
     Ok(Json(chart.into()))
 }
@@ -194,7 +194,6 @@ pub(crate) async fn search(
             limit: query.limit,
         })
         .await?;
-    let ids: Vec<String> = found.iter().map(|p| p.id.to_string()).collect();
     let looked_for = query.q.clone().unwrap_or_else(|| {
         [&query.name, &query.dob, &query.mrn]
             .into_iter()
@@ -203,14 +202,14 @@ pub(crate) async fn search(
             .collect::<Vec<_>>()
             .join(" ")
     });
-    let detail = serde_json::json!({ "terms": looked_for, "ids": ids.join(",") }).to_string();
+    let shown = AuditTarget::Search {
+        terms: looked_for,
+        ids: found.iter().map(|p| p.id).collect(),
+    };
     state
         .store
-        .audit_with_detail(
-            &staff.0.username,
-            "patient.search",
-            None,
-            Some(&detail),
+        .audit(
+            &Audit::new(&staff.0.username, "patient.search", shown),
             state.clock.now(),
         )
         .await?;
@@ -256,7 +255,10 @@ async fn audit_read(
     scoped(state, staff, id).await?;
     state
         .store
-        .audit(&staff.0.username, action, Some(id), state.clock.now())
+        .audit(
+            &Audit::new(&staff.0.username, action, AuditTarget::Patient(id)),
+            state.clock.now(),
+        )
         .await?;
     Ok(())
 }
@@ -287,11 +289,7 @@ async fn record(
     let now = state.clock.now();
     let outcome = state
         .store
-        .record_trigger(id, trigger, &source(&staff), now)
-        .await?;
-    state
-        .store
-        .audit(&staff.0.username, "patient.trigger", Some(id), now)
+        .record_trigger(id, trigger, &source(&staff).audited("patient.trigger"), now)
         .await?;
     Ok((StatusCode::CREATED, Json(outcome)))
 }
@@ -315,11 +313,12 @@ pub(crate) async fn enroll_now(
     let now = state.clock.now();
     let outcome = state
         .store
-        .enroll_now(id, key.as_deref(), &source(&staff), now)
-        .await?;
-    state
-        .store
-        .audit(&staff.0.username, "patient.enroll_now", Some(id), now)
+        .enroll_now(
+            id,
+            key.as_deref(),
+            &source(&staff).audited("patient.enroll_now"),
+            now,
+        )
         .await?;
     Ok(match outcome {
         EnrollOutcome::Queued { invite, replayed } => {
@@ -385,9 +384,11 @@ pub(crate) async fn audit_log(
     state
         .store
         .audit(
-            &admin.username,
-            "audit.read",
-            q.patient_id,
+            &Audit::new(
+                &admin.username,
+                "audit.read",
+                q.patient_id.map_or(AuditTarget::None, AuditTarget::Patient),
+            ),
             state.clock.now(),
         )
         .await?;

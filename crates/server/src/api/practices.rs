@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::{E164Phone, InvalidPracticeCode, PracticeCode, Schedule, ValidSchedule};
-use enroll_store::{Channels, NewPractice, Practice, StoreError};
+use enroll_store::{Audit, AuditTarget};
+use enroll_store::{Channels, NewPractice, Practice, PracticeChange, StoreError};
 use jiff::civil::Date;
 use serde::Deserialize;
 use serde_json::json;
@@ -62,9 +63,11 @@ async fn create_checked(
     state
         .store
         .audit(
-            &staff.0.username,
-            "practice.create",
-            None,
+            &Audit::new(
+                &staff.0.username,
+                "practice.create",
+                AuditTarget::Practice(practice.id),
+            ),
             state.clock.now(),
         )
         .await?;
@@ -95,10 +98,19 @@ pub(crate) async fn set_phone(
             ))
         })?),
     };
-    let practice = state.store.set_practice_phone(id, phone.as_ref()).await?;
-    state
+    let audit = Audit::new(
+        &staff.0.username,
+        "practice.phone",
+        AuditTarget::Practice(id),
+    );
+    let practice = state
         .store
-        .audit(&staff.0.username, "practice.phone", None, state.clock.now())
+        .change_practice(
+            id,
+            PracticeChange::Phone(phone.as_ref()),
+            |_| audit,
+            state.clock.now(),
+        )
         .await?;
     Ok(Json(practice))
 }
@@ -113,23 +125,27 @@ pub(crate) async fn set_channels(
 ) -> Result<Json<Practice>, ApiError> {
     in_scope(&staff, id)?;
     let before = super::practice_or_404(&state, id).await?.channels;
-    let practice = match state.store.set_channels(id, channels).await {
+    let audit = |practice: &Practice| {
+        let detail =
+            json!({ "practice": practice.code, "before": before, "after": practice.channels });
+        Audit::new(
+            &staff.0.username,
+            "practice.channels",
+            AuditTarget::Practice(id),
+        )
+        .with_detail(detail.to_string())
+    };
+    let change = PracticeChange::Channels(channels);
+    let practice = match state
+        .store
+        .change_practice(id, change, audit, state.clock.now())
+        .await
+    {
         Err(StoreError::Invalid(why)) => {
             return Err(ApiError::BadRequest(format!("channels: {why}")));
         }
         other => other?,
     };
-    let detail = json!({ "practice": practice.code, "before": before, "after": practice.channels });
-    state
-        .store
-        .audit_with_detail(
-            &staff.0.username,
-            "practice.channels",
-            None,
-            Some(&detail.to_string()),
-            state.clock.now(),
-        )
-        .await?;
     Ok(Json(practice))
 }
 
@@ -147,18 +163,19 @@ pub(crate) async fn set_auto_invites(
     JsonBody(body): JsonBody<AutoInvites>,
 ) -> Result<Json<Practice>, ApiError> {
     in_scope(&staff, id)?;
-    let practice = state
-        .store
-        .set_auto_invites(id, body.on, body.go_live_date)
-        .await?;
     let action = if body.on {
         "practice.auto_invites_on"
     } else {
         "practice.auto_invites_off"
     };
-    state
+    let audit = Audit::new(&staff.0.username, action, AuditTarget::Practice(id));
+    let change = PracticeChange::AutoInvites {
+        on: body.on,
+        go_live: body.go_live_date,
+    };
+    let practice = state
         .store
-        .audit(&staff.0.username, action, None, state.clock.now())
+        .change_practice(id, change, |_| audit, state.clock.now())
         .await?;
     Ok(Json(practice))
 }
@@ -171,13 +188,17 @@ pub(crate) async fn set_schedule(
 ) -> Result<Json<Practice>, ApiError> {
     in_scope(&staff, id)?;
     let schedule = check_schedule(&schedule)?;
-    let practice = state.store.set_schedule(id, &schedule).await?;
-    state
+    let audit = Audit::new(
+        &staff.0.username,
+        "practice.schedule",
+        AuditTarget::Practice(id),
+    );
+    let practice = state
         .store
-        .audit(
-            &staff.0.username,
-            "practice.schedule",
-            None,
+        .change_practice(
+            id,
+            PracticeChange::Schedule(&schedule),
+            |_| audit,
             state.clock.now(),
         )
         .await?;

@@ -4,11 +4,12 @@
 use axum::Json;
 use axum::extract::State;
 use enroll_notify::{Language, RenderedEmail};
+use enroll_store::{Audit, AuditTarget};
 use serde::{Deserialize, Serialize};
 
 use super::json::{ApiPath, ApiQuery, JsonBody};
 use crate::auth::{Admin, Staff};
-use crate::templates::{sample_invite, save};
+use crate::templates::{TemplatePart, sample_invite, save_audited};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -96,25 +97,26 @@ pub(crate) async fn put(
         return Err(ApiError::NotFound("practice"));
     }
     let practice = super::practice_or_404(&state, id).await?;
-    save(
+    let part = TemplatePart {
+        practice_code: &practice.code,
+        language: &language,
+        kind: &kind,
+    };
+    let audit = Audit::new(
+        &admin.username,
+        "practice.template",
+        AuditTarget::Practice(id),
+    );
+    save_audited(
         &state.store,
         &state.templates,
-        &practice.code,
-        &language,
-        &kind,
+        &part,
         &body.source,
+        &audit,
+        state.clock.now(),
     )
     .await?
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    state
-        .store
-        .audit(
-            &admin.username,
-            "practice.template",
-            None,
-            state.clock.now(),
-        )
-        .await?;
     preview(
         State(state),
         Staff(admin),

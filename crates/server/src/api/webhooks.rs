@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::WebhookEventType;
+use enroll_store::{Audit, AuditTarget};
 use enroll_store::{NewWebhookEndpoint, Practice, WebhookDelivery, WebhookEndpoint};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -212,11 +213,13 @@ async fn audit(
     .to_string();
     state
         .store
-        .audit_with_detail(
-            &admin.0.username,
-            action,
-            None,
-            Some(&detail),
+        .audit(
+            &Audit::new(
+                &admin.0.username,
+                action,
+                AuditTarget::Practice(endpoint.practice_id),
+            )
+            .with_detail(detail),
             state.clock.now(),
         )
         .await?;

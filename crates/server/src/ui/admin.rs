@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use enroll_core::Role;
 use enroll_store::NewStaffUser;
+use enroll_store::{Audit, AuditTarget};
 use minijinja::context;
 use serde::Deserialize;
 use serde_json::json;
@@ -275,7 +276,10 @@ pub(crate) async fn change_user(
 async fn audit(state: &AppState, signed_in: &SignedIn, action: &str) -> enroll_store::Result<()> {
     state
         .store
-        .audit(&signed_in.user.username, action, None, state.clock.now())
+        .audit(
+            &Audit::new(&signed_in.user.username, action, AuditTarget::None),
+            state.clock.now(),
+        )
         .await
 }
 
@@ -295,7 +299,14 @@ pub(crate) async fn audit_log(
     let now = state.clock.now();
     if let Err(e) = state
         .store
-        .audit(&signed_in.user.username, "audit.read", q.patient_id, now)
+        .audit(
+            &Audit::new(
+                &signed_in.user.username,
+                "audit.read",
+                q.patient_id.map_or(AuditTarget::None, AuditTarget::Patient),
+            ),
+            now,
+        )
         .await
     {
         return internal(e);

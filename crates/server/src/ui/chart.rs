@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use enroll_core::{Demographics, Field, FieldProblem, PatientResponse, Refusal};
+use enroll_store::{Audit, AuditTarget};
 use enroll_store::{Chart, EnrollOutcome, Patient, Practice, Source, StoreError};
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -114,7 +115,14 @@ pub(crate) async fn page(
     };
     if let Err(e) = state
         .store
-        .audit(&signed_in.user.username, "patient.view", Some(id), now)
+        .audit(
+            &Audit::new(
+                &signed_in.user.username,
+                "patient.view",
+                AuditTarget::Patient(id),
+            ),
+            now,
+        )
         .await
     {
         return internal(e);
@@ -317,19 +325,17 @@ pub(crate) async fn save_demographics(
     let demographics = form.demographics();
     let saved = match state
         .store
-        .update_patient(id, &demographics, &source(&signed_in), now)
+        .update_patient(
+            id,
+            &demographics,
+            &source(&signed_in).audited("patient.update"),
+            now,
+        )
         .await
     {
         Ok(saved) => saved,
         Err(e) => return internal(e),
     };
-    if let Err(e) = state
-        .store
-        .audit(&signed_in.user.username, "patient.update", Some(id), now)
-        .await
-    {
-        return internal(e);
-    }
     if form.then.as_deref() != Some("enroll") {
         return Redirect::to(&format!("/patients/{id}?saved=1")).into_response();
     }
@@ -462,15 +468,10 @@ pub(super) async fn enroll(
     let now = state.clock.now();
     let outcome = state
         .store
-        .enroll_now(id, key, &source(signed_in), now)
-        .await
-        .map_err(internal)?;
-    state
-        .store
-        .audit(
-            &signed_in.user.username,
-            "patient.enroll_now",
-            Some(id),
+        .enroll_now(
+            id,
+            key,
+            &source(signed_in).audited("patient.enroll_now"),
             now,
         )
         .await
@@ -673,7 +674,14 @@ pub(crate) async fn status(
     // any (the script asks a few times after an Enroll Now).
     if let Err(e) = state
         .store
-        .audit(&signed_in.user.username, "patient.status", Some(id), now)
+        .audit(
+            &Audit::new(
+                &signed_in.user.username,
+                "patient.status",
+                AuditTarget::Patient(id),
+            ),
+            now,
+        )
         .await
     {
         return internal(e);

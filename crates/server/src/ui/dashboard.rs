@@ -10,6 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use enroll_core::MeasureOutcome;
+use enroll_store::{Audit, AuditTarget};
 use enroll_store::{
     DashboardCounts, DayCount, MeasureCounts, MeasuredPatient, Practice, StoreError,
 };
@@ -390,11 +391,9 @@ async fn audit(
 ) -> enroll_store::Result<()> {
     state
         .store
-        .audit_with_detail(
-            &signed_in.user.username,
-            action,
-            None,
-            Some(&detail.to_string()),
+        .audit(
+            &Audit::new(&signed_in.user.username, action, AuditTarget::None)
+                .with_detail(detail.to_string()),
             state.clock.now(),
         )
         .await

@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use enroll_core::{Language, LinkState, Refusal, format_short_code};
+use enroll_store::{Audit, AuditTarget};
 use enroll_store::{InPersonInvite, InPersonOutcome, Patient, Practice};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -49,24 +50,17 @@ pub(crate) async fn create(
     let now = state.clock.now();
     let outcome = state
         .store
-        .invite_in_person(id, &source(&signed_in), state.activation.link_lifetime, now)
+        .invite_in_person(
+            id,
+            &source(&signed_in).audited("patient.in_person_invite"),
+            state.activation.link_lifetime,
+            now,
+        )
         .await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => return internal(e),
     };
-    if let Err(e) = state
-        .store
-        .audit(
-            &signed_in.user.username,
-            "patient.in_person_invite",
-            Some(id),
-            now,
-        )
-        .await
-    {
-        return internal(e);
-    }
     match outcome {
         InPersonOutcome::Ready { invite_id } => {
             Redirect::to(&format!("/patients/{id}/in-person/{invite_id}")).into_response()
@@ -116,7 +110,10 @@ async fn audit(state: &AppState, signed_in: &SignedIn, action: &str, id: i64) ->
     let now = state.clock.now();
     state
         .store
-        .audit(&signed_in.user.username, action, Some(id), now)
+        .audit(
+            &Audit::new(&signed_in.user.username, action, AuditTarget::Patient(id)),
+            now,
+        )
         .await
         .err()
         .map(internal)

@@ -10,13 +10,14 @@ mod go_live;
 mod schedule_form;
 mod templates;
 
+use enroll_store::{Audit, AuditTarget};
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use enroll_core::{E164Phone, Schedule, ValidSchedule, phone_for_people};
-use enroll_store::{Channels, Practice, Readiness, StoreError};
+use enroll_store::{Channels, Practice, PracticeChange, Readiness, StoreError};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use minijinja::context;
@@ -336,18 +337,22 @@ pub(crate) async fn auto_invites(
     if on && form.confirmed.as_deref() != Some("yes") {
         return confirm_page(&state, &signed_in, &practice, go_live_date).await;
     }
-    let changed = match state.store.set_auto_invites(id, on, go_live_date).await {
-        Ok(changed) => changed,
-        Err(e) => return internal(e),
-    };
     let before = json!({ "on": practice.auto_invites_on, "go_live_date": practice.go_live_date });
-    let after = json!({ "on": changed.auto_invites_on, "go_live_date": changed.go_live_date });
     let action = if on {
         "practice.auto_invites_on"
     } else {
         "practice.auto_invites_off"
     };
-    if let Err(e) = audit_change(&state, &signed_in, action, &practice, before, after).await {
+    let audit = |changed: &Practice| {
+        let after = json!({ "on": changed.auto_invites_on, "go_live_date": changed.go_live_date });
+        change_audit(&signed_in, action, &practice, before, after)
+    };
+    let change = PracticeChange::AutoInvites {
+        on,
+        go_live: go_live_date,
+    };
+    let now = state.clock.now();
+    if let Err(e) = state.store.change_practice(id, change, audit, now).await {
         return internal(e);
     }
     let notice = if on {
@@ -425,22 +430,14 @@ pub(crate) async fn schedule(
             .await;
         }
     };
-    let changed = match state.store.set_schedule(id, &schedule).await {
-        Ok(changed) => changed,
-        Err(e) => return internal(e),
-    };
     let before = schedule_json(&practice.schedule.schedule);
-    let after = schedule_json(&changed.schedule.schedule);
-    if let Err(e) = audit_change(
-        &state,
-        &signed_in,
-        "practice.schedule",
-        &practice,
-        before,
-        after,
-    )
-    .await
-    {
+    let audit = |changed: &Practice| {
+        let after = schedule_json(&changed.schedule.schedule);
+        change_audit(&signed_in, "practice.schedule", &practice, before, after)
+    };
+    let change = PracticeChange::Schedule(&schedule);
+    let now = state.clock.now();
+    if let Err(e) = state.store.change_practice(id, change, audit, now).await {
         return internal(e);
     }
     back_to_tool(id, "The Auto Invite Schedule is saved.")
@@ -475,27 +472,20 @@ pub(crate) async fn channels(
         email: form.email.is_some(),
         sms: form.sms.is_some(),
     };
-    let changed = match state.store.set_channels(id, wanted).await {
-        Ok(changed) => changed,
+    let audit = |changed: &Practice| {
+        let (before, after) = (json!(practice.channels), json!(changed.channels));
+        change_audit(&signed_in, "practice.channels", &practice, before, after)
+    };
+    let change = PracticeChange::Channels(wanted);
+    let now = state.clock.now();
+    match state.store.change_practice(id, change, audit, now).await {
+        Ok(_) => {}
         Err(StoreError::Invalid(why)) => {
             let problem = format!("Channels: {why}.");
             return tool_with_error(&state, &signed_in, &practice, ("channels", problem), None)
                 .await;
         }
         Err(e) => return internal(e),
-    };
-    let (before, after) = (json!(practice.channels), json!(changed.channels));
-    if let Err(e) = audit_change(
-        &state,
-        &signed_in,
-        "practice.channels",
-        &practice,
-        before,
-        after,
-    )
-    .await
-    {
-        return internal(e);
     }
     back_to_tool(id, "The channels are saved; invites from now on use them.")
 }
@@ -538,21 +528,13 @@ pub(crate) async fn phone(
             }
         }
     };
-    let changed = match state.store.set_practice_phone(id, phone.as_ref()).await {
-        Ok(changed) => changed,
-        Err(e) => return internal(e),
+    let audit = |changed: &Practice| {
+        let (before, after) = (json!(practice.phone), json!(changed.phone));
+        change_audit(&signed_in, "practice.phone", &practice, before, after)
     };
-    let (before, after) = (json!(practice.phone), json!(changed.phone));
-    if let Err(e) = audit_change(
-        &state,
-        &signed_in,
-        "practice.phone",
-        &practice,
-        before,
-        after,
-    )
-    .await
-    {
+    let change = PracticeChange::Phone(phone.as_ref());
+    let now = state.clock.now();
+    if let Err(e) = state.store.change_practice(id, change, audit, now).await {
         return internal(e);
     }
     back_to_tool(id, "The practice's phone is saved.")
@@ -593,6 +575,24 @@ fn back_to_page(path: &str, notice: &str) -> Response {
 
 /// One audit line per change: the practice, and the setting before and
 /// after, so the log says what was changed, not only that it was.
+fn change_audit(
+    signed_in: &SignedIn,
+    action: &str,
+    practice: &Practice,
+    before: serde_json::Value,
+    after: serde_json::Value,
+) -> Audit {
+    let detail = json!({ "practice": practice.code, "before": before, "after": after });
+    Audit::new(
+        &signed_in.user.username,
+        action,
+        AuditTarget::Practice(practice.id),
+    )
+    .with_detail(detail.to_string())
+}
+
+/// [`change_audit`]'s line in a statement of its own, for a change the
+/// store does not audit in its transaction.
 async fn audit_change(
     state: &AppState,
     signed_in: &SignedIn,
@@ -601,17 +601,8 @@ async fn audit_change(
     before: serde_json::Value,
     after: serde_json::Value,
 ) -> enroll_store::Result<()> {
-    let detail = json!({ "practice": practice.code, "before": before, "after": after });
-    state
-        .store
-        .audit_with_detail(
-            &signed_in.user.username,
-            action,
-            None,
-            Some(&detail.to_string()),
-            state.clock.now(),
-        )
-        .await
+    let audit = change_audit(signed_in, action, practice, before, after);
+    state.store.audit(&audit, state.clock.now()).await
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The home page after sign-in: one search box, results as a table whose
 //! rows open the Patient Portal menu on right-click or Shift+F10.
 
+use enroll_store::{Audit, AuditTarget};
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
@@ -74,16 +75,15 @@ pub(crate) async fn page_inner(
             Some(row(patient, practice, status, now))
         })
         .collect();
-    let ids: Vec<String> = found.iter().map(|p| p.id.to_string()).collect();
     // The audit line names what was looked for and which patients were shown.
-    let detail = serde_json::json!({ "terms": typed, "ids": ids.join(",") }).to_string();
+    let shown = AuditTarget::Search {
+        terms: typed.to_string(),
+        ids: found.iter().map(|p| p.id).collect(),
+    };
     state
         .store
-        .audit_with_detail(
-            &signed_in.user.username,
-            "patient.search",
-            None,
-            Some(&detail),
+        .audit(
+            &Audit::new(&signed_in.user.username, "patient.search", shown),
             now,
         )
         .await?;

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar};
 use enroll_store::hash_token;
+use enroll_store::{Audit, AuditTarget};
 use minijinja::context;
 use serde::Deserialize;
 
@@ -90,7 +91,14 @@ pub(crate) async fn sign_in(
         }
         let _ = state
             .store
-            .audit(&account.user.username, "staff.sign_in_failed", None, now)
+            .audit(
+                &Audit::new(
+                    &account.user.username,
+                    "staff.sign_in_failed",
+                    AuditTarget::StaffUser(account.user.id),
+                ),
+                now,
+            )
             .await;
         return sign_in_page(StatusCode::UNAUTHORIZED, username, &next, Some(WRONG));
     }
@@ -108,7 +116,14 @@ pub(crate) async fn sign_in(
             .await?;
         state
             .store
-            .audit(&account.user.username, "staff.sign_in", None, now)
+            .audit(
+                &Audit::new(
+                    &account.user.username,
+                    "staff.sign_in",
+                    AuditTarget::StaffUser(account.user.id),
+                ),
+                now,
+            )
             .await
     };
     if let Err(e) = started.await {
@@ -140,9 +155,11 @@ pub(crate) async fn sign_out(
     let _ = state
         .store
         .audit(
-            &signed_in.user.username,
-            "staff.sign_out",
-            None,
+            &Audit::new(
+                &signed_in.user.username,
+                "staff.sign_out",
+                AuditTarget::StaffUser(signed_in.user.id),
+            ),
             state.clock.now(),
         )
         .await;

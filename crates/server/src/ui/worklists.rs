@@ -5,6 +5,7 @@
 //! order, or the whole list as CSV; every view and export is audited with
 //! the patients it showed.
 
+use enroll_store::{Audit, AuditTarget};
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
@@ -184,11 +185,8 @@ async fn audit(
     let detail = serde_json::json!({ "list": key, "ids": ids.join(",") }).to_string();
     state
         .store
-        .audit_with_detail(
-            &signed_in.user.username,
-            action,
-            None,
-            Some(&detail),
+        .audit(
+            &Audit::new(&signed_in.user.username, action, AuditTarget::None).with_detail(detail),
             state.clock.now(),
         )
         .await
@@ -373,7 +371,7 @@ pub(crate) async fn resend(
     }
     .normalized();
     let now = state.clock.now();
-    let source = super::chart::source(&signed_in);
+    let source = super::chart::source(&signed_in).audited("patient.update");
     let saved = match state
         .store
         .update_patient(id, &demographics, &source, now)
@@ -382,13 +380,6 @@ pub(crate) async fn resend(
         Ok(saved) => saved,
         Err(e) => return internal(e),
     };
-    if let Err(e) = state
-        .store
-        .audit(&signed_in.user.username, "patient.update", Some(id), now)
-        .await
-    {
-        return internal(e);
-    }
     let name = display_name(&saved.patient);
     let notice = if super::chart::queued_by_trigger(&saved) {
         format!("{name}: {}", super::chart::AUTO_INVITE_QUEUED)

@@ -21,7 +21,10 @@ use serde_json::json;
 
 use super::super::session::SignedIn;
 use super::super::{internal, local_time, staff_page};
-use super::{ToolQuery, audit_change, back_to_page, practice_for_admin, practice_for_admin_form};
+use super::{
+    ToolQuery, audit_change, back_to_page, change_audit, practice_for_admin,
+    practice_for_admin_form,
+};
 use crate::AppState;
 use crate::connections::ListenerSummary;
 
@@ -208,19 +211,16 @@ pub(crate) async fn map_facility(
         Ok(before) => before,
         Err(e) => return internal(e),
     };
-    if let Err(e) = state.store.put_setting(&key, &practice.code).await {
-        return internal(e);
-    }
-    let audited = audit_change(
-        &state,
+    let audit = change_audit(
         &signed_in,
         "hl7.facility_mapped",
         &practice,
         json!({ "facility": facility, "practice": before }),
         json!({ "facility": facility, "practice": practice.code }),
-    )
-    .await;
-    if let Err(e) = audited {
+    );
+    let pairs = [(key.as_str(), practice.code.as_str())];
+    let now = state.clock.now();
+    if let Err(e) = state.store.put_settings_audited(&pairs, &audit, now).await {
         return internal(e);
     }
     let notice = format!(

@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::super::session::{Refused, SignedIn};
 use super::super::{internal, staff_page};
-use super::{audit_change, back_to_page, practice_for_admin, practice_for_admin_form};
+use super::{back_to_page, change_audit, practice_for_admin, practice_for_admin_form};
 use crate::AppState;
-use crate::templates::{KINDS, sample_invite, save};
+use crate::templates::{KINDS, TemplatePart, sample_invite, save_audited};
 
 #[derive(Deserialize)]
 pub(crate) struct TemplatesQuery {
@@ -301,35 +301,23 @@ pub(crate) async fn save_templates(
         return editor.render(&signed_in, status);
     }
     for (key, before, after) in &changed {
-        match save(
-            &state.store,
-            &state.templates,
-            &practice.code,
-            language.code(),
-            key,
-            after,
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
-            Err(e) => return internal(e),
-        }
-        let (before, after) = (
-            json!({ "language": language.code(), "part": key, "source": before }),
-            json!({ "language": language.code(), "part": key, "source": after }),
-        );
-        if let Err(e) = audit_change(
-            &state,
+        let audit = change_audit(
             &signed_in,
             "practice.template",
             &practice,
-            before,
-            after,
-        )
-        .await
-        {
-            return internal(e);
+            json!({ "language": language.code(), "part": key, "source": before }),
+            json!({ "language": language.code(), "part": key, "source": after }),
+        );
+        let part = TemplatePart {
+            practice_code: &practice.code,
+            language: language.code(),
+            kind: key,
+        };
+        let now = state.clock.now();
+        match save_audited(&state.store, &state.templates, &part, after, &audit, now).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+            Err(e) => return internal(e),
         }
     }
     let notice = match changed.len() {
