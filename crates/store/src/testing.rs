@@ -30,6 +30,17 @@ pub enum Engine {
 
 pub const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
 
+/// Runs `test` on each engine this machine has: SQLite always, PostgreSQL
+/// when `ENROLL_TEST_POSTGRES_URL` is set (see [`TestDb::new`]), each with
+/// a fresh database.
+pub async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
+    for engine in ENGINES {
+        if let Some(db) = TestDb::new(engine).await {
+            test(engine, &db).await;
+        }
+    }
+}
+
 /// A migrated, empty database that lives as long as this value.
 pub struct TestDb {
     pub store: Store,

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use enroll_core::{Demographics, E164Phone, Trigger};
-use enroll_store::testing::{ENGINES, Engine, TestDb};
+use enroll_store::testing::{Engine, TestDb, on_each_engine};
 use enroll_store::{Audit, AuditEntry, AuditTarget, Practice, PracticeChange, Source, StoreError};
 use jiff::Timestamp;
 
@@ -30,14 +30,6 @@ fn complete(first: &str, last: &str) -> Demographics {
 
 fn staff(action: &str) -> Source {
     Source::new("staff", Some("frontdesk")).audited(action)
-}
-
-async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
-    for engine in ENGINES {
-        if let Some(db) = TestDb::new(engine).await {
-            test(engine, &db).await;
-        }
-    }
 }
 
 async fn lines(db: &TestDb) -> Vec<AuditEntry> {

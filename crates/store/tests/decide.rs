@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use enroll_core::{Demographics, Schedule};
-use enroll_store::testing::{ENGINES, Engine, TestDb, scalar};
+use enroll_store::testing::{Engine, TestDb, on_each_engine, scalar};
 use enroll_store::{Channels, DeliveryPolicy, InviteState, Prepared, Source, StoreError};
 use jiff::Timestamp;
 
@@ -23,14 +23,6 @@ fn wednesday() -> Timestamp {
 /// Saturday 2026-11-28 15:00 in New York: office hours are closed.
 fn saturday() -> Timestamp {
     "2026-11-28T20:00:00Z".parse().unwrap()
-}
-
-async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
-    for engine in ENGINES {
-        if let Some(db) = TestDb::new(engine).await {
-            test(engine, &db).await;
-        }
-    }
 }
 
 fn api() -> Source {

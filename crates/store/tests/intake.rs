@@ -16,7 +16,7 @@ use enroll_core::{
     AppointmentStatus, AutoDecision, Demographics, Field, IfKnown, IntakeEvent, PatientChange,
     Trigger,
 };
-use enroll_store::testing::{ENGINES, Engine, TestDb, scalar};
+use enroll_store::testing::{TestDb, on_each_engine, scalar};
 use enroll_store::{
     InboundMessage, IntakeOutcome, IntakeProblem, MessageStatus, Patient, PatientSearch,
     ProblemKind, Received, SaveOutcome, Source, Store, StoreError,
@@ -26,14 +26,6 @@ use jiff::Timestamp;
 /// Wednesday 2026-11-25 15:00 in New York.
 fn now() -> Timestamp {
     "2026-11-25T20:00:00Z".parse().unwrap()
-}
-
-async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
-    for engine in ENGINES {
-        if let Some(db) = TestDb::new(engine).await {
-            test(engine, &db).await;
-        }
-    }
 }
 
 fn complete() -> Demographics {

@@ -8,21 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use enroll_core::{CAP_WINDOW, Demographics, IntakeEvent, PatientChange};
-use enroll_store::testing::{ENGINES, Engine, TestDb};
+use enroll_store::testing::{TestDb, on_each_engine};
 use enroll_store::{DeliveryPolicy, EnrollOutcome, InboundMessage, InviteState, Prepared, Source};
 use jiff::Timestamp;
 
 /// Wednesday 2026-11-25 15:00 in New York.
 fn now() -> Timestamp {
     "2026-11-25T20:00:00Z".parse().unwrap()
-}
-
-async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
-    for engine in ENGINES {
-        if let Some(db) = TestDb::new(engine).await {
-            test(engine, &db).await;
-        }
-    }
 }
 
 fn complete(first: &str) -> Demographics {

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use enroll_core::Demographics;
-use enroll_store::testing::{ENGINES, Engine, TestDb, scalar};
+use enroll_store::testing::{TestDb, on_each_engine, scalar};
 use enroll_store::{
     ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Finished,
     InviteState, Prepared, Source,
@@ -19,14 +19,6 @@ use jiff::{SignedDuration, Timestamp};
 /// Wednesday 2026-11-25 15:00 in New York.
 fn now() -> Timestamp {
     "2026-11-25T20:00:00Z".parse().unwrap()
-}
-
-async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
-    for engine in ENGINES {
-        if let Some(db) = TestDb::new(engine).await {
-            test(engine, &db).await;
-        }
-    }
 }
 
 fn policy() -> DeliveryPolicy {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use enroll_core::{AutoDecision, Demographics, Refusal, Schedule, Trigger};
 use enroll_core::{PracticeScope, SearchTerms};
-use enroll_store::testing::{ENGINES, Engine, TestDb};
+use enroll_store::testing::{Engine, TestDb, on_each_engine};
 use enroll_store::{EnrollOutcome, InviteState, PatientSearch, Source, Store, StoreError};
 use jiff::{SignedDuration, Timestamp};
 
@@ -34,14 +34,6 @@ fn api() -> Source {
 }
 
 /// Runs `test` on each engine that is available.
-async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
-    for engine in ENGINES {
-        if let Some(db) = TestDb::new(engine).await {
-            test(engine, &db).await;
-        }
-    }
-}
-
 async fn new_patient(
     store: &Store,
     practice_id: i64,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use enroll_core::Demographics;
-use enroll_store::testing::{ENGINES, Engine, TestDb, scalar};
+use enroll_store::testing::{Engine, TestDb, on_each_engine, scalar};
 use enroll_store::{
     ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Prepared, Source,
     Store,
@@ -21,14 +21,6 @@ use jiff::{SignedDuration, Timestamp};
 /// Wednesday 2026-11-25 15:00 in New York.
 fn now() -> Timestamp {
     "2026-11-25T20:00:00Z".parse().unwrap()
-}
-
-async fn on_each_engine(test: impl AsyncFn(Engine, &TestDb)) {
-    for engine in ENGINES {
-        if let Some(db) = TestDb::new(engine).await {
-            test(engine, &db).await;
-        }
-    }
 }
 
 fn policy() -> DeliveryPolicy {
