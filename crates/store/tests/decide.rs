@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use enroll_core::{Demographics, Schedule};
+use enroll_core::{Demographics, IntakeEvent, PatientChange, Schedule};
 use enroll_store::testing::{Engine, TestDb, on_each_engine, scalar};
-use enroll_store::{Channels, DeliveryPolicy, InviteState, Prepared, Source, StoreError};
+use enroll_store::{
+    Channels, DeliveryPolicy, IntakeOutcome, InviteState, Prepared, Source, StoreError,
+};
 use jiff::Timestamp;
 
 /// Wednesday 2026-11-25 15:00 in New York.
@@ -318,6 +320,40 @@ async fn an_insert_refused_for_another_reason_is_not_called_a_duplicate_mrn() {
             // SQLite keeps a NUL inside a text value.
             Engine::Sqlite => assert!(result.is_ok(), "{engine:?}: {result:?}"),
         }
+    })
+    .await;
+}
+
+/// Registrations that update a known chart (what an HL7 A04 means), sent
+/// at once for one new MRN: each is applied, one adds the chart and the
+/// others update it. On PostgreSQL all but one lose the race to add it and
+/// are tried again, as an HL7 message is, instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_registrations_of_one_new_mrn_add_one_chart_and_update_it() {
+    on_each_engine(async |engine, db| {
+        let now = wednesday();
+        let practice = db.always_open_practice("REG", now).await;
+        let store = Arc::new(db.store.clone());
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let change = PatientChange::replacing("R-1", &chart("Yara", None));
+                    let event = IntakeEvent::register(change);
+                    store.apply_intake(practice.id, &event, &api(), now).await
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(IntakeOutcome::Applied(saved)) => created += usize::from(saved.created),
+                other => panic!("{engine:?}: every registration is applied: {other:?}"),
+            }
+        }
+        assert_eq!(created, 1, "{engine:?}");
+        let charts = scalar(&db.store, "SELECT COUNT(*) FROM patients WHERE mrn = 'R-1'").await;
+        assert_eq!(charts.unwrap(), 1, "{engine:?}");
     })
     .await;
 }
