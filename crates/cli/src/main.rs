@@ -1,6 +1,7 @@
 //! The `enroll` command: serve, demo, migrate, doctor, user, practice, webhook.
 
 mod config;
+mod import;
 mod synthetic;
 
 use enroll_store::{Audit, AuditTarget};
@@ -83,6 +84,21 @@ enum Command {
     Practice {
         #[command(subcommand)]
         command: PracticeCommand,
+    },
+    /// Import a roster export (CSV) into a practice: charts are added and
+    /// updated by MRN, and nothing is sent (the go-live action invites).
+    Import {
+        /// The CSV file; its first line names the columns (mrn, first_name,
+        /// last_name, date_of_birth, birth_sex, zip, email, and optionally
+        /// cell_phone and preferred_language, in any order and common spellings).
+        file: PathBuf,
+        /// The practice's code.
+        #[arg(long)]
+        practice: String,
+        /// Names what a header of the file holds, e.g. --map "Patient Number=mrn"
+        /// or --map "Notes=ignore" (repeat for each header).
+        #[arg(long = "map", value_name = "HEADER=COLUMN")]
+        map: Vec<String>,
     },
     /// A practice's signed webhooks (as `/api/practices/{id}/webhooks`).
     Webhook {
@@ -233,6 +249,15 @@ async fn run() -> anyhow::Result<()> {
             let store = open(&config).await?;
             user_command(&store, command).await
         }
+        Command::Import {
+            file,
+            practice,
+            map,
+        } => {
+            let config = load_config(&cli.config, &cli.database_url, None)?;
+            let store = open(&config).await?;
+            import::run(&store, &file, &practice, &map).await
+        }
         Command::Webhook { command } => {
             let config = load_config(&cli.config, &cli.database_url, None)?;
             let store = open(&config).await?;
@@ -376,7 +401,7 @@ async fn add_user(
 }
 
 /// Who the audit log names for what was done on the command line.
-const CLI_ACTOR: &str = "enroll (command line)";
+pub(crate) const CLI_ACTOR: &str = "enroll (command line)";
 
 async fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Result<()> {
     let code = match &command {

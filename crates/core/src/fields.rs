@@ -82,6 +82,21 @@ impl Field {
         }
     }
 
+    /// `value` in the form the store keeps it (E.164 phone, upper-case
+    /// birth sex code, lower-case email domain, ISO date), or why this
+    /// field cannot hold it. Nothing depends on "today": a future date of
+    /// birth is still the same text.
+    pub fn canonical(self, value: &str) -> Result<String, Problem> {
+        match self {
+            Field::FirstName | Field::LastName => PersonName::parse(value).map(|n| n.0),
+            Field::DateOfBirth => parse_iso_date(value).map(|d| d.to_string()),
+            Field::BirthSex => BirthSex::parse(value).map(|s| s.code().to_string()),
+            Field::Zip => Zip::parse(value).map(|z| z.0),
+            Field::Email => EmailAddress::parse(value).map(|e| e.0),
+            Field::CellPhone => E164Phone::parse(value).map(|p| p.0),
+        }
+    }
+
     /// True for the six fields of R1 that an invite cannot go without; the
     /// cell phone is optional (an invalid one is reported but never blocks).
     pub fn is_required(self) -> bool {
@@ -116,6 +131,11 @@ impl Demographics {
             Field::CellPhone => &self.cell_phone,
         };
         value.as_deref()
+    }
+
+    /// Sets one field (`None` removes it).
+    pub fn set(&mut self, field: Field, value: Option<String>) {
+        *self.slot_mut(field) = value;
     }
 
     fn slot_mut(&mut self, field: Field) -> &mut Option<String> {
@@ -154,29 +174,21 @@ impl Demographics {
         // Each field is normalised on its own: a bad ZIP must not stop the
         // phone from being canonicalised, and nothing depends on "today"
         // (a future date of birth is still the same text).
-        Demographics {
-            first_name: normalize(&self.first_name, |v| PersonName::parse(v).map(|n| n.0)),
-            last_name: normalize(&self.last_name, |v| PersonName::parse(v).map(|n| n.0)),
-            date_of_birth: normalize(&self.date_of_birth, |v| {
-                parse_iso_date(v).map(|d| d.to_string())
-            }),
-            birth_sex: normalize(&self.birth_sex, |v| {
-                BirthSex::parse(v).map(|s| s.code().to_string())
-            }),
-            zip: normalize(&self.zip, |v| Zip::parse(v).map(|z| z.0)),
-            email: normalize(&self.email, |v| EmailAddress::parse(v).map(|e| e.0)),
-            cell_phone: normalize(&self.cell_phone, |v| E164Phone::parse(v).map(|p| p.0)),
+        let mut normalized = Demographics::default();
+        for field in Field::ALL {
+            normalized.set(field, normalize(self.get(field), |v| field.canonical(v)));
         }
+        normalized
     }
 }
 
 /// Trims `value`, drops it when blank, and writes it canonically when
 /// `canonical` accepts it (otherwise keeps the trimmed text).
 fn normalize(
-    value: &Option<String>,
+    value: Option<&str>,
     canonical: impl Fn(&str) -> Result<String, Problem>,
 ) -> Option<String> {
-    let trimmed = value.as_deref().map(str::trim).filter(|v| !v.is_empty())?;
+    let trimmed = value.map(str::trim).filter(|v| !v.is_empty())?;
     Some(canonical(trimmed).unwrap_or_else(|_| trimmed.to_string()))
 }
 
@@ -191,7 +203,7 @@ pub enum Problem {
 }
 
 impl Problem {
-    fn invalid(words: &str) -> Problem {
+    pub(crate) fn invalid(words: &str) -> Problem {
         Problem::Invalid(words.to_string())
     }
 }

@@ -18,6 +18,7 @@ pub mod merge;
 pub mod policy;
 pub mod practice;
 pub mod role;
+pub mod roster;
 pub mod schedule;
 pub mod search;
 pub mod short_code;
@@ -58,6 +59,9 @@ pub use policy::{
 };
 pub use practice::{InvalidPracticeCode, PRACTICE_CODE_MAX_LEN, PracticeCode};
 pub use role::{PracticeScope, Role};
+pub use roster::{
+    BadMapping, HeaderMap, HeaderProblems, RosterColumn, RosterColumns, RowProblem, parse_roster_date,
+};
 pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
 pub use search::{NameMatch, NameTerms, SearchTerms, parse_date};
 pub use short_code::{

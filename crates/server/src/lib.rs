@@ -20,6 +20,7 @@ pub mod mailbox;
 pub mod mllp;
 mod pages;
 mod password;
+pub mod roster;
 pub mod templates;
 mod throttle;
 pub mod ui;

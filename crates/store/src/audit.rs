@@ -7,6 +7,10 @@
 
 use jiff::Timestamp;
 use serde_json::json;
+use sqlx::AssertSqlSafe;
+
+use crate::batch::BatchRow;
+use crate::engine::{Col, JsonRows, to_json};
 
 use crate::model::AuditRow;
 use crate::tx::{Tx, on_tx};
@@ -179,4 +183,48 @@ impl Tx {
         self.audit_entry(&Audit::new(actor, action, target), now)
             .await
     }
+
+    /// The audit line `source` asked for, once for each of `patients`
+    /// (the charts a roster batch wrote), in one statement.
+    pub(crate) async fn audit_patients(
+        &mut self,
+        source: &Source,
+        patients: &[i64],
+        now: Timestamp,
+    ) -> Result<()> {
+        let Some(action) = &source.audit else {
+            return Ok(());
+        };
+        let actor = source.actor.as_deref().unwrap_or(&source.channel);
+        let ids: Vec<PatientId> = patients.iter().map(|&id| PatientId { id }).collect();
+        let table = JsonRows::new(self.engine(), 1, PatientId::COLUMNS).table();
+        let sql = format!(
+            "INSERT INTO audit_log (at, actor, action, patient_id, target_type, target_id) \
+             SELECT $2, $3, $4, v.id, 'patient', v.id FROM {table}"
+        );
+        let json = to_json(&ids)?;
+        let persistent = self.keeps_batch_plans();
+        on_tx!(self, c => {
+            sqlx::query(AssertSqlSafe(sql.as_str()))
+                .persistent(persistent)
+                .bind(&json)
+                .bind(to_ms(now))
+                .bind(actor)
+                .bind(action)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+}
+
+/// A patient's id as a row of a batch's JSON.
+#[derive(serde::Serialize)]
+struct PatientId {
+    id: i64,
+}
+
+impl BatchRow for PatientId {
+    const COLUMNS: &'static [(&'static str, Col)] = &[("id", Col::Int)];
 }

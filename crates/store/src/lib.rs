@@ -32,6 +32,7 @@ mod model;
 mod outbox;
 mod patients;
 mod portal;
+mod roster;
 mod practices;
 mod settings;
 mod staff;
@@ -76,6 +77,7 @@ pub use outbox::{
 pub use patients::Chart;
 pub use portal::{PatientAccount, PortalSession};
 pub use practices::PracticeChange;
+pub use roster::RosterCounts;
 pub use settings::ActivationLink;
 pub use staff::{Lockout, NewStaffUser, StaffAccount, StaffListing, StaffSession, hash_token};
 pub use webhooks::{
