@@ -23,8 +23,8 @@ pub(crate) async fn run(
     let practice = store.practice_by_code(practice).await?.with_context(|| {
         format!("there is no practice with code {practice:?} (see `enroll practice add`)")
     })?;
-    let opened = std::fs::File::open(file)
-        .with_context(|| format!("cannot open {}", file.display()))?;
+    let opened =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let size = opened.metadata().map(|m| m.len()).unwrap_or(0);
     // Drawn on stderr, and hidden by indicatif itself when that is not a
     // terminal (a script's log gets the rejected rows and the summary only).

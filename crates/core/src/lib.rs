@@ -60,7 +60,8 @@ pub use policy::{
 pub use practice::{InvalidPracticeCode, PRACTICE_CODE_MAX_LEN, PracticeCode};
 pub use role::{PracticeScope, Role};
 pub use roster::{
-    BadMapping, HeaderMap, HeaderProblems, RosterColumn, RosterColumns, RowProblem, parse_roster_date,
+    BadMapping, HeaderMap, HeaderProblems, RosterColumn, RosterColumns, RowProblem,
+    parse_roster_date,
 };
 pub use schedule::{Schedule, ScheduleError, ValidSchedule, Window};
 pub use search::{NameMatch, NameTerms, SearchTerms, parse_date};

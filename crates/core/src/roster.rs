@@ -352,7 +352,10 @@ pub fn parse_roster_date(value: &str) -> Option<Date> {
 pub enum RowProblem {
     NoMrn,
     Field(Field, Problem),
-    FieldCount { expected: usize, found: usize },
+    FieldCount {
+        expected: usize,
+        found: usize,
+    },
     /// The CSV reader could not read the row (not UTF-8, a broken quote).
     Unreadable(String),
 }
@@ -418,7 +421,15 @@ mod tests {
     #[test]
     fn every_problem_of_a_header_is_reported_at_once() {
         let problems = RosterColumns::from_headers(
-            ["MRN", "First", "Last", "Gender", "DOB", "Notes", "first name"],
+            [
+                "MRN",
+                "First",
+                "Last",
+                "Gender",
+                "DOB",
+                "Notes",
+                "first name",
+            ],
             &HeaderMap::default(),
         )
         .err()
@@ -436,8 +447,14 @@ mod tests {
         let words = problems.to_string();
         assert!(words.contains("\"Gender\", \"Notes\""), "{words}");
         assert!(words.contains("--map \"HEADER=ignore\""), "{words}");
-        assert!(words.contains("no column for: birth_sex, zip, email"), "{words}");
-        assert!(words.contains("more than one header names: first_name"), "{words}");
+        assert!(
+            words.contains("no column for: birth_sex, zip, email"),
+            "{words}"
+        );
+        assert!(
+            words.contains("more than one header names: first_name"),
+            "{words}"
+        );
     }
 
     #[test]
@@ -456,7 +473,16 @@ mod tests {
         ];
         let columns = RosterColumns::from_headers(headers, &map).unwrap_or_else(|e| panic!("{e}"));
         let row = columns
-            .patient(["A-1", "Ida", "Wells", "1990-07-04", "f", "60616", "ida@example.org", "x"])
+            .patient([
+                "A-1",
+                "Ida",
+                "Wells",
+                "1990-07-04",
+                "f",
+                "60616",
+                "ida@example.org",
+                "x",
+            ])
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(row.mrn, "A-1");
         assert_eq!(row.sent.birth_sex.as_deref(), Some("F"));
@@ -510,7 +536,16 @@ mod tests {
                 .err()
                 .unwrap_or_else(|| panic!("accepted {cells:?}"))
         };
-        let ok = ["1", "Ida", "Wells", "1990-07-04", "F", "60616", "ida@example.org", ""];
+        let ok = [
+            "1",
+            "Ida",
+            "Wells",
+            "1990-07-04",
+            "F",
+            "60616",
+            "ida@example.org",
+            "",
+        ];
         let with = |i: usize, value: &'static str| {
             let mut cells = ok;
             cells[i] = value;
@@ -549,10 +584,24 @@ mod tests {
     #[test]
     fn dates_are_read_in_the_common_forms_and_never_guessed() {
         let july_4 = Date::new(1990, 7, 4).ok();
-        for form in ["1990-07-04", "07/04/1990", "7/4/1990", "07-04-1990", "07.04.1990", "19900704"] {
+        for form in [
+            "1990-07-04",
+            "07/04/1990",
+            "7/4/1990",
+            "07-04-1990",
+            "07.04.1990",
+            "19900704",
+        ] {
             assert_eq!(parse_roster_date(form), july_4, "{form}");
         }
-        for refused in ["04/07/90", "1990-02-30", "19900230", "July 4 1990", "", "1990704"] {
+        for refused in [
+            "04/07/90",
+            "1990-02-30",
+            "19900230",
+            "July 4 1990",
+            "",
+            "1990704",
+        ] {
             assert_eq!(parse_roster_date(refused), None, "{refused}");
         }
     }

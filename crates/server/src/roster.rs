@@ -132,6 +132,10 @@ fn read_batches<R: Read>(
         // Rows with too few or too many fields are reported by the
         // columns' own check, with the counts, instead of stopping here.
         .flexible(true)
+        // Rows end at '\n' only, and the '\r' of a CRLF file is trimmed
+        // with the last cell: with CRLF as one terminator the reader dates
+        // each row from the previous line's '\n', one line early.
+        .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(counted);
     let columns = match header_columns(&mut csv, map) {
         Ok(columns) => {
@@ -196,7 +200,9 @@ fn header_columns<R: Read>(
     csv: &mut csv::Reader<R>,
     map: &HeaderMap,
 ) -> Result<RosterColumns, ImportError> {
-    let headers = csv.byte_headers().map_err(|e| ImportError::Read(csv_problem(&e)))?;
+    let headers = csv
+        .byte_headers()
+        .map_err(|e| ImportError::Read(csv_problem(&e)))?;
     if headers.is_empty() {
         return Err(ImportError::NoHeader);
     }

@@ -32,8 +32,8 @@ mod model;
 mod outbox;
 mod patients;
 mod portal;
-mod roster;
 mod practices;
+mod roster;
 mod settings;
 mod staff;
 #[cfg(feature = "testing")]

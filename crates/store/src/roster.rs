@@ -79,7 +79,10 @@ impl Store {
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.import_roster_once(practice_id, rows, source, now).await {
+            match self
+                .import_roster_once(practice_id, rows, source, now)
+                .await
+            {
                 // PostgreSQL: another writer added one of the MRNs between
                 // our read and our insert; the next try finds it.
                 Err(e) if tries < RACE_RETRIES && is_race(&e) => continue,
@@ -438,9 +441,10 @@ impl Tx {
         charts
             .iter()
             .map(|c| {
-                id_of.get(c.mrn.as_str()).copied().ok_or_else(|| {
-                    StoreError::Corrupt("a roster chart was not added".into())
-                })
+                id_of
+                    .get(c.mrn.as_str())
+                    .copied()
+                    .ok_or_else(|| StoreError::Corrupt("a roster chart was not added".into()))
             })
             .collect()
     }
