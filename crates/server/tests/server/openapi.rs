@@ -1,0 +1,307 @@
+//! The JSON API's OpenAPI document (`/api/openapi.json`) and its page
+//! (`/api/docs`): OpenAPI 3.1, every route of the `/api` router documented
+//! with its error answers, and answers that have the documented fields.
+
+use std::collections::BTreeSet;
+
+use enroll_store::testing::Engine;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{ADMIN_TOKEN, TOKEN, TestApp};
+
+/// Every route of `api::router()` (crates/server/src/api/mod.rs) but the
+/// document and its page. A route added there and not here, or not
+/// documented, fails `every_route_of_the_api_is_documented`.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/practices"),
+    ("post", "/api/practices"),
+    ("get", "/api/practices/{id}"),
+    ("put", "/api/practices/{id}/auto-invites"),
+    ("put", "/api/practices/{id}/schedule"),
+    ("put", "/api/practices/{id}/phone"),
+    ("put", "/api/practices/{id}/channels"),
+    ("get", "/api/practices/{id}/templates/preview"),
+    ("put", "/api/practices/{id}/templates/{language}/{kind}"),
+    ("get", "/api/practices/{id}/webhooks"),
+    ("post", "/api/practices/{id}/webhooks"),
+    ("delete", "/api/practices/{id}/webhooks/{endpoint}"),
+    ("put", "/api/practices/{id}/webhooks/{endpoint}/enabled"),
+    ("post", "/api/practices/{id}/webhooks/{endpoint}/ping"),
+    ("get", "/api/practices/{id}/webhooks/{endpoint}/deliveries"),
+    ("get", "/api/patients"),
+    ("post", "/api/patients"),
+    ("get", "/api/patients/{id}"),
+    ("put", "/api/patients/{id}"),
+    ("get", "/api/patients/{id}/timeline"),
+    ("get", "/api/patients/{id}/invites"),
+    ("post", "/api/patients/{id}/encounters"),
+    ("post", "/api/patients/{id}/appointments"),
+    ("post", "/api/patients/{id}/enroll"),
+    ("get", "/api/audit"),
+    ("get", "/api/deliveries/failed"),
+    ("post", "/api/deliveries/resend"),
+    ("get", "/api/hl7/messages"),
+    ("get", "/api/hl7/messages/{id}"),
+    ("post", "/api/hl7/messages/{id}/reprocess"),
+    ("get", "/api/hl7/facilities"),
+    ("put", "/api/hl7/facilities/{facility}"),
+];
+
+const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
+
+async fn document(app: &TestApp) -> Value {
+    // No token: the document holds no data.
+    let response = app
+        .http
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    response.json().await.unwrap()
+}
+
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in METHODS {
+            if let Some(op) = item.get(method) {
+                out.push((method.to_string(), path.clone(), op.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The response object, following a `$ref` into `components.responses`.
+fn resolve<'a>(doc: &'a Value, response: &'a Value) -> &'a Value {
+    match response["$ref"].as_str() {
+        Some(r) => {
+            let name = r.strip_prefix("#/components/responses/").unwrap();
+            let resolved = &doc["components"]["responses"][name];
+            assert!(resolved.is_object(), "{r} is not in the document");
+            resolved
+        }
+        None => response,
+    }
+}
+
+#[tokio::test]
+async fn the_api_document_is_openapi_3_1_with_a_bearer_scheme() {
+    let Some(app) = TestApp::start(Engine::Sqlite).await else {
+        return;
+    };
+    let doc = document(&app).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(doc["info"]["title"], "Enroll API");
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer["type"], "http");
+    assert_eq!(bearer["scheme"], "bearer");
+    assert_eq!(doc["security"], json!([{ "bearer": [] }]));
+    // The error shape every error response names.
+    let error = &doc["components"]["schemas"]["Error"];
+    assert_eq!(error["required"], json!(["code", "message"]), "{error}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_route_of_the_api_is_documented_with_its_error_answers() {
+    let Some(app) = TestApp::start(Engine::Sqlite).await else {
+        return;
+    };
+    let doc = document(&app).await;
+    let documented: BTreeSet<(String, String)> = operations(&doc)
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect();
+    let routed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        documented.difference(&routed).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "documented, not routed"
+    );
+    assert_eq!(
+        routed.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routed, not documented"
+    );
+
+    for (method, path, op) in operations(&doc) {
+        let what = format!("{method} {path}");
+        let responses = op["responses"].as_object().unwrap();
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{what}: no success answer"
+        );
+        // Every operation needs a token; every one with a path parameter
+        // can answer 400 (not a number) and, but the facility mapping
+        // (an MSH-4 names no resource), 404; admins-only ones 403.
+        assert!(responses.contains_key("401"), "{what}: no 401");
+        if path.contains('{') {
+            assert!(responses.contains_key("400"), "{what}: no 400");
+            if !path.starts_with("/api/hl7/facilities/") {
+                assert!(responses.contains_key("404"), "{what}: no 404");
+            }
+        }
+        if op["requestBody"].is_object() {
+            assert!(responses.contains_key("400"), "{what}: a body, no 400");
+            assert!(responses.contains_key("413"), "{what}: a body, no 413");
+        }
+        assert!(!responses.contains_key("500"), "{what}: 500 is a bug");
+        for (status, response) in responses {
+            let response = resolve(&doc, response);
+            assert!(
+                !response["description"].as_str().unwrap().is_empty(),
+                "{what} {status}: no description"
+            );
+            if status.starts_with('4') && status != "413" {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/Error",
+                    "{what} {status}: not the JSON error shape"
+                );
+            }
+        }
+        // Each documented operation is routed at that method: without a
+        // token it answers our 401, not axum's 404 or 405.
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{endpoint}", "1")
+            .replace("{language}", "en")
+            .replace("{kind}", "subject")
+            .replace("{facility}", "NORTH");
+        let response = app
+            .http
+            .request(method.to_uppercase().parse().unwrap(), app.url(&concrete))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "unauthorized", "{what}");
+    }
+    app.stop().await;
+}
+
+/// A few answers checked against their schemas' properties: every field
+/// answered is documented, and every required one is there.
+#[tokio::test]
+async fn answers_have_the_documented_fields() {
+    let Some(app) = TestApp::start(Engine::Sqlite).await else {
+        return;
+    };
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    let check = |name: &str, value: &Value| {
+        let schema = &schemas[name];
+        let properties = schema["properties"].as_object().unwrap();
+        let object = value.as_object().unwrap();
+        for key in object.keys() {
+            assert!(properties.contains_key(key), "{name}: {key} undocumented");
+        }
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let required = required.as_str().unwrap();
+            assert!(object.contains_key(required), "{name}: no {required}");
+        }
+    };
+    let id = app.patient("M-DOC", json!({})).await;
+    let (status, chart) = app.get(&format!("/api/patients/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{chart}");
+    check("PatientViewDto", &chart);
+    check("PatientDto", &chart["patient"]);
+    check("DemographicsDto", &chart["patient"]["demographics"]);
+    for invite in chart["invites"].as_array().unwrap() {
+        check("InviteDto", invite);
+    }
+    let (_, practices) = app.get("/api/practices").await;
+    check("PracticeDto", &practices[0]);
+    let (status, enrolled) = app.enroll(id).await;
+    assert_eq!(status, StatusCode::CREATED, "{enrolled}");
+    check("EnrolledDto", &enrolled);
+    let refused: Value = app
+        .http
+        .get(app.url("/api/patients/x"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    check("Error", &refused);
+    let forbidden: Value = app
+        .http
+        .get(app.url("/api/audit"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    check("Error", &forbidden);
+    let audit: Value = app
+        .http
+        .get(app.url("/api/audit?limit=5"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    check("AuditEntryDto", &audit[0]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_docs_page_lists_every_operation_without_a_script_of_its_own() {
+    let Some(app) = TestApp::start(Engine::Sqlite).await else {
+        return;
+    };
+    let doc = document(&app).await;
+    let response = app.http.get(app.url("/api/docs")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    // minijinja escapes a slash in HTML.
+    let html = response.text().await.unwrap().replace("&#x2f;", "/");
+    for (method, path, _) in operations(&doc) {
+        let heading = format!("<code>{} {path}</code>", method.to_uppercase());
+        assert!(html.contains(&heading), "{heading} is not on the page");
+    }
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(
+            html.contains(&format!("id=\"schema-{name}\"")),
+            "schema {name} is not on the page"
+        );
+    }
+    // Scripts and styles come from our own files only (no inline script,
+    // nothing from elsewhere).
+    for tag in html.split("<script").skip(1) {
+        assert!(tag.trim_start().starts_with("src=\"/static/"), "{tag}");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    app.stop().await;
+}
