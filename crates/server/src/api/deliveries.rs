@@ -59,6 +59,7 @@ pub(crate) async fn failed(
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct ResendRequest {
     /// 1 to 500 failed invites.
+    #[schema(min_items = 1, max_items = 500)]
     invite_ids: Vec<i64>,
 }
 

@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::dto::{MessageDto, MessageViewDto, list as dto_list};
 use super::json::{ApiPath, ApiQuery, JsonBody};
 use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
+use super::schemas::MessageStatusDoc;
 use crate::auth::{Admin, Staff};
 use crate::{ApiError, AppState};
 
@@ -20,6 +21,7 @@ use crate::{ApiError, AppState};
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// applied | error | rejected | duplicate
+    #[param(value_type = Option<MessageStatusDoc>)]
     status: Option<String>,
     /// e.g. `ADT^A04`
     message_type: Option<String>,
@@ -28,7 +30,9 @@ pub(crate) struct ListQuery {
     facility: Option<String>,
     patient_id: Option<i64>,
     /// RFC 3339 instants.
+    #[param(format = DateTime)]
     since: Option<String>,
+    #[param(format = DateTime)]
     until: Option<String>,
     before_id: Option<i64>,
     limit: Option<i64>,

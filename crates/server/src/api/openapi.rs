@@ -15,6 +15,7 @@ use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi, ToResponse};
 
 use super::dto::ErrorBody;
+use super::schemas::{LanguageDoc, MessageStatusDoc, TemplateKindDoc};
 
 /// `code` bad_request: the body, address or query string is not what the
 /// operation expects, or a value is refused (in words).
@@ -123,7 +124,8 @@ pub(crate) struct PayloadTooLarge(String);
         super::messages::facilities,
         super::messages::map_facility,
     ),
-    components(schemas(ErrorBody), responses(
+    // The schemas that only parameters name (utoipa collects the others).
+    components(schemas(ErrorBody, LanguageDoc, TemplateKindDoc, MessageStatusDoc), responses(
         BadRequest,
         Unauthorized,
         Forbidden,
@@ -168,7 +170,8 @@ impl Modify for BearerToken {
 /// The document, built once. Every operation with a body can also answer
 /// 413 (the body limit is a layer in front of all of them). A parameter in
 /// the address, query string or a header is absent or a value, never null:
-/// the `null` that utoipa adds to an `Option`'s type is taken out.
+/// the `null` that utoipa adds to an `Option`'s type is taken out. Each
+/// operation's id is its tag and its handler (`webhooks_add`).
 pub(crate) static DOCUMENT: LazyLock<Document> = LazyLock::new(|| {
     let mut doc = ApiDoc::openapi();
     for item in doc.paths.paths.values_mut() {
@@ -179,6 +182,14 @@ pub(crate) static DOCUMENT: LazyLock<Document> = LazyLock::new(|| {
             &mut item.delete,
         ];
         for op in ops.into_iter().flatten() {
+            // utoipa names an operation after its handler, and three are
+            // `list`: the tag makes each name unique.
+            if let (Some(tag), Some(id)) = (
+                op.tags.as_ref().and_then(|t| t.first()),
+                op.operation_id.as_ref(),
+            ) {
+                op.operation_id = Some(format!("{tag}_{id}"));
+            }
             for parameter in op.parameters.iter_mut().flatten() {
                 if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() {
                     if let SchemaType::Array(types) = &object.schema_type {

@@ -162,6 +162,7 @@ pub(crate) struct SearchQuery {
     q: Option<String>,
     name: Option<String>,
     /// A date such as 1990-07-04 or 07/04/1990.
+    #[param(format = Date)]
     dob: Option<String>,
     mrn: Option<String>,
     practice_id: Option<i64>,

@@ -117,10 +117,10 @@ pub(crate) enum WebhookEventTypeDoc {
 pub(crate) struct WindowDoc {
     weekday: WeekdayDoc,
     /// "HH:MM"
-    #[schema(example = "08:00")]
+    #[schema(example = "08:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     opens: String,
     /// "HH:MM"
-    #[schema(example = "17:00")]
+    #[schema(example = "17:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     closes: String,
 }
 
@@ -147,7 +147,32 @@ pub(crate) struct ScheduleDoc {
     windows: Vec<WindowDoc>,
     /// Dates on which nothing is sent (YYYY-MM-DD).
     #[serde(default)]
-    closed_dates: Vec<String>,
+    closed_dates: Vec<DateDoc>,
+}
+
+/// A date, YYYY-MM-DD.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Date, value_type = String, format = Date, example = "2026-12-24")]
+pub(crate) struct DateDoc(String);
+
+/// `notify::Language`: en or es.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = Language)]
+pub(crate) enum LanguageDoc {
+    En,
+    Es,
+}
+
+/// A template part as the API names it (`server::templates::KINDS`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = TemplateKind)]
+pub(crate) enum TemplateKindDoc {
+    Subject,
+    Text,
+    Html,
+    Sms,
 }
 
 /// `core::Trigger` (R2), tagged by `kind`.

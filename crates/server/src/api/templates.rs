@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::json::{ApiPath, ApiQuery, JsonBody};
 use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
+use super::schemas::{LanguageDoc, TemplateKindDoc};
 use crate::auth::{Admin, Staff};
 use crate::templates::{TemplatePart, sample_invite, save_audited};
 use crate::{ApiError, AppState};
@@ -18,6 +19,7 @@ use crate::{ApiError, AppState};
 #[into_params(parameter_in = Query)]
 pub(crate) struct PreviewQuery {
     /// en (the default) or es
+    #[param(value_type = Option<LanguageDoc>)]
     language: Option<String>,
     /// The sample patient's first name.
     first_name: Option<String>,
@@ -113,8 +115,8 @@ pub(crate) struct TemplateSource {
     tag = "templates",
     params(
         ("id" = i64, Path, description = "The practice"),
-        ("language" = String, Path, description = "en or es"),
-        ("kind" = String, Path, description = "The template part, e.g. subject, text, html, sms"),
+        ("language" = LanguageDoc, Path, description = "en or es"),
+        ("kind" = TemplateKindDoc, Path, description = "The template part"),
     ),
     request_body = TemplateSource,
     responses(

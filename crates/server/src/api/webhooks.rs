@@ -32,7 +32,6 @@ const MAX_SECRET_CHARS: usize = 256;
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewEndpoint {
     /// https (or http to this machine) URL that receives the events.
-    #[schema(example = "https://portal.example.com/hooks/enroll")]
     url: String,
     /// Event types; none: every subscribable one.
     events: Option<Vec<String>>,

@@ -93,6 +93,21 @@ fn resolve<'a>(doc: &'a Value, response: &'a Value) -> &'a Value {
     }
 }
 
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
 #[tokio::test]
 async fn the_api_document_is_openapi_3_1_with_a_bearer_scheme() {
     let Some(app) = TestApp::start(Engine::Sqlite).await else {
@@ -109,6 +124,14 @@ async fn the_api_document_is_openapi_3_1_with_a_bearer_scheme() {
     assert_eq!(bearer["type"], "http");
     assert_eq!(bearer["scheme"], "bearer");
     assert_eq!(doc["security"], json!([{ "bearer": [] }]));
+    // Every reference leads somewhere.
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(refs.len() > 50, "{refs:?}");
+    for r in refs {
+        let pointer = r.strip_prefix('#').unwrap();
+        assert!(doc.pointer(pointer).is_some(), "{r} leads nowhere");
+    }
     // The error shape every error response names.
     let error = &doc["components"]["schemas"]["Error"];
     assert_eq!(error["required"], json!(["code", "message"]), "{error}");
@@ -140,6 +163,12 @@ async fn every_route_of_the_api_is_documented_with_its_error_answers() {
         "routed, not documented"
     );
 
+    let all = operations(&doc);
+    let ids: BTreeSet<&str> = all
+        .iter()
+        .map(|(_, _, op)| op["operationId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), documented.len(), "operationIds are not unique");
     for (method, path, op) in operations(&doc) {
         let what = format!("{method} {path}");
         let responses = op["responses"].as_object().unwrap();
