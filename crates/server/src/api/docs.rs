@@ -245,10 +245,10 @@ fn type_ref(schema: &Value) -> TypeRef {
         link = items.link;
         types[position] = format!("array of {}", items.words);
     }
-    if let Some(format) = schema["format"].as_str() {
-        if let Some(first) = types.first_mut() {
-            *first = format!("{first} ({format})");
-        }
+    if let Some(format) = schema["format"].as_str()
+        && let Some(first) = types.first_mut()
+    {
+        *first = format!("{first} ({format})");
     }
     if let Some(values) = schema["enum"].as_array() {
         let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();

@@ -115,7 +115,7 @@ pub(crate) async fn list(
     get,
     path = "/api/hl7/messages/{id}",
     tag = "hl7",
-    params(("id" = i64, Path, description = "The message")),
+    params(("id" = i64, Path, description = "The message", example = 1)),
     responses(
         (status = 200, description = "The message", body = MessageViewDto),
         (status = 400, response = BadRequest),
@@ -161,7 +161,7 @@ pub(crate) async fn show(
     post,
     path = "/api/hl7/messages/{id}/reprocess",
     tag = "hl7",
-    params(("id" = i64, Path, description = "The message")),
+    params(("id" = i64, Path, description = "The message", example = 1)),
     responses(
         (status = 200, description = "The message as now processed", body = MessageDto),
         (status = 400, response = BadRequest),

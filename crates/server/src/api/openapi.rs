@@ -191,18 +191,18 @@ pub(crate) static DOCUMENT: LazyLock<Document> = LazyLock::new(|| {
                 op.operation_id = Some(format!("{tag}_{id}"));
             }
             for parameter in op.parameters.iter_mut().flatten() {
-                if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() {
-                    if let SchemaType::Array(types) = &object.schema_type {
-                        let types: Vec<Type> = types
-                            .iter()
-                            .filter(|t| **t != Type::Null)
-                            .cloned()
-                            .collect();
-                        object.schema_type = match types.as_slice() {
-                            [one] => SchemaType::Type(one.clone()),
-                            _ => SchemaType::Array(types),
-                        };
-                    }
+                if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut()
+                    && let SchemaType::Array(types) = &object.schema_type
+                {
+                    let types: Vec<Type> = types
+                        .iter()
+                        .filter(|t| **t != Type::Null)
+                        .cloned()
+                        .collect();
+                    object.schema_type = match types.as_slice() {
+                        [one] => SchemaType::Type(one.clone()),
+                        _ => SchemaType::Array(types),
+                    };
                 }
             }
             if op.request_body.is_some() {

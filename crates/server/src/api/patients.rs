@@ -81,7 +81,7 @@ pub(crate) async fn create(
     put,
     path = "/api/patients/{id}",
     tag = "patients",
-    params(("id" = i64, Path, description = "The patient")),
+    params(("id" = i64, Path, description = "The patient", example = 1)),
     request_body = DemographicsDto,
     responses(
         (status = 200, description = "Saved, with the triggers' decisions", body = SaveOutcomeDto),
@@ -122,7 +122,7 @@ pub(crate) async fn update(
     get,
     path = "/api/patients/{id}",
     tag = "patients",
-    params(("id" = i64, Path, description = "The patient")),
+    params(("id" = i64, Path, description = "The patient", example = 1)),
     responses(
         (status = 200, description = "The chart", body = PatientViewDto),
         (status = 400, response = BadRequest),
@@ -263,7 +263,7 @@ async fn scoped(state: &AppState, staff: &Staff, id: i64) -> Result<Patient, Api
     get,
     path = "/api/patients/{id}/timeline",
     tag = "patients",
-    params(("id" = i64, Path, description = "The patient")),
+    params(("id" = i64, Path, description = "The patient", example = 1)),
     responses(
         (status = 200, description = "The timeline", body = Vec<TimelineEntryDto>),
         (status = 400, response = BadRequest),
@@ -285,7 +285,7 @@ pub(crate) async fn timeline(
     get,
     path = "/api/patients/{id}/invites",
     tag = "patients",
-    params(("id" = i64, Path, description = "The patient")),
+    params(("id" = i64, Path, description = "The patient", example = 1)),
     responses(
         (status = 200, description = "The invites", body = Vec<InviteDto>),
         (status = 400, response = BadRequest),
@@ -325,7 +325,7 @@ async fn audit_read(
     post,
     path = "/api/patients/{id}/encounters",
     tag = "patients",
-    params(("id" = i64, Path, description = "The patient")),
+    params(("id" = i64, Path, description = "The patient", example = 1)),
     responses(
         (status = 201, description = "Recorded, with its decision", body = TriggerOutcomeDto),
         (status = 400, response = BadRequest),
@@ -346,7 +346,7 @@ pub(crate) async fn new_encounter(
     post,
     path = "/api/patients/{id}/appointments",
     tag = "patients",
-    params(("id" = i64, Path, description = "The patient")),
+    params(("id" = i64, Path, description = "The patient", example = 1)),
     responses(
         (status = 201, description = "Recorded, with its decision", body = TriggerOutcomeDto),
         (status = 400, response = BadRequest),
@@ -384,7 +384,7 @@ async fn record(
     path = "/api/patients/{id}/enroll",
     tag = "patients",
     params(
-        ("id" = i64, Path, description = "The patient"),
+        ("id" = i64, Path, description = "The patient", example = 1),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200,
             description = "1 to 200 characters; a repeat with the same key sends nothing more"),
     ),

@@ -44,7 +44,7 @@ pub(crate) async fn list(
     get,
     path = "/api/practices/{id}",
     tag = "practices",
-    params(("id" = i64, Path, description = "The practice")),
+    params(("id" = i64, Path, description = "The practice", example = 1)),
     responses(
         (status = 200, description = "The practice", body = PracticeDto),
         (status = 400, response = BadRequest),
@@ -129,7 +129,7 @@ pub(crate) struct PracticePhone {
     put,
     path = "/api/practices/{id}/phone",
     tag = "practices",
-    params(("id" = i64, Path, description = "The practice")),
+    params(("id" = i64, Path, description = "The practice", example = 1)),
     request_body = PracticePhone,
     responses(
         (status = 200, description = "The practice as changed", body = PracticeDto),
@@ -178,7 +178,7 @@ pub(crate) async fn set_phone(
     put,
     path = "/api/practices/{id}/channels",
     tag = "practices",
-    params(("id" = i64, Path, description = "The practice")),
+    params(("id" = i64, Path, description = "The practice", example = 1)),
     request_body = ChannelsDto,
     responses(
         (status = 200, description = "The practice as changed", body = PracticeDto),
@@ -233,7 +233,7 @@ pub(crate) struct AutoInvites {
     put,
     path = "/api/practices/{id}/auto-invites",
     tag = "practices",
-    params(("id" = i64, Path, description = "The practice")),
+    params(("id" = i64, Path, description = "The practice", example = 1)),
     request_body = AutoInvites,
     responses(
         (status = 200, description = "The practice as changed", body = PracticeDto),
@@ -273,7 +273,7 @@ pub(crate) async fn set_auto_invites(
     put,
     path = "/api/practices/{id}/schedule",
     tag = "practices",
-    params(("id" = i64, Path, description = "The practice")),
+    params(("id" = i64, Path, description = "The practice", example = 1)),
     request_body = ScheduleDoc,
     responses(
         (status = 200, description = "The practice as changed", body = PracticeDto),

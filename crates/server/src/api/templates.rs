@@ -59,7 +59,7 @@ impl From<RenderedEmail> for EmailPreview {
     get,
     path = "/api/practices/{id}/templates/preview",
     tag = "templates",
-    params(("id" = i64, Path, description = "The practice"), PreviewQuery),
+    params(("id" = i64, Path, description = "The practice", example = 1), PreviewQuery),
     responses(
         (status = 200, description = "The rendered invite", body = Preview),
         (status = 400, response = BadRequest),
@@ -114,7 +114,7 @@ pub(crate) struct TemplateSource {
     path = "/api/practices/{id}/templates/{language}/{kind}",
     tag = "templates",
     params(
-        ("id" = i64, Path, description = "The practice"),
+        ("id" = i64, Path, description = "The practice", example = 1),
         ("language" = LanguageDoc, Path, description = "en or es"),
         ("kind" = TemplateKindDoc, Path, description = "The template part"),
     ),

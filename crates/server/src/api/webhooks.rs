@@ -57,7 +57,7 @@ pub(crate) struct DeliveriesQuery {
     get,
     path = "/api/practices/{id}/webhooks",
     tag = "webhooks",
-    params(("id" = i64, Path, description = "The practice")),
+    params(("id" = i64, Path, description = "The practice", example = 1)),
     responses(
         (status = 200, description = "The endpoints", body = Vec<WebhookEndpointDto>),
         (status = 400, response = BadRequest),
@@ -82,7 +82,7 @@ pub(crate) async fn list(
     post,
     path = "/api/practices/{id}/webhooks",
     tag = "webhooks",
-    params(("id" = i64, Path, description = "The practice")),
+    params(("id" = i64, Path, description = "The practice", example = 1)),
     request_body = NewEndpoint,
     responses(
         (status = 201, description = "Added; the secret is shown this once", body = NewWebhookEndpointDto),
@@ -143,7 +143,7 @@ pub(crate) async fn add(
     path = "/api/practices/{id}/webhooks/{endpoint}/enabled",
     tag = "webhooks",
     params(
-        ("id" = i64, Path, description = "The practice"),
+        ("id" = i64, Path, description = "The practice", example = 1),
         ("endpoint" = i64, Path, description = "The endpoint"),
     ),
     request_body = Enabled,
@@ -182,7 +182,7 @@ pub(crate) async fn set_enabled(
     path = "/api/practices/{id}/webhooks/{endpoint}",
     tag = "webhooks",
     params(
-        ("id" = i64, Path, description = "The practice"),
+        ("id" = i64, Path, description = "The practice", example = 1),
         ("endpoint" = i64, Path, description = "The endpoint"),
     ),
     responses(
@@ -212,7 +212,7 @@ pub(crate) async fn remove(
     path = "/api/practices/{id}/webhooks/{endpoint}/ping",
     tag = "webhooks",
     params(
-        ("id" = i64, Path, description = "The practice"),
+        ("id" = i64, Path, description = "The practice", example = 1),
         ("endpoint" = i64, Path, description = "The endpoint"),
     ),
     responses(
@@ -259,7 +259,7 @@ pub(crate) async fn ping(
     path = "/api/practices/{id}/webhooks/{endpoint}/deliveries",
     tag = "webhooks",
     params(
-        ("id" = i64, Path, description = "The practice"),
+        ("id" = i64, Path, description = "The practice", example = 1),
         ("endpoint" = i64, Path, description = "The endpoint"),
         DeliveriesQuery,
     ),

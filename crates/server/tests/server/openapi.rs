@@ -226,6 +226,57 @@ async fn every_route_of_the_api_is_documented_with_its_error_answers() {
     app.stop().await;
 }
 
+/// The schemas of the core's enums (mirrors in `api/schemas.rs`, since
+/// the core has no OpenAPI derive) list exactly the core's values.
+#[tokio::test]
+async fn the_documented_enums_are_the_cores() {
+    let Some(app) = TestApp::start(Engine::Sqlite).await else {
+        return;
+    };
+    let doc = document(&app).await;
+    let values = |name: &str| -> Vec<String> {
+        doc["components"]["schemas"][name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} is not an enum"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    use enroll_core::{
+        Field, InviteKind, InviteState, Language, PatientResponse, WebhookEventType,
+    };
+    assert_eq!(values("Field"), keys(&Field::ALL.map(Field::key)));
+    assert_eq!(
+        values("InviteKind"),
+        keys(&InviteKind::ALL.map(InviteKind::key))
+    );
+    assert_eq!(
+        values("InviteState"),
+        keys(&InviteState::ALL.map(InviteState::key))
+    );
+    assert_eq!(
+        values("PatientResponse"),
+        keys(&PatientResponse::ALL.map(PatientResponse::key))
+    );
+    assert_eq!(values("Language"), keys(&Language::ALL.map(Language::code)));
+    let mut events = WebhookEventType::SUBSCRIBABLE
+        .map(WebhookEventType::key)
+        .to_vec();
+    events.push(WebhookEventType::Ping.key());
+    assert_eq!(values("WebhookEventType"), keys(&events));
+    let kinds: Vec<&str> = enroll_server::templates::KINDS
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(values("TemplateKind"), keys(&kinds));
+    assert_eq!(
+        values("MessageStatus"),
+        keys(&["applied", "error", "rejected", "duplicate"])
+    );
+    app.stop().await;
+}
+
 /// A few answers checked against their schemas' properties: every field
 /// answered is documented, and every required one is there.
 #[tokio::test]
@@ -332,5 +383,32 @@ async fn the_api_docs_page_lists_every_operation_without_a_script_of_its_own() {
         assert!(tag.trim_start().starts_with("src=\"/static/"), "{tag}");
     }
     assert!(!html.contains("http://") && !html.contains("https://"));
+    app.stop().await;
+}
+
+/// The page in a real browser: axe-core finds nothing, and screenshots
+/// (`staff-api-docs-*.png` in `target/screenshots/`) for a person to see.
+#[tokio::test]
+async fn the_api_docs_page_passes_axe_in_a_real_browser() {
+    let Some(tools) = crate::webdriver::tools_or_skip() else {
+        return;
+    };
+    let Some(app) = TestApp::start(Engine::Sqlite).await else {
+        return;
+    };
+    let driver = crate::webdriver::start_driver(&tools).await;
+    let client = crate::webdriver::browser(&driver, &tools, (1366, 768)).await;
+    client.goto(&app.url("/api/docs")).await.unwrap();
+    let heading = crate::webdriver::text_of(&client, "h1").await;
+    assert!(heading.contains("Enroll API"), "{heading}");
+    crate::browser::look_at(&client, &tools, "api-docs").await;
+    client
+        .goto(&app.url("/api/docs#post-api-patients-id-enroll"))
+        .await
+        .unwrap();
+    let png = client.screenshot().await.unwrap();
+    let file = crate::webdriver::screenshot_dir().join("staff-api-docs-enroll-1366x768.png");
+    std::fs::write(file, png).unwrap();
+    client.close().await.unwrap();
     app.stop().await;
 }
