@@ -171,15 +171,17 @@ pub(crate) struct SearchQuery {
 
 impl SearchQuery {
     fn terms(&self) -> Result<SearchTerms, ApiError> {
-        if let Some(q) = &self.q {
-            return Ok(SearchTerms::parse(q));
-        }
+        // A dob that is no date is refused even beside q, which is searched
+        // instead: a typo there is never silently ignored.
         let dob = match self.dob.as_deref() {
             Some(raw) => Some(parse_date(raw.trim()).ok_or_else(|| {
                 ApiError::BadRequest("dob must be a date such as 1990-07-04 or 07/04/1990".into())
             })?),
             None => None,
         };
+        if let Some(q) = &self.q {
+            return Ok(SearchTerms::parse(q));
+        }
         Ok(SearchTerms {
             name: self
                 .name
