@@ -412,3 +412,59 @@ async fn the_api_docs_page_passes_axe_in_a_real_browser() {
     client.close().await.unwrap();
     app.stop().await;
 }
+
+/// The DTOs answer exactly what the store's records serialize to (the JSON
+/// the API answered before it had types of its own): same fields, same
+/// values, on both engines.
+#[tokio::test]
+async fn answers_are_the_json_of_the_store_records() {
+    crate::on_each_engine(async |app| {
+        let store = &app.db.store;
+        let id = app.patient("M-SAME", json!({})).await;
+        let (status, enrolled) = app.enroll(id).await;
+        assert_eq!(status, StatusCode::CREATED, "{enrolled}");
+        let (status, _) = app
+            .post(&format!("/api/patients/{id}/encounters"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let endpoint = json!({ "url": "https://portal.example.com/hooks" });
+        let path = format!("/api/practices/{}/webhooks", app.practice_id);
+        let (status, added) = app.admin_post(&path, endpoint).await;
+        assert_eq!(status, StatusCode::CREATED, "{added}");
+
+        let patient = store.patient(id).await.unwrap().unwrap();
+        let invites = store.patient_invites(id).await.unwrap();
+        let (_, found) = app.get("/api/patients?mrn=M-SAME").await;
+        assert_eq!(found, json!([record(&patient)]));
+        let (_, chart) = app.get(&format!("/api/patients/{id}")).await;
+        assert_eq!(chart["patient"], record(&patient));
+        assert_eq!(chart["invites"], record(&invites));
+        let (_, listed) = app.get(&format!("/api/patients/{id}/invites")).await;
+        assert_eq!(listed, record(&invites));
+        let enrolled_id = enrolled["invite"]["id"].as_i64().unwrap();
+        let invite = store.invite_by_id(enrolled_id).await.unwrap().unwrap();
+        assert_eq!(enrolled["invite"], record(&invite));
+        let (_, timeline) = app.get(&format!("/api/patients/{id}/timeline")).await;
+        let lines = store.patient_timeline(id).await.unwrap();
+        assert_eq!(timeline, record(&lines));
+        assert_eq!(chart["timeline"], record(&lines));
+        let (_, practices) = app.admin_get("/api/practices").await;
+        assert_eq!(practices, record(&store.practices().await.unwrap()));
+        let (_, hooks) = app.admin_get(&path).await;
+        let endpoints = store.webhook_endpoints(app.practice_id).await.unwrap();
+        assert_eq!(hooks, record(&endpoints));
+        let mut with_secret = record(&endpoints[0]);
+        with_secret["secret"] = added["secret"].clone();
+        assert_eq!(added, with_secret);
+        let (_, failed) = app.get("/api/deliveries/failed").await;
+        assert_eq!(failed, record(&store.failed_deliveries(200).await.unwrap()));
+        let (_, audit) = app.admin_get("/api/audit?limit=20").await;
+        assert_eq!(audit, record(&store.audit_log(None, 20).await.unwrap()));
+    })
+    .await;
+}
+
+/// A store record as serde writes it.
+fn record<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap()
+}
