@@ -26,8 +26,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::schemas::{
-    AutoDecisionDoc, FieldProblemDoc, InviteKindDoc, InviteStateDoc, MessageStatusDoc,
-    PatientResponseDoc, ScheduleDoc, StaffStatusDoc, TriggerDoc, WebhookEventTypeDoc,
+    AutoDecisionDoc, ErrorCodeDoc, FieldProblemDoc, InviteKindDoc, InviteStateDoc,
+    MessageStatusDoc, PatientResponseDoc, ScheduleDoc, StaffStatusDoc, TriggerDoc,
+    WebhookEventTypeDoc,
 };
 use crate::error::problems_json;
 
@@ -40,10 +41,7 @@ use crate::error::problems_json;
 #[derive(Serialize, ToSchema)]
 #[schema(as = Error)]
 pub(crate) struct ErrorBody {
-    /// bad_request, unauthorized, forbidden, not_found, duplicate_mrn,
-    /// duplicate_practice, conflict, webhook_disabled, merged_into,
-    /// already_active, deceased, patient_responded, opted_out,
-    /// invalid_fields, missing_fields, cap_reached, payload_too_large
+    #[schema(value_type = ErrorCodeDoc)]
     code: String,
     message: String,
     #[schema(nullable = false)]

@@ -10,6 +10,30 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// An error answer's `code` (`server::error`, and the invalid-field
+/// answers of practices and webhooks). Each response says which it carries.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ErrorCode)]
+pub(crate) enum ErrorCodeDoc {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    DuplicateMrn,
+    DuplicatePractice,
+    Conflict,
+    WebhookDisabled,
+    MergedInto,
+    AlreadyActive,
+    Deceased,
+    PatientResponded,
+    OptedOut,
+    InvalidFields,
+    MissingFields,
+    CapReached,
+}
+
 /// `core::Field`: a demographic field's key.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
