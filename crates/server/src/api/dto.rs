@@ -62,6 +62,7 @@ pub(crate) struct ErrorBody {
 /// say what is not.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
+#[schema(as = Demographics)]
 pub(crate) struct DemographicsDto {
     #[schema(example = "Maria")]
     pub first_name: Option<String>,
@@ -119,6 +120,7 @@ pub(crate) struct NewPatientRequest {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Patient)]
 pub(crate) struct PatientDto {
     id: i64,
     practice_id: i64,
@@ -167,6 +169,7 @@ impl From<Patient> for PatientDto {
 
 /// What one trigger led to (R2, and the decision of R3-R8).
 #[derive(Serialize, ToSchema)]
+#[schema(as = TriggerOutcome)]
 pub(crate) struct TriggerOutcomeDto {
     /// The chart the trigger was applied to (the survivor of a merge).
     patient_id: i64,
@@ -191,6 +194,7 @@ impl From<TriggerOutcome> for TriggerOutcomeDto {
 /// A created or updated patient: the record as stored, whether it was
 /// added, and what each trigger led to.
 #[derive(Serialize, ToSchema)]
+#[schema(as = SaveOutcome)]
 pub(crate) struct SaveOutcomeDto {
     patient: PatientDto,
     created: bool,
@@ -208,6 +212,7 @@ impl From<SaveOutcome> for SaveOutcomeDto {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Invite)]
 pub(crate) struct InviteDto {
     id: i64,
     patient_id: i64,
@@ -257,6 +262,7 @@ impl From<Invite> for InviteDto {
 /// One line of the patient's timeline; `detail` holds field names and
 /// decisions, never field values.
 #[derive(Serialize, ToSchema)]
+#[schema(as = TimelineEntry)]
 pub(crate) struct TimelineEntryDto {
     id: i64,
     #[schema(value_type = String, format = DateTime)]
@@ -287,6 +293,7 @@ impl From<TimelineEntry> for TimelineEntryDto {
 /// the fields that are missing or invalid (R1, R11), the invites and the
 /// timeline.
 #[derive(Serialize, ToSchema)]
+#[schema(as = PatientView)]
 pub(crate) struct PatientViewDto {
     patient: PatientDto,
     #[schema(value_type = StaffStatusDoc)]
@@ -314,12 +321,14 @@ impl From<Chart> for PatientViewDto {
 /// Enroll Now's answer: the invite, and whether this request repeated an
 /// earlier one with the same `Idempotency-Key` (nothing more was sent).
 #[derive(Serialize, ToSchema)]
+#[schema(as = Enrolled)]
 pub(crate) struct EnrolledDto {
     pub invite: InviteDto,
     pub replayed: bool,
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = AuditEntry)]
 pub(crate) struct AuditEntryDto {
     id: i64,
     #[schema(value_type = String, format = DateTime)]
@@ -353,6 +362,7 @@ impl From<AuditEntry> for AuditEntryDto {
 
 /// Which channels the practice's invites go by; at least one is on.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[schema(as = Channels)]
 pub(crate) struct ChannelsDto {
     pub email: bool,
     pub sms: bool,
@@ -399,6 +409,7 @@ impl From<NewPracticeRequest> for NewPractice {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Practice)]
 pub(crate) struct PracticeDto {
     id: i64,
     code: String,
@@ -435,6 +446,7 @@ impl From<Practice> for PracticeDto {
 
 /// A delivery that failed or is waiting for a retry.
 #[derive(Serialize, ToSchema)]
+#[schema(as = FailedDelivery)]
 pub(crate) struct FailedDeliveryDto {
     invite_id: i64,
     patient_id: i64,
@@ -474,6 +486,7 @@ impl From<FailedDelivery> for FailedDeliveryDto {
 
 /// A stored HL7 message (without its raw bytes).
 #[derive(Serialize, ToSchema)]
+#[schema(as = Message)]
 pub(crate) struct MessageDto {
     id: i64,
     #[schema(value_type = String, format = DateTime)]
@@ -541,6 +554,7 @@ impl From<StoredMessage> for MessageDto {
 /// One message with its text: `raw_text` is the message as received, bytes
 /// that are not UTF-8 shown as replacement characters, segments on lines.
 #[derive(Serialize, ToSchema)]
+#[schema(as = MessageView)]
 pub(crate) struct MessageViewDto {
     #[serde(flatten)]
     pub message: MessageDto,
@@ -551,6 +565,7 @@ pub(crate) struct MessageViewDto {
 
 /// A practice's webhook endpoint (never its secret).
 #[derive(Serialize, ToSchema)]
+#[schema(as = WebhookEndpoint)]
 pub(crate) struct WebhookEndpointDto {
     id: i64,
     practice_id: i64,
@@ -579,6 +594,7 @@ impl From<WebhookEndpoint> for WebhookEndpointDto {
 
 /// A new endpoint with its secret, which is shown this once.
 #[derive(Serialize, ToSchema)]
+#[schema(as = NewWebhookEndpoint)]
 pub(crate) struct NewWebhookEndpointDto {
     #[serde(flatten)]
     pub endpoint: WebhookEndpointDto,
@@ -587,6 +603,7 @@ pub(crate) struct NewWebhookEndpointDto {
 
 /// One event to one endpoint (without the body).
 #[derive(Serialize, ToSchema)]
+#[schema(as = WebhookDelivery)]
 pub(crate) struct WebhookDeliveryDto {
     id: i64,
     event_id: String,

@@ -301,17 +301,17 @@ async fn answers_have_the_documented_fields() {
     let id = app.patient("M-DOC", json!({})).await;
     let (status, chart) = app.get(&format!("/api/patients/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{chart}");
-    check("PatientViewDto", &chart);
-    check("PatientDto", &chart["patient"]);
-    check("DemographicsDto", &chart["patient"]["demographics"]);
+    check("PatientView", &chart);
+    check("Patient", &chart["patient"]);
+    check("Demographics", &chart["patient"]["demographics"]);
     for invite in chart["invites"].as_array().unwrap() {
-        check("InviteDto", invite);
+        check("Invite", invite);
     }
     let (_, practices) = app.get("/api/practices").await;
-    check("PracticeDto", &practices[0]);
+    check("Practice", &practices[0]);
     let (status, enrolled) = app.enroll(id).await;
     assert_eq!(status, StatusCode::CREATED, "{enrolled}");
-    check("EnrolledDto", &enrolled);
+    check("Enrolled", &enrolled);
     let refused: Value = app
         .http
         .get(app.url("/api/patients/x"))
@@ -344,7 +344,7 @@ async fn answers_have_the_documented_fields() {
         .json()
         .await
         .unwrap();
-    check("AuditEntryDto", &audit[0]);
+    check("AuditEntry", &audit[0]);
     app.stop().await;
 }
 
