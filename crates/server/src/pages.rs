@@ -27,6 +27,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/unsubscribe.html"),
         ),
         ("mailbox.html", include_str!("../templates/mailbox.html")),
+        ("api_docs.html", include_str!("../templates/api_docs.html")),
         (
             "staff_base.html",
             include_str!("../templates/staff_base.html"),

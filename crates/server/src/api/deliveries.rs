@@ -4,23 +4,40 @@
 use axum::Json;
 use axum::extract::State;
 use enroll_store::{Audit, AuditTarget};
-use enroll_store::{EnrollOutcome, FailedDelivery, Source};
+use enroll_store::{EnrollOutcome, Source};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::dto::{FailedDeliveryDto, list as dto_list};
 use super::json::{ApiQuery, JsonBody};
+use super::openapi::{BadRequest, NotFound, Unauthorized};
 use crate::auth::Staff;
 use crate::{ApiError, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// 1 to 1000; 200 unless given.
     limit: Option<i64>,
 }
 
+/// Deliveries that failed or wait for a retry. Audited.
+#[utoipa::path(
+    get,
+    path = "/api/deliveries/failed",
+    tag = "deliveries",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The failed deliveries", body = Vec<FailedDeliveryDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+    )
+)]
 pub(crate) async fn failed(
     State(state): State<AppState>,
     staff: Staff,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<FailedDelivery>>, ApiError> {
+) -> Result<Json<Vec<FailedDeliveryDto>>, ApiError> {
     let list = state
         .store
         .failed_deliveries(q.limit.unwrap_or(200).clamp(1, 1000))
@@ -36,19 +53,22 @@ pub(crate) async fn failed(
             state.clock.now(),
         )
         .await?;
-    Ok(Json(list))
+    Ok(Json(dto_list(list)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct ResendRequest {
+    /// 1 to 500 failed invites.
+    #[schema(min_items = 1, max_items = 500)]
     invite_ids: Vec<i64>,
 }
 
 /// The answer for one invite of a resend.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct Resent {
     invite_id: i64,
     /// "queued", "refused" or "not_failed"
+    #[schema(value_type = String)]
     outcome: &'static str,
     new_invite_id: Option<i64>,
     message: Option<String>,
@@ -57,6 +77,18 @@ pub(crate) struct Resent {
 /// Sends again as an Enroll Now by the staff member, so every rule of R9
 /// applies (the fixed address must now be valid, the cap must allow it).
 /// The key `resend-<id>` makes a repeated request send nothing more.
+#[utoipa::path(
+    post,
+    path = "/api/deliveries/resend",
+    tag = "deliveries",
+    request_body = ResendRequest,
+    responses(
+        (status = 200, description = "What became of each invite", body = Vec<Resent>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn resend(
     State(state): State<AppState>,
     staff: Staff,

@@ -6,9 +6,13 @@ use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::ApiError;
 
+/// A JSON object body (every body of the API is one: serde would also
+/// read a struct from an array of its fields, which the document does not
+/// allow).
 pub(crate) struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -19,13 +23,25 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(ApiError::BadRequest(format!(
-                "the request body is not what this endpoint expects: {}",
-                rejection.body_text()
-            ))),
+        let value = match Json::<Value>::from_request(req, state).await {
+            Ok(Json(value)) => value,
+            Err(rejection) => {
+                return Err(ApiError::BadRequest(format!(
+                    "the request body is not what this endpoint expects: {}",
+                    rejection.body_text()
+                )));
+            }
+        };
+        if !value.is_object() {
+            return Err(ApiError::BadRequest(
+                "the request body is not what this endpoint expects: a JSON object".into(),
+            ));
         }
+        serde_json::from_value(value).map(JsonBody).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the request body is not what this endpoint expects: {e}"
+            ))
+        })
     }
 }
 

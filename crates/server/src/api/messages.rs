@@ -5,17 +5,23 @@
 use axum::Json;
 use axum::extract::State;
 use enroll_store::{Audit, AuditTarget};
-use enroll_store::{MessageQuery, MessageStatus, StoredMessage, facility_setting_key};
+use enroll_store::{MessageQuery, MessageStatus, facility_setting_key};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::dto::{MessageDto, MessageViewDto, list as dto_list};
 use super::json::{ApiPath, ApiQuery, JsonBody};
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized};
+use super::schemas::MessageStatusDoc;
 use crate::auth::{Admin, Staff};
 use crate::{ApiError, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// applied | error | rejected | duplicate
+    #[param(value_type = Option<MessageStatusDoc>)]
     status: Option<String>,
     /// e.g. `ADT^A04`
     message_type: Option<String>,
@@ -24,7 +30,9 @@ pub(crate) struct ListQuery {
     facility: Option<String>,
     patient_id: Option<i64>,
     /// RFC 3339 instants.
+    #[param(format = DateTime)]
     since: Option<String>,
+    #[param(format = DateTime)]
     until: Option<String>,
     before_id: Option<i64>,
     limit: Option<i64>,
@@ -55,11 +63,24 @@ fn instant(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError
     .transpose()
 }
 
+/// The inbound HL7 messages, newest first, with filters (administrators).
+#[utoipa::path(
+    get,
+    path = "/api/hl7/messages",
+    tag = "hl7",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The messages, without their text", body = Vec<MessageDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     staff: Admin,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<StoredMessage>>, ApiError> {
+) -> Result<Json<Vec<MessageDto>>, ApiError> {
     let query = MessageQuery {
         status: q.status.as_deref().map(status_filter).transpose()?,
         message_type: q.message_type,
@@ -85,23 +106,29 @@ pub(crate) async fn list(
             state.clock.now(),
         )
         .await?;
-    Ok(Json(messages))
+    Ok(Json(dto_list(messages)))
 }
 
-/// One message; `raw` is its text (bytes that are not UTF-8 shown as
-/// replacement characters; the stored bytes are kept exactly).
-#[derive(Serialize)]
-pub(crate) struct MessageView {
-    #[serde(flatten)]
-    message: StoredMessage,
-    raw_text: String,
-}
-
+/// One message with its text and ACK (administrators); its viewing is
+/// audited like a chart's.
+#[utoipa::path(
+    get,
+    path = "/api/hl7/messages/{id}",
+    tag = "hl7",
+    params(("id" = i64, Path, description = "The message", example = 1)),
+    responses(
+        (status = 200, description = "The message", body = MessageViewDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn show(
     State(state): State<AppState>,
     staff: Admin,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<MessageView>, ApiError> {
+) -> Result<Json<MessageViewDto>, ApiError> {
     let mut message = state
         .store
         .hl7_message(id)
@@ -123,17 +150,32 @@ pub(crate) async fn show(
         )
         .await?;
     let raw = message.raw.take().unwrap_or_default();
-    Ok(Json(MessageView {
+    Ok(Json(MessageViewDto {
         raw_text: String::from_utf8_lossy(&raw).replace('\r', "\n"),
-        message,
+        message: message.into(),
     }))
 }
 
+/// Applies a stored message again, after a fix (administrators).
+#[utoipa::path(
+    post,
+    path = "/api/hl7/messages/{id}/reprocess",
+    tag = "hl7",
+    params(("id" = i64, Path, description = "The message", example = 1)),
+    responses(
+        (status = 200, description = "The message as now processed", body = MessageDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
 pub(crate) async fn reprocess(
     State(state): State<AppState>,
     staff: Admin,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<StoredMessage>, ApiError> {
+) -> Result<Json<MessageDto>, ApiError> {
     let message = state.intake.reprocess(id, &staff.0.username).await?;
     state
         .store
@@ -149,21 +191,35 @@ pub(crate) async fn reprocess(
             state.clock.now(),
         )
         .await?;
-    Ok(Json(message))
+    Ok(Json(message.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct FacilityMapping {
     practice_code: String,
 }
 
-#[derive(Serialize)]
+/// An MSH-4 sending facility and the practice its messages go to.
+#[derive(Serialize, ToSchema)]
 pub(crate) struct FacilityMapped {
     facility: String,
     practice_code: String,
 }
 
 /// Maps an MSH-4 sending facility to a practice (administrators only).
+#[utoipa::path(
+    put,
+    path = "/api/hl7/facilities/{facility}",
+    tag = "hl7",
+    params(("facility" = String, Path, description = "MSH-4 as sent")),
+    request_body = FacilityMapping,
+    responses(
+        (status = 200, description = "Mapped", body = FacilityMapped),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
 pub(crate) async fn map_facility(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -193,6 +249,15 @@ pub(crate) async fn map_facility(
 }
 
 /// Every facility mapping.
+#[utoipa::path(
+    get,
+    path = "/api/hl7/facilities",
+    tag = "hl7",
+    responses(
+        (status = 200, description = "The mappings", body = Vec<FacilityMapped>),
+        (status = 401, response = Unauthorized),
+    )
+)]
 pub(crate) async fn facilities(
     State(state): State<AppState>,
     _staff: Staff,

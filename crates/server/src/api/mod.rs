@@ -1,11 +1,16 @@
-//! The JSON API under `/api`. Every route needs a staff token, and every
-//! view or change of a patient is written to the audit log.
+//! The JSON API under `/api`. Every route needs a staff token (but the
+//! OpenAPI document, `/api/openapi.json`, and its page, `/api/docs`), and
+//! every view or change of a patient is written to the audit log.
 
 mod deliveries;
+mod docs;
+mod dto;
 mod json;
 mod messages;
+pub(crate) mod openapi;
 mod patients;
 mod practices;
+mod schemas;
 mod templates;
 mod webhooks;
 
@@ -27,6 +32,9 @@ pub(crate) async fn practice_or_404(state: &AppState, id: i64) -> Result<Practic
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
+        // The document and its page need no token: they hold no data.
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(docs::page))
         .route("/practices", get(practices::list).post(practices::create))
         .route("/practices/{id}", get(practices::show))
         .route(

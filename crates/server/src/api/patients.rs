@@ -5,67 +5,49 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use enroll_core::{
-    Demographics, IfKnown, IntakeEvent, PatientChange, Refusal, SearchTerms, StaffStatus, Trigger,
-    parse_date,
+    Demographics, IfKnown, IntakeEvent, PatientChange, Refusal, SearchTerms, Trigger, parse_date,
 };
-use enroll_store::{
-    Audit, AuditEntry, AuditTarget, Chart, EnrollOutcome, Invite, Patient, PatientSearch,
-    SaveOutcome, Source, TimelineEntry, TriggerOutcome,
-};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use enroll_store::{Audit, AuditTarget, EnrollOutcome, Patient, PatientSearch, Source};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
+use super::dto::{
+    AuditEntryDto, DemographicsDto, EnrolledDto, InviteDto, NewPatientRequest, PatientDto,
+    PatientViewDto, SaveOutcomeDto, TimelineEntryDto, TriggerOutcomeDto, list,
+};
 use super::json::{ApiPath, ApiQuery, JsonBody};
+use super::openapi::{
+    BadRequest, CapReached, Conflict, Forbidden, InvalidFields, NotFound, Unauthorized,
+};
 use crate::auth::{Admin, Staff};
-use crate::error::problems_json;
 use crate::{ApiError, AppState};
 
 /// The longest idempotency key we keep; longer ones are refused, not cut.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 
-#[derive(Deserialize)]
-pub(crate) struct NewPatient {
-    practice_id: i64,
-    mrn: String,
-    #[serde(flatten)]
-    demographics: Demographics,
-}
-
-/// A chart as staff see it: the record, the status and its words (R14),
-/// the fields that are missing or invalid (R1, R11), the invites and the
-/// timeline (`Store::chart`, shared with the staff pages).
-#[derive(Serialize)]
-pub(crate) struct PatientView {
-    patient: Patient,
-    status: StaffStatus,
-    status_words: String,
-    problems: Vec<Value>,
-    invites: Vec<Invite>,
-    timeline: Vec<TimelineEntry>,
-}
-
-impl From<Chart> for PatientView {
-    fn from(chart: Chart) -> PatientView {
-        PatientView {
-            status_words: chart.status.words(),
-            problems: problems_json(&chart.problems),
-            patient: chart.patient,
-            status: chart.status,
-            invites: chart.invites,
-            timeline: chart.timeline,
-        }
-    }
-}
-
 fn source(staff: &Staff) -> Source {
     Source::new("api", Some(&staff.0.username))
 }
 
+/// Registers a patient: the whole record, and the chart-added trigger (R2).
+#[utoipa::path(
+    post,
+    path = "/api/patients",
+    tag = "patients",
+    request_body = NewPatientRequest,
+    responses(
+        (status = 201, description = "Created, with the triggers' decisions", body = SaveOutcomeDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     staff: Staff,
-    JsonBody(new): JsonBody<NewPatient>,
-) -> Result<(StatusCode, Json<SaveOutcome>), ApiError> {
+    JsonBody(new): JsonBody<NewPatientRequest>,
+) -> Result<(StatusCode, Json<SaveOutcomeDto>), ApiError> {
     let mrn = new.mrn.trim();
     if mrn.is_empty() {
         return Err(ApiError::BadRequest("mrn must not be blank".into()));
@@ -76,8 +58,9 @@ pub(crate) async fn create(
     super::practice_or_404(&state, new.practice_id).await?;
     let now = state.clock.now();
     // The whole record, as a registration that a known MRN refuses (409).
+    let demographics = Demographics::from(new.demographics);
     let event = IntakeEvent::Register {
-        patient: PatientChange::replacing(mrn, &new.demographics),
+        patient: PatientChange::replacing(mrn, &demographics),
         if_known: IfKnown::Refuse,
     };
     let outcome = state
@@ -90,19 +73,35 @@ pub(crate) async fn create(
         )
         .await?
         .into_saved()?;
-    Ok((StatusCode::CREATED, Json(outcome)))
+    Ok((StatusCode::CREATED, Json(outcome.into())))
 }
 
+/// Replaces the patient's demographics: a field not given is cleared.
+#[utoipa::path(
+    put,
+    path = "/api/patients/{id}",
+    tag = "patients",
+    params(("id" = i64, Path, description = "The patient", example = 1)),
+    request_body = DemographicsDto,
+    responses(
+        (status = 200, description = "Saved, with the triggers' decisions", body = SaveOutcomeDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
 pub(crate) async fn update(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<i64>,
-    JsonBody(demographics): JsonBody<Demographics>,
-) -> Result<Json<SaveOutcome>, ApiError> {
+    JsonBody(demographics): JsonBody<DemographicsDto>,
+) -> Result<Json<SaveOutcomeDto>, ApiError> {
     let patient = scoped(&state, &staff, id).await?;
     let now = state.clock.now();
     // PUT replaces the record: a field not given is cleared. Addressed by
     // the chart's MRN, so a chart merged away updates the survivor.
+    let demographics = Demographics::from(demographics);
     let event = IntakeEvent::Update(PatientChange::replacing(&patient.mrn, &demographics));
     let outcome = state
         .store
@@ -114,14 +113,28 @@ pub(crate) async fn update(
         )
         .await?
         .into_saved()?;
-    Ok(Json(outcome))
+    Ok(Json(outcome.into()))
 }
 
+/// The chart: record, status (R14), problems (R1), invites and timeline.
+/// Audited.
+#[utoipa::path(
+    get,
+    path = "/api/patients/{id}",
+    tag = "patients",
+    params(("id" = i64, Path, description = "The patient", example = 1)),
+    responses(
+        (status = 200, description = "The chart", body = PatientViewDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn show(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<PatientView>, ApiError> {
+) -> Result<Json<PatientViewDto>, ApiError> {
     scoped(&state, &staff, id).await?;
     let now = state.clock.now();
     let chart = state
@@ -141,10 +154,15 @@ pub(crate) async fn show(
 
 /// The search of the JSON API: `q` as the staff search box understands it,
 /// or the structured `name`, `dob`, `mrn`; within the caller's practices.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SearchQuery {
+    /// What the staff search box understands: names ("smi jo", "Smith,
+    /// John"), a date of birth, an MRN, a phone number or an email address.
     q: Option<String>,
     name: Option<String>,
+    /// A date such as 1990-07-04 or 07/04/1990.
+    #[param(format = Date)]
     dob: Option<String>,
     mrn: Option<String>,
     practice_id: Option<i64>,
@@ -153,15 +171,17 @@ pub(crate) struct SearchQuery {
 
 impl SearchQuery {
     fn terms(&self) -> Result<SearchTerms, ApiError> {
-        if let Some(q) = &self.q {
-            return Ok(SearchTerms::parse(q));
-        }
+        // A dob that is no date is refused even beside q, which is searched
+        // instead: a typo there is never silently ignored.
         let dob = match self.dob.as_deref() {
             Some(raw) => Some(parse_date(raw.trim()).ok_or_else(|| {
                 ApiError::BadRequest("dob must be a date such as 1990-07-04 or 07/04/1990".into())
             })?),
             None => None,
         };
+        if let Some(q) = &self.q {
+            return Ok(SearchTerms::parse(q));
+        }
         Ok(SearchTerms {
             name: self
                 .name
@@ -174,11 +194,24 @@ impl SearchQuery {
     }
 }
 
+/// Searches the caller's practices' patients: give `q`, or at least one of
+/// `name`, `dob`, `mrn`. Audited with the terms and the ids shown.
+#[utoipa::path(
+    get,
+    path = "/api/patients",
+    tag = "patients",
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "The patients found", body = Vec<PatientDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+    )
+)]
 pub(crate) async fn search(
     State(state): State<AppState>,
     staff: Staff,
     ApiQuery(query): ApiQuery<SearchQuery>,
-) -> Result<Json<Vec<Patient>>, ApiError> {
+) -> Result<Json<Vec<PatientDto>>, ApiError> {
     let terms = query.terms()?;
     if terms.is_empty() {
         return Err(ApiError::BadRequest(
@@ -213,7 +246,7 @@ pub(crate) async fn search(
             state.clock.now(),
         )
         .await?;
-    Ok(Json(found))
+    Ok(Json(list(found)))
 }
 
 /// The patient `id` if it is one of the caller's practices'; otherwise 404,
@@ -227,22 +260,48 @@ async fn scoped(state: &AppState, staff: &Staff, id: i64) -> Result<Patient, Api
         .ok_or(ApiError::NotFound("patient"))
 }
 
+/// The patient's timeline, oldest first. Audited.
+#[utoipa::path(
+    get,
+    path = "/api/patients/{id}/timeline",
+    tag = "patients",
+    params(("id" = i64, Path, description = "The patient", example = 1)),
+    responses(
+        (status = 200, description = "The timeline", body = Vec<TimelineEntryDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn timeline(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<Vec<TimelineEntry>>, ApiError> {
+) -> Result<Json<Vec<TimelineEntryDto>>, ApiError> {
     audit_read(&state, &staff, id, "patient.timeline").await?;
-    Ok(Json(state.store.patient_timeline(id).await?))
+    Ok(Json(list(state.store.patient_timeline(id).await?)))
 }
 
+/// The patient's invites, oldest first. Audited.
+#[utoipa::path(
+    get,
+    path = "/api/patients/{id}/invites",
+    tag = "patients",
+    params(("id" = i64, Path, description = "The patient", example = 1)),
+    responses(
+        (status = 200, description = "The invites", body = Vec<InviteDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn invites(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<Vec<Invite>>, ApiError> {
+) -> Result<Json<Vec<InviteDto>>, ApiError> {
     audit_read(&state, &staff, id, "patient.invites").await?;
-    Ok(Json(state.store.patient_invites(id).await?))
+    Ok(Json(list(state.store.patient_invites(id).await?)))
 }
 
 /// 404 for an unknown patient, else the audit line of a staff read.
@@ -263,19 +322,45 @@ async fn audit_read(
     Ok(())
 }
 
+/// A new encounter: a trigger (R2); the answer says what it led to.
+#[utoipa::path(
+    post,
+    path = "/api/patients/{id}/encounters",
+    tag = "patients",
+    params(("id" = i64, Path, description = "The patient", example = 1)),
+    responses(
+        (status = 201, description = "Recorded, with its decision", body = TriggerOutcomeDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn new_encounter(
     state: State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<i64>,
-) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
+) -> Result<(StatusCode, Json<TriggerOutcomeDto>), ApiError> {
     record(state, staff, id, Trigger::NewEncounter).await
 }
 
+/// A new appointment: a trigger (R2); the answer says what it led to.
+#[utoipa::path(
+    post,
+    path = "/api/patients/{id}/appointments",
+    tag = "patients",
+    params(("id" = i64, Path, description = "The patient", example = 1)),
+    responses(
+        (status = 201, description = "Recorded, with its decision", body = TriggerOutcomeDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn new_appointment(
     state: State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<i64>,
-) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
+) -> Result<(StatusCode, Json<TriggerOutcomeDto>), ApiError> {
     record(state, staff, id, Trigger::NewAppointment).await
 }
 
@@ -284,24 +369,38 @@ async fn record(
     staff: Staff,
     id: i64,
     trigger: Trigger,
-) -> Result<(StatusCode, Json<TriggerOutcome>), ApiError> {
+) -> Result<(StatusCode, Json<TriggerOutcomeDto>), ApiError> {
     scoped(&state, &staff, id).await?;
     let now = state.clock.now();
     let outcome = state
         .store
         .record_trigger(id, trigger, &source(&staff).audited("patient.trigger"), now)
         .await?;
-    Ok((StatusCode::CREATED, Json(outcome)))
-}
-
-#[derive(Serialize)]
-struct Enrolled {
-    invite: Invite,
-    replayed: bool,
+    Ok((StatusCode::CREATED, Json(outcome.into())))
 }
 
 /// Enroll Now (R9). `Idempotency-Key` makes a retried request or a double
 /// click one send: the repeat answers 200 with the first invite.
+#[utoipa::path(
+    post,
+    path = "/api/patients/{id}/enroll",
+    tag = "patients",
+    params(
+        ("id" = i64, Path, description = "The patient", example = 1),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200,
+            description = "1 to 200 characters; a repeat with the same key sends nothing more"),
+    ),
+    responses(
+        (status = 201, description = "An invite was queued", body = EnrolledDto),
+        (status = 200, description = "A repeat of an earlier request with the same Idempotency-Key", body = EnrolledDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = InvalidFields),
+        (status = 429, response = CapReached),
+    )
+)]
 pub(crate) async fn enroll_now(
     State(state): State<AppState>,
     staff: Staff,
@@ -327,7 +426,11 @@ pub(crate) async fn enroll_now(
             } else {
                 StatusCode::CREATED
             };
-            (status, Json(Enrolled { invite, replayed })).into_response()
+            let body = EnrolledDto {
+                invite: invite.into(),
+                replayed,
+            };
+            (status, Json(body)).into_response()
         }
         EnrollOutcome::Refused { refusal } => {
             let retry_after = match &refusal {
@@ -369,18 +472,32 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
     patient_id: Option<i64>,
+    /// 1 to 1000; 100 unless given.
     limit: Option<i64>,
 }
 
 /// The audit log, for administrators; reading it is itself audited.
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The newest lines first", body = Vec<AuditEntryDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
     Admin(admin): Admin,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+) -> Result<Json<Vec<AuditEntryDto>>, ApiError> {
     state
         .store
         .audit(
@@ -392,10 +509,10 @@ pub(crate) async fn audit_log(
             state.clock.now(),
         )
         .await?;
-    Ok(Json(
+    Ok(Json(list(
         state
             .store
             .audit_log(q.patient_id, q.limit.unwrap_or(100).clamp(1, 1000))
             .await?,
-    ))
+    )))
 }

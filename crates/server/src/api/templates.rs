@@ -6,20 +6,29 @@ use axum::extract::State;
 use enroll_notify::{Language, RenderedEmail};
 use enroll_store::{Audit, AuditTarget};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::json::{ApiPath, ApiQuery, JsonBody};
+use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
+use super::schemas::{LanguageDoc, TemplateKindDoc};
 use crate::auth::{Admin, Staff};
 use crate::templates::{TemplatePart, sample_invite, save_audited};
 use crate::{ApiError, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PreviewQuery {
+    /// en (the default) or es
+    #[param(value_type = Option<LanguageDoc>)]
     language: Option<String>,
+    /// The sample patient's first name.
     first_name: Option<String>,
 }
 
-#[derive(Serialize)]
+/// What a patient would receive: the email and the text message.
+#[derive(Serialize, ToSchema)]
 pub(crate) struct Preview {
+    /// en or es
     language: &'static str,
     email: EmailPreview,
     /// The text message, or `None` with `sms_problem` saying why this
@@ -28,7 +37,7 @@ pub(crate) struct Preview {
     sms_problem: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EmailPreview {
     subject: String,
     text: String,
@@ -46,6 +55,18 @@ impl From<RenderedEmail> for EmailPreview {
 }
 
 /// What a patient of this practice would receive, with sample links.
+#[utoipa::path(
+    get,
+    path = "/api/practices/{id}/templates/preview",
+    tag = "templates",
+    params(("id" = i64, Path, description = "The practice", example = 1), PreviewQuery),
+    responses(
+        (status = 200, description = "The rendered invite", body = Preview),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn preview(
     State(state): State<AppState>,
     staff: Staff,
@@ -80,12 +101,32 @@ pub(crate) async fn preview(
     }))
 }
 
-#[derive(Deserialize)]
+/// A template's source (minijinja); R12 checks what it may show.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct TemplateSource {
     source: String,
 }
 
-/// `PUT /api/practices/{id}/templates/{language}/{kind}` with `{"source": "..."}`.
+/// `PUT /api/practices/{id}/templates/{language}/{kind}` with `{"source": "..."}`:
+/// saves a practice's override (administrators) and answers the preview.
+#[utoipa::path(
+    put,
+    path = "/api/practices/{id}/templates/{language}/{kind}",
+    tag = "templates",
+    params(
+        ("id" = i64, Path, description = "The practice", example = 1),
+        ("language" = LanguageDoc, Path, description = "en or es"),
+        ("kind" = TemplateKindDoc, Path, description = "The template part"),
+    ),
+    request_body = TemplateSource,
+    responses(
+        (status = 200, description = "Saved; the preview in that language", body = Preview),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn put(
     State(state): State<AppState>,
     Admin(admin): Admin,

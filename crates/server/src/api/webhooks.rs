@@ -8,11 +8,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::WebhookEventType;
 use enroll_store::{Audit, AuditTarget};
-use enroll_store::{NewWebhookEndpoint, Practice, WebhookDelivery, WebhookEndpoint};
+use enroll_store::{NewWebhookEndpoint, Practice, WebhookEndpoint};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
+use super::dto::{
+    NewWebhookEndpointDto, PingQueued, WebhookDeliveryDto, WebhookEndpointDto, list as dto_list,
+};
 use super::json::{ApiPath, ApiQuery, JsonBody};
+use super::openapi::{BadRequest, Conflict, Forbidden, InvalidFields, NotFound, Unauthorized};
 use crate::auth::Admin;
 use crate::{ApiError, AppState};
 
@@ -23,37 +28,71 @@ const GENERATED_SECRET_BYTES: usize = 32;
 const MIN_SECRET_CHARS: usize = 24;
 const MAX_SECRET_CHARS: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewEndpoint {
+    /// https (or http to this machine) URL that receives the events.
     url: String,
     /// Event types; none: every subscribable one.
     events: Option<Vec<String>>,
-    /// None: generated here.
+    /// 24 to 256 printable ASCII characters; none: generated here.
     secret: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Enabled {
     enabled: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DeliveriesQuery {
+    /// 1 to 500; 50 unless given.
     limit: Option<i64>,
 }
 
+/// The practice's webhook endpoints (administrators).
+#[utoipa::path(
+    get,
+    path = "/api/practices/{id}/webhooks",
+    tag = "webhooks",
+    params(("id" = i64, Path, description = "The practice", example = 1)),
+    responses(
+        (status = 200, description = "The endpoints", body = Vec<WebhookEndpointDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath(practice_id): ApiPath<i64>,
-) -> Result<Json<Vec<WebhookEndpoint>>, ApiError> {
+) -> Result<Json<Vec<WebhookEndpointDto>>, ApiError> {
     practice_in_scope(&state, &admin, practice_id).await?;
-    Ok(Json(state.store.webhook_endpoints(practice_id).await?))
+    Ok(Json(dto_list(
+        state.store.webhook_endpoints(practice_id).await?,
+    )))
 }
 
 /// 201 with the endpoint and its secret, which is never shown again.
+#[utoipa::path(
+    post,
+    path = "/api/practices/{id}/webhooks",
+    tag = "webhooks",
+    params(("id" = i64, Path, description = "The practice", example = 1)),
+    request_body = NewEndpoint,
+    responses(
+        (status = 201, description = "Added; the secret is shown this once", body = NewWebhookEndpointDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 422, response = InvalidFields),
+    )
+)]
 pub(crate) async fn add(
     State(state): State<AppState>,
     admin: Admin,
@@ -91,17 +130,37 @@ pub(crate) async fn add(
         )
         .await?;
     audit(&state, &admin, "webhook.add", &endpoint).await?;
-    let mut body = json!(endpoint);
-    body["secret"] = json!(secret);
+    let body = NewWebhookEndpointDto {
+        endpoint: endpoint.into(),
+        secret,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Turns the endpoint on or off (administrators).
+#[utoipa::path(
+    put,
+    path = "/api/practices/{id}/webhooks/{endpoint}/enabled",
+    tag = "webhooks",
+    params(
+        ("id" = i64, Path, description = "The practice", example = 1),
+        ("endpoint" = i64, Path, description = "The endpoint"),
+    ),
+    request_body = Enabled,
+    responses(
+        (status = 200, description = "The endpoint as changed", body = WebhookEndpointDto),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn set_enabled(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath((practice_id, id)): ApiPath<(i64, i64)>,
     JsonBody(body): JsonBody<Enabled>,
-) -> Result<Json<WebhookEndpoint>, ApiError> {
+) -> Result<Json<WebhookEndpointDto>, ApiError> {
     practice_in_scope(&state, &admin, practice_id).await?;
     let endpoint = state
         .store
@@ -114,10 +173,26 @@ pub(crate) async fn set_enabled(
         "webhook.disable"
     };
     audit(&state, &admin, action, &endpoint).await?;
-    Ok(Json(endpoint))
+    Ok(Json(endpoint.into()))
 }
 
 /// 204; the endpoint's queued events are not sent.
+#[utoipa::path(
+    delete,
+    path = "/api/practices/{id}/webhooks/{endpoint}",
+    tag = "webhooks",
+    params(
+        ("id" = i64, Path, description = "The practice", example = 1),
+        ("endpoint" = i64, Path, description = "The endpoint"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn remove(
     State(state): State<AppState>,
     admin: Admin,
@@ -132,11 +207,28 @@ pub(crate) async fn remove(
 
 /// 202 with the ping's event id; the sender posts it as any event, and the
 /// endpoint's deliveries show what the receiver answered.
+#[utoipa::path(
+    post,
+    path = "/api/practices/{id}/webhooks/{endpoint}/ping",
+    tag = "webhooks",
+    params(
+        ("id" = i64, Path, description = "The practice", example = 1),
+        ("endpoint" = i64, Path, description = "The endpoint"),
+    ),
+    responses(
+        (status = 202, description = "Queued", body = PingQueued),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
 pub(crate) async fn ping(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath((practice_id, id)): ApiPath<(i64, i64)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PingQueued>), ApiError> {
     let practice = practice_in_scope(&state, &admin, practice_id).await?;
     let endpoint = endpoint_or_404(&state, practice_id, id).await?;
     if !endpoint.enabled {
@@ -153,24 +245,44 @@ pub(crate) async fn ping(
     audit(&state, &admin, "webhook.ping", &endpoint).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "event_id": event_id, "type": WebhookEventType::Ping.key() })),
+        Json(PingQueued {
+            event_id,
+            event_type: WebhookEventType::Ping.key(),
+        }),
     ))
 }
 
 /// The endpoint's most recent deliveries (newest first, 50 unless
 /// `?limit=` says otherwise, at most 500), without their bodies.
+#[utoipa::path(
+    get,
+    path = "/api/practices/{id}/webhooks/{endpoint}/deliveries",
+    tag = "webhooks",
+    params(
+        ("id" = i64, Path, description = "The practice", example = 1),
+        ("endpoint" = i64, Path, description = "The endpoint"),
+        DeliveriesQuery,
+    ),
+    responses(
+        (status = 200, description = "The deliveries, newest first", body = Vec<WebhookDeliveryDto>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    )
+)]
 pub(crate) async fn deliveries(
     State(state): State<AppState>,
     admin: Admin,
     ApiPath((practice_id, id)): ApiPath<(i64, i64)>,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
-) -> Result<Json<Vec<WebhookDelivery>>, ApiError> {
+) -> Result<Json<Vec<WebhookDeliveryDto>>, ApiError> {
     practice_in_scope(&state, &admin, practice_id).await?;
     let endpoint = endpoint_or_404(&state, practice_id, id).await?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    Ok(Json(
+    Ok(Json(dto_list(
         state.store.webhook_deliveries(endpoint.id, limit).await?,
-    ))
+    )))
 }
 
 /// The practice, when the administrator administers it (404 otherwise, as

@@ -583,3 +583,18 @@ async fn a_practice_code_is_taken_once_even_by_racing_requests() {
     })
     .await;
 }
+
+/// Found by schemathesis: `dob` was ignored (200) when `q` was given, so a
+/// date typed wrong beside q went unnoticed; it is refused as without q.
+#[tokio::test]
+async fn a_dob_that_is_no_date_is_refused_beside_q_too() {
+    on_each_engine(async |app| {
+        let (status, body) = app.get("/api/patients?q=smith&dob=1990-13-45").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["code"], "bad_request");
+        assert!(body["message"].as_str().unwrap().contains("dob"), "{body}");
+        let (status, body) = app.get("/api/patients?q=smith&dob=1990-07-04").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    })
+    .await;
+}

@@ -17,6 +17,7 @@ mod in_person;
 mod integration_browser;
 mod integration_tool;
 mod mllp;
+mod openapi;
 mod sms;
 mod ui;
 mod webdriver;
