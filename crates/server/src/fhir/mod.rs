@@ -372,9 +372,6 @@ pub(crate) async fn update_patient(
     Ok(fhir_json(StatusCode::OK, &patient_of(&state, id).await?))
 }
 
-#[derive(serde::Deserialize)]
-pub(crate) struct RawQuery(HashMap<String, String>);
-
 pub(crate) async fn conditional_update(
     State(state): State<AppState>,
     staff: FhirStaff,
@@ -449,7 +446,7 @@ pub(crate) async fn search(
     State(state): State<AppState>,
     staff: FhirStaff,
     headers: HeaderMap,
-    Query(RawQuery(query)): Query<RawQuery>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, FhirError> {
     let lower = |key: &str| {
         query
@@ -804,6 +801,11 @@ pub(crate) async fn transaction(
                 .expression
                 .clone()
                 .map_or(format!("Bundle.entry[{n}]"), |x| {
+                    // `Appointment.status` in the entry: `...resource.status`.
+                    let x = x
+                        .split_once('.')
+                        .map_or(x.as_str(), |(_, rest)| rest)
+                        .to_string();
                     format!("Bundle.entry[{n}].resource.{x}")
                 });
             e.at(expression)
