@@ -13,6 +13,7 @@ pub mod config;
 pub mod connections;
 pub mod dispatcher;
 mod error;
+pub mod fhir;
 pub mod http;
 pub mod intake;
 pub mod links;
@@ -114,6 +115,10 @@ pub fn router(state: AppState, config: &HttpConfig, surface: Surface, tls: bool)
             .nest(
                 "/api",
                 http::body_limit(api::router(), config.api_body_limit_bytes),
+            )
+            .nest(
+                "/fhir",
+                http::body_limit(fhir::router(), config.api_body_limit_bytes),
             ),
     };
     http::harden(app.with_state(state), config, tls)

@@ -7,7 +7,8 @@
 //! [`Store::apply_intake`] in a transaction of its own.
 
 use enroll_core::{
-    AppointmentStatus, ChartFlags, IfKnown, IntakeEvent, PatientChange, PatientResponse, Trigger,
+    AppointmentStatus, ChartFlags, Demographics, IfKnown, IntakeEvent, PatientChange,
+    PatientResponse, Trigger,
 };
 use jiff::Timestamp;
 use sqlx::AssertSqlSafe;
@@ -236,21 +237,34 @@ impl Tx {
             Some(id) => Some(self.locked_patient(id).await?),
             None => None,
         };
-        let demographics = match &existing {
-            Some(ours) => ours.demographics.overlaid(&change.sent, &change.cleared),
-            None => change.sent.clone(),
-        }
-        .normalized();
-        let written = self
-            .write_loaded_patient(
-                practice.id,
-                &change.mrn,
-                existing,
-                &demographics,
-                source,
-                now,
-            )
-            .await?;
+        let sends_nothing = change.sent == Demographics::default() && change.cleared.is_empty();
+        let written = match existing {
+            // An event that names a known chart by its MRN alone (a FHIR
+            // Encounter or Appointment, an HL7 visit with an empty PID)
+            // leaves the chart as it is: no write, no empty "demographics
+            // updated" line on the timeline.
+            Some(ours) if sends_nothing => WrittenPatient {
+                patient_id: ours.id,
+                created: false,
+                triggers: Vec::new(),
+            },
+            existing => {
+                let demographics = match &existing {
+                    Some(ours) => ours.demographics.overlaid(&change.sent, &change.cleared),
+                    None => change.sent.clone(),
+                }
+                .normalized();
+                self.write_loaded_patient(
+                    practice.id,
+                    &change.mrn,
+                    existing,
+                    &demographics,
+                    source,
+                    now,
+                )
+                .await?
+            }
+        };
         let id = written.patient_id;
         if let Some(language) = &change.preferred_language {
             on_tx!(self, c => {

@@ -579,3 +579,62 @@ async fn apply_intake_answers_what_it_did_and_records_its_source() {
     })
     .await;
 }
+
+/// An encounter or appointment that names a known chart by its MRN alone
+/// (a FHIR Encounter, Appointment) leaves the chart as it was: its data
+/// and `updated_at` unchanged, and no empty "demographics updated" line.
+#[tokio::test]
+async fn an_event_naming_only_the_mrn_changes_nothing_of_the_chart() {
+    on_each_engine(async |engine, db| {
+        let practice = db.always_open_practice("TEST", now()).await;
+        let source = Source::new("fhir", Some("importer"));
+        let added = applied(
+            db.store
+                .apply_intake(
+                    practice.id,
+                    &IntakeEvent::register(change("M-1", complete())),
+                    &source,
+                    now(),
+                )
+                .await
+                .unwrap(),
+        );
+        let later = now() + jiff::SignedDuration::from_hours(1);
+        let events = [
+            IntakeEvent::Encounter {
+                patient: change("M-1", Demographics::default()),
+                visit_number: "V-1".into(),
+                patient_class: None,
+                admitted_at: None,
+            },
+            IntakeEvent::Appointment {
+                patient: change("M-1", Demographics::default()),
+                appointment_id: "A-1".into(),
+                status: AppointmentStatus::Booked,
+                starts_at: None,
+            },
+        ];
+        for event in events {
+            let saved = applied(
+                db.store
+                    .apply_intake(practice.id, &event, &source, later)
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(saved.patient.id, added.patient.id, "{engine:?}");
+            assert_eq!(saved.patient.demographics, complete(), "{engine:?}");
+            assert_eq!(saved.patient.updated_at, added.patient.updated_at);
+        }
+        let kinds = timeline_kinds(&db.store, added.patient.id).await;
+        assert!(
+            !kinds.iter().any(|k| k == "demographics_updated"),
+            "{engine:?}: {kinds:?}"
+        );
+        assert_eq!(
+            triggers(&db.store, added.patient.id).await,
+            ["chart_added", "new_encounter", "new_appointment"],
+            "{engine:?}"
+        );
+    })
+    .await;
+}

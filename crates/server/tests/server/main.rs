@@ -11,6 +11,7 @@ mod browser;
 mod connections;
 mod dashboard;
 mod delivery;
+mod fhir;
 mod go_live;
 mod hardening;
 mod in_person;
