@@ -84,7 +84,9 @@ fn main() -> anyhow::Result<()> {
                     Timestamp::now(),
                 )
                 .await?;
-            for (label, expect_created) in [("first (all new)", true), ("second (all unchanged)", false)] {
+            for (label, expect_created) in
+                [("first (all new)", true), ("second (all unchanged)", false)]
+            {
                 reset_peak_memory();
                 let started = Instant::now();
                 let opened = std::fs::File::open(&file)?;
@@ -110,14 +112,26 @@ fn main() -> anyhow::Result<()> {
                     "unexpected summary {summary:?}"
                 );
                 let peak = peak_rss_mib().map_or("-".to_string(), |m| format!("{m:.1}"));
-                row(label, &format!("{engine:?}").to_lowercase(), args.rows, seconds, &peak);
+                row(
+                    label,
+                    &format!("{engine:?}").to_lowercase(),
+                    args.rows,
+                    seconds,
+                    &peak,
+                );
             }
             anyhow::Ok(())
         })?;
     }
     // Last: its parsed rows stay in this process's memory.
     let ceiling = sqlite_ceiling(&dir.path().join("ceiling.db"), args.rows)?;
-    row("ceiling: rusqlite batched INSERT", "sqlite", args.rows, ceiling, "n/a");
+    row(
+        "ceiling: rusqlite batched INSERT",
+        "sqlite",
+        args.rows,
+        ceiling,
+        "n/a",
+    );
     Ok(())
 }
 
@@ -131,8 +145,8 @@ async fn fresh_store(
     match engine {
         Engine::Sqlite => {
             let url = format!("sqlite://{}", dir.join("enroll.db").display());
-            let store = enroll_store::Store::connect_with(&url, enroll_store::Synchronous::Full)
-                .await?;
+            let store =
+                enroll_store::Store::connect_with(&url, enroll_store::Synchronous::Full).await?;
             store.migrate().await?;
             Ok((store, None))
         }
@@ -154,7 +168,7 @@ fn row(label: &str, engine: &str, rows: usize, seconds: f64, peak: &str) {
 fn patient(rng: &mut StdRng, i: usize) -> [String; 8] {
     let first = FIRST[rng.random_range(0..FIRST.len())];
     let last = LAST[rng.random_range(0..LAST.len())];
-    let phone = if i % 3 == 0 {
+    let phone = if i.is_multiple_of(3) {
         String::new()
     } else {
         format!("(617) 555-{:04}", i % 10_000)
@@ -169,9 +183,13 @@ fn patient(rng: &mut StdRng, i: usize) -> [String; 8] {
             rng.random_range(1..=28),
             rng.random_range(1930..=2020)
         ),
-        if i % 2 == 0 { "F" } else { "M" }.to_string(),
+        if i.is_multiple_of(2) { "F" } else { "M" }.to_string(),
         format!("{:05}", rng.random_range(1001..99_950)),
-        format!("{}.{}{i}@example.org", first.to_lowercase(), last.to_lowercase()),
+        format!(
+            "{}.{}{i}@example.org",
+            first.to_lowercase(),
+            last.to_lowercase()
+        ),
         phone,
     ]
 }
@@ -179,7 +197,10 @@ fn patient(rng: &mut StdRng, i: usize) -> [String; 8] {
 /// Writes the roster file; its size in bytes.
 fn write_roster(path: &Path, rows: usize) -> anyhow::Result<u64> {
     let mut out = BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "MRN,First Name,Last Name,Date of Birth,Sex,ZIP,Email,Cell Phone")?;
+    writeln!(
+        out,
+        "MRN,First Name,Last Name,Date of Birth,Sex,ZIP,Email,Cell Phone"
+    )?;
     let mut rng = StdRng::seed_from_u64(2026);
     for i in 0..rows {
         writeln!(out, "{}", patient(&mut rng, i).join(","))?;
@@ -213,7 +234,9 @@ fn sqlite_ceiling(path: &Path, rows: usize) -> anyhow::Result<f64> {
             )?;
             for p in chunk {
                 insert
-                    .execute(rusqlite::params![p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]])
+                    .execute(rusqlite::params![
+                        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+                    ])
                     .context("insert")?;
             }
         }
