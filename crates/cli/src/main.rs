@@ -4,7 +4,6 @@ mod config;
 mod import;
 mod synthetic;
 
-use enroll_store::{Audit, AuditTarget};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +17,9 @@ use enroll_server::{
     Settings,
 };
 use enroll_server::{hash_password, random_secret};
-use enroll_store::{NewPractice, NewStaffUser, Source, Store, Synchronous, hash_token};
+use enroll_store::{
+    NewPractice, NewStaffUser, Source, StaffChange, Store, Synchronous, hash_token,
+};
 use jiff::Timestamp;
 use rand::Rng;
 use tracing_subscriber::EnvFilter;
@@ -282,6 +283,7 @@ async fn run() -> anyhow::Result<()> {
                         name,
                         schedule,
                     },
+                    CLI_ACTOR,
                     Timestamp::now(),
                 )
                 .await?;
@@ -394,6 +396,7 @@ async fn add_user(
                 token_hash: Some(&hash_token(&token)),
                 practice_ids,
             },
+            CLI_ACTOR,
             Timestamp::now(),
         )
         .await?;
@@ -431,7 +434,6 @@ async fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Resu
                     Timestamp::now(),
                 )
                 .await?;
-            audit_webhook(store, "webhook.add", &endpoint).await?;
             println!(
                 "webhook endpoint {} added for practice {}\nsecret (shown once; the receiver checks Enroll-Signature with it): {secret}",
                 endpoint.id, practice.code
@@ -450,43 +452,15 @@ async fn webhook_command(store: &Store, command: WebhookCommand) -> anyhow::Resu
             }
         }
         WebhookCommand::Remove { id, .. } => {
-            let endpoint = store
-                .webhook_endpoint(practice.id, id)
+            store
+                .remove_webhook_endpoint(practice.id, id, CLI_ACTOR, Timestamp::now())
                 .await?
                 .with_context(|| {
                     format!("practice {} has no webhook endpoint {id}", practice.code)
                 })?;
-            store.remove_webhook_endpoint(practice.id, id).await?;
-            audit_webhook(store, "webhook.remove", &endpoint).await?;
             println!("webhook endpoint {id} removed");
         }
     }
-    Ok(())
-}
-
-/// As the API audits it: the endpoint and its URL, never the secret.
-async fn audit_webhook(
-    store: &Store,
-    action: &str,
-    endpoint: &enroll_store::WebhookEndpoint,
-) -> anyhow::Result<()> {
-    let detail = serde_json::json!({
-        "practice_id": endpoint.practice_id,
-        "endpoint_id": endpoint.id,
-        "url": endpoint.url,
-    })
-    .to_string();
-    store
-        .audit(
-            &Audit::new(
-                CLI_ACTOR,
-                action,
-                AuditTarget::Practice(endpoint.practice_id),
-            )
-            .with_detail(detail),
-            Timestamp::now(),
-        )
-        .await?;
     Ok(())
 }
 
@@ -539,7 +513,7 @@ async fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()>
                 );
             }
             let token = new_token();
-            store.set_staff_token(user.id, &hash_token(&token)).await?;
+            change_user(store, user.id, StaffChange::Token(&hash_token(&token))).await?;
             println!(
                 "New API token for {username} (shown once; the old one no longer works):\n{token}"
             );
@@ -549,23 +523,30 @@ async fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()>
             let password = random_secret(9);
             let hash =
                 hash_password(&password).map_err(|e| anyhow!("cannot hash the password: {e}"))?;
-            store.set_staff_password(user.id, &hash).await?;
+            change_user(store, user.id, StaffChange::Password(&hash)).await?;
             println!("New password for {username} (shown once): {password}");
         }
         UserCommand::Disable { username } => {
             let user = known_user(store, &username).await?;
-            store.set_staff_disabled(user.id, true).await?;
+            change_user(store, user.id, StaffChange::Disabled(true)).await?;
             println!(
                 "{username} is disabled: signed out everywhere, the API token no longer works"
             );
         }
         UserCommand::Enable { username } => {
             let user = known_user(store, &username).await?;
-            store.set_staff_disabled(user.id, false).await?;
+            change_user(store, user.id, StaffChange::Disabled(false)).await?;
             println!("{username} is enabled again");
         }
     }
     Ok(())
+}
+
+/// A change to an account, audited as the command line's.
+async fn change_user(store: &Store, user_id: i64, change: StaffChange<'_>) -> anyhow::Result<()> {
+    Ok(store
+        .change_staff(user_id, change, CLI_ACTOR, Timestamp::now())
+        .await?)
 }
 
 async fn known_user(store: &Store, username: &str) -> anyhow::Result<enroll_store::StaffUser> {
@@ -794,6 +775,7 @@ async fn load_demo_data(
                 name: "Riverside Family Medicine".into(),
                 schedule: schedule.clone(),
             },
+            CLI_ACTOR,
             now,
         )
         .await?;
@@ -865,11 +847,14 @@ async fn demo_users(store: &Store) -> anyhow::Result<DemoSignIns> {
             Some(account) => {
                 let hash = hash_password(&password)
                     .map_err(|e| anyhow!("cannot hash the password: {e}"))?;
-                store.set_staff_password(account.user.id, &hash).await?;
-                store
-                    .set_staff_token(account.user.id, &hash_token(&token))
-                    .await?;
-                store.set_staff_disabled(account.user.id, false).await?;
+                change_user(store, account.user.id, StaffChange::Password(&hash)).await?;
+                change_user(
+                    store,
+                    account.user.id,
+                    StaffChange::Token(&hash_token(&token)),
+                )
+                .await?;
+                change_user(store, account.user.id, StaffChange::Disabled(false)).await?;
             }
             None => {
                 add_user(
@@ -882,7 +867,7 @@ async fn demo_users(store: &Store) -> anyhow::Result<DemoSignIns> {
                 )
                 .await?;
                 let id = known_user(store, username).await?.id;
-                store.set_staff_token(id, &hash_token(&token)).await?;
+                change_user(store, id, StaffChange::Token(&hash_token(&token))).await?;
             }
         }
         secrets.push((password, token));

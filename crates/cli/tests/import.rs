@@ -44,6 +44,7 @@ async fn practice(db: &TestDb) {
                 name: "North Clinic".into(),
                 schedule: Schedule::office_hours("America/Chicago"),
             },
+            "test",
             Timestamp::now(),
         )
         .await

@@ -61,6 +61,35 @@ impl GoLiveRunState {
     }
 }
 
+/// What an administrator does to a run under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GoLiveChange {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl GoLiveChange {
+    pub const ALL: [GoLiveChange; 3] = [
+        GoLiveChange::Pause,
+        GoLiveChange::Resume,
+        GoLiveChange::Cancel,
+    ];
+
+    /// The form's word and the audit action's ending.
+    pub fn key(self) -> &'static str {
+        match self {
+            GoLiveChange::Pause => "pause",
+            GoLiveChange::Resume => "resume",
+            GoLiveChange::Cancel => "cancel",
+        }
+    }
+
+    pub fn from_key(raw: &str) -> Option<GoLiveChange> {
+        GoLiveChange::ALL.into_iter().find(|c| c.key() == raw)
+    }
+}
+
 /// What became of one chart of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -42,8 +42,8 @@ pub use fields::{
     ValidFields, Zip, check, phone_for_people,
 };
 pub use go_live::{
-    GO_LIVE_CATCH_UP, GO_LIVE_RATE_MAX, GO_LIVE_RATE_MIN, GO_LIVE_TRIGGER, GoLiveItemState,
-    GoLiveRunState, RateOutOfRange, Releases, Throttle,
+    GO_LIVE_CATCH_UP, GO_LIVE_RATE_MAX, GO_LIVE_RATE_MIN, GO_LIVE_TRIGGER, GoLiveChange,
+    GoLiveItemState, GoLiveRunState, RateOutOfRange, Releases, Throttle,
 };
 pub use intake::{AppointmentStatus, IfKnown, IntakeEvent, PatientChange};
 pub use invite::{InviteKind, InviteState};

@@ -148,6 +148,7 @@ impl Application {
             ),
             activation,
             connections,
+            roster_imports: Arc::default(),
         };
         let dispatcher =
             Dispatcher::new(&state, channels, &settings.email_from, &settings.delivery)

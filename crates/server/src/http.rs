@@ -64,6 +64,9 @@ pub struct HttpConfig {
     pub staff_body_limit_bytes: usize,
     /// ... of a JSON API call.
     pub api_body_limit_bytes: usize,
+    /// ... of a roster file uploaded on the admin page (it is spooled to
+    /// a temporary file, not held in memory).
+    pub roster_upload_limit_bytes: usize,
     /// PEM certificate chain and private key: both listeners speak HTTPS
     /// only (and send HSTS). Both or neither.
     pub tls_cert: Option<PathBuf>,
@@ -83,6 +86,7 @@ impl Default for HttpConfig {
             patient_body_limit_bytes: 32 * 1024,
             staff_body_limit_bytes: 64 * 1024,
             api_body_limit_bytes: 1024 * 1024,
+            roster_upload_limit_bytes: 512 * 1024 * 1024,
             tls_cert: None,
             tls_key: None,
             patient_listen: None,

@@ -76,6 +76,8 @@ pub struct AppState {
     pub activation: Arc<activation::Activation>,
     /// The listeners and channels as configured, for the Connections page.
     pub connections: Arc<connections::Connections>,
+    /// The latest roster upload of each practice, while and after it loads.
+    pub(crate) roster_imports: Arc<ui::RosterImports>,
 }
 
 /// Which pages a listener serves.
@@ -111,6 +113,10 @@ pub fn router(state: AppState, config: &HttpConfig, surface: Surface, tls: bool)
                     .route("/mailbox.json", get(pages::mailbox_json))
                     .route("/static/mailbox.js", get(pages::mailbox_script)),
                 config.staff_body_limit_bytes,
+            ))
+            .merge(http::body_limit(
+                ui::upload_router(),
+                config.roster_upload_limit_bytes,
             ))
             .nest(
                 "/api",

@@ -65,6 +65,10 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/staff_go_live.html"),
         ),
         (
+            "staff_roster.html",
+            include_str!("../templates/staff_roster.html"),
+        ),
+        (
             "staff_dashboard.html",
             include_str!("../templates/staff_dashboard.html"),
         ),

@@ -128,15 +128,7 @@ fn read_batches<R: Read>(
         inner: file,
         count: bytes_read.clone(),
     };
-    let mut csv = csv::ReaderBuilder::new()
-        // Rows with too few or too many fields are reported by the
-        // columns' own check, with the counts, instead of stopping here.
-        .flexible(true)
-        // Rows end at '\n' only, and the '\r' of a CRLF file is trimmed
-        // with the last cell: with CRLF as one terminator the reader dates
-        // each row from the previous line's '\n', one line early.
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(counted);
+    let mut csv = roster_reader(counted);
     let columns = match header_columns(&mut csv, map) {
         Ok(columns) => {
             let _ = header.send(Ok(()));
@@ -194,6 +186,25 @@ fn read_batches<R: Read>(
     batch.bytes_read = bytes_read.load(Ordering::Relaxed);
     let _ = batches.blocking_send(batch);
     Ok(())
+}
+
+/// Reads only the header of `file` and checks it as [`import_roster`]
+/// would, so that the admin page can say what is wrong with the columns
+/// before it starts an import in the background.
+pub fn check_roster_header<R: Read>(file: R, map: &HeaderMap) -> Result<(), ImportError> {
+    header_columns(&mut roster_reader(file), map).map(|_| ())
+}
+
+fn roster_reader<R: Read>(file: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        // Rows with too few or too many fields are reported by the
+        // columns' own check, with the counts, instead of stopping here.
+        .flexible(true)
+        // Rows end at '\n' only, and the '\r' of a CRLF file is trimmed
+        // with the last cell: with CRLF as one terminator the reader dates
+        // each row from the previous line's '\n', one line early.
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(file)
 }
 
 fn header_columns<R: Read>(

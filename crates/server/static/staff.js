@@ -140,11 +140,12 @@
     enroll(id, action === "resend" ? "resend" : null);
   }
 
-  // "Invite existing patients": while a run is running, its numbers are
-  // asked for every few seconds and written into the page; a finished,
-  // paused or cancelled run reloads the page once for its summary.
-  function watchGoLive(section) {
-    var url = "/admin/practices/" + section.getAttribute("data-practice") + "/go-live/progress";
+  // "Invite existing patients" and "Load a roster": while a run is
+  // running, its numbers are asked for every few seconds (the section's
+  // data-progress names where) and written into the page; a run that
+  // ends reloads the page once for its summary.
+  function watchProgress(section) {
+    var url = section.getAttribute("data-progress");
     setTimeout(function () {
       fetch(url, { headers: { Accept: "application/json" } })
         .then(function (r) { return r.json(); })
@@ -156,15 +157,14 @@
           });
           var bar = section.querySelector("progress");
           if (bar) { bar.value = a.run.percent; bar.textContent = a.run.percent + "%"; }
-          watchGoLive(section);
+          watchProgress(section);
         })
-        .catch(function () { watchGoLive(section); });
-    }, 3000);
+        .catch(function () { watchProgress(section); });
+    }, section.hasAttribute("data-quick") ? 1000 : 3000);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    var run = document.querySelector("#go-live-run[data-running]");
-    if (run) watchGoLive(run);
+    document.querySelectorAll("[data-progress][data-running]").forEach(watchProgress);
     document.querySelectorAll("[data-print]").forEach(function (b) {
       b.hidden = false;
       b.addEventListener("click", function () { window.print(); });

@@ -122,6 +122,91 @@ impl Store {
     }
 }
 
+/// One event of a batch given to [`Store::apply_intake_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct IntakeItem<'a> {
+    pub practice_id: i64,
+    pub event: &'a IntakeEvent,
+    pub source: &'a Source,
+}
+
+/// What became of a batch: every event applied, or none.
+#[derive(Debug, Clone)]
+pub enum BatchOutcome {
+    /// All applied and committed, in order.
+    Applied(Vec<SaveOutcome>),
+    /// The event at `index` was refused for its content: nothing of the
+    /// batch was written.
+    Refused {
+        index: usize,
+        problem: IntakeProblem,
+    },
+}
+
+impl Store {
+    /// Applies `items` in order in one transaction, as [`Store::apply_intake`]
+    /// applies one (timeline, triggers, audit lines): a FHIR transaction
+    /// Bundle is all or nothing. An error (a duplicate MRN, an unknown
+    /// practice) or a refused event writes nothing of the batch; a batch
+    /// that lost a race to add an MRN it updates when known is tried again.
+    pub async fn apply_intake_batch(
+        &self,
+        items: &[IntakeItem<'_>],
+        now: Timestamp,
+    ) -> Result<BatchOutcome> {
+        let retryable = items.iter().any(|i| i.event.if_known() == IfKnown::Update);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.apply_intake_batch_once(items, now).await {
+                Err(e) if tries < RACE_RETRIES && retryable && is_race(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_intake_batch_once(
+        &self,
+        items: &[IntakeItem<'_>],
+        now: Timestamp,
+    ) -> Result<BatchOutcome> {
+        let mut tx = self.begin_write().await?;
+        let mut practices: Vec<Practice> = Vec::new();
+        let mut written = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let practice = match practices.iter().find(|p| p.id == item.practice_id) {
+                Some(known) => known.clone(),
+                None => {
+                    let loaded = tx.practice(item.practice_id).await?;
+                    practices.push(loaded.clone());
+                    loaded
+                }
+            };
+            let applied = match tx
+                .apply_intake(&practice, item.event, item.source, now)
+                .await?
+            {
+                Ok(applied) => applied,
+                // Dropping the transaction rolls back the whole batch.
+                Err(problem) => return Ok(BatchOutcome::Refused { index, problem }),
+            };
+            tx.audit_change(item.source, AuditTarget::Patient(applied.patient_id), now)
+                .await?;
+            written.push(applied);
+        }
+        let mut saved = Vec::with_capacity(written.len());
+        for applied in written {
+            saved.push(SaveOutcome {
+                patient: tx.patient(applied.patient_id).await?,
+                created: applied.created,
+                triggers: applied.triggers,
+            });
+        }
+        tx.commit().await?;
+        Ok(BatchOutcome::Applied(saved))
+    }
+}
+
 impl Tx {
     /// Applies one event to `practice` in this transaction: a merge first
     /// (so the update that follows lands on the survivor), then the

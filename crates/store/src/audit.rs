@@ -100,23 +100,12 @@ const INSERT: &str = "INSERT INTO audit_log (at, actor, action, patient_id, deta
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 impl Store {
-    /// Writes `entry` in a statement of its own: for views and sign-ins,
+    /// Writes `entry` in a transaction of its own: for views and sign-ins,
     /// which change nothing a transaction could share.
     pub async fn audit(&self, entry: &Audit, now: Timestamp) -> Result<()> {
-        let (target_type, target_id, patient_id, detail) = entry.columns();
-        on_pool!(self, pool => {
-            sqlx::query(INSERT)
-                .bind(to_ms(now))
-                .bind(&entry.actor)
-                .bind(&entry.action)
-                .bind(patient_id)
-                .bind(&detail)
-                .bind(target_type)
-                .bind(target_id)
-                .execute(pool)
-                .await.map(|r| r.rows_affected())
-        })?;
-        Ok(())
+        let mut tx = self.begin_write().await?;
+        tx.audit_entry(entry, now).await?;
+        tx.commit().await
     }
 
     pub async fn audit_log(&self, patient_id: Option<i64>, limit: i64) -> Result<Vec<AuditEntry>> {

@@ -10,12 +10,13 @@
 //! or sent, or already listed by a run, is not listed again.
 
 use enroll_core::{
-    AutoDecision, Field, GO_LIVE_TRIGGER, GoLiveItemState, GoLiveRunState, InviteState, Throttle,
-    decide_go_live,
+    AutoDecision, Field, GO_LIVE_TRIGGER, GoLiveChange, GoLiveItemState, GoLiveRunState,
+    InviteState, Throttle, decide_go_live,
 };
 use jiff::Timestamp;
 use sqlx::AssertSqlSafe;
 
+use crate::audit::Audit;
 use crate::enrollment::NewInvite;
 use crate::practices::{INVITABLE, blank};
 use crate::timeline::TimelineEvent;
@@ -149,14 +150,19 @@ impl Store {
 
     /// Starts a run: lists the candidates in chart order, the first due at
     /// once. Refused when a run of the practice is under way, or when no
-    /// chart could be listed.
-    pub async fn start_go_live(
+    /// chart could be listed. `audit` words the started run's audit line,
+    /// written in the same transaction.
+    pub async fn start_go_live<F>(
         &self,
         practice_id: i64,
         throttle: Throttle,
         started_by: &str,
+        audit: F,
         now: Timestamp,
-    ) -> Result<GoLiveRun> {
+    ) -> Result<GoLiveRun>
+    where
+        F: FnOnce(&GoLiveRun) -> Audit + Send,
+    {
         let mut tx = self.begin_write().await?;
         tx.practice(practice_id).await?;
         let insert = "INSERT INTO go_live_runs (practice_id, state, rate_per_hour, started_by, \
@@ -214,6 +220,7 @@ impl Store {
                 .map(|r| r.rows_affected())
         })?;
         let run = tx.go_live_run(run_id).await?;
+        tx.audit_entry(&audit(&run), now).await?;
         tx.commit().await?;
         Ok(run)
     }
@@ -242,84 +249,51 @@ impl Store {
         Ok(Some(progress_of(run, &counts)?))
     }
 
-    /// Pauses a running run (its releases stop; invites already released
-    /// still go out).
-    pub async fn pause_go_live(&self, run_id: i64) -> Result<GoLiveRun> {
-        self.change_run(
-            run_id,
-            GoLiveRunState::Running,
-            GoLiveRunState::Paused,
-            None,
-        )
-        .await
-    }
-
-    /// Resumes a paused run, the next chart due at once.
-    pub async fn resume_go_live(&self, run_id: i64, now: Timestamp) -> Result<GoLiveRun> {
-        self.change_run(
-            run_id,
-            GoLiveRunState::Paused,
-            GoLiveRunState::Running,
-            Some(now),
-        )
-        .await
-    }
-
-    /// Cancels a run under way: its waiting charts are not invited.
-    pub async fn cancel_go_live(&self, run_id: i64, now: Timestamp) -> Result<GoLiveRun> {
-        let mut tx = self.begin_write().await?;
-        let run = tx.locked_run(run_id).await?;
-        if !run.state.is_open() {
-            return Err(StoreError::Invalid(format!(
-                "this run is already {}",
-                run.state.key()
-            )));
-        }
-        on_tx!(&mut tx, c => {
-            sqlx::query("UPDATE go_live_items SET state = $1, decided_at = $2 WHERE run_id = $3 AND state = $4")
-                .bind(GoLiveItemState::Cancelled.key())
-                .bind(to_ms(now))
-                .bind(run_id)
-                .bind(GoLiveItemState::Waiting.key())
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        tx.end_run(run_id, GoLiveRunState::Cancelled, now).await?;
-        let run = tx.go_live_run(run_id).await?;
-        tx.commit().await?;
-        Ok(run)
-    }
-
-    async fn change_run(
+    /// Pauses, resumes or cancels a run under way. `audit` words the audit
+    /// line from the run before and after, written in the same
+    /// transaction. Refused (`Invalid`) when the run is not in a state the
+    /// change applies to.
+    pub async fn change_go_live<F>(
         &self,
         run_id: i64,
-        from: GoLiveRunState,
-        to: GoLiveRunState,
-        next_release_at: Option<Timestamp>,
-    ) -> Result<GoLiveRun> {
+        change: GoLiveChange,
+        audit: F,
+        now: Timestamp,
+    ) -> Result<GoLiveRun>
+    where
+        F: FnOnce(&GoLiveRun, &GoLiveRun) -> Audit + Send,
+    {
         let mut tx = self.begin_write().await?;
-        let run = tx.locked_run(run_id).await?;
-        if run.state != from {
-            return Err(StoreError::Invalid(format!(
-                "this run is {}, not {}",
-                run.state.key(),
-                from.key()
-            )));
+        let before = tx.locked_run(run_id).await?;
+        match change {
+            // Releases stop; invites already released still go out.
+            GoLiveChange::Pause => {
+                let next = before.next_release_at;
+                tx.move_run(
+                    &before,
+                    GoLiveRunState::Running,
+                    GoLiveRunState::Paused,
+                    next,
+                )
+                .await?
+            }
+            // The next chart is due at once.
+            GoLiveChange::Resume => {
+                tx.move_run(
+                    &before,
+                    GoLiveRunState::Paused,
+                    GoLiveRunState::Running,
+                    now,
+                )
+                .await?
+            }
+            // Its waiting charts are not invited.
+            GoLiveChange::Cancel => tx.cancel_run(&before, now).await?,
         }
-        let next = next_release_at.unwrap_or(run.next_release_at);
-        on_tx!(&mut tx, c => {
-            sqlx::query("UPDATE go_live_runs SET state = $1, next_release_at = $2 WHERE id = $3")
-                .bind(to.key())
-                .bind(to_ms(next))
-                .bind(run_id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        let run = tx.go_live_run(run_id).await?;
+        let after = tx.go_live_run(run_id).await?;
+        tx.audit_entry(&audit(&before, &after), now).await?;
         tx.commit().await?;
-        Ok(run)
+        Ok(after)
     }
 
     /// Releases the charts whose turn has come in every running run whose
@@ -431,6 +405,54 @@ impl Tx {
             sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(run_id).fetch_optional(c).await
         })?;
         row.ok_or(StoreError::NotFound("go-live run"))?.into_run()
+    }
+
+    /// Moves `run` from `from` to `to`, its next release at `next`.
+    async fn move_run(
+        &mut self,
+        run: &GoLiveRun,
+        from: GoLiveRunState,
+        to: GoLiveRunState,
+        next: Timestamp,
+    ) -> Result<()> {
+        if run.state != from {
+            return Err(StoreError::Invalid(format!(
+                "this run is {}, not {}",
+                run.state.key(),
+                from.key()
+            )));
+        }
+        on_tx!(self, c => {
+            sqlx::query("UPDATE go_live_runs SET state = $1, next_release_at = $2 WHERE id = $3")
+                .bind(to.key())
+                .bind(to_ms(next))
+                .bind(run.id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Cancels `run` under way: its waiting charts are not invited.
+    async fn cancel_run(&mut self, run: &GoLiveRun, now: Timestamp) -> Result<()> {
+        if !run.state.is_open() {
+            return Err(StoreError::Invalid(format!(
+                "this run is already {}",
+                run.state.key()
+            )));
+        }
+        on_tx!(self, c => {
+            sqlx::query("UPDATE go_live_items SET state = $1, decided_at = $2 WHERE run_id = $3 AND state = $4")
+                .bind(GoLiveItemState::Cancelled.key())
+                .bind(to_ms(now))
+                .bind(run.id)
+                .bind(GoLiveItemState::Waiting.key())
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        self.end_run(run.id, GoLiveRunState::Cancelled, now).await
     }
 
     async fn end_run(&mut self, run_id: i64, state: GoLiveRunState, now: Timestamp) -> Result<()> {

@@ -16,6 +16,7 @@ use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::apply::Applied;
+use crate::audit::{Audit, AuditTarget};
 use crate::model::{PRACTICE_COLUMNS, PracticeRow};
 use crate::tx::{Tx, on_tx};
 use crate::{Practice, Result, Source, Store, StoreError, from_ms, on_pool, to_ms};
@@ -486,6 +487,12 @@ impl Store {
             .await
             .map(|r| r.rows_affected())
         })?;
+        let target = AuditTarget::Message {
+            id: message_id,
+            patient_id,
+        };
+        tx.audit_entry(&Audit::new(actor, "hl7.message_reprocess", target), now)
+            .await?;
         tx.commit().await?;
         self.hl7_message(message_id)
             .await?

@@ -55,7 +55,7 @@ use sqlx::sqlite::{
 };
 
 pub use activation::{ActivationDone, ActivationFlow, ActivationToken, FlowStep};
-pub use apply::IntakeOutcome;
+pub use apply::{BatchOutcome, IntakeItem, IntakeOutcome};
 pub use audit::{Audit, AuditTarget};
 pub use dashboard::{CHART_DAYS, DashboardCounts, DayCount, MeasuredPatient};
 pub use go_live::{GoLiveProgress, GoLiveRun};
@@ -79,7 +79,9 @@ pub use portal::{PatientAccount, PortalSession};
 pub use practices::PracticeChange;
 pub use roster::RosterCounts;
 pub use settings::ActivationLink;
-pub use staff::{Lockout, NewStaffUser, StaffAccount, StaffListing, StaffSession, hash_token};
+pub use staff::{
+    Lockout, NewStaffUser, StaffAccount, StaffChange, StaffListing, StaffSession, hash_token,
+};
 pub use webhooks::{
     NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookFinished, WebhookJob,
 };

@@ -6,7 +6,7 @@ use jiff::civil::Date;
 
 use crate::model::{PRACTICE_COLUMNS, PracticeRow};
 use crate::tx::on_tx;
-use crate::{Audit, Channels, Readiness};
+use crate::{Audit, AuditTarget, Channels, Readiness};
 use crate::{NewPractice, Practice, Result, Store, StoreError, on_pool, to_ms, unique_violation};
 use enroll_core::Field;
 use sqlx::AssertSqlSafe;
@@ -43,8 +43,14 @@ type MakeAudit = fn(&Practice) -> Audit;
 impl Store {
     /// Adds a practice, auto invites off. A code that is not a valid
     /// practice code, and a schedule that does not validate (the practice
-    /// could not be read back), are refused here, whoever calls.
-    pub async fn create_practice(&self, new: &NewPractice, now: Timestamp) -> Result<Practice> {
+    /// could not be read back), are refused here, whoever calls. Audited
+    /// (`practice.create`, by `actor`) in the same transaction.
+    pub async fn create_practice(
+        &self,
+        new: &NewPractice,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Practice> {
         PracticeCode::parse(&new.code).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let schedule = new
             .schedule
@@ -55,21 +61,26 @@ impl Store {
             "INSERT INTO practices (code, name, schedule_json, created_at) VALUES ($1, $2, $3, $4) \
              RETURNING {PRACTICE_COLUMNS}"
         );
-        let row: std::result::Result<PracticeRow, sqlx::Error> = on_pool!(self, pool => {
+        let mut tx = self.begin_write().await?;
+        let row: std::result::Result<PracticeRow, sqlx::Error> = on_tx!(&mut tx, c => {
             sqlx::query_as(AssertSqlSafe(sql.as_str()))
             .bind(&new.code)
             .bind(&new.name)
             .bind(&schedule_json)
             .bind(to_ms(now))
-            .fetch_one(pool)
+            .fetch_one(c)
             .await
         });
-        match row {
+        let practice = match row {
             // The unique index on the code decides, so two requests racing
             // with one code cannot both succeed.
-            Err(e) if unique_violation(&e) => Err(StoreError::DuplicatePracticeCode),
-            other => other?.into_practice(),
-        }
+            Err(e) if unique_violation(&e) => return Err(StoreError::DuplicatePracticeCode),
+            other => other?.into_practice()?,
+        };
+        let audit = Audit::new(actor, "practice.create", AuditTarget::Practice(practice.id));
+        tx.audit_entry(&audit, now).await?;
+        tx.commit().await?;
+        Ok(practice)
     }
 
     /// How many of the practice's charts could be invited now and what

@@ -8,6 +8,8 @@ use enroll_core::{PracticeScope, Role};
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
+use crate::audit::{Audit, AuditTarget};
+use crate::tx::{Tx, on_tx};
 use crate::{
     Result, StaffUser, Store, StoreError, from_ms, on_pool, opt_from_ms, to_ms, unique_violation,
 };
@@ -57,6 +59,38 @@ pub struct NewStaffUser<'a> {
     pub practice_ids: &'a [i64],
 }
 
+/// A change to a staff account. Each is written in one transaction with
+/// its audit line (`staff.<key>`, the account its target), so neither is
+/// kept without the other.
+#[derive(Debug, Clone, Copy)]
+pub enum StaffChange<'a> {
+    /// Off: its sessions end and its API token stops working.
+    Disabled(bool),
+    Role(Role),
+    /// The practices it works for, replacing the ones it had.
+    Practices(&'a [i64]),
+    /// A new password hash: the count of wrong passwords starts again and
+    /// its sessions end.
+    Password(&'a str),
+    /// A new API token hash: the old token stops working at once.
+    Token(&'a str),
+}
+
+impl StaffChange<'_> {
+    /// The audit action's ending, and the admin form's word for it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            StaffChange::Disabled(true) => "disable",
+            StaffChange::Disabled(false) => "enable",
+            StaffChange::Role(Role::Admin) => "make_admin",
+            StaffChange::Role(Role::FrontDesk) => "make_front_desk",
+            StaffChange::Practices(_) => "practices",
+            StaffChange::Password(_) => "reset_password",
+            StaffChange::Token(_) => "token",
+        }
+    }
+}
+
 /// When repeated wrong passwords lock an account.
 #[derive(Debug, Clone, Copy)]
 pub struct Lockout {
@@ -101,10 +135,13 @@ impl Store {
         self.with_scope(row).await
     }
 
-    /// Adds a staff user; a username already taken is refused.
+    /// Adds a staff user, with its practices and the audit line
+    /// `staff.add` (by `actor`), in one transaction; a username already
+    /// taken is refused.
     pub async fn add_staff_user(
         &self,
         new: &NewStaffUser<'_>,
+        actor: &str,
         now: Timestamp,
     ) -> Result<StaffUser> {
         if new.username.trim().is_empty() || new.username.chars().any(char::is_whitespace) {
@@ -112,8 +149,9 @@ impl Store {
                 "a username must not be blank or contain spaces".into(),
             ));
         }
-        let inserted: std::result::Result<(i64,), sqlx::Error> = on_pool!(self, pool => {
-            sqlx::query_as(
+        let mut tx = self.begin_write().await?;
+        let inserted: std::result::Result<i64, sqlx::Error> = on_tx!(&mut tx, c => {
+            sqlx::query_scalar(
                 "INSERT INTO staff_users (username, display_name, role, password_hash, api_token_hash, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
@@ -123,10 +161,10 @@ impl Store {
             .bind(new.password_hash)
             .bind(new.token_hash)
             .bind(to_ms(now))
-            .fetch_one(pool)
+            .fetch_one(c)
             .await
         });
-        let (id,) = match inserted {
+        let id = match inserted {
             Err(e) if unique_violation(&e) => {
                 return Err(StoreError::Conflict(
                     "a staff user with this username already exists",
@@ -134,30 +172,71 @@ impl Store {
             }
             other => other?,
         };
-        self.set_staff_practices(id, new.practice_ids).await?;
+        tx.set_staff_practices(id, new.practice_ids).await?;
+        tx.audit_entry(&staff_audit(actor, "add", id, new.username), now)
+            .await?;
+        tx.commit().await?;
         self.staff_user(id).await?.ok_or(StoreError::Conflict(
             "the staff user vanished while being added",
         ))
     }
 
-    /// Replaces the practices a user works for.
-    pub async fn set_staff_practices(&self, user_id: i64, practice_ids: &[i64]) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM staff_practices WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-            for practice_id in practice_ids {
-                sqlx::query("INSERT INTO staff_practices (user_id, practice_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(user_id)
-                    .bind(practice_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await
+    /// Makes `change` to the account `user_id`, audited (by `actor`) in
+    /// the same transaction.
+    pub async fn change_staff(
+        &self,
+        user_id: i64,
+        change: StaffChange<'_>,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let username: Option<String> = on_tx!(&mut tx, c => {
+            sqlx::query_scalar("SELECT username FROM staff_users WHERE id = $1").bind(user_id).fetch_optional(c).await
         })?;
-        Ok(())
+        let username = username.ok_or(StoreError::Conflict("no such staff user"))?;
+        match change {
+            StaffChange::Disabled(disabled) => {
+                on_tx!(&mut tx, c => {
+                    sqlx::query("UPDATE staff_users SET disabled = $2 WHERE id = $1")
+                        .bind(user_id)
+                        .bind(disabled)
+                        .execute(c)
+                        .await.map(|r| r.rows_affected())
+                })?;
+                if disabled {
+                    tx.end_sessions_of(user_id).await?;
+                }
+            }
+            StaffChange::Role(role) => {
+                tx.update_staff(
+                    "UPDATE staff_users SET role = $2 WHERE id = $1",
+                    user_id,
+                    role.key(),
+                )
+                .await?;
+            }
+            StaffChange::Practices(practice_ids) => {
+                tx.set_staff_practices(user_id, practice_ids).await?;
+            }
+            StaffChange::Password(hash) => {
+                let sql = "UPDATE staff_users SET password_hash = $2, failed_sign_ins = 0, \
+                           locked_until = NULL WHERE id = $1";
+                tx.update_staff(sql, user_id, hash).await?;
+                tx.end_sessions_of(user_id).await?;
+            }
+            StaffChange::Token(hash) => {
+                tx.update_staff(
+                    "UPDATE staff_users SET api_token_hash = $2 WHERE id = $1",
+                    user_id,
+                    hash,
+                )
+                .await?;
+            }
+        }
+        tx.audit_entry(&staff_audit(actor, change.key(), user_id, &username), now)
+            .await?;
+        tx.commit().await
     }
 
     pub async fn staff_user(&self, id: i64) -> Result<Option<StaffUser>> {
@@ -240,95 +319,38 @@ impl Store {
     /// Counts a wrong password; the one that reaches `lockout.max_failures`
     /// locks the account until `now + lockout.lock_for` and starts the
     /// count again. Returns when the account is locked until, if it is.
+    ///
+    /// Audited (`staff.sign_in_failed`) in the same transaction.
     pub async fn record_failed_sign_in(
         &self,
-        user_id: i64,
+        user: &StaffUser,
         lockout: Lockout,
         now: Timestamp,
     ) -> Result<Option<Timestamp>> {
         let until = to_ms(now.saturating_add(lockout.lock_for).unwrap_or(now));
+        let mut tx = self.begin_write().await?;
         // One statement, so two wrong passwords racing both count.
-        let (locked_until,): (Option<i64>,) = on_pool!(self, pool => {
-            sqlx::query_as(
+        let locked_until: Option<i64> = on_tx!(&mut tx, c => {
+            sqlx::query_scalar(
                 "UPDATE staff_users SET \
                    locked_until = CASE WHEN failed_sign_ins + 1 >= $2 THEN $3 ELSE locked_until END, \
                    failed_sign_ins = CASE WHEN failed_sign_ins + 1 >= $2 THEN 0 ELSE failed_sign_ins + 1 END \
                  WHERE id = $1 RETURNING locked_until",
             )
-            .bind(user_id)
+            .bind(user.id)
             .bind(lockout.max_failures)
             .bind(until)
-            .fetch_one(pool)
+            .fetch_one(c)
             .await
         })?;
+        let audit = Audit::new(
+            &user.username,
+            "staff.sign_in_failed",
+            AuditTarget::StaffUser(user.id),
+        );
+        tx.audit_entry(&audit, now).await?;
+        tx.commit().await?;
         Ok(opt_from_ms(locked_until)?.filter(|t| *t > now))
-    }
-
-    /// A right password: the count of wrong ones starts again.
-    pub async fn record_sign_in(&self, user_id: i64) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("UPDATE staff_users SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1")
-                .bind(user_id)
-                .execute(pool)
-                .await.map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    /// Sets a new password hash; the user's sessions end.
-    pub async fn set_staff_password(&self, user_id: i64, password_hash: &str) -> Result<()> {
-        self.update_staff(
-            "UPDATE staff_users SET password_hash = $2, failed_sign_ins = 0, locked_until = NULL WHERE id = $1",
-            user_id,
-            password_hash,
-        )
-        .await?;
-        self.end_sessions_of(user_id).await
-    }
-
-    /// Replaces the user's API token (the old one stops working at once).
-    pub async fn set_staff_token(&self, user_id: i64, token_hash: &str) -> Result<()> {
-        self.update_staff(
-            "UPDATE staff_users SET api_token_hash = $2 WHERE id = $1",
-            user_id,
-            token_hash,
-        )
-        .await
-    }
-
-    pub async fn set_staff_role(&self, user_id: i64, role: Role) -> Result<()> {
-        self.update_staff(
-            "UPDATE staff_users SET role = $2 WHERE id = $1",
-            user_id,
-            role.key(),
-        )
-        .await
-    }
-
-    /// Disables (or enables) an account; disabling ends its sessions, and
-    /// its token stops working.
-    pub async fn set_staff_disabled(&self, user_id: i64, disabled: bool) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("UPDATE staff_users SET disabled = $2 WHERE id = $1")
-                .bind(user_id)
-                .bind(disabled)
-                .execute(pool)
-                .await.map(|r| r.rows_affected())
-        })?;
-        if disabled {
-            self.end_sessions_of(user_id).await?;
-        }
-        Ok(())
-    }
-
-    async fn update_staff(&self, sql: &'static str, user_id: i64, value: &str) -> Result<()> {
-        let changed = on_pool!(self, pool => {
-            sqlx::query(sql).bind(user_id).bind(value).execute(pool).await.map(|r| r.rows_affected())
-        })?;
-        if changed == 0 {
-            return Err(StoreError::Conflict("no such staff user"));
-        }
-        Ok(())
     }
 
     /// The enabled staff user holding this API token, if any.
@@ -349,28 +371,42 @@ impl Store {
         }
     }
 
-    /// Starts a session for a browser holding a cookie that hashes to
-    /// `token_hash`.
+    /// Signs `user` in: the count of wrong passwords starts again, a
+    /// session starts for the browser holding a cookie that hashes to
+    /// `token_hash`, and `staff.sign_in` is audited, in one transaction.
     pub async fn start_session(
         &self,
-        user_id: i64,
+        user: &StaffUser,
         token_hash: &str,
         csrf_token: &str,
         now: Timestamp,
     ) -> Result<()> {
-        on_pool!(self, pool => {
+        let mut tx = self.begin_write().await?;
+        on_tx!(&mut tx, c => {
+            sqlx::query("UPDATE staff_users SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1")
+                .bind(user.id)
+                .execute(c)
+                .await.map(|r| r.rows_affected())
+        })?;
+        on_tx!(&mut tx, c => {
             sqlx::query(
                 "INSERT INTO staff_sessions (token_hash, user_id, csrf_token, created_at, last_seen_at) \
                  VALUES ($1, $2, $3, $4, $4)",
             )
             .bind(token_hash)
-            .bind(user_id)
+            .bind(user.id)
             .bind(csrf_token)
             .bind(to_ms(now))
-            .execute(pool)
+            .execute(c)
             .await.map(|r| r.rows_affected())
         })?;
-        Ok(())
+        let audit = Audit::new(
+            &user.username,
+            "staff.sign_in",
+            AuditTarget::StaffUser(user.id),
+        );
+        tx.audit_entry(&audit, now).await?;
+        tx.commit().await
     }
 
     /// The session behind a cookie, if it was used within `idle` and its
@@ -411,21 +447,37 @@ impl Store {
             .map(|user| StaffSession { user, csrf_token }))
     }
 
-    /// Signs a browser out.
-    pub async fn end_session(&self, token_hash: &str) -> Result<()> {
+    /// `user` signs a browser out: its session (when it sent its cookie)
+    /// ends and `staff.sign_out` is audited, in one transaction.
+    pub async fn sign_out(
+        &self,
+        user: &StaffUser,
+        token_hash: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        if let Some(token_hash) = token_hash {
+            on_tx!(&mut tx, c => {
+                sqlx::query("DELETE FROM staff_sessions WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .execute(c)
+                    .await.map(|r| r.rows_affected())
+            })?;
+        }
+        let audit = Audit::new(
+            &user.username,
+            "staff.sign_out",
+            AuditTarget::StaffUser(user.id),
+        );
+        tx.audit_entry(&audit, now).await?;
+        tx.commit().await
+    }
+
+    /// Ends a session that was idle too long (no audit line: no one acted).
+    async fn end_session(&self, token_hash: &str) -> Result<()> {
         on_pool!(self, pool => {
             sqlx::query("DELETE FROM staff_sessions WHERE token_hash = $1")
                 .bind(token_hash)
-                .execute(pool)
-                .await.map(|r| r.rows_affected())
-        })?;
-        Ok(())
-    }
-
-    async fn end_sessions_of(&self, user_id: i64) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("DELETE FROM staff_sessions WHERE user_id = $1")
-                .bind(user_id)
                 .execute(pool)
                 .await.map(|r| r.rows_affected())
         })?;
@@ -449,5 +501,58 @@ impl Store {
             role,
             scope: PracticeScope::for_user(role, ids.into_iter().map(|(id,)| id).collect()),
         })
+    }
+}
+
+/// The audit line of a change to an account: the account is the target,
+/// its username in the detail (an account can be renamed by no one, but
+/// a line should read without a join).
+fn staff_audit(actor: &str, change: &str, user_id: i64, username: &str) -> Audit {
+    let detail = serde_json::json!({ "username": username }).to_string();
+    Audit::new(
+        actor,
+        &format!("staff.{change}"),
+        AuditTarget::StaffUser(user_id),
+    )
+    .with_detail(detail)
+}
+
+impl Tx {
+    /// Replaces the practices a user works for.
+    async fn set_staff_practices(&mut self, user_id: i64, practice_ids: &[i64]) -> Result<()> {
+        on_tx!(self, c => {
+            sqlx::query("DELETE FROM staff_practices WHERE user_id = $1")
+                .bind(user_id)
+                .execute(c)
+                .await.map(|r| r.rows_affected())
+        })?;
+        for practice_id in practice_ids {
+            on_tx!(self, c => {
+                sqlx::query("INSERT INTO staff_practices (user_id, practice_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(user_id)
+                    .bind(practice_id)
+                    .execute(c)
+                    .await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn update_staff(&mut self, sql: &'static str, user_id: i64, value: &str) -> Result<()> {
+        on_tx!(self, c => {
+            sqlx::query(sql).bind(user_id).bind(value).execute(c).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Signs the user out everywhere.
+    async fn end_sessions_of(&mut self, user_id: i64) -> Result<()> {
+        on_tx!(self, c => {
+            sqlx::query("DELETE FROM staff_sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(c)
+                .await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
     }
 }

@@ -116,6 +116,7 @@ impl TestDb {
                     name: format!("Practice {code}"),
                     schedule,
                 },
+                "test",
                 now,
             )
             .await

@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::AssertSqlSafe;
 
+use crate::audit::{Audit, AuditTarget};
 use crate::batch::BatchRow;
 use crate::engine::Col;
 use crate::timeline::TimelineEvent;
@@ -356,8 +357,29 @@ fn new_event_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The audit line of a change to an endpoint: which one and its URL,
+/// never the secret; a ping's also names its event.
+fn endpoint_audit(
+    actor: &str,
+    action: &str,
+    endpoint: &WebhookEndpoint,
+    event_id: Option<&str>,
+) -> Audit {
+    let mut detail = json!({
+        "practice_id": endpoint.practice_id,
+        "endpoint_id": endpoint.id,
+        "url": endpoint.url,
+    });
+    if let Some(event_id) = event_id {
+        detail["event"] = json!(event_id);
+    }
+    Audit::new(actor, action, AuditTarget::Practice(endpoint.practice_id))
+        .with_detail(detail.to_string())
+}
+
 impl Store {
-    /// Adds an endpoint to a practice, enabled.
+    /// Adds an endpoint to a practice, enabled; audited (`webhook.add`,
+    /// its creator the actor) in the same transaction.
     pub async fn add_webhook_endpoint(
         &self,
         new: &NewWebhookEndpoint<'_>,
@@ -369,7 +391,8 @@ impl Store {
             "INSERT INTO webhook_endpoints (practice_id, url, secret, events, enabled, created_at, \
              created_by) VALUES ($1, $2, $3, $4, TRUE, $5, $6) RETURNING {ENDPOINT_COLUMNS}"
         );
-        let row: EndpointRow = on_pool!(self, pool => {
+        let mut tx = self.begin_write().await?;
+        let row: EndpointRow = on_tx!(&mut tx, c => {
             sqlx::query_as(AssertSqlSafe(sql.as_str()))
                 .bind(new.practice_id)
                 .bind(new.url)
@@ -377,10 +400,14 @@ impl Store {
                 .bind(&events)
                 .bind(to_ms(now))
                 .bind(new.created_by)
-                .fetch_one(pool)
+                .fetch_one(c)
                 .await
         })?;
-        row.into_endpoint()
+        let endpoint = row.into_endpoint()?;
+        let audit = endpoint_audit(new.created_by, "webhook.add", &endpoint, None);
+        tx.audit_entry(&audit, now).await?;
+        tx.commit().await?;
+        Ok(endpoint)
     }
 
     /// The practice's endpoints, oldest first.
@@ -409,44 +436,76 @@ impl Store {
         row.map(EndpointRow::into_endpoint).transpose()
     }
 
-    /// Turns an endpoint on or off. While off no new event is queued for
-    /// it and what was queued waits; turned on again, that goes out.
+    /// Turns an endpoint on or off (`webhook.enable` / `webhook.disable`,
+    /// audited with the change). While off no new event is queued for it
+    /// and what was queued waits; turned on again, that goes out.
     pub async fn set_webhook_endpoint_enabled(
         &self,
         practice_id: i64,
         id: i64,
         enabled: bool,
+        actor: &str,
+        now: Timestamp,
     ) -> Result<Option<WebhookEndpoint>> {
         let sql = format!(
             "UPDATE webhook_endpoints SET enabled = $3 WHERE practice_id = $1 AND id = $2 \
              RETURNING {ENDPOINT_COLUMNS}"
         );
-        let row: Option<EndpointRow> = on_pool!(self, pool => {
-            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(practice_id).bind(id).bind(enabled).fetch_optional(pool).await
+        let mut tx = self.begin_write().await?;
+        let row: Option<EndpointRow> = on_tx!(&mut tx, c => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(practice_id).bind(id).bind(enabled).fetch_optional(c).await
         })?;
-        row.map(EndpointRow::into_endpoint).transpose()
+        let Some(endpoint) = row.map(EndpointRow::into_endpoint).transpose()? else {
+            return Ok(None);
+        };
+        let action = if enabled {
+            "webhook.enable"
+        } else {
+            "webhook.disable"
+        };
+        tx.audit_entry(&endpoint_audit(actor, action, &endpoint, None), now)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(endpoint))
     }
 
-    /// Removes an endpoint and its deliveries (queued ones are not sent);
-    /// false when the practice has no such endpoint.
-    pub async fn remove_webhook_endpoint(&self, practice_id: i64, id: i64) -> Result<bool> {
-        let removed = on_pool!(self, pool => {
-            sqlx::query("DELETE FROM webhook_endpoints WHERE practice_id = $1 AND id = $2")
-                .bind(practice_id)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+    /// Removes an endpoint and its deliveries (queued ones are not sent),
+    /// audited (`webhook.remove`) with the removal; none when the practice
+    /// has no such endpoint.
+    pub async fn remove_webhook_endpoint(
+        &self,
+        practice_id: i64,
+        id: i64,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Option<WebhookEndpoint>> {
+        let sql = format!(
+            "DELETE FROM webhook_endpoints WHERE practice_id = $1 AND id = $2 \
+             RETURNING {ENDPOINT_COLUMNS}"
+        );
+        let mut tx = self.begin_write().await?;
+        let row: Option<EndpointRow> = on_tx!(&mut tx, c => {
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(practice_id).bind(id).fetch_optional(c).await
         })?;
-        Ok(removed > 0)
+        let Some(endpoint) = row.map(EndpointRow::into_endpoint).transpose()? else {
+            return Ok(None);
+        };
+        tx.audit_entry(
+            &endpoint_audit(actor, "webhook.remove", &endpoint, None),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(endpoint))
     }
 
     /// Queues a `webhook.ping` to one endpoint (an administrator trying
-    /// it); returns the event's id.
+    /// it), audited with the event's id; returns the event's id.
     pub async fn queue_webhook_ping(
         &self,
         endpoint: &WebhookEndpoint,
         practice_code: &str,
+        actor: &str,
         now: Timestamp,
     ) -> Result<String> {
         let event_id = new_event_id();
@@ -462,8 +521,10 @@ impl Store {
             event_type: WebhookEventType::Ping.key(),
             body: envelope.json().to_string(),
         };
+        let audit = endpoint_audit(actor, "webhook.ping", endpoint, Some(&event_id));
         let mut tx = self.begin_write().await?;
         tx.queue_webhooks(&[row], now).await?;
+        tx.audit_entry(&audit, now).await?;
         tx.commit().await?;
         Ok(event_id)
     }

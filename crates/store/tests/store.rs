@@ -280,6 +280,7 @@ async fn triggers_outside_the_schedule_wait_for_the_next_opening() {
                     name: "Scheduled".into(),
                     schedule: Schedule::office_hours("America/New_York"),
                 },
+                "test",
                 friday_night,
             )
             .await
@@ -789,6 +790,7 @@ async fn a_schedule_is_validated_when_the_practice_is_read_and_created() {
                     name: "Mars".into(),
                     schedule: Schedule::office_hours("Mars/Olympus"),
                 },
+                "test",
                 now,
             )
             .await;
@@ -809,6 +811,7 @@ async fn a_schedule_is_validated_when_the_practice_is_read_and_created() {
                     name: "Lakeside".into(),
                     schedule: Schedule::office_hours("America/Chicago"),
                 },
+                "test",
                 now,
             )
             .await;
@@ -969,6 +972,22 @@ async fn a_new_sqlite_file_is_readable_by_its_owner_only() {
     store.close().await;
 }
 
+/// The audit lines the go-live tests give the store to write with a run's
+/// start and changes.
+fn started_audit(run: &enroll_store::GoLiveRun) -> enroll_store::Audit {
+    let target = enroll_store::AuditTarget::Practice(run.practice_id);
+    enroll_store::Audit::new("admin", "go_live.start", target)
+}
+
+fn changed_audit(
+    before: &enroll_store::GoLiveRun,
+    after: &enroll_store::GoLiveRun,
+) -> enroll_store::Audit {
+    let target = enroll_store::AuditTarget::Practice(after.practice_id);
+    let detail = format!("{} -> {}", before.state.key(), after.state.key());
+    enroll_store::Audit::new("admin", "go_live.change", target).with_detail(detail)
+}
+
 /// "Invite existing patients" (go-live): the run lists the eligible charts
 /// never invited, releases one per interval of its rate, decides each at
 /// its turn with the rules of that moment, and a second run lists no one
@@ -1000,9 +1019,9 @@ async fn a_go_live_run_invites_each_eligible_chart_once_at_its_rate() {
 
         assert_eq!(store.go_live_candidates(practice.id).await.unwrap(), 4, "{engine:?}");
         let sixty = Throttle::per_hour(60).unwrap();
-        let run = store.start_go_live(practice.id, sixty, "admin", now).await.unwrap();
+        let run = store.start_go_live(practice.id, sixty, "admin", started_audit, now).await.unwrap();
         assert_eq!((run.total, run.state), (4, GoLiveRunState::Running), "{engine:?}");
-        let again = store.start_go_live(practice.id, sixty, "admin", now).await;
+        let again = store.start_go_live(practice.id, sixty, "admin", started_audit, now).await;
         assert!(
             matches!(&again, Err(StoreError::Invalid(m)) if m.contains("already under way")),
             "{engine:?}: {again:?}"
@@ -1051,7 +1070,7 @@ async fn a_go_live_run_invites_each_eligible_chart_once_at_its_rate() {
         );
         // Running it twice invites no one twice.
         assert_eq!(store.go_live_candidates(practice.id).await.unwrap(), 0, "{engine:?}");
-        let twice = store.start_go_live(practice.id, sixty, "admin", now + minute * 5).await;
+        let twice = store.start_go_live(practice.id, sixty, "admin", started_audit, now + minute * 5).await;
         assert!(
             matches!(&twice, Err(StoreError::Invalid(m)) if m.contains("no patient can be invited now")),
             "{engine:?}: {twice:?}"
@@ -1064,7 +1083,7 @@ async fn a_go_live_run_invites_each_eligible_chart_once_at_its_rate() {
 /// minute's worth at the opening, and pauses, resumes and cancels.
 #[tokio::test]
 async fn a_go_live_run_keeps_to_the_schedule_and_can_be_paused_and_cancelled() {
-    use enroll_core::{GoLiveRunState, Throttle};
+    use enroll_core::{GoLiveChange, GoLiveRunState, Throttle};
     on_each_engine(async |engine, db| {
         // Wednesday 18:00 in New York: office hours (08:00-17:00) are over.
         let evening: Timestamp = "2026-11-25T23:00:00Z".parse().unwrap();
@@ -1076,6 +1095,7 @@ async fn a_go_live_run_keeps_to_the_schedule_and_can_be_paused_and_cancelled() {
                     name: "Office hours".into(),
                     schedule: Schedule::office_hours("America/New_York"),
                 },
+                "test",
                 evening,
             )
             .await
@@ -1087,7 +1107,7 @@ async fn a_go_live_run_keeps_to_the_schedule_and_can_be_paused_and_cancelled() {
         }
         let hourly_120 = Throttle::per_hour(120).unwrap();
         let run = store
-            .start_go_live(practice.id, hourly_120, "admin", evening)
+            .start_go_live(practice.id, hourly_120, "admin", started_audit, evening)
             .await
             .unwrap();
         assert_eq!(run.total, 10, "{engine:?}");
@@ -1102,14 +1122,22 @@ async fn a_go_live_run_keeps_to_the_schedule_and_can_be_paused_and_cancelled() {
         let morning: Timestamp = "2026-11-26T13:00:30Z".parse().unwrap();
         assert_eq!(release(morning).await, 3, "{engine:?}");
 
-        store.pause_go_live(run.id).await.unwrap();
+        store
+            .change_go_live(run.id, GoLiveChange::Pause, changed_audit, morning)
+            .await
+            .unwrap();
         assert_eq!(
             release(morning + SignedDuration::from_mins(10)).await,
             0,
             "{engine:?}: paused"
         );
         let resumed = store
-            .resume_go_live(run.id, morning + SignedDuration::from_mins(10))
+            .change_go_live(
+                run.id,
+                GoLiveChange::Resume,
+                changed_audit,
+                morning + SignedDuration::from_mins(10),
+            )
             .await
             .unwrap();
         assert_eq!(resumed.state, GoLiveRunState::Running, "{engine:?}");
@@ -1118,14 +1146,21 @@ async fn a_go_live_run_keeps_to_the_schedule_and_can_be_paused_and_cancelled() {
             1,
             "{engine:?}"
         );
-        let paused_twice = store.resume_go_live(run.id, morning).await;
+        let paused_twice = store
+            .change_go_live(run.id, GoLiveChange::Resume, changed_audit, morning)
+            .await;
         assert!(
             matches!(paused_twice, Err(StoreError::Invalid(_))),
             "{engine:?}"
         );
 
         let cancelled = store
-            .cancel_go_live(run.id, morning + SignedDuration::from_mins(11))
+            .change_go_live(
+                run.id,
+                GoLiveChange::Cancel,
+                changed_audit,
+                morning + SignedDuration::from_mins(11),
+            )
             .await
             .unwrap();
         assert_eq!(cancelled.state, GoLiveRunState::Cancelled, "{engine:?}");
@@ -1136,6 +1171,27 @@ async fn a_go_live_run_keeps_to_the_schedule_and_can_be_paused_and_cancelled() {
         );
         let progress = store.go_live_progress(practice.id).await.unwrap().unwrap();
         assert_eq!((progress.sending, progress.cancelled), (4, 6), "{engine:?}");
+        // Each change is audited with it; the refused resume wrote nothing.
+        let audited: Vec<(String, Option<String>)> = store
+            .audit_log(None, 20)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action.starts_with("go_live."))
+            .map(|e| (e.action, e.detail))
+            .collect();
+        let line =
+            |action: &str, detail: Option<&str>| (action.to_string(), detail.map(String::from));
+        assert_eq!(
+            audited,
+            [
+                line("go_live.change", Some("running -> cancelled")),
+                line("go_live.change", Some("paused -> running")),
+                line("go_live.change", Some("running -> paused")),
+                line("go_live.start", None),
+            ],
+            "{engine:?}"
+        );
         // The six never invited can be listed by a new run; the four not.
         assert_eq!(
             store.go_live_candidates(practice.id).await.unwrap(),
@@ -1164,7 +1220,13 @@ async fn two_instances_releasing_a_go_live_run_at_once_release_each_turn_once() 
             new_patient(store, practice.id, &format!("R{i}"), &d, now).await;
         }
         let run = store
-            .start_go_live(practice.id, Throttle::per_hour(600).unwrap(), "admin", now)
+            .start_go_live(
+                practice.id,
+                Throttle::per_hour(600).unwrap(),
+                "admin",
+                started_audit,
+                now,
+            )
             .await
             .unwrap();
         assert_eq!(run.total, 20, "{engine:?}");

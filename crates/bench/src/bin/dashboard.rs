@@ -174,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
                             name: format!("Practice {n}"),
                             schedule,
                         },
+                        "bench",
                         now,
                     )
                     .await?
@@ -202,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let cookie = enroll_server::random_secret(32);
     store
-        .start_session(user.id, &hash_token(&cookie), "bench-csrf", now)
+        .start_session(&user, &hash_token(&cookie), "bench-csrf", now)
         .await?;
 
     let one = practices

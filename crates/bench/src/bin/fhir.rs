@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
                 name: "Bench".into(),
                 schedule: Schedule::office_hours("America/New_York"),
             },
+            "bench",
             now,
         )
         .await?;

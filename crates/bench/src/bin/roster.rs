@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
                         name: "Bench".into(),
                         schedule: Schedule::office_hours("America/Chicago"),
                     },
+                    "bench",
                     Timestamp::now(),
                 )
                 .await?;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use enroll_core::{Role, Schedule};
 use enroll_server::{Application, Runtime, Settings, SystemClock};
-use enroll_store::{NewPractice, Store, hash_token};
+use enroll_store::{NewPractice, StaffUser, Store, hash_token};
 use jiff::Timestamp;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -329,6 +329,7 @@ async fn main() -> anyhow::Result<()> {
                         name: "Bench Practice".into(),
                         schedule: Schedule::office_hours("America/New_York"),
                     },
+                    "bench",
                     now,
                 )
                 .await?
@@ -357,7 +358,8 @@ async fn main() -> anyhow::Result<()> {
                 .await?
         }
     };
-    store.set_staff_practices(user.id, &[practice.id]).await?;
+    let practices = enroll_store::StaffChange::Practices(&[practice.id]);
+    store.change_staff(user.id, practices, "bench", now).await?;
 
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse()?,
@@ -375,7 +377,7 @@ async fn main() -> anyhow::Result<()> {
         http: reqwest::Client::new(),
         base: format!("http://{}", running.http_addr),
         token,
-        cookie: signed_in_browser(&store, user.id).await?,
+        cookie: signed_in_browser(&store, &user).await?,
     };
 
     // Patients to look for: regenerate the same sequence and sample it.
@@ -404,15 +406,10 @@ async fn main() -> anyhow::Result<()> {
 /// The cookie of a signed-in browser for the page: a session as the
 /// sign-in page makes, started now (the insert takes longer than the idle
 /// sign-out) and kept alive by the searches.
-async fn signed_in_browser(store: &Store, user_id: i64) -> anyhow::Result<String> {
+async fn signed_in_browser(store: &Store, user: &StaffUser) -> anyhow::Result<String> {
     let cookie = enroll_server::random_secret(32);
     store
-        .start_session(
-            user_id,
-            &hash_token(&cookie),
-            "bench-csrf",
-            Timestamp::now(),
-        )
+        .start_session(user, &hash_token(&cookie), "bench-csrf", Timestamp::now())
         .await?;
     Ok(format!("enroll_session={cookie}"))
 }

@@ -176,21 +176,8 @@ pub(crate) async fn reprocess(
     staff: Admin,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<MessageDto>, ApiError> {
+    // Audited by the store with the change (`hl7.message_reprocess`).
     let message = state.intake.reprocess(id, &staff.0.username).await?;
-    state
-        .store
-        .audit(
-            &Audit::new(
-                &staff.0.username,
-                "hl7.message_reprocess",
-                AuditTarget::Message {
-                    id: message.id,
-                    patient_id: message.patient_id,
-                },
-            ),
-            state.clock.now(),
-        )
-        .await?;
     Ok(Json(message.into()))
 }
 

@@ -101,17 +101,10 @@ async fn create_checked(
 ) -> Result<(StatusCode, Json<PracticeDto>), ApiError> {
     check_schedule(&new.schedule)?;
     let new = new.into();
-    let practice = state.store.create_practice(&new, state.clock.now()).await?;
-    state
+    // Audited (`practice.create`) by the store with the insert.
+    let practice = state
         .store
-        .audit(
-            &Audit::new(
-                &staff.0.username,
-                "practice.create",
-                AuditTarget::Practice(practice.id),
-            ),
-            state.clock.now(),
-        )
+        .create_practice(&new, &staff.0.username, state.clock.now())
         .await?;
     Ok((StatusCode::CREATED, Json(practice.into())))
 }

@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::WebhookEventType;
-use enroll_store::{Audit, AuditTarget};
 use enroll_store::{NewWebhookEndpoint, Practice, WebhookEndpoint};
 use serde::Deserialize;
 use serde_json::json;
@@ -129,7 +128,6 @@ pub(crate) async fn add(
             now,
         )
         .await?;
-    audit(&state, &admin, "webhook.add", &endpoint).await?;
     let body = NewWebhookEndpointDto {
         endpoint: endpoint.into(),
         secret,
@@ -164,15 +162,15 @@ pub(crate) async fn set_enabled(
     practice_in_scope(&state, &admin, practice_id).await?;
     let endpoint = state
         .store
-        .set_webhook_endpoint_enabled(practice_id, id, body.enabled)
+        .set_webhook_endpoint_enabled(
+            practice_id,
+            id,
+            body.enabled,
+            &admin.0.username,
+            state.clock.now(),
+        )
         .await?
         .ok_or(ApiError::NotFound("webhook endpoint"))?;
-    let action = if body.enabled {
-        "webhook.enable"
-    } else {
-        "webhook.disable"
-    };
-    audit(&state, &admin, action, &endpoint).await?;
     Ok(Json(endpoint.into()))
 }
 
@@ -199,9 +197,11 @@ pub(crate) async fn remove(
     ApiPath((practice_id, id)): ApiPath<(i64, i64)>,
 ) -> Result<StatusCode, ApiError> {
     practice_in_scope(&state, &admin, practice_id).await?;
-    let endpoint = endpoint_or_404(&state, practice_id, id).await?;
-    state.store.remove_webhook_endpoint(practice_id, id).await?;
-    audit(&state, &admin, "webhook.remove", &endpoint).await?;
+    state
+        .store
+        .remove_webhook_endpoint(practice_id, id, &admin.0.username, state.clock.now())
+        .await?
+        .ok_or(ApiError::NotFound("webhook endpoint"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -240,9 +240,13 @@ pub(crate) async fn ping(
     }
     let event_id = state
         .store
-        .queue_webhook_ping(&endpoint, &practice.code, state.clock.now())
+        .queue_webhook_ping(
+            &endpoint,
+            &practice.code,
+            &admin.0.username,
+            state.clock.now(),
+        )
         .await?;
-    audit(&state, &admin, "webhook.ping", &endpoint).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(PingQueued {
@@ -308,34 +312,6 @@ async fn endpoint_or_404(
         .webhook_endpoint(practice_id, id)
         .await?
         .ok_or(ApiError::NotFound("webhook endpoint"))
-}
-
-/// The audit line names the endpoint and its URL, never the secret.
-async fn audit(
-    state: &AppState,
-    admin: &Admin,
-    action: &str,
-    endpoint: &WebhookEndpoint,
-) -> Result<(), ApiError> {
-    let detail = json!({
-        "practice_id": endpoint.practice_id,
-        "endpoint_id": endpoint.id,
-        "url": endpoint.url,
-    })
-    .to_string();
-    state
-        .store
-        .audit(
-            &Audit::new(
-                &admin.0.username,
-                action,
-                AuditTarget::Practice(endpoint.practice_id),
-            )
-            .with_detail(detail),
-            state.clock.now(),
-        )
-        .await?;
-    Ok(())
 }
 
 fn check_secret(secret: &str) -> Result<(), String> {

@@ -27,7 +27,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use enroll_core::{IfKnown, IntakeEvent, NameTerms, PatientChange, SearchTerms};
-use enroll_store::{Audit, AuditTarget, IntakeOutcome, PatientSearch, Practice, Source};
+use enroll_store::{
+    Audit, AuditTarget, BatchOutcome, IntakeItem, IntakeOutcome, PatientSearch, Practice, Source,
+};
 use jiff::civil::Date;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -779,7 +781,9 @@ struct Planned {
 /// A transaction Bundle of Patient (POST, PUT by id or by identifier),
 /// Encounter and Appointment (POST or PUT) entries. Every entry is checked
 /// first (a bad one answers its OperationOutcome, naming the entry, and
-/// nothing is written); then each is applied in order. A Patient entry's
+/// nothing is written); then all are applied in order in one store
+/// transaction, so an entry refused while applying (a second POST of the
+/// same MRN) leaves nothing of the others written either. A Patient entry's
 /// `fullUrl` (`urn:uuid:...`) may be referenced by the entries after it.
 pub(crate) async fn transaction(
     State(state): State<AppState>,
@@ -937,14 +941,36 @@ pub(crate) async fn transaction(
             }
         }
     }
+    let items: Vec<IntakeItem<'_>> = planned
+        .iter()
+        .map(|plan| IntakeItem {
+            practice_id: plan.practice_id,
+            event: &plan.event,
+            source: &plan.source,
+        })
+        .collect();
+    // All or nothing (FHIR's transaction): one store transaction.
+    let saved = match state
+        .store
+        .apply_intake_batch(&items, state.clock.now())
+        .await
+        .map_err(FhirError::from)?
+    {
+        BatchOutcome::Applied(saved) => saved,
+        BatchOutcome::Refused { index, problem } => {
+            return Err(FhirError::unprocessable(
+                format!("Bundle.entry[{index}].resource.identifier"),
+                problem.reason,
+            ));
+        }
+    };
     let mut answer = Bundle::new("transaction-response");
-    for plan in &planned {
-        let id = apply(&state, plan.practice_id, &plan.event, &plan.source).await?;
+    for (plan, saved) in planned.iter().zip(&saved) {
         let location = match &plan.event {
             IntakeEvent::Encounter { .. } | IntakeEvent::Appointment { .. } => {
                 plan.source.reference.clone()
             }
-            _ => Some(format!("Patient/{id}")),
+            _ => Some(format!("Patient/{}", saved.patient.id)),
         };
         answer.entry.push(BundleEntry {
             response: Some(BundleResponse {

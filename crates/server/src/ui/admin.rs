@@ -5,8 +5,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use enroll_core::Role;
-use enroll_store::NewStaffUser;
 use enroll_store::{Audit, AuditTarget};
+use enroll_store::{NewStaffUser, StaffChange};
 use minijinja::context;
 use serde::Deserialize;
 use serde_json::json;
@@ -142,15 +142,12 @@ pub(crate) async fn add_user(
                 token_hash: None,
                 practice_ids: &form.practice,
             },
+            &signed_in.user.username,
             state.clock.now(),
         )
         .await;
     match added {
         Ok(user) => {
-            if let Err(e) = audit(&state, &signed_in, &format!("staff.add {}", user.username)).await
-            {
-                return internal(e);
-            }
             let notice = format!("Added {}. Their password (shown once):", user.username);
             users_page(
                 &state,
@@ -200,55 +197,33 @@ pub(crate) async fn change_user(
         Ok(None) => return (StatusCode::NOT_FOUND, "There is no such staff user.").into_response(),
         Err(e) => return internal(e),
     };
-    let store = &state.store;
-    let mut shown = None;
-    let done = match form.action.as_str() {
-        "disable" => store
-            .set_staff_disabled(id, true)
-            .await
-            .map(|()| "disabled"),
-        "enable" => store
-            .set_staff_disabled(id, false)
-            .await
-            .map(|()| "enabled"),
-        "make_admin" => store
-            .set_staff_role(id, Role::Admin)
-            .await
-            .map(|()| "made an administrator"),
-        "make_front_desk" => store
-            .set_staff_role(id, Role::FrontDesk)
-            .await
-            .map(|()| "made front desk"),
-        "practices" => store
-            .set_staff_practices(id, &form.practice)
-            .await
-            .map(|()| "given new practices"),
-        "reset_password" => {
-            let password = random_secret(9);
-            match hash_password(&password) {
-                Ok(hash) => {
-                    shown = Some(password);
-                    store
-                        .set_staff_password(id, &hash)
-                        .await
-                        .map(|()| "given a new password (shown once):")
-                }
-                Err(e) => return internal(e),
-            }
-        }
+    // A reset's new password, shown once; the store gets only its hash.
+    let shown = (form.action == "reset_password").then(|| random_secret(9));
+    let hash = match shown.as_deref().map(hash_password).transpose() {
+        Ok(hash) => hash.unwrap_or_default(),
+        Err(e) => return internal(e),
+    };
+    let (change, what) = match form.action.as_str() {
+        "disable" => (StaffChange::Disabled(true), "disabled"),
+        "enable" => (StaffChange::Disabled(false), "enabled"),
+        "make_admin" => (StaffChange::Role(Role::Admin), "made an administrator"),
+        "make_front_desk" => (StaffChange::Role(Role::FrontDesk), "made front desk"),
+        "practices" => (
+            StaffChange::Practices(&form.practice),
+            "given new practices",
+        ),
+        "reset_password" => (
+            StaffChange::Password(&hash),
+            "given a new password (shown once):",
+        ),
         _ => return (StatusCode::BAD_REQUEST, "Unknown change.").into_response(),
     };
+    let done = state
+        .store
+        .change_staff(id, change, &signed_in.user.username, state.clock.now())
+        .await;
     match done {
-        Ok(what) => {
-            if let Err(e) = audit(
-                &state,
-                &signed_in,
-                &format!("staff.{} {}", form.action, user.username),
-            )
-            .await
-            {
-                return internal(e);
-            }
+        Ok(()) => {
             let notice = format!("{} was {what}", user.username);
             match shown {
                 Some(password) => {
@@ -271,16 +246,6 @@ pub(crate) async fn change_user(
         }
         Err(e) => internal(e),
     }
-}
-
-async fn audit(state: &AppState, signed_in: &SignedIn, action: &str) -> enroll_store::Result<()> {
-    state
-        .store
-        .audit(
-            &Audit::new(&signed_in.user.username, action, AuditTarget::None),
-            state.clock.now(),
-        )
-        .await
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@
 
 mod connections;
 mod go_live;
+mod roster;
 mod schedule_form;
 mod templates;
 
@@ -34,6 +35,10 @@ pub(crate) use connections::{
 pub(crate) use go_live::{
     change as go_live_change, page as go_live_page, progress as go_live_progress,
     start as go_live_start,
+};
+pub(crate) use roster::{
+    RosterImports, page as roster_page, progress as roster_progress,
+    rejected_csv as roster_rejected_csv, upload as roster_upload,
 };
 pub(crate) use schedule_form::ScheduleForm;
 pub(crate) use templates::{save_templates, templates_page};
@@ -589,20 +594,6 @@ fn change_audit(
         AuditTarget::Practice(practice.id),
     )
     .with_detail(detail.to_string())
-}
-
-/// [`change_audit`]'s line in a statement of its own, for a change the
-/// store does not audit in its transaction.
-async fn audit_change(
-    state: &AppState,
-    signed_in: &SignedIn,
-    action: &str,
-    practice: &Practice,
-    before: serde_json::Value,
-    after: serde_json::Value,
-) -> enroll_store::Result<()> {
-    let audit = change_audit(signed_in, action, practice, before, after);
-    state.store.audit(&audit, state.clock.now()).await
 }
 
 #[cfg(test)]

@@ -90,6 +90,18 @@ pub(crate) fn router() -> Router<AppState> {
             post(integration::go_live_change),
         )
         .route(
+            "/admin/practices/{id}/roster",
+            get(integration::roster_page),
+        )
+        .route(
+            "/admin/practices/{id}/roster/progress",
+            get(integration::roster_progress),
+        )
+        .route(
+            "/admin/practices/{id}/roster/rejected.csv",
+            get(integration::roster_rejected_csv),
+        )
+        .route(
             "/admin/practices/{id}/connections",
             get(integration::connections_page),
         )
@@ -113,6 +125,18 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/static/staff.js", get(script))
         .route("/static/letter.css", get(letter_stylesheet))
 }
+
+/// The roster upload, apart from the other pages for its own body limit
+/// (`http.roster_upload_limit_bytes`: an export of a million rows is some
+/// 100 MB, where a form is a few KB).
+pub(crate) fn upload_router() -> Router<AppState> {
+    Router::new().route(
+        "/admin/practices/{id}/roster/upload",
+        post(integration::roster_upload),
+    )
+}
+
+pub(crate) use integration::RosterImports;
 
 /// `/`: the search for a signed-in user, else sign-in.
 async fn home(signed_in: Result<SignedIn, Response>) -> Redirect {

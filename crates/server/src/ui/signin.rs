@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar};
 use enroll_store::hash_token;
-use enroll_store::{Audit, AuditTarget};
 use minijinja::context;
 use serde::Deserialize;
 
@@ -84,49 +83,24 @@ pub(crate) async fn sign_in(
     if !matches {
         if let Err(e) = state
             .store
-            .record_failed_sign_in(account.user.id, state.staff_ui.lockout, now)
+            .record_failed_sign_in(&account.user, state.staff_ui.lockout, now)
             .await
         {
             return internal(e);
         }
-        let _ = state
-            .store
-            .audit(
-                &Audit::new(
-                    &account.user.username,
-                    "staff.sign_in_failed",
-                    AuditTarget::StaffUser(account.user.id),
-                ),
-                now,
-            )
-            .await;
         return sign_in_page(StatusCode::UNAUTHORIZED, username, &next, Some(WRONG));
     }
     let cookie_value = random_secret(32);
-    let started = async {
-        state.store.record_sign_in(account.user.id).await?;
-        state
-            .store
-            .start_session(
-                account.user.id,
-                &hash_token(&cookie_value),
-                &random_secret(32),
-                now,
-            )
-            .await?;
-        state
-            .store
-            .audit(
-                &Audit::new(
-                    &account.user.username,
-                    "staff.sign_in",
-                    AuditTarget::StaffUser(account.user.id),
-                ),
-                now,
-            )
-            .await
-    };
-    if let Err(e) = started.await {
+    let started = state
+        .store
+        .start_session(
+            &account.user,
+            &hash_token(&cookie_value),
+            &random_secret(32),
+            now,
+        )
+        .await;
+    if let Err(e) = started {
         return internal(e);
     }
     let jar = jar.add(session_cookie(cookie_value, state.staff_ui.secure_cookies));
@@ -147,22 +121,14 @@ pub(crate) async fn sign_out(
     if let Err(refused) = signed_in.check_csrf(&form.csrf) {
         return refused.into_response();
     }
-    if let Some(cookie) = jar.get(SESSION_COOKIE)
-        && let Err(e) = state.store.end_session(&hash_token(cookie.value())).await
-    {
+    let token_hash = jar.get(SESSION_COOKIE).map(|c| hash_token(c.value()));
+    let signed_out = state
+        .store
+        .sign_out(&signed_in.user, token_hash.as_deref(), state.clock.now())
+        .await;
+    if let Err(e) = signed_out {
         return internal(e);
     }
-    let _ = state
-        .store
-        .audit(
-            &Audit::new(
-                &signed_in.user.username,
-                "staff.sign_out",
-                AuditTarget::StaffUser(signed_in.user.id),
-            ),
-            state.clock.now(),
-        )
-        .await;
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
     (jar, Redirect::to("/signin?signed_out=1")).into_response()
 }

@@ -580,6 +580,20 @@ async fn a_practice_code_is_taken_once_even_by_racing_requests() {
         assert_eq!(conflict["code"], "duplicate_practice", "{conflict}");
         let (status, again) = app.admin_post("/api/practices", body).await;
         assert_eq!(status, StatusCode::CONFLICT, "{again}");
+        // One audit line by ada, for the practice made: a refused create
+        // writes none (the harness made the test practice as "test").
+        let created: Vec<_> = app
+            .db
+            .store
+            .audit_log(None, 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "practice.create" && e.actor != "test")
+            .map(|e| (e.actor, e.target_type))
+            .collect();
+        let practice = Some("practice".to_string());
+        assert_eq!(created, [("ada".to_string(), practice)], "{:?}", app.engine);
     })
     .await;
 }

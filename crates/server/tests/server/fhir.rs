@@ -419,6 +419,44 @@ async fn a_transaction_bundle_of_a_patient_and_its_encounter() {
     .await;
 }
 
+/// All or nothing: an entry refused only when applied (the second POST of
+/// one new MRN, which each passes the check alone) takes the first entry
+/// with it, its timeline and audit lines too.
+#[tokio::test]
+async fn a_transaction_bundle_whose_later_entry_fails_writes_none_of_it() {
+    on_each_engine(async |app| {
+        let post = |mrn: &str| {
+            let mut patient = example();
+            patient["identifier"][0]["value"] = json!(mrn);
+            json!({ "resource": patient, "request": { "method": "POST", "url": "Patient" } })
+        };
+        let bundle = json!({
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [post("9001"), post("9002"), post("9001")]
+        });
+        let audit_lines = || async {
+            enroll_store::testing::scalar(&app.db.store, "SELECT COUNT(*) FROM audit_log")
+                .await
+                .unwrap()
+        };
+        let (charts, audits) = (chart_count(app).await, audit_lines().await);
+        let (status, outcome) = fhir(app, Method::POST, "", Some(bundle)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{:?}: {outcome}", app.engine);
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert_eq!(chart_count(app).await, charts, "{:?}", app.engine);
+        assert_eq!(audit_lines().await, audits, "{:?}", app.engine);
+        let timeline = enroll_store::testing::scalar(
+            &app.db.store,
+            "SELECT COUNT(*) FROM timeline WHERE source = 'fhir'",
+        )
+        .await
+        .unwrap();
+        assert_eq!(timeline, 0, "{:?}", app.engine);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn metadata_says_what_is_supported() {
     on_each_engine(async |app| {
@@ -494,7 +532,12 @@ async fn a_user_of_another_practice_cannot_read_or_write_and_no_token_is_401() {
             .unwrap();
         app.db
             .store
-            .set_staff_practices(otto.id, &[other.id])
+            .change_staff(
+                otto.id,
+                enroll_store::StaffChange::Practices(&[other.id]),
+                "test",
+                now,
+            )
             .await
             .unwrap();
         let otto_call = |method: Method, path: String, body: Option<Value>| async move {

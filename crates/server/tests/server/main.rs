@@ -19,6 +19,7 @@ mod integration_browser;
 mod integration_tool;
 mod mllp;
 mod openapi;
+mod roster_upload;
 mod sms;
 mod ui;
 mod webdriver;
@@ -155,14 +156,16 @@ impl TestApp {
                 .put_staff_user(username, name, role, &enroll_store::hash_token(token), now)
                 .await
                 .unwrap();
+            let password = enroll_store::StaffChange::Password(&PASSWORD_HASH);
             db.store
-                .set_staff_password(user.id, &PASSWORD_HASH)
+                .change_staff(user.id, password, "test", now)
                 .await
                 .unwrap();
             // Frida works at the test practice; Ada administers every practice.
             if role == enroll_core::Role::FrontDesk {
+                let practices = enroll_store::StaffChange::Practices(&[practice.id]);
                 db.store
-                    .set_staff_practices(user.id, &[practice.id])
+                    .change_staff(user.id, practices, "test", now)
                     .await
                     .unwrap();
             }

@@ -37,13 +37,7 @@ impl<'a> Staff<'a> {
             .send()
             .await
             .unwrap();
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .map(|l| l.to_str().unwrap().to_string());
-        let body = response.text().await.unwrap();
-        (status, location.unwrap_or(body))
+        status_and_location_or_body(response).await
     }
 
     /// The session cookie, for a request the helpers here do not make.
@@ -69,13 +63,24 @@ impl<'a> Staff<'a> {
             .send()
             .await
             .unwrap();
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .map(|l| l.to_str().unwrap().to_string());
-        let body = response.text().await.unwrap();
-        (status, location.unwrap_or(body))
+        status_and_location_or_body(response).await
+    }
+
+    /// A file upload (`multipart/form-data`); answers as [`Staff::post`].
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> (StatusCode, String) {
+        let response = self
+            .http
+            .post(self.app.url(path))
+            .header(COOKIE, &self.cookie)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        status_and_location_or_body(response).await
     }
 
     /// What the page script sends for Enroll Now, and the JSON answer.
@@ -93,6 +98,17 @@ impl<'a> Staff<'a> {
         let status = response.status();
         (status, response.json().await.unwrap())
     }
+}
+
+/// The status, and the redirect target if there is one, else the body.
+async fn status_and_location_or_body(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .map(|l| l.to_str().unwrap().to_string());
+    let body = response.text().await.unwrap();
+    (status, location.unwrap_or(body))
 }
 
 fn no_redirects() -> reqwest::Client {
@@ -247,6 +263,35 @@ async fn five_wrong_passwords_lock_the_account_until_the_lockout_ends() {
             app.engine
         );
         assert!(cookie.is_some());
+        // Each wrong password and the sign-in are audited on the account
+        // (the harness set the password as the "test" actor).
+        let ada_id = app
+            .db
+            .store
+            .staff_account("ada")
+            .await
+            .unwrap()
+            .unwrap()
+            .user
+            .id;
+        let mut actions: Vec<String> = app
+            .db
+            .store
+            .audit_log(None, 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| {
+                e.actor == "ada"
+                    && e.target_type.as_deref() == Some("staff_user")
+                    && e.target_id == Some(ada_id)
+            })
+            .map(|e| e.action)
+            .collect();
+        actions.reverse();
+        let mut expected = vec!["staff.sign_in_failed"; 5];
+        expected.push("staff.sign_in");
+        assert_eq!(actions, expected, "{:?}", app.engine);
     })
     .await;
 }
@@ -700,7 +745,31 @@ async fn an_admin_adds_a_user_whose_generated_password_signs_in_and_disabling_en
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let (status, page) = ada.get("/admin/audit").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(page.contains("staff.disable gus"), "{page}");
+        assert!(page.contains("<td>staff.disable</td>"), "{page}");
+        // Each change is audited with the account as its target, by ada.
+        let changes: Vec<(String, String, Option<i64>)> = app
+            .db
+            .store
+            .audit_log(None, 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.target_type.as_deref() == Some("staff_user") && e.actor == "ada")
+            .map(|e| (e.action, e.detail.unwrap_or_default(), e.target_id))
+            .collect();
+        let gus_target = Some(gus_id);
+        let disable = (
+            "staff.disable".to_string(),
+            r#"{"username":"gus"}"#.to_string(),
+            gus_target,
+        );
+        assert_eq!(changes.first(), Some(&disable), "{changes:?}");
+        assert!(
+            changes
+                .iter()
+                .any(|(action, _, id)| action == "staff.practices" && *id == gus_target),
+            "{changes:?}"
+        );
     })
     .await;
 }

@@ -21,10 +21,7 @@ use serde_json::json;
 
 use super::super::session::SignedIn;
 use super::super::{internal, local_time, staff_page};
-use super::{
-    ToolQuery, audit_change, back_to_page, change_audit, practice_for_admin,
-    practice_for_admin_form,
-};
+use super::{ToolQuery, back_to_page, change_audit, practice_for_admin, practice_for_admin_form};
 use crate::AppState;
 use crate::connections::ListenerSummary;
 
@@ -260,24 +257,11 @@ pub(crate) async fn ping(
         Err(e) => return internal(e),
     };
     let now = state.clock.now();
-    let event = match state
+    let queued = state
         .store
-        .queue_webhook_ping(&endpoint, &practice.code, now)
-        .await
-    {
-        Ok(event) => event,
-        Err(e) => return internal(e),
-    };
-    let audited = audit_change(
-        &state,
-        &signed_in,
-        "webhook.ping",
-        &practice,
-        json!(null),
-        json!({ "endpoint": endpoint.id, "event": event }),
-    )
-    .await;
-    if let Err(e) = audited {
+        .queue_webhook_ping(&endpoint, &practice.code, &signed_in.user.username, now)
+        .await;
+    if let Err(e) = queued {
         return internal(e);
     }
     back_to_page(
@@ -341,7 +325,8 @@ fn test_email_for(
 }
 
 /// The audit line of a test send: which channel and whether it went, never
-/// the address (it may be a patient's).
+/// the address (it may be a patient's). A statement of its own: the send
+/// changed nothing in the store a transaction could share.
 async fn audit_test(
     state: &AppState,
     signed_in: &SignedIn,
@@ -351,7 +336,8 @@ async fn audit_test(
 ) {
     let after = json!({ "channel": channel, "accepted": accepted });
     let action = format!("connections.test_{channel}");
-    if let Err(e) = audit_change(state, signed_in, &action, practice, json!(null), after).await {
+    let audit = change_audit(signed_in, &action, practice, json!(null), after);
+    if let Err(e) = state.store.audit(&audit, state.clock.now()).await {
         tracing::error!(error = %e, "the test send's audit line was not written");
     }
 }

@@ -12,8 +12,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use enroll_core::{GoLiveRunState, Throttle};
-use enroll_store::{GoLiveProgress, Practice, StoreError};
+use enroll_core::{GoLiveChange, GoLiveRunState, Throttle};
+use enroll_store::{GoLiveProgress, GoLiveRun, Practice, StoreError};
 use jiff::tz::TimeZone;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use serde_json::json;
 use super::super::session::SignedIn;
 use super::super::{internal, local_time, staff_page};
 use super::{
-    ReadinessView, ToolQuery, audit_change, back_to_page, next_windows_words, practice_for_admin,
+    ReadinessView, ToolQuery, back_to_page, change_audit, next_windows_words, practice_for_admin,
     practice_for_admin_form,
 };
 use crate::AppState;
@@ -128,9 +128,19 @@ pub(crate) async fn start(
             .await;
     };
     let now = state.clock.now();
+    let audit = |run: &GoLiveRun| {
+        let after = json!({ "run": run.id, "state": run.state.key(), "rate_per_hour": run.rate_per_hour, "patients": run.total });
+        change_audit(
+            &signed_in,
+            "practice.go_live_started",
+            &practice,
+            json!(null),
+            after,
+        )
+    };
     let run = match state
         .store
-        .start_go_live(practice.id, throttle, &signed_in.user.username, now)
+        .start_go_live(practice.id, throttle, &signed_in.user.username, audit, now)
         .await
     {
         Ok(run) => run,
@@ -141,19 +151,6 @@ pub(crate) async fn start(
         }
         Err(e) => return internal(e),
     };
-    let after = json!({ "run": run.id, "state": run.state.key(), "rate_per_hour": run.rate_per_hour, "patients": run.total });
-    if let Err(e) = audit_change(
-        &state,
-        &signed_in,
-        "practice.go_live_started",
-        &practice,
-        json!(null),
-        after,
-    )
-    .await
-    {
-        return internal(e);
-    }
     let notice = format!(
         "Started: {} patient{} will be invited, {} an hour while the Auto Invite Schedule is open.",
         run.total,
@@ -182,8 +179,8 @@ pub(crate) async fn change(
     };
     // The run must be this practice's latest, so an admin of one practice
     // cannot stop another's run by its number.
-    let before = match state.store.go_live_progress(practice.id).await {
-        Ok(Some(p)) if p.run.id == run_id => p.run,
+    match state.store.go_live_progress(practice.id).await {
+        Ok(Some(p)) if p.run.id == run_id => {}
         Ok(_) => {
             return (
                 StatusCode::NOT_FOUND,
@@ -192,57 +189,52 @@ pub(crate) async fn change(
                 .into_response();
         }
         Err(e) => return internal(e),
+    }
+    let Some(change) = GoLiveChange::from_key(&form.action) else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Choose pause, resume or cancel.",
+        )
+            .into_response();
     };
-    let now = state.clock.now();
-    let (changed, notice) = match form.action.as_str() {
-        "pause" => (
-            state.store.pause_go_live(run_id).await,
-            "Paused: no more invites go out until you resume. Invites already handed to the outbox still go.",
-        ),
-        "resume" => (
-            state.store.resume_go_live(run_id, now).await,
-            "Resumed at the same rate.",
-        ),
-        "cancel" => (
-            state.store.cancel_go_live(run_id, now).await,
-            "Cancelled: the patients still waiting will not be invited by this run.",
-        ),
-        _ => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Choose pause, resume or cancel.",
-            )
-                .into_response();
+    let notice = match change {
+        GoLiveChange::Pause => {
+            "Paused: no more invites go out until you resume. Invites already handed to the outbox still go."
+        }
+        GoLiveChange::Resume => "Resumed at the same rate.",
+        GoLiveChange::Cancel => {
+            "Cancelled: the patients still waiting will not be invited by this run."
         }
     };
-    let after = match changed {
-        Ok(run) => run,
+    let action = format!("practice.go_live_{}", change.key());
+    let audit = |before: &GoLiveRun, after: &GoLiveRun| {
+        let state_of = |run: &GoLiveRun| json!({ "run": run.id, "state": run.state.key() });
+        change_audit(
+            &signed_in,
+            &action,
+            &practice,
+            state_of(before),
+            state_of(after),
+        )
+    };
+    let changed = state
+        .store
+        .change_go_live(run_id, change, audit, state.clock.now())
+        .await;
+    match changed {
+        Ok(_) => back_to_page(&page_path(practice.id), notice),
         Err(StoreError::Invalid(problem)) => {
-            return GoLivePage {
+            GoLivePage {
                 practice: &practice,
                 typed_rate: None,
                 errors: BTreeMap::from([("run", problem)]),
                 notice: None,
             }
             .render(&state, &signed_in, StatusCode::CONFLICT)
-            .await;
+            .await
         }
-        Err(e) => return internal(e),
-    };
-    let action = format!("practice.go_live_{}", form.action);
-    if let Err(e) = audit_change(
-        &state,
-        &signed_in,
-        &action,
-        &practice,
-        json!({ "run": before.id, "state": before.state.key() }),
-        json!({ "run": after.id, "state": after.state.key() }),
-    )
-    .await
-    {
-        return internal(e);
+        Err(e) => internal(e),
     }
-    back_to_page(&page_path(practice.id), notice)
 }
 
 /// The rate as typed: a whole number of invites an hour, in range.
