@@ -7,7 +7,7 @@
 //! and exports are audited (`dashboard.view`, `dashboard.export`).
 
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::MeasureOutcome;
 use enroll_store::{Audit, AuditTarget};
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::search::display_name;
 use super::session::SignedIn;
 use super::worklists::defused;
-use super::{internal, staff_page};
+use super::{csv_download, internal, staff_page};
 use crate::AppState;
 
 /// The longest period the measure is computed for (CMS asks for 90 days
@@ -556,19 +556,8 @@ async fn csv_response(
     )
     .await?;
     let body = csv_text(&rows)?;
-    let file = format!(
-        "attachment; filename=\"enroll-cms-{set}-{}-{}.csv\"",
-        selection.from, selection.to
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, file),
-            (header::CACHE_CONTROL, "no-store".to_string()),
-        ],
-        body,
-    )
-        .into_response())
+    let file = format!("enroll-cms-{set}-{}-{}.csv", selection.from, selection.to);
+    Ok(csv_download(&file, body))
 }
 
 fn csv_row(

@@ -138,6 +138,18 @@ pub(crate) fn upload_router() -> Router<AppState> {
 
 pub(crate) use integration::RosterImports;
 
+/// A CSV file to download as `file_name`; never cached (the lists hold
+/// health data).
+fn csv_download(file_name: &str, body: impl Into<axum::body::Body>) -> Response {
+    let disposition = format!("attachment; filename=\"{file_name}\"");
+    let headers = [
+        (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+        (header::CONTENT_DISPOSITION, disposition),
+        (header::CACHE_CONTROL, "no-store".to_string()),
+    ];
+    (headers, body.into()).into_response()
+}
+
 /// `/`: the search for a signed-in user, else sign-in.
 async fn home(signed_in: Result<SignedIn, Response>) -> Redirect {
     match signed_in {

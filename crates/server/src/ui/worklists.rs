@@ -9,7 +9,7 @@ use enroll_store::{Audit, AuditTarget};
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::{Field, check};
 use enroll_store::{Practice, WorkList, WorkListEntry, WorkListQuery};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::search::display_name;
 use super::session::SignedIn;
-use super::{internal, local_time, staff_page};
+use super::{csv_download, internal, local_time, staff_page};
 use crate::AppState;
 
 const PAGE: i64 = 50;
@@ -291,16 +291,7 @@ pub(crate) async fn csv(
         Ok(body) => body,
         Err(e) => return internal(e),
     };
-    let file = format!("attachment; filename=\"enroll-{}.csv\"", params.key());
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, file),
-            (header::CACHE_CONTROL, "no-store".to_string()),
-        ],
-        body,
-    )
-        .into_response()
+    csv_download(&format!("enroll-{}.csv", params.key()), body)
 }
 
 fn csv_text(rows: &[Row], detail_heading: &str) -> Result<String, csv::Error> {

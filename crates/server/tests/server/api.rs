@@ -583,11 +583,8 @@ async fn a_practice_code_is_taken_once_even_by_racing_requests() {
         // One audit line by ada, for the practice made: a refused create
         // writes none (the harness made the test practice as "test").
         let created: Vec<_> = app
-            .db
-            .store
-            .audit_log(None, 50)
+            .audit_lines()
             .await
-            .unwrap()
             .into_iter()
             .filter(|e| e.action == "practice.create" && e.actor != "test")
             .map(|e| (e.actor, e.target_type))

@@ -17,8 +17,9 @@ fn tool_path(app: &TestApp) -> String {
 
 /// The audit lines of `action`, newest first, with their detail parsed.
 pub(crate) async fn audited(app: &TestApp, action: &str) -> Vec<Value> {
-    let log = app.db.store.audit_log(None, 200).await.unwrap();
-    log.into_iter()
+    app.audit_lines()
+        .await
+        .into_iter()
         .filter(|entry| entry.action == action)
         .map(|entry| serde_json::from_str(entry.detail.as_deref().unwrap_or("null")).unwrap())
         .collect()

@@ -228,6 +228,11 @@ impl TestApp {
         self.admin_call(reqwest::Method::GET, path, None).await
     }
 
+    /// The audit log, newest first (the last 200 lines).
+    pub async fn audit_lines(&self) -> Vec<enroll_store::AuditEntry> {
+        self.db.store.audit_log(None, 200).await.unwrap()
+    }
+
     pub async fn admin_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.admin_call(reqwest::Method::POST, path, Some(body))
             .await

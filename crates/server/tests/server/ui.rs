@@ -55,15 +55,7 @@ impl<'a> Staff<'a> {
 
     /// A form post; answers the status and the redirect target or body.
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
-        let response = self
-            .http
-            .post(self.app.url(path))
-            .header(COOKIE, &self.cookie)
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        status_and_location_or_body(response).await
+        self.send_post(path, |request| request.form(form)).await
     }
 
     /// A file upload (`multipart/form-data`); answers as [`Staff::post`].
@@ -72,14 +64,20 @@ impl<'a> Staff<'a> {
         path: &str,
         form: reqwest::multipart::Form,
     ) -> (StatusCode, String) {
-        let response = self
+        self.send_post(path, |request| request.multipart(form))
+            .await
+    }
+
+    async fn send_post(
+        &self,
+        path: &str,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> (StatusCode, String) {
+        let request = self
             .http
             .post(self.app.url(path))
-            .header(COOKIE, &self.cookie)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
+            .header(COOKIE, &self.cookie);
+        let response = body(request).send().await.unwrap();
         status_and_location_or_body(response).await
     }
 
@@ -275,11 +273,8 @@ async fn five_wrong_passwords_lock_the_account_until_the_lockout_ends() {
             .user
             .id;
         let mut actions: Vec<String> = app
-            .db
-            .store
-            .audit_log(None, 50)
+            .audit_lines()
             .await
-            .unwrap()
             .into_iter()
             .filter(|e| {
                 e.actor == "ada"
@@ -748,11 +743,8 @@ async fn an_admin_adds_a_user_whose_generated_password_signs_in_and_disabling_en
         assert!(page.contains("<td>staff.disable</td>"), "{page}");
         // Each change is audited with the account as its target, by ada.
         let changes: Vec<(String, String, Option<i64>)> = app
-            .db
-            .store
-            .audit_log(None, 50)
+            .audit_lines()
             .await
-            .unwrap()
             .into_iter()
             .filter(|e| e.target_type.as_deref() == Some("staff_user") && e.actor == "ada")
             .map(|e| (e.action, e.detail.unwrap_or_default(), e.target_id))

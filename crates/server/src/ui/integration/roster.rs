@@ -21,7 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use axum::Json;
 use axum::extract::multipart::{Field as Part, Multipart};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use enroll_core::{Field, HeaderMap, HeaderProblems, RosterColumn};
 use enroll_store::{Practice, RosterCounts, Source};
@@ -33,7 +33,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::super::session::SignedIn;
-use super::super::{internal, local_time, staff_page};
+use super::super::{csv_download, internal, local_time, staff_page};
 use super::{ToolQuery, practice_for_admin, practice_for_admin_form};
 use crate::AppState;
 use crate::roster::{BatchDone, ImportError, ImportSummary, check_roster_header, import_roster};
@@ -235,34 +235,21 @@ pub(crate) async fn rejected_csv(
         )
             .into_response();
     };
-    let mut out = csv::Writer::from_writer(Vec::new());
-    let written = std::iter::once(["line".to_string(), "problem".to_string()])
-        .chain(
-            import
-                .rejected
-                .iter()
-                .map(|(line, problem)| [line.to_string(), problem.clone()]),
-        )
-        .try_for_each(|record| out.write_record(record));
-    let body = match written
-        .map_err(|e| e.to_string())
-        .and_then(|()| out.into_inner().map_err(|e| e.to_string()))
-    {
+    let body = match rejected_text(&import.rejected) {
         Ok(body) => body,
         Err(e) => return internal(e),
     };
-    let disposition = format!(
-        "attachment; filename=\"rejected-rows-{}.csv\"",
-        practice.code
-    );
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        body,
-    )
-        .into_response()
+    csv_download(&format!("rejected-rows-{}.csv", practice.code), body)
+}
+
+/// The rejected rows as CSV: line and problem.
+fn rejected_text(rejected: &[(u64, String)]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(["line", "problem"])?;
+    for (line, problem) in rejected {
+        out.write_record([line.to_string().as_str(), problem])?;
+    }
+    Ok(out.into_inner().map_err(|e| e.to_string())?)
 }
 
 /// The form as sent: the file spooled to disk and the column choices.
