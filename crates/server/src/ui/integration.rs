@@ -6,6 +6,7 @@
 //! before and after.
 
 mod connections;
+mod extract;
 mod go_live;
 mod roster;
 mod schedule_form;
@@ -14,9 +15,10 @@ mod templates;
 use enroll_store::{Audit, AuditTarget};
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::Form;
 use enroll_core::{E164Phone, Schedule, ValidSchedule, phone_for_people};
 use enroll_store::{Channels, Practice, PracticeChange, Readiness, StoreError};
 use jiff::Timestamp;
@@ -32,6 +34,7 @@ pub(crate) use connections::{
     map_facility as connections_map_facility, page as connections_page, ping as connections_ping,
     test_email as connections_test_email, test_sms as connections_test_sms,
 };
+use extract::{AdminForm, AdminPractice, csrf_field};
 pub(crate) use go_live::{
     change as go_live_change, page as go_live_page, progress as go_live_progress,
     start as go_live_start,
@@ -131,14 +134,8 @@ pub(crate) struct ToolQuery {
 /// `/admin/practices/{id}`: the Integration Tool.
 pub(crate) async fn tool(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    Query(q): Query<ToolQuery>,
+    AdminPractice(signed_in, practice, Query(q)): AdminPractice<Query<ToolQuery>>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let form = ScheduleForm::from_schedule(&practice.schedule.schedule);
     ToolPage {
         practice: &practice,
@@ -309,18 +306,14 @@ pub(crate) struct AutoInvitesForm {
     confirmed: Option<String>,
 }
 
+csrf_field!(AutoInvitesForm, ChannelsForm, PhoneForm);
+
 /// R3: turning auto invites on asks for confirmation first, saying what it
 /// does and does not do; turning them off does not.
 pub(crate) async fn auto_invites(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    axum_extra::extract::Form(form): axum_extra::extract::Form<AutoInvitesForm>,
+    AdminForm(signed_in, practice, Form(form)): AdminForm<Form<AutoInvitesForm>>,
 ) -> Response {
-    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let today = practice.schedule.local_date(state.clock.now());
     let (on, go_live_date) = match form.switch.as_str() {
         "off" => (false, practice.go_live_date),
@@ -356,16 +349,12 @@ pub(crate) async fn auto_invites(
         on,
         go_live: go_live_date,
     };
-    let now = state.clock.now();
-    if let Err(e) = state.store.change_practice(id, change, audit, now).await {
-        return internal(e);
-    }
     let notice = if on {
         "Auto invites are on: from now on the four triggers invite patients, inside the schedule."
     } else {
         "Auto invites are off: triggers are recorded but invite no one. Enroll Now still works."
     };
-    back_to_tool(id, notice)
+    save_change(&state, practice.id, change, audit, notice).await
 }
 
 /// The go-live date as typed (blank: today). It cannot be after today:
@@ -413,14 +402,8 @@ async fn confirm_page(
 /// next to the day, the time zone or the closed dates it concerns.
 pub(crate) async fn schedule(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    axum_extra::extract::Form(form): axum_extra::extract::Form<ScheduleForm>,
+    AdminForm(signed_in, practice, Form(form)): AdminForm<Form<ScheduleForm>>,
 ) -> Response {
-    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let schedule = match form.to_schedule() {
         Ok(schedule) => schedule,
         Err(errors) => {
@@ -441,11 +424,14 @@ pub(crate) async fn schedule(
         change_audit(&signed_in, "practice.schedule", &practice, before, after)
     };
     let change = PracticeChange::Schedule(&schedule);
-    let now = state.clock.now();
-    if let Err(e) = state.store.change_practice(id, change, audit, now).await {
-        return internal(e);
-    }
-    back_to_tool(id, "The Auto Invite Schedule is saved.")
+    save_change(
+        &state,
+        practice.id,
+        change,
+        audit,
+        "The Auto Invite Schedule is saved.",
+    )
+    .await
 }
 
 fn schedule_json(schedule: &Schedule) -> serde_json::Value {
@@ -465,14 +451,8 @@ pub(crate) struct ChannelsForm {
 /// The channel switches: email and text messages; not both off.
 pub(crate) async fn channels(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    axum_extra::extract::Form(form): axum_extra::extract::Form<ChannelsForm>,
+    AdminForm(signed_in, practice, Form(form)): AdminForm<Form<ChannelsForm>>,
 ) -> Response {
-    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let wanted = Channels {
         email: form.email.is_some(),
         sms: form.sms.is_some(),
@@ -483,7 +463,11 @@ pub(crate) async fn channels(
     };
     let change = PracticeChange::Channels(wanted);
     let now = state.clock.now();
-    match state.store.change_practice(id, change, audit, now).await {
+    match state
+        .store
+        .change_practice(practice.id, change, audit, now)
+        .await
+    {
         Ok(_) => {}
         Err(StoreError::Invalid(why)) => {
             let problem = format!("Channels: {why}.");
@@ -492,7 +476,10 @@ pub(crate) async fn channels(
         }
         Err(e) => return internal(e),
     }
-    back_to_tool(id, "The channels are saved; invites from now on use them.")
+    back_to_tool(
+        practice.id,
+        "The channels are saved; invites from now on use them.",
+    )
 }
 
 #[derive(Deserialize)]
@@ -504,14 +491,8 @@ pub(crate) struct PhoneForm {
 /// The number patients are told to call when their link no longer works.
 pub(crate) async fn phone(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    axum_extra::extract::Form(form): axum_extra::extract::Form<PhoneForm>,
+    AdminForm(signed_in, practice, Form(form)): AdminForm<Form<PhoneForm>>,
 ) -> Response {
-    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let typed = form.phone.trim();
     let phone = if typed.is_empty() {
         None
@@ -538,11 +519,34 @@ pub(crate) async fn phone(
         change_audit(&signed_in, "practice.phone", &practice, before, after)
     };
     let change = PracticeChange::Phone(phone.as_ref());
+    save_change(
+        &state,
+        practice.id,
+        change,
+        audit,
+        "The practice's phone is saved.",
+    )
+    .await
+}
+
+/// Saves one change of the practice's settings with its audit line, then
+/// shows the tool again with `notice`.
+async fn save_change(
+    state: &AppState,
+    practice_id: i64,
+    change: PracticeChange<'_>,
+    audit: impl FnOnce(&Practice) -> Audit + Send,
+    notice: &str,
+) -> Response {
     let now = state.clock.now();
-    if let Err(e) = state.store.change_practice(id, change, audit, now).await {
+    if let Err(e) = state
+        .store
+        .change_practice(practice_id, change, audit, now)
+        .await
+    {
         return internal(e);
     }
-    back_to_tool(id, "The practice's phone is saved.")
+    back_to_tool(practice_id, notice)
 }
 
 /// The tool again with one problem next to its field (and the phone as

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,10 @@ use serde_json::json;
 
 use super::super::session::SignedIn;
 use super::super::{internal, local_time, staff_page};
-use super::{ToolQuery, back_to_page, change_audit, practice_for_admin, practice_for_admin_form};
+use super::{
+    AdminForm, AdminPractice, ToolQuery, back_to_page, change_audit, csrf_field,
+    practice_for_admin_form,
+};
 use crate::AppState;
 use crate::connections::ListenerSummary;
 
@@ -35,14 +39,8 @@ fn page_path(practice_id: i64) -> String {
 /// `GET /admin/practices/{id}/connections`.
 pub(crate) async fn page(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    Query(q): Query<ToolQuery>,
+    AdminPractice(signed_in, practice, Query(q)): AdminPractice<Query<ToolQuery>>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     ConnectionsPage {
         notice: q.notice.as_deref(),
         ..ConnectionsPage::of(&practice)
@@ -58,19 +56,15 @@ pub(crate) struct TestForm {
     to: String,
 }
 
+csrf_field!(TestForm, FacilityForm);
+
 /// `POST .../connections/test-email`: one short email through the SMTP
 /// server in force; its answer (accepted, or the exact refusal) is shown
 /// next to the form.
 pub(crate) async fn test_email(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    axum::Form(form): axum::Form<TestForm>,
+    AdminForm(signed_in, practice, Form(form)): AdminForm<Form<TestForm>>,
 ) -> Response {
-    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let page = ConnectionsPage {
         typed_email: Some(&form.to),
         ..ConnectionsPage::of(&practice)
@@ -118,14 +112,8 @@ pub(crate) async fn test_email(
 /// `POST .../connections/test-sms`: one short text through the provider.
 pub(crate) async fn test_sms(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    axum::Form(form): axum::Form<TestForm>,
+    AdminForm(signed_in, practice, Form(form)): AdminForm<Form<TestForm>>,
 ) -> Response {
-    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let page = ConnectionsPage {
         typed_phone: Some(&form.to),
         ..ConnectionsPage::of(&practice)
@@ -185,14 +173,8 @@ pub(crate) struct FacilityForm {
 /// facility go to this practice.
 pub(crate) async fn map_facility(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    axum::Form(form): axum::Form<FacilityForm>,
+    AdminForm(signed_in, practice, Form(form)): AdminForm<Form<FacilityForm>>,
 ) -> Response {
-    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let facility = form.facility.trim();
     if let Err(problem) = check_facility(facility) {
         return ConnectionsPage {

@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
 use enroll_core::{GoLiveChange, GoLiveRunState, Throttle};
 use enroll_store::{GoLiveProgress, GoLiveRun, Practice, StoreError};
 use jiff::tz::TimeZone;
@@ -22,8 +22,8 @@ use serde_json::json;
 use super::super::session::SignedIn;
 use super::super::{internal, local_time, staff_page};
 use super::{
-    ReadinessView, ToolQuery, back_to_page, change_audit, next_windows_words, practice_for_admin,
-    practice_for_admin_form,
+    AdminForm, AdminPractice, ReadinessView, ToolQuery, back_to_page, change_audit, csrf_field,
+    next_windows_words, practice_for_admin_form,
 };
 use crate::AppState;
 
@@ -38,14 +38,8 @@ fn page_path(practice_id: i64) -> String {
 /// `GET /admin/practices/{id}/go-live`.
 pub(crate) async fn page(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    Query(q): Query<ToolQuery>,
+    AdminPractice(signed_in, practice, Query(q)): AdminPractice<Query<ToolQuery>>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     GoLivePage {
         practice: &practice,
         typed_rate: None,
@@ -60,13 +54,8 @@ pub(crate) async fn page(
 /// as JSON, for the page's script.
 pub(crate) async fn progress(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
+    AdminPractice(_, practice, ()): AdminPractice,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     match state.store.go_live_progress(practice.id).await {
         Ok(progress) => {
             let tz = &practice.schedule.tz;
@@ -91,17 +80,13 @@ pub(crate) struct StartForm {
     confirmed: Option<String>,
 }
 
+csrf_field!(StartForm);
+
 /// `POST /admin/practices/{id}/go-live`: starts a run.
 pub(crate) async fn start(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    axum::Form(form): axum::Form<StartForm>,
+    AdminForm(signed_in, practice, Form(form)): AdminForm<Form<StartForm>>,
 ) -> Response {
-    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let mut errors = BTreeMap::new();
     let throttle = match parse_rate(&form.rate_per_hour) {
         Ok(throttle) => Some(throttle),

@@ -34,7 +34,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::super::session::SignedIn;
 use super::super::{csv_download, internal, local_time, staff_page};
-use super::{ToolQuery, practice_for_admin, practice_for_admin_form};
+use super::{AdminPractice, ToolQuery, practice_for_admin_form};
 use crate::AppState;
 use crate::roster::{BatchDone, ImportError, ImportSummary, check_roster_header, import_roster};
 
@@ -183,14 +183,8 @@ impl ImportView {
 /// `GET /admin/practices/{id}/roster`.
 pub(crate) async fn page(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    Query(q): Query<ToolQuery>,
+    AdminPractice(signed_in, practice, Query(q)): AdminPractice<Query<ToolQuery>>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     RosterPage {
         notice: q.notice.as_deref(),
         ..RosterPage::new(&practice)
@@ -202,13 +196,8 @@ pub(crate) async fn page(
 /// numbers as JSON, for the page's script.
 pub(crate) async fn progress(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
+    AdminPractice(_, practice, ()): AdminPractice,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let import = state.roster_imports.latest(practice.id);
     let view = import
         .as_ref()
@@ -221,13 +210,8 @@ pub(crate) async fn progress(
 /// export with.
 pub(crate) async fn rejected_csv(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
+    AdminPractice(_, practice, ()): AdminPractice,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let Some(import) = state.roster_imports.latest(practice.id) else {
         return (
             StatusCode::NOT_FOUND,

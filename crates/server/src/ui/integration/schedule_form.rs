@@ -10,6 +10,8 @@ use enroll_core::{Schedule, ScheduleError, ValidSchedule, Window};
 use jiff::civil::{Date, Time, Weekday};
 use serde::{Deserialize, Serialize};
 
+use super::csrf_field;
+
 /// The weekdays in the editor's order, with their form field names.
 const DAYS: [(Weekday, &str, &str); 7] = [
     (Weekday::Monday, "monday", "Monday"),
@@ -56,6 +58,8 @@ pub(crate) struct ScheduleForm {
     #[serde(default)]
     closed_dates: String,
 }
+
+csrf_field!(ScheduleForm);
 
 #[derive(Serialize)]
 pub(crate) struct DayView {

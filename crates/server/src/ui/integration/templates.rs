@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum_extra::extract::Form;
 use enroll_notify::{Language, Templates};
 use enroll_store::Practice;
 use minijinja::context;
@@ -18,7 +19,7 @@ use serde_json::json;
 
 use super::super::session::{Refused, SignedIn};
 use super::super::{internal, staff_page};
-use super::{back_to_page, change_audit, practice_for_admin, practice_for_admin_form};
+use super::{AdminForm, AdminPractice, back_to_page, change_audit, csrf_field};
 use crate::AppState;
 use crate::templates::{KINDS, TemplatePart, sample_invite, save_audited};
 
@@ -43,6 +44,8 @@ pub(crate) struct TemplatesForm {
     #[serde(default)]
     sms: String,
 }
+
+csrf_field!(TemplatesForm);
 
 impl TemplatesForm {
     fn typed(&self, kind: &str) -> &str {
@@ -107,14 +110,8 @@ async fn current_templates(state: &AppState) -> Result<Templates, Response> {
 /// `/admin/practices/{id}/templates?language=en`
 pub(crate) async fn templates_page(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    Query(q): Query<TemplatesQuery>,
+    AdminPractice(signed_in, practice, Query(q)): AdminPractice<Query<TemplatesQuery>>,
 ) -> Response {
-    let practice = match practice_for_admin(&state, &signed_in, id).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let language = match language_of(q.language.as_deref()) {
         Ok(language) => language,
         Err(refused) => return refused.into_response(),
@@ -236,14 +233,8 @@ fn language_name(language: Language) -> &'static str {
 /// saved unless every changed part passes.
 pub(crate) async fn save_templates(
     State(state): State<AppState>,
-    signed_in: SignedIn,
-    Path(id): Path<i64>,
-    axum_extra::extract::Form(form): axum_extra::extract::Form<TemplatesForm>,
+    AdminForm(signed_in, practice, Form(form)): AdminForm<Form<TemplatesForm>>,
 ) -> Response {
-    let practice = match practice_for_admin_form(&state, &signed_in, id, &form.csrf).await {
-        Ok(practice) => practice,
-        Err(refused) => return refused,
-    };
     let language = match language_of(Some(&form.language)) {
         Ok(language) => language,
         Err(refused) => return refused.into_response(),
@@ -327,7 +318,8 @@ pub(crate) async fn save_templates(
     };
     back_to_page(
         &format!(
-            "/admin/practices/{id}/templates?language={}",
+            "/admin/practices/{}/templates?language={}",
+            practice.id,
             language.code()
         ),
         &notice,
