@@ -20,8 +20,8 @@ use fantoccini::{Client, Locator};
 use serde_json::json;
 
 use crate::webdriver::{
-    Tools, axe_check, browser, full_page_screenshot, start_driver, text_of, tools_or_skip,
-    wait_for_text,
+    Tools, axe_check, browser, click_when_there, full_page_screenshot, start_driver, text_of,
+    tools_or_skip, wait_for, wait_for_text,
 };
 use crate::{PASSWORD, TestApp};
 
@@ -36,7 +36,7 @@ async fn look_at(client: &Client, tools: &Tools, name: &str, size: (u32, u32)) {
 }
 
 async fn fill(client: &Client, id: &str, text: &str) {
-    let field = client.wait().for_element(Locator::Id(id)).await.unwrap();
+    let field = wait_for(client, Locator::Id(id)).await;
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
@@ -133,7 +133,7 @@ async fn staff_sign_in(client: &Client, app: &TestApp) {
         .send_keys(&format!("{PASSWORD}{}", char::from(Key::Enter)))
         .await
         .unwrap();
-    client.wait().for_element(Locator::Id("q")).await.unwrap();
+    wait_for(client, Locator::Id("q")).await;
 }
 
 async fn mailbox_app() -> Option<(TestApp, Arc<Mailbox>)> {
@@ -342,24 +342,12 @@ async fn the_front_desk_enrolls_a_patient_in_person_and_the_short_code_starts_th
         .goto(&app.url(&format!("/patients/{id}")))
         .await
         .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("portal-icon"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Css(
-            "#portal-menu:not([hidden]) [data-action=\"in-person\"]",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_when_there(&client, Locator::Id("portal-icon")).await;
+    click_when_there(
+        &client,
+        Locator::Css("#portal-menu:not([hidden]) [data-action=\"in-person\"]"),
+    )
+    .await;
     let code = wait_for_text(&client, "#short-code", |t| t.len() == 9).await;
     look_at(&client, &tools, "staff-in-person-1366x768", DESKTOP).await;
     client

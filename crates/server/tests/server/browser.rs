@@ -10,7 +10,8 @@ use fantoccini::{Client, Locator};
 use serde_json::json;
 
 use crate::webdriver::{
-    Tools, axe_check, browser, screenshot_dir, start_driver, text_of, tools_or_skip, wait_for_text,
+    Tools, axe_check, browser, screenshot_dir, start_driver, text_of, tools_and_app_or_skip,
+    wait_for, wait_for_text,
 };
 use crate::{PASSWORD, TestApp, TestSmtp};
 
@@ -43,7 +44,7 @@ pub async fn sign_in(client: &Client, app: &TestApp, username: &str) {
         .send_keys(&format!("{PASSWORD}{}", char::from(Key::Enter)))
         .await
         .unwrap();
-    client.wait().for_element(Locator::Id("q")).await.unwrap();
+    wait_for(client, Locator::Id("q")).await;
 }
 
 async fn search(client: &Client, app: &TestApp, typed: &str) {
@@ -90,10 +91,7 @@ async fn menu_item(client: &Client, action: &str) -> fantoccini::elements::Eleme
 
 #[tokio::test]
 async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_browser() {
-    let Some(tools) = tools_or_skip() else {
-        return;
-    };
-    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+    let Some((tools, app)) = tools_and_app_or_skip().await else {
         return;
     };
     let smtp = TestSmtp::start().await;
@@ -128,19 +126,15 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
 
     // Sign-in page, then search.
     client.goto(&app.url("/")).await.unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("username"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("username")).await;
     look_at(&client, &tools, "signin").await;
     sign_in(&client, &app, "frida").await;
     search(&client, &app, "lovelace").await;
-    client
-        .wait()
-        .for_element(Locator::Css(&format!("tr[data-patient=\"{complete}\"]")))
-        .await
-        .unwrap();
+    wait_for(
+        &client,
+        Locator::Css(&format!("tr[data-patient=\"{complete}\"]")),
+    )
+    .await;
     look_at(&client, &tools, "search").await;
 
     // Path 1: right-click the result -> Patient Portal -> Enroll Now.
@@ -170,11 +164,7 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         .click()
         .await
         .unwrap();
-    let email = client
-        .wait()
-        .for_element(Locator::Id("field-email"))
-        .await
-        .unwrap();
+    let email = wait_for(&client, Locator::Id("field-email")).await;
     let focused = client
         .execute("return document.activeElement.id", vec![])
         .await
@@ -209,11 +199,7 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         .goto(&app.url(&format!("/patients/{banner}")))
         .await
         .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("portal-icon"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("portal-icon")).await;
     look_at(&client, &tools, "chart").await;
     client
         .find(Locator::Css("#confirm-form button"))
@@ -245,7 +231,7 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
 
     // The keyboard alone: search box -> arrow to the row -> Shift+F10 -> arrows -> Enter.
     search(&client, &app, "hopper").await;
-    let q = client.wait().for_element(Locator::Id("q")).await.unwrap();
+    let q = wait_for(&client, Locator::Id("q")).await;
     q.send_keys(&(char::from(Key::Down)).to_string())
         .await
         .unwrap();
@@ -317,11 +303,7 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
         .send_keys(&char::from(Key::Enter).to_string())
         .await
         .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("invites"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("invites")).await;
     let url = client.current_url().await.unwrap();
     assert!(
         url.path().ends_with(&format!("/patients/{banner}")),
@@ -346,21 +328,13 @@ async fn the_front_desk_sends_invites_both_ways_the_article_describes_in_a_real_
     client.delete_all_cookies().await.unwrap();
     sign_in(&client, &app, "ada").await;
     client.goto(&app.url("/admin/users")).await.unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("new-username"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("new-username")).await;
     look_at(&client, &tools, "admin-users").await;
     client.goto(&app.url("/admin/audit")).await.unwrap();
     look_at(&client, &tools, "admin-audit").await;
     app.clock.advance(jiff::SignedDuration::from_mins(16));
     client.goto(&app.url("/search")).await.unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("username"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("username")).await;
     let url = client.current_url().await.unwrap();
     assert_eq!(url.path(), "/signin", "signed out after 15 idle minutes");
 

@@ -33,7 +33,10 @@ use serde_json::json;
 
 use crate::browser::{look_at, sign_in};
 use crate::ui::Staff;
-use crate::webdriver::{browser, full_page_screenshot, start_driver, text_of, tools_or_skip};
+use crate::webdriver::{
+    browser, click_when_there, full_page_screenshot, start_driver, text_of, tools_and_app_or_skip,
+    wait_for,
+};
 use crate::{TestApp, on_each_engine};
 
 fn ms(at: &str) -> i64 {
@@ -548,29 +551,15 @@ async fn rollups_follow_every_kind_of_change(app: &TestApp) {
 
 #[tokio::test]
 async fn the_dashboard_in_a_real_browser_is_axe_clean_at_desktop_and_phone_width() {
-    let Some(tools) = tools_or_skip() else {
-        return;
-    };
-    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+    let Some((tools, app)) = tools_and_app_or_skip().await else {
         return;
     };
     fixture(&app).await;
     let driver = start_driver(&tools).await;
     let client = browser(&driver, &tools, (1366, 768)).await;
     sign_in(&client, &app, "frida").await;
-    client
-        .wait()
-        .for_element(Locator::Css("nav a[href='/dashboard']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("cms-h"))
-        .await
-        .unwrap();
+    click_when_there(&client, Locator::Css("nav a[href='/dashboard']")).await;
+    wait_for(&client, Locator::Id("cms-h")).await;
     // The period chosen with the form, as a user would.
     client
         .execute(
@@ -587,11 +576,7 @@ async fn the_dashboard_in_a_real_browser_is_axe_clean_at_desktop_and_phone_width
         .click()
         .await
         .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Id("cms-rate"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("cms-rate")).await;
     assert_eq!(text_of(&client, "#cms-rate").await, "60.0%");
     look_at(&client, &tools, "dashboard").await;
     full_page_screenshot(&client, "staff-dashboard-full", (1366, 768)).await;

@@ -7,21 +7,14 @@
 use fantoccini::key::Key;
 use fantoccini::{Client, Locator};
 
-use crate::TestApp;
 use crate::browser::{look_at, sign_in};
 use crate::webdriver::{
-    browser, full_page_screenshot, start_driver, text_of, tools_or_skip, wait_for_text,
+    browser, click_when_there, full_page_screenshot, start_driver, text_of, tools_and_app_or_skip,
+    wait_for, wait_for_text,
 };
 
 async fn click(client: &Client, css: &str) {
-    client
-        .wait()
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_when_there(client, Locator::Css(css)).await;
 }
 
 async fn replace_text(client: &Client, css: &str, text: &str) {
@@ -32,10 +25,7 @@ async fn replace_text(client: &Client, css: &str, text: &str) {
 
 #[tokio::test]
 async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
-    let Some(tools) = tools_or_skip() else {
-        return;
-    };
-    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+    let Some((tools, app)) = tools_and_app_or_skip().await else {
         return;
     };
     app.patient("T-1", serde_json::json!({})).await;
@@ -47,11 +37,7 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
 
     // From the header to the tool (one practice: straight to it).
     click(&client, "nav a[href='/admin/practices']").await;
-    client
-        .wait()
-        .for_element(Locator::Id("auto-invites"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("auto-invites")).await;
     look_at(&client, &tools, "integration-tool").await;
     full_page_screenshot(&client, "staff-integration-tool-full", (1366, 768)).await;
     full_page_screenshot(&client, "staff-integration-tool-phone", (390, 844)).await;
@@ -65,11 +51,7 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
     assert!(counts.contains("1 could be invited now"), "{counts}");
     assert!(counts.contains("1 missing the ZIP code"), "{counts}");
     click(&client, "#auto-on").await;
-    client
-        .wait()
-        .for_element(Locator::Id("confirm-on"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("confirm-on")).await;
     let confirm = text_of(&client, ".confirm").await;
     assert!(
         confirm.contains("Switching on invites no one by itself"),
@@ -84,11 +66,7 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
         .send_keys(&Key::Enter.to_string())
         .await
         .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Css(".notice"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Css(".notice")).await;
     let notice = text_of(&client, ".notice").await;
     assert!(notice.contains("Auto invites are on"), "{notice}");
     assert!(
@@ -130,11 +108,7 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
     replace_text(&client, "#day-monday", "08:00-12:00, 13:00-17:00").await;
     replace_text(&client, "#day-thursday", "10:00-14:00").await;
     click(&client, "#save-schedule").await;
-    client
-        .wait()
-        .for_element(Locator::Css(".notice"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Css(".notice")).await;
     // Wednesday Nov 25, 10:00 in New York: Thursday first.
     let next = text_of(&client, ".next-windows").await;
     let lines: Vec<&str> = next.lines().collect();
@@ -152,11 +126,7 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
 
     // The template editor with its preview.
     click(&client, "a[href$='/templates']").await;
-    client
-        .wait()
-        .for_element(Locator::Id("tpl-subject"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("tpl-subject")).await;
     replace_text(
         &client,
         "#tpl-subject",
@@ -164,11 +134,7 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
     )
     .await;
     click(&client, "#preview").await;
-    client
-        .wait()
-        .for_element(Locator::Css(".notice"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Css(".notice")).await;
     let subject = text_of(&client, "#preview-subject").await;
     assert_eq!(subject, "Alex, meet your portal");
     // The email itself, in its frame (the page's policy lets its inline
@@ -205,10 +171,7 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
 /// pause and resume, and the summary at the end. axe-core on each state.
 #[tokio::test]
 async fn an_administrator_invites_existing_patients_and_watches_the_progress_in_a_real_browser() {
-    let Some(tools) = tools_or_skip() else {
-        return;
-    };
-    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+    let Some((tools, app)) = tools_and_app_or_skip().await else {
         return;
     };
     app.db
@@ -288,10 +251,7 @@ async fn an_administrator_invites_existing_patients_and_watches_the_progress_in_
 /// settings' server, localhost:587, is not running). axe-core on it.
 #[tokio::test]
 async fn a_test_email_that_fails_says_why_next_to_the_field_in_a_real_browser() {
-    let Some(tools) = tools_or_skip() else {
-        return;
-    };
-    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+    let Some((tools, app)) = tools_and_app_or_skip().await else {
         return;
     };
     let driver = start_driver(&tools).await;
@@ -337,10 +297,7 @@ async fn a_test_email_that_fails_says_why_next_to_the_field_in_a_real_browser() 
 /// end. axe-core on each state, desktop and phone screenshots.
 #[tokio::test]
 async fn an_administrator_loads_a_roster_and_maps_an_unknown_column_in_a_real_browser() {
-    let Some(tools) = tools_or_skip() else {
-        return;
-    };
-    let Some(app) = TestApp::start(enroll_store::testing::Engine::Sqlite).await else {
+    let Some((tools, app)) = tools_and_app_or_skip().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -360,11 +317,7 @@ async fn an_administrator_loads_a_roster_and_maps_an_unknown_column_in_a_real_br
 
     click(&client, "nav a[href='/admin/practices']").await;
     click(&client, "#roster-link").await;
-    client
-        .wait()
-        .for_element(Locator::Id("expected-columns"))
-        .await
-        .unwrap();
+    wait_for(&client, Locator::Id("expected-columns")).await;
     look_at(&client, &tools, "roster").await;
 
     // The header is checked before anything loads: "Gender" is unknown.

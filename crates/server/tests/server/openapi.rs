@@ -390,10 +390,7 @@ async fn the_api_docs_page_lists_every_operation_without_a_script_of_its_own() {
 /// (`staff-api-docs-*.png` in `target/screenshots/`) for a person to see.
 #[tokio::test]
 async fn the_api_docs_page_passes_axe_in_a_real_browser() {
-    let Some(tools) = crate::webdriver::tools_or_skip() else {
-        return;
-    };
-    let Some(app) = TestApp::start(Engine::Sqlite).await else {
+    let Some((tools, app)) = crate::webdriver::tools_and_app_or_skip().await else {
         return;
     };
     let driver = crate::webdriver::start_driver(&tools).await;

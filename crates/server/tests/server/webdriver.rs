@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -171,6 +172,25 @@ pub fn tools_or_skip() -> Option<Tools> {
         }
         Err(why) => panic!("the browser test is required: {why}"),
     }
+}
+
+/// What a browser test needs first: the tools and the app on SQLite, or
+/// `None` (the test passes with a note) where the tools are missing and
+/// not required, or the app cannot start.
+pub async fn tools_and_app_or_skip() -> Option<(Tools, crate::TestApp)> {
+    let tools = tools_or_skip()?;
+    let app = crate::TestApp::start(enroll_store::testing::Engine::Sqlite).await?;
+    Some((tools, app))
+}
+
+/// The first element `locator` finds, once there is one.
+pub async fn wait_for(client: &Client, locator: Locator<'_>) -> Element {
+    client.wait().for_element(locator).await.unwrap()
+}
+
+/// Clicks the first element `locator` finds, once there is one.
+pub async fn click_when_there(client: &Client, locator: Locator<'_>) {
+    wait_for(client, locator).await.click().await.unwrap();
 }
 
 /// The text of the first element matching `css`, once there is one.
