@@ -166,6 +166,13 @@ pub async fn to_account(app: &TestApp, token: &str) -> Page {
     page
 }
 
+/// The code page's form sent with `code` and the terms accepted.
+pub async fn send_code(app: &TestApp, token: &str, code_page: &Page, code: &str) -> Page {
+    let flow = code_page.flow();
+    let form = [("flow", flow.as_str()), ("code", code), ("terms", "yes")];
+    post(app, &format!("/a/{token}/code"), &form).await
+}
+
 /// ... -> the code page.
 pub async fn to_code(app: &TestApp, token: &str) -> Page {
     let account = to_account(app, token).await;
@@ -433,16 +440,7 @@ async fn activation_cancels_queued_invites_and_later_triggers_send_nothing() {
         let (status, _) = app.enroll(id).await;
         assert_eq!(status, StatusCode::CREATED);
         let code_page = to_code(app, &token).await;
-        let done = post(
-            app,
-            &format!("/a/{token}/code"),
-            &[
-                ("flow", &code_page.flow()),
-                ("code", &last_code(smtp)),
-                ("terms", "yes"),
-            ],
-        )
-        .await;
+        let done = send_code(app, &token, &code_page, &last_code(smtp)).await;
         assert_eq!(done.status, StatusCode::OK, "{}", done.body);
         let states: Vec<String> = app
             .invites(id)
@@ -819,16 +817,7 @@ async fn a_family_sharing_one_email_gets_two_usernames_and_a_new_code_on_request
         app.patient("M-11", json!({})).await;
         let first = invite_token(app, smtp).await;
         let code_page = to_code(app, &first).await;
-        let done = post(
-            app,
-            &format!("/a/{first}/code"),
-            &[
-                ("flow", &code_page.flow()),
-                ("code", &last_code(smtp)),
-                ("terms", "yes"),
-            ],
-        )
-        .await;
+        let done = send_code(app, &first, &code_page, &last_code(smtp)).await;
         assert_eq!(done.status, StatusCode::OK);
 
         app.patient("M-12", json!({ "first_name": "Ana" })).await;
@@ -871,16 +860,7 @@ async fn a_family_sharing_one_email_gets_two_usernames_and_a_new_code_on_request
         assert!(resent.body.contains("We sent a new code"));
         let new_code = last_code(smtp);
         if old_code != new_code {
-            let page = post(
-                app,
-                &format!("/a/{second}/code"),
-                &[
-                    ("flow", &code_page.flow()),
-                    ("code", &old_code),
-                    ("terms", "yes"),
-                ],
-            )
-            .await;
+            let page = send_code(app, &second, &code_page, &old_code).await;
             assert_eq!(
                 page.status,
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -889,16 +869,7 @@ async fn a_family_sharing_one_email_gets_two_usernames_and_a_new_code_on_request
         }
         // Ten minutes later the code has expired.
         app.clock.advance(SignedDuration::from_mins(10));
-        let page = post(
-            app,
-            &format!("/a/{second}/code"),
-            &[
-                ("flow", &code_page.flow()),
-                ("code", &new_code),
-                ("terms", "yes"),
-            ],
-        )
-        .await;
+        let page = send_code(app, &second, &code_page, &new_code).await;
         assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(page.body.contains("This code has expired"));
     })
@@ -925,16 +896,7 @@ async fn an_activated_patient_signs_in_sees_the_practice_and_signs_out() {
         app.patient("M-13", json!({})).await;
         let token = invite_token(app, smtp).await;
         let code_page = to_code(app, &token).await;
-        let done = post(
-            app,
-            &format!("/a/{token}/code"),
-            &[
-                ("flow", &code_page.flow()),
-                ("code", &last_code(smtp)),
-                ("terms", "yes"),
-            ],
-        )
-        .await;
+        let done = send_code(app, &token, &code_page, &last_code(smtp)).await;
         assert!(
             done.body.contains("/portal/sign-in"),
             "the success page leads to sign-in"

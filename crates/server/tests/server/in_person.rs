@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::TestApp;
-use crate::activation::{Page, STRONG, last_code, post, start, status_of, to_account};
+use crate::activation::{Page, STRONG, last_code, post, send_code, start, status_of, to_account};
 use crate::ui::{Staff, other_practice_patient};
 
 async fn each_engine(
@@ -235,16 +235,7 @@ async fn the_short_code_leads_to_the_link_works_once_and_the_identity_check_stil
                 mailed.last().map(|m| m.to.clone()),
                 Some(vec!["rosa@example.org".to_string()])
             );
-            let done = post(
-                app,
-                &format!("/a/{token}/code"),
-                &[
-                    ("flow", &code_page.flow()),
-                    ("code", &last_code(smtp)),
-                    ("terms", "yes"),
-                ],
-            )
-            .await;
+            let done = send_code(app, &token, &code_page, &last_code(smtp)).await;
             assert_eq!(done.status, StatusCode::OK, "{}", done.body);
             assert_eq!(status_of(app, id).await, "active");
             // Once: the same code now leads to "already used".

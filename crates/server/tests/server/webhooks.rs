@@ -20,7 +20,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::activation::{invite_token, last_code, post, start, to_code};
+use crate::activation::{invite_token, last_code, send_code, start, to_code};
 use crate::{TestApp, TestSmtp};
 
 /// What the receiver got in one request.
@@ -214,16 +214,7 @@ async fn deliveries_once_settled(app: &TestApp, endpoint: i64) -> Vec<Value> {
 async fn activate(app: &TestApp, smtp: &TestSmtp) {
     let token = invite_token(app, smtp).await;
     let code_page = to_code(app, &token).await;
-    let done = post(
-        app,
-        &format!("/a/{token}/code"),
-        &[
-            ("flow", &code_page.flow()),
-            ("code", &last_code(smtp)),
-            ("terms", "yes"),
-        ],
-    )
-    .await;
+    let done = send_code(app, &token, &code_page, &last_code(smtp)).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
 }
 
