@@ -223,6 +223,15 @@ fn staff_page(status: StatusCode, template: &str, signed_in: &SignedIn, ctx: Val
     response
 }
 
+/// Every practice by its id, to show each row's practice (search results,
+/// work lists).
+pub(crate) async fn practices_by_id(
+    state: &AppState,
+) -> Result<std::collections::HashMap<i64, enroll_store::Practice>, enroll_store::StoreError> {
+    let practices = state.store.practices().await?;
+    Ok(practices.into_iter().map(|p| (p.id, p)).collect())
+}
+
 pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "staff page failed");
     (

@@ -2,7 +2,6 @@
 //! rows open the Patient Portal menu on right-click or Shift+F10.
 
 use enroll_store::{Audit, AuditTarget};
-use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -14,7 +13,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::session::SignedIn;
-use super::{internal, staff_page};
+use super::{internal, practices_by_id, staff_page};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -58,13 +57,7 @@ pub(crate) async fn page_inner(
             limit: Some(50),
         })
         .await?;
-    let practices: HashMap<i64, Practice> = state
-        .store
-        .practices()
-        .await?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
+    let practices = practices_by_id(state).await?;
     let now = state.clock.now();
     let statuses = state.store.patient_statuses(&found, now).await?;
     let rows: Vec<Row> = found

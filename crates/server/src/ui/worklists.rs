@@ -6,7 +6,6 @@
 //! the patients it showed.
 
 use enroll_store::{Audit, AuditTarget};
-use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -19,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::search::display_name;
 use super::session::SignedIn;
-use super::{csv_download, internal, local_time, staff_page};
+use super::{csv_download, internal, local_time, practices_by_id, staff_page};
 use crate::AppState;
 
 const PAGE: i64 = 50;
@@ -137,13 +136,7 @@ async fn rows_of(
     list: WorkList,
     entries: &[WorkListEntry],
 ) -> Result<Vec<Row>, enroll_store::StoreError> {
-    let practices: HashMap<i64, Practice> = state
-        .store
-        .practices()
-        .await?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
+    let practices = practices_by_id(state).await?;
     let now = state.clock.now();
     Ok(entries
         .iter()
