@@ -498,13 +498,7 @@ async fn rollups_follow_every_kind_of_change(app: &TestApp) {
         .await;
         rollups_agree(app, other, "a field filled in and an opt-out").await;
 
-        let practice = app
-            .db
-            .store
-            .practice(app.practice_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let practice = app.practice().await;
         let mut schedule = practice.schedule.schedule.clone();
         schedule.closed_dates = vec![jiff::civil::date(2026, 11, 26)];
         app.db

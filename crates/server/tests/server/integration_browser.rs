@@ -69,15 +69,7 @@ async fn an_administrator_goes_live_and_sets_office_hours_in_a_real_browser() {
     wait_for(&client, Locator::Css(".notice")).await;
     let notice = text_of(&client, ".notice").await;
     assert!(notice.contains("Auto invites are on"), "{notice}");
-    assert!(
-        app.db
-            .store
-            .practice(app.practice_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .auto_invites_on
-    );
+    assert!(app.practice().await.auto_invites_on);
 
     // A typo first: the error is next to Monday and the focus can go there.
     for day in [

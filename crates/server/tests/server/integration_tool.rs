@@ -25,15 +25,6 @@ pub(crate) async fn audited(app: &TestApp, action: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn practice(app: &TestApp) -> enroll_store::Practice {
-    app.db
-        .store
-        .practice(app.practice_id)
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_integration_tool_is_for_administrators_of_the_practice() {
     on_each_engine(async |app| {
@@ -73,7 +64,7 @@ async fn turning_auto_invites_on_asks_first_says_how_many_are_ready_and_is_audit
             .post(&switch, &[("csrf", &csrf), ("switch", "off")])
             .await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
-        assert!(!practice(app).await.auto_invites_on);
+        assert!(!app.practice().await.auto_invites_on);
         let off = audited(app, "practice.auto_invites_off").await;
         assert_eq!(off[0]["practice"], "TEST", "{off:?}");
         assert_eq!(off[0]["before"]["on"], true);
@@ -105,7 +96,7 @@ async fn turning_auto_invites_on_asks_first_says_how_many_are_ready_and_is_audit
         assert!(page.contains("a new appointment"), "{page}");
         assert!(page.contains("November 24, 2026"), "{page}");
         assert!(
-            !practice(app).await.auto_invites_on,
+            !app.practice().await.auto_invites_on,
             "not before confirming"
         );
 
@@ -124,7 +115,7 @@ async fn turning_auto_invites_on_asks_first_says_how_many_are_ready_and_is_audit
         let confirmed = [on.as_slice(), &[("confirmed", "yes")]].concat();
         let (status, _) = ada.post(&switch, &confirmed).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
-        let now_on = practice(app).await;
+        let now_on = app.practice().await;
         assert!(now_on.auto_invites_on);
         assert_eq!(now_on.go_live_date.unwrap().to_string(), "2026-11-24");
         let on_lines = audited(app, "practice.auto_invites_on").await;
@@ -136,7 +127,7 @@ async fn turning_auto_invites_on_asks_first_says_how_many_are_ready_and_is_audit
             .post(&switch, &[("csrf", "forged"), ("switch", "off")])
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(practice(app).await.auto_invites_on);
+        assert!(app.practice().await.auto_invites_on);
     })
     .await;
 }
@@ -166,7 +157,7 @@ async fn the_schedule_editor_saves_several_windows_and_shows_each_problem_next_t
         let ada = Staff::sign_in(app, "ada").await;
         let csrf = ada.csrf().await;
         let path = format!("{}/schedule", tool_path(app));
-        let before = practice(app).await.schedule.schedule;
+        let before = app.practice().await.schedule.schedule;
 
         let (status, page) = ada
             .post(&path, &schedule_form(&csrf, "8-12", "America/Springfield"))
@@ -186,7 +177,7 @@ async fn the_schedule_editor_saves_several_windows_and_shows_each_problem_next_t
             "{page}"
         );
         assert!(page.contains("href=\"#day-monday\""), "{page}");
-        assert_eq!(practice(app).await.schedule.schedule, before);
+        assert_eq!(app.practice().await.schedule.schedule, before);
 
         let (status, page) = ada
             .post(
@@ -200,7 +191,7 @@ async fn the_schedule_editor_saves_several_windows_and_shows_each_problem_next_t
         let typed = schedule_form(&csrf, "08:00-12:00, 13:00-17:00", "America/New_York");
         let (status, location) = ada.post(&path, &typed).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
-        let saved = practice(app).await.schedule.schedule;
+        let saved = app.practice().await.schedule.schedule;
         assert_eq!(saved.windows.len(), 4, "{saved:?}");
         assert_eq!(saved.closed_dates.len(), 1);
 
@@ -268,7 +259,7 @@ async fn the_practice_phone_is_checked_and_audited() {
             .post(&path, &[("csrf", &csrf), ("phone", "(617) 555-0100")])
             .await;
         assert_eq!(status, StatusCode::SEE_OTHER);
-        assert_eq!(practice(app).await.phone.as_deref(), Some("+16175550100"));
+        assert_eq!(app.practice().await.phone.as_deref(), Some("+16175550100"));
         let (_, page) = ada.get(&location).await;
         assert!(page.contains("value=\"(617) 555-0100\""), "{page}");
         let lines = audited(app, "practice.phone").await;
@@ -423,10 +414,10 @@ async fn the_channel_switches_keep_one_channel_on_and_are_audited() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(page.contains("id=\"err-channels\""), "{page}");
         assert!(page.contains("keep at least one channel on"), "{page}");
-        assert!(practice(app).await.channels.email);
+        assert!(app.practice().await.channels.email);
         let (status, _) = ada.post(&path, &[("csrf", &csrf), ("sms", "on")]).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
-        let channels = practice(app).await.channels;
+        let channels = app.practice().await.channels;
         assert_eq!((channels.email, channels.sms), (false, true));
         let lines = audited(app, "practice.channels").await;
         assert_eq!(lines[0]["before"], json!({ "email": true, "sms": true }));

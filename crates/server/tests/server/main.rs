@@ -228,6 +228,12 @@ impl TestApp {
         self.admin_call(reqwest::Method::GET, path, None).await
     }
 
+    /// The test practice as stored now.
+    pub async fn practice(&self) -> enroll_store::Practice {
+        let practice = self.db.store.practice(self.practice_id).await.unwrap();
+        practice.unwrap()
+    }
+
     /// The audit log, newest first (the last 200 lines).
     pub async fn audit_lines(&self) -> Vec<enroll_store::AuditEntry> {
         self.db.store.audit_log(None, 200).await.unwrap()
