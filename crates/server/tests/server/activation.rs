@@ -80,7 +80,7 @@ impl Page {
 }
 
 pub async fn get(app: &TestApp, path: &str) -> Page {
-    let response = app.http.get(app.url(path)).send().await.unwrap();
+    let response = app.fetch(path).await;
     Page {
         status: response.status(),
         body: response.text().await.unwrap(),
@@ -757,12 +757,7 @@ async fn the_per_address_throttle_answers_429() {
                 StatusCode::OK
             );
         }
-        let response = app
-            .http
-            .get(app.url(&format!("/a/{token}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app.fetch(&format!("/a/{token}")).await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()["retry-after"], "60");
         assert!(response.text().await.unwrap().contains("Too many attempts"));

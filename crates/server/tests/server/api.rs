@@ -10,9 +10,9 @@ use crate::{TOKEN, on_each_engine};
 #[tokio::test]
 async fn health_and_readiness() {
     on_each_engine(async |app| {
-        let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+        let health = app.fetch("/healthz").await;
         assert_eq!(health.status(), StatusCode::OK);
-        let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+        let ready = app.fetch("/readyz").await;
         assert_eq!(ready.status(), StatusCode::OK, "{:?}", app.engine);
     })
     .await;

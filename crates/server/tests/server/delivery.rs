@@ -129,12 +129,7 @@ async fn an_invite_is_emailed_with_its_links_and_no_other_phi() {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
             .collect();
         assert_eq!(token.len(), 22, "128 bits, base64url: {link}");
-        let page = app
-            .http
-            .get(app.url(&format!("/a/{token}")))
-            .send()
-            .await
-            .unwrap();
+        let page = app.fetch(&format!("/a/{token}")).await;
         assert_eq!(page.status(), StatusCode::OK);
         // The activation landing (which names no patient: whoever holds the
         // link sees it).
@@ -144,12 +139,7 @@ async fn an_invite_is_emailed_with_its_links_and_no_other_phi() {
                 .unwrap()
                 .contains("Set up your patient portal account")
         );
-        let bad = app
-            .http
-            .get(app.url("/a/AAAAAAAAAAAAAAAAAAAAAA"))
-            .send()
-            .await
-            .unwrap();
+        let bad = app.fetch("/a/AAAAAAAAAAAAAAAAAAAAAA").await;
         assert_eq!(bad.status(), StatusCode::NOT_FOUND);
     })
     .await;
@@ -868,7 +858,7 @@ async fn the_unsubscribe_link_records_the_email_opt_out() {
             .trim_matches(['<', '>'])
             .replace("http://invites.test", "");
 
-        let form = app.http.get(app.url(&path)).send().await.unwrap();
+        let form = app.fetch(&path).await;
         assert_eq!(form.status(), StatusCode::OK);
         assert!(form.text().await.unwrap().contains("<form method=\"post\""));
         let view = app.get(&format!("/api/patients/{id}")).await.1;

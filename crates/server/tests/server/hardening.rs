@@ -102,7 +102,7 @@ async fn every_answer_carries_the_security_headers_and_only_files_may_be_kept() 
         ("/no/such/page", 404),
     ];
     for (path, expected) in pages {
-        let response = app.http.get(app.url(path)).send().await.unwrap();
+        let response = app.fetch(path).await;
         assert_eq!(response.status().as_u16(), expected, "{path}");
         let h = response.headers();
         assert_eq!(h["cache-control"], "no-store", "{path}");
@@ -134,7 +134,7 @@ async fn every_answer_carries_the_security_headers_and_only_files_may_be_kept() 
         "/static/letter.css",
         "/static/mailbox.js",
     ] {
-        let response = app.http.get(app.url(file)).send().await.unwrap();
+        let response = app.fetch(file).await;
         assert_eq!(response.status(), StatusCode::OK, "{file}");
         assert_eq!(
             response.headers()["cache-control"],
@@ -218,12 +218,7 @@ async fn request_logs_name_the_route_template_and_never_the_url() {
     assert_eq!(status, StatusCode::OK, "{page}");
     let _ = id;
     let token = "Zq9TokenXyWv3Lm0pQrS1k";
-    let response = app
-        .http
-        .get(app.url(&format!("/a/{token}")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.fetch(&format!("/a/{token}")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let response = app
         .http

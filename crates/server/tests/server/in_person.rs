@@ -363,12 +363,7 @@ async fn making_showing_and_printing_an_in_person_invite_are_audited_and_the_let
             assert_eq!(element_text(&letter, "letter-address"), "invites.test/code");
             // Its style is a file (the pages' policy allows no inline style).
             assert!(letter.contains("href=\"/static/letter.css\""), "{letter}");
-            let css = app
-                .http
-                .get(app.url("/static/letter.css"))
-                .send()
-                .await
-                .unwrap();
+            let css = app.fetch("/static/letter.css").await;
             assert!(css.text().await.unwrap().contains("@media print"));
             assert!(letter.contains("<svg role=\"img\""));
             let (_, audit) = app.admin_get(&format!("/api/audit?patient_id={id}")).await;

@@ -228,6 +228,12 @@ impl TestApp {
         self.admin_call(reqwest::Method::GET, path, None).await
     }
 
+    /// A plain GET of `path`, for a test that reads the status, the
+    /// headers or the body itself.
+    pub async fn fetch(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
     /// The test practice as stored now.
     pub async fn practice(&self) -> enroll_store::Practice {
         let practice = self.db.store.practice(self.practice_id).await.unwrap();

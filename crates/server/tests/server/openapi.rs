@@ -52,12 +52,7 @@ const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 
 async fn document(app: &TestApp) -> Value {
     // No token: the document holds no data.
-    let response = app
-        .http
-        .get(app.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.fetch("/api/openapi.json").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
         response.headers()["content-type"]
@@ -354,7 +349,7 @@ async fn the_api_docs_page_lists_every_operation_without_a_script_of_its_own() {
         return;
     };
     let doc = document(&app).await;
-    let response = app.http.get(app.url("/api/docs")).send().await.unwrap();
+    let response = app.fetch("/api/docs").await;
     assert_eq!(response.status(), StatusCode::OK);
     let headers = response.headers().clone();
     assert!(
