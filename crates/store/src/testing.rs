@@ -19,7 +19,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
 use crate::{NewPractice, Practice, Store};
-use enroll_core::Schedule;
+use enroll_core::{Demographics, Schedule};
 
 /// The engines a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +296,25 @@ pub async fn scalar(store: &crate::Store, sql: &str) -> crate::Result<i64> {
     Ok(crate::on_pool!(store, pool => {
         sqlx::query_scalar(sql).fetch_one(pool).await
     })?)
+}
+
+/// Wednesday 2026-11-25 15:00 in New York: inside office hours.
+pub fn wednesday_afternoon() -> Timestamp {
+    "2026-11-25T20:00:00Z".parse().unwrap()
+}
+
+/// A chart with every field an invite needs (R1), and a cell phone; the
+/// email is the first name's, at example.org.
+pub fn complete(first: &str, last: &str) -> Demographics {
+    Demographics {
+        first_name: Some(first.to_string()),
+        last_name: Some(last.to_string()),
+        date_of_birth: Some("1980-02-29".to_string()),
+        birth_sex: Some("F".to_string()),
+        zip: Some("02134".to_string()),
+        email: Some(format!("{}@example.org", first.to_lowercase())),
+        cell_phone: Some("+1 617 555 0100".to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -6,27 +6,9 @@
 // A test's helpers fail the test when a step fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use enroll_core::{Demographics, E164Phone, Trigger};
-use enroll_store::testing::{Engine, TestDb, on_each_engine};
+use enroll_core::{E164Phone, Trigger};
+use enroll_store::testing::{Engine, TestDb, complete, on_each_engine, wednesday_afternoon};
 use enroll_store::{Audit, AuditEntry, AuditTarget, Practice, PracticeChange, Source, StoreError};
-use jiff::Timestamp;
-
-/// Wednesday 2026-11-25 15:00 in New York: inside office hours.
-fn wednesday_afternoon() -> Timestamp {
-    "2026-11-25T20:00:00Z".parse().unwrap()
-}
-
-fn complete(first: &str, last: &str) -> Demographics {
-    Demographics {
-        first_name: Some(first.to_string()),
-        last_name: Some(last.to_string()),
-        date_of_birth: Some("1980-02-29".to_string()),
-        birth_sex: Some("F".to_string()),
-        zip: Some("02134".to_string()),
-        email: Some(format!("{}@example.org", first.to_lowercase())),
-        cell_phone: Some("+1 617 555 0100".to_string()),
-    }
-}
 
 fn staff(action: &str) -> Source {
     Source::new("staff", Some("frontdesk")).audited(action)

@@ -6,15 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use enroll_core::{Demographics, IntakeEvent, PatientChange};
-use enroll_store::testing::{TestDb, on_each_engine, scalar};
+use enroll_store::testing::{TestDb, on_each_engine, scalar, wednesday_afternoon};
 use enroll_store::{Patient, RosterCounts, Source, StoreError};
-use jiff::{Timestamp, ToSpan};
+use jiff::ToSpan;
 
 /// Wednesday 2026-11-25 15:00 in New York.
-fn wednesday_afternoon() -> Timestamp {
-    "2026-11-25T20:00:00Z".parse().unwrap()
-}
-
 fn csv() -> Source {
     Source::new("csv", Some("importer"))
         .with_reference("roster.csv")

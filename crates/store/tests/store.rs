@@ -8,26 +8,9 @@ use std::sync::Arc;
 
 use enroll_core::{AutoDecision, Demographics, Refusal, Schedule, Trigger};
 use enroll_core::{PracticeScope, SearchTerms};
-use enroll_store::testing::{Engine, TestDb, on_each_engine};
+use enroll_store::testing::{Engine, TestDb, complete, on_each_engine, wednesday_afternoon};
 use enroll_store::{EnrollOutcome, InviteState, PatientSearch, Source, Store, StoreError};
 use jiff::{SignedDuration, Timestamp};
-
-/// Wednesday 2026-11-25 15:00 in New York: inside office hours.
-fn wednesday_afternoon() -> Timestamp {
-    "2026-11-25T20:00:00Z".parse().unwrap()
-}
-
-fn complete(first: &str, last: &str) -> Demographics {
-    Demographics {
-        first_name: Some(first.to_string()),
-        last_name: Some(last.to_string()),
-        date_of_birth: Some("1980-02-29".to_string()),
-        birth_sex: Some("F".to_string()),
-        zip: Some("02134".to_string()),
-        email: Some(format!("{}@example.org", first.to_lowercase())),
-        cell_phone: Some("+1 617 555 0100".to_string()),
-    }
-}
 
 fn api() -> Source {
     Source::new("api", Some("tester"))
