@@ -13,10 +13,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use hyper::{StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -72,7 +68,7 @@ impl Default for SmsConfig {
 /// process had installed a rustls provider first.
 #[derive(Clone)]
 pub struct HttpSmsSender {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: tls::HttpsClient,
     endpoint: Uri,
     authorization: HeaderValue,
     from: String,
@@ -144,16 +140,7 @@ impl HttpSmsSender {
 
         let timeout = Duration::from_secs(config.timeout_secs.max(1));
         let tls = tls::client_config().map_err(|err| config_error(format_args!("TLS: {err}")))?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        // No redirects are followed: hyper's client never does.
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = tls::https_client(tls, timeout);
         Ok(HttpSmsSender {
             client,
             endpoint,

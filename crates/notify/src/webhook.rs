@@ -22,10 +22,6 @@ use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::Uri;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
@@ -131,7 +127,7 @@ pub trait WebhookSender: Send + Sync {
 /// on connecting and on the whole request; redirects are not followed.
 #[derive(Clone)]
 pub struct HttpWebhookSender {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: tls::HttpsClient,
     timeout: Duration,
 }
 
@@ -149,15 +145,7 @@ impl HttpWebhookSender {
         let tls = tls::client_config().map_err(|err| {
             DeliveryError::Permanent(format!("the webhook client's TLS cannot be set up: {err}"))
         })?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = tls::https_client(tls, timeout);
         Ok(HttpWebhookSender { client, timeout })
     }
 

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::AppState;
 use crate::clock::Clock;
 use crate::links::Links;
+use crate::rounds::{RunningRounds, spawn_rounds};
 use crate::templates::SharedTemplates;
 
 /// `[delivery]`: the dispatcher.
@@ -148,18 +149,7 @@ fn renew_below(lease: jiff::SignedDuration) -> jiff::SignedDuration {
 }
 
 /// A dispatcher running in the background.
-pub struct RunningDispatcher {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningDispatcher {
-    /// Lets the invites in hand be sent and recorded, then stops.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
-    }
-}
+pub type RunningDispatcher = RunningRounds;
 
 impl Dispatcher {
     pub(crate) fn new(
@@ -240,28 +230,11 @@ impl Dispatcher {
 
     /// [`Dispatcher::spawn`], stopping also when `stop` is cancelled.
     pub fn spawn_until(self, idle: Duration, stop: CancellationToken) -> RunningDispatcher {
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let busy = match self.deliver(&stopped).await {
-                    Ok(summary) => summary.claimed > 0,
-                    Err(e) => {
-                        tracing::error!(error = %e, "dispatcher round failed; trying again shortly");
-                        false
-                    }
-                };
-                if stopped.is_cancelled() {
-                    break;
-                }
-                if !busy {
-                    tokio::select! {
-                        _ = tokio::time::sleep(idle) => {}
-                        () = stopped.cancelled() => break,
-                    }
-                }
-            }
-        });
-        RunningDispatcher { stop, task }
+        let dispatcher = Arc::new(self);
+        spawn_rounds("dispatcher", idle, stop, move |stopped| {
+            let dispatcher = Arc::clone(&dispatcher);
+            async move { Ok::<_, StoreError>(dispatcher.deliver(&stopped).await?.claimed > 0) }
+        })
     }
 
     /// Delivers up to `batch` due invites.

@@ -22,6 +22,7 @@ pub mod mllp;
 mod pages;
 mod password;
 pub mod roster;
+mod rounds;
 pub mod templates;
 mod throttle;
 pub mod ui;

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::rounds::{RunningRounds, spawn_rounds};
 
 /// `[webhooks]`: the sender of the practices' webhooks.
 #[derive(Debug, Clone, Deserialize)]
@@ -104,18 +105,7 @@ pub struct WebhookDispatcher {
 }
 
 /// A webhook sender running in the background.
-pub struct RunningWebhooks {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningWebhooks {
-    /// Lets the round in hand finish (its posts recorded), then stops.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
-    }
-}
+pub type RunningWebhooks = RunningRounds;
 
 impl WebhookDispatcher {
     pub(crate) fn new(
@@ -158,28 +148,11 @@ impl WebhookDispatcher {
     /// Runs rounds until `stop` is cancelled, pausing `idle` when nothing
     /// was due.
     pub fn spawn_until(self, idle: Duration, stop: CancellationToken) -> RunningWebhooks {
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let busy = match self.run_round().await {
-                    Ok(round) => round.claimed > 0,
-                    Err(e) => {
-                        tracing::error!(error = %e, "webhook round failed; trying again shortly");
-                        false
-                    }
-                };
-                if stopped.is_cancelled() {
-                    break;
-                }
-                if !busy {
-                    tokio::select! {
-                        _ = tokio::time::sleep(idle) => {}
-                        () = stopped.cancelled() => break,
-                    }
-                }
-            }
-        });
-        RunningWebhooks { stop, task }
+        let webhooks = Arc::new(self);
+        spawn_rounds("webhook", idle, stop, move |_| {
+            let webhooks = Arc::clone(&webhooks);
+            async move { Ok::<_, StoreError>(webhooks.run_round().await?.claimed > 0) }
+        })
     }
 
     /// Claims the due deliveries (up to `batch`), posts them

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use sqlx::AssertSqlSafe;
 
 use crate::enrollment::WrittenPatient;
-use crate::intake::{IntakeProblem, ProblemKind, RACE_RETRIES, is_race};
+use crate::intake::{IntakeProblem, ProblemKind, retry_races};
 use crate::timeline::{AppointmentChange, TimelineEvent};
 use crate::tx::{Tx, on_tx};
 use crate::{AuditTarget, Practice, Result, SaveOutcome, Source, Store, StoreError, to_ms};
@@ -75,50 +75,28 @@ impl Store {
         source: &Source,
         now: Timestamp,
     ) -> Result<IntakeOutcome> {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match self
-                .apply_intake_once(practice_id, event, source, now)
-                .await
-            {
-                Err(e)
-                    if tries < RACE_RETRIES
-                        && event.if_known() == IfKnown::Update
-                        && is_race(&e) =>
-                {
-                    continue;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn apply_intake_once(
-        &self,
-        practice_id: i64,
-        event: &IntakeEvent,
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<IntakeOutcome> {
-        let mut tx = self.begin_write().await?;
-        let practice = tx.practice(practice_id).await?;
-        let applied = match tx.apply_intake(&practice, event, source, now).await? {
-            Ok(applied) => applied,
-            // Nothing was written; dropping the transaction rolls it back.
-            Err(problem) => return Ok(IntakeOutcome::Refused(problem)),
-        };
-        // The chart written (a merged chart's survivor), as the audit's target.
-        tx.audit_change(source, AuditTarget::Patient(applied.patient_id), now)
-            .await?;
-        // Read in the transaction, so the answer is the record as written.
-        let patient = tx.patient(applied.patient_id).await?;
-        tx.commit().await?;
-        Ok(IntakeOutcome::Applied(SaveOutcome {
-            patient,
-            created: applied.created,
-            triggers: applied.triggers,
-        }))
+        let retry = event.if_known() == IfKnown::Update;
+        retry_races(retry, move || async move {
+            let mut tx = self.begin_write().await?;
+            let practice = tx.practice(practice_id).await?;
+            let applied = match tx.apply_intake(&practice, event, source, now).await? {
+                Ok(applied) => applied,
+                // Nothing was written; dropping the transaction rolls it back.
+                Err(problem) => return Ok(IntakeOutcome::Refused(problem)),
+            };
+            // The chart written (a merged chart's survivor), as the audit's target.
+            tx.audit_change(source, AuditTarget::Patient(applied.patient_id), now)
+                .await?;
+            // Read in the transaction, so the answer is the record as written.
+            let patient = tx.patient(applied.patient_id).await?;
+            tx.commit().await?;
+            Ok(IntakeOutcome::Applied(SaveOutcome {
+                patient,
+                created: applied.created,
+                triggers: applied.triggers,
+            }))
+        })
+        .await
     }
 }
 
@@ -155,14 +133,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<BatchOutcome> {
         let retryable = items.iter().any(|i| i.event.if_known() == IfKnown::Update);
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match self.apply_intake_batch_once(items, now).await {
-                Err(e) if tries < RACE_RETRIES && retryable && is_race(&e) => continue,
-                other => return other,
-            }
-        }
+        retry_races(retryable, || self.apply_intake_batch_once(items, now)).await
     }
 
     async fn apply_intake_batch_once(

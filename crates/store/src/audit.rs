@@ -168,7 +168,7 @@ impl Tx {
         let Some(action) = &source.audit else {
             return Ok(());
         };
-        let actor = source.actor.as_deref().unwrap_or(&source.channel);
+        let actor = source.who();
         self.audit_entry(&Audit::new(actor, action, target), now)
             .await
     }
@@ -184,7 +184,7 @@ impl Tx {
         let Some(action) = &source.audit else {
             return Ok(());
         };
-        let actor = source.actor.as_deref().unwrap_or(&source.channel);
+        let actor = source.who();
         let ids: Vec<PatientId> = patients.iter().map(|&id| PatientId { id }).collect();
         let table = JsonRows::new(self.engine(), 1, PatientId::COLUMNS).table();
         let sql = format!(

@@ -20,16 +20,13 @@ impl Store {
         source: &Source,
         now: Timestamp,
     ) -> Result<Patient> {
-        let actor = source
-            .actor
-            .clone()
-            .unwrap_or_else(|| source.channel.clone());
+        let actor = source.who();
         let mut tx = self.begin_write().await?;
         tx.lock_patient(patient_id).await?;
         on_tx!(&mut tx, c => {
             sqlx::query("UPDATE patients SET fields_confirmed_at = $1, fields_confirmed_by = $2 WHERE id = $3")
                 .bind(to_ms(now))
-                .bind(&actor)
+                .bind(actor)
                 .bind(patient_id)
                 .execute(c)
                 .await.map(|r| r.rows_affected())
@@ -38,7 +35,7 @@ impl Store {
             .await?;
         tx.audit_entry(
             &Audit::new(
-                &actor,
+                actor,
                 "patient.confirm_fields",
                 AuditTarget::Patient(patient_id),
             ),
@@ -60,10 +57,7 @@ impl Store {
         source: &Source,
         now: Timestamp,
     ) -> Result<Patient> {
-        let actor = source
-            .actor
-            .clone()
-            .unwrap_or_else(|| source.channel.clone());
+        let actor = source.who();
         let mut tx = self.begin_write().await?;
         let before = tx.locked_patient(patient_id).await?;
         let event = match (response, before.response) {
@@ -90,7 +84,7 @@ impl Store {
             "patient.remove_response"
         };
         tx.audit_entry(
-            &Audit::new(&actor, action, AuditTarget::Patient(patient_id)),
+            &Audit::new(actor, action, AuditTarget::Patient(patient_id)),
             now,
         )
         .await?;

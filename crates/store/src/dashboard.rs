@@ -31,7 +31,7 @@ const DAY_MS: i64 = 86_400_000;
 /// Change rows summed on the fly before a view folds them into the totals.
 const FOLD_AFTER_CHANGES: i64 = 1_000;
 /// The counted columns of `dashboard_counters` and `dashboard_changes`.
-const COUNTED: [&str; 8] = [
+pub(crate) const COUNTED: [&str; 8] = [
     "patients",
     "invitable",
     "missing_fields",
@@ -193,35 +193,21 @@ impl Store {
         );
         let any_blank: Vec<String> = Field::REQUIRED.into_iter().map(blank).collect();
         let any_blank = any_blank.join(" OR ");
-        let patients = self
-            .count(&format!("SELECT COUNT(*) FROM patients WHERE {live}"))
-            .await?;
-        let invitable = self
-            .count(&format!(
-                "SELECT COUNT(*) FROM patients WHERE {live} AND {INVITABLE}"
-            ))
-            .await?;
-        let missing_fields = self
-            .count(&format!(
-                "SELECT COUNT(*) FROM patients WHERE {live} AND {INVITABLE} AND ({any_blank})"
-            ))
-            .await?;
-        let activated = self
-            .count(&format!(
-                "SELECT COUNT(*) FROM patients WHERE {live} AND activated_at IS NOT NULL"
-            ))
-            .await?;
-        let opted_out = self
-            .count(&format!(
-                "SELECT COUNT(*) FROM patients WHERE {live} AND (email_opted_out OR sms_opted_out)"
-            ))
-            .await?;
-        let invited = self
-            .count(&format!(
-                "SELECT COUNT(*) FROM patients WHERE {live} AND EXISTS \
-                 (SELECT 1 FROM invites i WHERE i.patient_id = patients.id AND i.state = 'sent')"
-            ))
-            .await?;
+        // Live patients (of the practices) that also meet `condition`.
+        let count_live = |condition: String| {
+            let sql = format!("SELECT COUNT(*) FROM patients WHERE {live} AND {condition}");
+            async move { self.count(&sql).await }
+        };
+        let patients = count_live("TRUE".into()).await?;
+        let invitable = count_live(INVITABLE.into()).await?;
+        let missing_fields = count_live(format!("{INVITABLE} AND ({any_blank})")).await?;
+        let activated = count_live("activated_at IS NOT NULL".into()).await?;
+        let opted_out = count_live("(email_opted_out OR sms_opted_out)".into()).await?;
+        let invited = count_live(
+            "EXISTS (SELECT 1 FROM invites i WHERE i.patient_id = patients.id AND i.state = 'sent')"
+                .into(),
+        )
+        .await?;
         Ok(DashboardCounts {
             patients,
             eligible: invitable - missing_fields,

@@ -45,16 +45,7 @@ impl Engine {
             "dashboard_changes",
             "dashboard_counters",
             &["practice_id"],
-            &[
-                "patients",
-                "invitable",
-                "missing_fields",
-                "activated",
-                "opted_out",
-                "invited",
-                "suppressed",
-                "failed",
-            ],
+            &crate::dashboard::COUNTED,
         );
         statements.extend(self.fold(
             "dashboard_bucket_changes",

@@ -26,6 +26,25 @@ use crate::{
     unique_violation,
 };
 
+/// Binds the demographics' columns in the order the chart's INSERT and
+/// UPDATE name them: first and last name, their lowercase forms (for the
+/// search indexes), date of birth, birth sex, ZIP, email, cell phone. A
+/// macro because the query is one of either engine's types (`on_tx!`).
+macro_rules! bind_demographics {
+    ($query:expr, $d:expr) => {
+        $query
+            .bind(&$d.first_name)
+            .bind(&$d.last_name)
+            .bind($d.first_name.as_deref().map(str::to_lowercase))
+            .bind($d.last_name.as_deref().map(str::to_lowercase))
+            .bind(&$d.date_of_birth)
+            .bind(&$d.birth_sex)
+            .bind(&$d.zip)
+            .bind(&$d.email)
+            .bind(&$d.cell_phone)
+    };
+}
+
 /// An invite about to be written to the outbox.
 pub(crate) struct NewInvite<'a> {
     pub(crate) kind: InviteKind,
@@ -382,22 +401,14 @@ impl Tx {
         now: Timestamp,
     ) -> Result<i64> {
         let result: std::result::Result<i64, sqlx::Error> = on_tx!(self, c => {
-            sqlx::query_scalar(
+            let insert = sqlx::query_scalar(
                 "INSERT INTO patients (practice_id, mrn, first_name, last_name, first_name_lc, \
                  last_name_lc, date_of_birth, birth_sex, zip, email, cell_phone, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
             )
             .bind(practice_id)
-            .bind(mrn)
-            .bind(&d.first_name)
-            .bind(&d.last_name)
-            .bind(d.first_name.as_deref().map(str::to_lowercase))
-            .bind(d.last_name.as_deref().map(str::to_lowercase))
-            .bind(&d.date_of_birth)
-            .bind(&d.birth_sex)
-            .bind(&d.zip)
-            .bind(&d.email)
-            .bind(&d.cell_phone)
+            .bind(mrn);
+            bind_demographics!(insert, d)
             .bind(to_ms(now))
             .fetch_one(c)
             .await
@@ -415,20 +426,12 @@ impl Tx {
         now: Timestamp,
     ) -> Result<()> {
         on_tx!(self, c => {
-            sqlx::query(
+            let update = sqlx::query(
                 "UPDATE patients SET first_name = $1, last_name = $2, first_name_lc = $3, \
                  last_name_lc = $4, date_of_birth = $5, birth_sex = $6, zip = $7, email = $8, \
                  cell_phone = $9, updated_at = $10 WHERE id = $11",
-            )
-            .bind(&d.first_name)
-            .bind(&d.last_name)
-            .bind(d.first_name.as_deref().map(str::to_lowercase))
-            .bind(d.last_name.as_deref().map(str::to_lowercase))
-            .bind(&d.date_of_birth)
-            .bind(&d.birth_sex)
-            .bind(&d.zip)
-            .bind(&d.email)
-            .bind(&d.cell_phone)
+            );
+            bind_demographics!(update, d)
             .bind(to_ms(now))
             .bind(id)
             .execute(c)

@@ -262,6 +262,22 @@ fn ack_code(status: MessageStatus) -> &'static str {
 /// try sees the winner's row.
 pub(crate) const RACE_RETRIES: usize = 3;
 
+/// Runs `attempt` (one transaction) and, when `retry` allows it, again
+/// while it loses a race ([`is_race`]), up to [`RACE_RETRIES`] tries.
+pub(crate) async fn retry_races<T, F: Future<Output = Result<T>>>(
+    retry: bool,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(e) if retry && tries < RACE_RETRIES && is_race(&e) => continue,
+            other => return other,
+        }
+    }
+}
+
 impl Store {
     /// Stores, deduplicates and applies one inbound message in one
     /// transaction. `ack` builds the answer for the outcome (`None` = AA);

@@ -27,6 +27,12 @@ pub struct Source {
 }
 
 impl Source {
+    /// Who made the change, for the audit log and the confirmation's
+    /// name: the actor, or the channel when no one is named.
+    pub fn who(&self) -> &str {
+        self.actor.as_deref().unwrap_or(&self.channel)
+    }
+
     pub fn new(channel: &str, actor: Option<&str>) -> Source {
         Source {
             channel: channel.to_string(),

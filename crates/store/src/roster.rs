@@ -24,7 +24,7 @@ use sqlx::AssertSqlSafe;
 
 use crate::batch::BatchRow;
 use crate::engine::{Col, Engine, JsonRows, to_json};
-use crate::intake::{RACE_RETRIES, is_race};
+use crate::intake::retry_races;
 use crate::timeline::{TimelineEvent, TimelineRow};
 use crate::tx::{Tx, on_tx};
 use crate::{Result, Source, Store, StoreError, to_ms};
@@ -76,50 +76,33 @@ impl Store {
         if rows.iter().any(|row| row.mrn.trim().is_empty()) {
             return Err(StoreError::Invalid("a roster row has no MRN".into()));
         }
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match self
-                .import_roster_once(practice_id, rows, source, now)
-                .await
-            {
-                // PostgreSQL: another writer added one of the MRNs between
-                // our read and our insert; the next try finds it.
-                Err(e) if tries < RACE_RETRIES && is_race(&e) => continue,
-                other => return other,
+        // PostgreSQL: another writer may add one of the MRNs between our
+        // read and our insert; the next try finds it.
+        retry_races(true, move || async move {
+            let mut tx = self.begin_write().await?;
+            tx.practice(practice_id).await?;
+            let known = tx.charts_of_mrns(practice_id, rows).await?;
+            let plan = RosterPlan::of(rows, known);
+            let added = tx.insert_charts(practice_id, &plan.new, now).await?;
+            tx.update_charts(&plan.changed, now).await?;
+            let mut lines: Vec<TimelineRow> = added
+                .iter()
+                .map(|&id| TimelineRow::new(id, &TimelineEvent::ChartAdded))
+                .collect();
+            for chart in &plan.changed {
+                let fields = changed_required_fields(&chart.before, &chart.after);
+                let updated = TimelineEvent::DemographicsUpdated {
+                    required_fields_changed: &fields,
+                };
+                lines.push(TimelineRow::new(chart.id, &updated));
             }
-        }
-    }
-
-    async fn import_roster_once(
-        &self,
-        practice_id: i64,
-        rows: &[PatientChange],
-        source: &Source,
-        now: Timestamp,
-    ) -> Result<RosterCounts> {
-        let mut tx = self.begin_write().await?;
-        tx.practice(practice_id).await?;
-        let known = tx.charts_of_mrns(practice_id, rows).await?;
-        let plan = RosterPlan::of(rows, known);
-        let added = tx.insert_charts(practice_id, &plan.new, now).await?;
-        tx.update_charts(&plan.changed, now).await?;
-        let mut lines: Vec<TimelineRow> = added
-            .iter()
-            .map(|&id| TimelineRow::new(id, &TimelineEvent::ChartAdded))
-            .collect();
-        for chart in &plan.changed {
-            let fields = changed_required_fields(&chart.before, &chart.after);
-            let updated = TimelineEvent::DemographicsUpdated {
-                required_fields_changed: &fields,
-            };
-            lines.push(TimelineRow::new(chart.id, &updated));
-        }
-        tx.timeline_rows(&lines, to_ms(now), source).await?;
-        let written: Vec<i64> = lines.iter().map(|line| line.patient_id).collect();
-        tx.audit_patients(source, &written, now).await?;
-        tx.commit().await?;
-        Ok(plan.counts)
+            tx.timeline_rows(&lines, to_ms(now), source).await?;
+            let written: Vec<i64> = lines.iter().map(|line| line.patient_id).collect();
+            tx.audit_patients(source, &written, now).await?;
+            tx.commit().await?;
+            Ok(plan.counts)
+        })
+        .await
     }
 }
 

@@ -37,18 +37,7 @@ impl Store {
 
     /// Stores `value` under `key`, replacing any earlier value.
     pub async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO settings (key, value) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+        self.write_settings(&[(key, value)], None).await
     }
 
     /// Stores every pair in one transaction: another instance that reads

@@ -119,42 +119,33 @@ where
     }
 }
 
+/// Reads the three catalogue queries through a pool of either engine (a
+/// macro: sqlx's pools of the two engines share no type to be generic over
+/// without a page of trait bounds).
+macro_rules! read_schema {
+    ($pool:expr, $columns:expr, $indexes:expr, $triggers:expr) => {{
+        let pool = $pool;
+        let read = |sql| sqlx::query(sql).bind(IGNORED_TABLE).fetch_all(&pool);
+        let mut schema = schema_of(read($columns).await.unwrap(), read($indexes).await.unwrap());
+        let triggers: Vec<(String, String)> =
+            sqlx::query_as($triggers).fetch_all(&pool).await.unwrap();
+        schema.triggers = triggers
+            .into_iter()
+            .map(|(table, event)| format!("{table} {event}"))
+            .collect();
+        pool.close().await;
+        schema
+    }};
+}
+
 async fn sqlite_schema(url: &str) -> Schema {
     let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-    let read = |sql| sqlx::query(sql).bind(IGNORED_TABLE).fetch_all(&pool);
-    let mut schema = schema_of(
-        read(SQLITE_COLUMNS).await.unwrap(),
-        read(SQLITE_INDEXES).await.unwrap(),
-    );
-    let triggers: Vec<(String, String)> = sqlx::query_as(SQLITE_TRIGGERS)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    schema.triggers = triggers
-        .into_iter()
-        .map(|(t, n)| format!("{t} {n}"))
-        .collect();
-    pool.close().await;
-    schema
+    read_schema!(pool, SQLITE_COLUMNS, SQLITE_INDEXES, SQLITE_TRIGGERS)
 }
 
 async fn postgres_schema(url: &str) -> Schema {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
-    let read = |sql| sqlx::query(sql).bind(IGNORED_TABLE).fetch_all(&pool);
-    let mut schema = schema_of(
-        read(POSTGRES_COLUMNS).await.unwrap(),
-        read(POSTGRES_INDEXES).await.unwrap(),
-    );
-    let triggers: Vec<(String, String)> = sqlx::query_as(POSTGRES_TRIGGERS)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    schema.triggers = triggers
-        .into_iter()
-        .map(|(t, n)| format!("{t} {n}"))
-        .collect();
-    pool.close().await;
-    schema
+    read_schema!(pool, POSTGRES_COLUMNS, POSTGRES_INDEXES, POSTGRES_TRIGGERS)
 }
 
 #[tokio::test]

@@ -15,12 +15,11 @@
 //! row. Then ANALYZE, the measure's rollup computed once, and the server
 //! as `enroll serve` runs it.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use enroll_core::{Role, Schedule};
-use enroll_server::{Application, Runtime, Settings, SystemClock};
+
 use enroll_store::{NewPractice, Store, hash_token};
 use jiff::Timestamp;
 
@@ -277,18 +276,7 @@ async fn main() -> anyhow::Result<()> {
         measured.iter().filter(|m| m.outcome.in_numerator()).count()
     );
 
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".parse()?,
-        ..Settings::default()
-    };
-    settings.delivery.enabled = false;
-    settings.mllp.enabled = false;
-    let runtime = Runtime {
-        clock: Arc::new(SystemClock),
-        store: Some(store.clone()),
-        mailbox: None,
-    };
-    let running = Application::build(settings, runtime).await?.start().await?;
+    let running = enroll_bench::start_http_only(&store).await?;
     let http = reqwest::Client::new();
     let base = format!("http://{}", running.http_addr);
     for (label, path) in [

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use enroll_core::{Role, Schedule};
-use enroll_server::{Application, Runtime, Settings, SystemClock};
+
 use enroll_store::{NewPractice, Store, hash_token};
 use jiff::Timestamp;
 use serde_json::Value;
@@ -49,18 +49,7 @@ async fn main() -> anyhow::Result<()> {
     store
         .put_staff_user("bench", "Bench", Role::Admin, &hash_token("bench"), now)
         .await?;
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".parse()?,
-        ..Settings::default()
-    };
-    settings.delivery.enabled = false;
-    settings.mllp.enabled = false;
-    let runtime = Runtime {
-        clock: Arc::new(SystemClock),
-        store: Some(store.clone()),
-        mailbox: None,
-    };
-    let running = Application::build(settings, runtime).await?.start().await?;
+    let running = enroll_bench::start_http_only(&store).await?;
     let url = format!("http://{}/fhir/Patient", running.http_addr);
     let example: Value = serde_json::from_str(EXAMPLE)?;
     let next = Arc::new(AtomicUsize::new(0));

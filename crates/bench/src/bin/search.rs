@@ -11,12 +11,11 @@
 //! be. Queries go one after another from one client, as a front desk types
 //! them; the timings include HTTP, the search, the audit line and JSON.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use enroll_core::{Role, Schedule};
-use enroll_server::{Application, Runtime, Settings, SystemClock};
+
 use enroll_store::{NewPractice, StaffUser, Store, hash_token};
 use jiff::Timestamp;
 use rand::rngs::StdRng;
@@ -361,18 +360,7 @@ async fn main() -> anyhow::Result<()> {
     let practices = enroll_store::StaffChange::Practices(&[practice.id]);
     store.change_staff(user.id, practices, "bench", now).await?;
 
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".parse()?,
-        ..Settings::default()
-    };
-    settings.delivery.enabled = false;
-    settings.mllp.enabled = false;
-    let runtime = Runtime {
-        clock: Arc::new(SystemClock),
-        store: Some(store.clone()),
-        mailbox: None,
-    };
-    let running = Application::build(settings, runtime).await?.start().await?;
+    let running = enroll_bench::start_http_only(&store).await?;
     let client = Client {
         http: reqwest::Client::new(),
         base: format!("http://{}", running.http_addr),

@@ -1,11 +1,12 @@
 //! Admin pages: staff users (add, disable, reset password, role and
 //! practices) and the audit log (reading it is itself audited).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use enroll_core::Role;
-use enroll_store::{Audit, AuditTarget};
+use enroll_store::AuditTarget;
 use enroll_store::{NewStaffUser, StaffChange};
 use minijinja::context;
 use serde::Deserialize;
@@ -28,6 +29,21 @@ fn admins_only(signed_in: &SignedIn) -> Result<(), Refused> {
     }
 }
 
+/// A signed-in administrator, for the admin pages: anyone else signed in
+/// gets [`admins_only`]'s 403 in words (and no one signed in, the sign-in
+/// page).
+pub(crate) struct SignedInAdmin(SignedIn);
+
+impl FromRequestParts<AppState> for SignedInAdmin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let signed_in = SignedIn::from_request_parts(parts, state).await?;
+        admins_only(&signed_in).map_err(IntoResponse::into_response)?;
+        Ok(SignedInAdmin(signed_in))
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct UsersQuery {
     /// A password just generated, shown once.
@@ -38,12 +54,9 @@ pub(crate) struct UsersQuery {
 
 pub(crate) async fn users(
     State(state): State<AppState>,
-    signed_in: SignedIn,
+    SignedInAdmin(signed_in): SignedInAdmin,
     Query(q): Query<UsersQuery>,
 ) -> Response {
-    if let Err(refused) = admins_only(&signed_in) {
-        return refused.into_response();
-    }
     users_page(
         &state,
         &signed_in,
@@ -104,10 +117,10 @@ pub(crate) struct NewUserForm {
 
 pub(crate) async fn add_user(
     State(state): State<AppState>,
-    signed_in: SignedIn,
+    SignedInAdmin(signed_in): SignedInAdmin,
     axum_extra::extract::Form(form): axum_extra::extract::Form<NewUserForm>,
 ) -> Response {
-    if let Err(refused) = admins_only(&signed_in).and_then(|()| signed_in.check_csrf(&form.csrf)) {
+    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
         return refused.into_response();
     }
     let Some(role) = Role::from_name(&form.role) else {
@@ -185,11 +198,11 @@ pub(crate) struct ChangeForm {
 
 pub(crate) async fn change_user(
     State(state): State<AppState>,
-    signed_in: SignedIn,
+    SignedInAdmin(signed_in): SignedInAdmin,
     Path(id): Path<i64>,
     axum_extra::extract::Form(form): axum_extra::extract::Form<ChangeForm>,
 ) -> Response {
-    if let Err(refused) = admins_only(&signed_in).and_then(|()| signed_in.check_csrf(&form.csrf)) {
+    if let Err(refused) = signed_in.check_csrf(&form.csrf) {
         return refused.into_response();
     }
     let user = match state.store.staff_user(id).await {
@@ -255,23 +268,12 @@ pub(crate) struct AuditQuery {
 
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
-    signed_in: SignedIn,
+    SignedInAdmin(signed_in): SignedInAdmin,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    if let Err(refused) = admins_only(&signed_in) {
-        return refused.into_response();
-    }
-    let now = state.clock.now();
-    if let Err(e) = state
-        .store
-        .audit(
-            &Audit::new(
-                &signed_in.user.username,
-                "audit.read",
-                q.patient_id.map_or(AuditTarget::None, AuditTarget::Patient),
-            ),
-            now,
-        )
+    let target = q.patient_id.map_or(AuditTarget::None, AuditTarget::Patient);
+    if let Err(e) = signed_in
+        .audit(&state, signed_in.audit_line("audit.read", target))
         .await
     {
         return internal(e);

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use enroll_core::{Demographics, Field, FieldProblem, PatientResponse, Refusal};
-use enroll_store::{Audit, AuditTarget};
+use enroll_store::AuditTarget;
 use enroll_store::{Chart, EnrollOutcome, Patient, Practice, Source, StoreError};
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -113,15 +113,10 @@ pub(crate) async fn page(
         Ok(None) => return not_found(),
         Err(e) => return internal(e),
     };
-    if let Err(e) = state
-        .store
+    if let Err(e) = signed_in
         .audit(
-            &Audit::new(
-                &signed_in.user.username,
-                "patient.view",
-                AuditTarget::Patient(id),
-            ),
-            now,
+            &state,
+            signed_in.audit_line("patient.view", AuditTarget::Patient(id)),
         )
         .await
     {
@@ -672,15 +667,10 @@ pub(crate) async fn status(
     let now = state.clock.now();
     // A look at the patient's status is a view of the patient, audited as
     // any (the script asks a few times after an Enroll Now).
-    if let Err(e) = state
-        .store
+    if let Err(e) = signed_in
         .audit(
-            &Audit::new(
-                &signed_in.user.username,
-                "patient.status",
-                AuditTarget::Patient(id),
-            ),
-            now,
+            &state,
+            signed_in.audit_line("patient.status", AuditTarget::Patient(id)),
         )
         .await
     {

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enroll_core::MeasureOutcome;
-use enroll_store::{Audit, AuditTarget};
+use enroll_store::AuditTarget;
 use enroll_store::{
     DashboardCounts, DayCount, MeasureCounts, MeasuredPatient, Practice, StoreError,
 };
@@ -383,22 +383,6 @@ fn measure_summary(counts: MeasureCounts, selection: &Selection) -> Measure {
     }
 }
 
-async fn audit(
-    state: &AppState,
-    signed_in: &SignedIn,
-    action: &str,
-    detail: serde_json::Value,
-) -> enroll_store::Result<()> {
-    state
-        .store
-        .audit(
-            &Audit::new(&signed_in.user.username, action, AuditTarget::None)
-                .with_detail(detail.to_string()),
-            state.clock.now(),
-        )
-        .await
-}
-
 /// `/dashboard?practice=CODE&from=2026-09-01&to=2026-11-30`
 pub(crate) async fn page(
     State(state): State<AppState>,
@@ -434,17 +418,15 @@ async fn render_page(
         .store
         .measure_counts(&practice_ids, selection.from, selection.to)
         .await?;
-    audit(
-        state,
-        signed_in,
-        "dashboard.view",
-        serde_json::json!({
-            "practice": selection.code,
-            "from": selection.from.to_string(),
-            "to": selection.to.to_string(),
-        }),
-    )
-    .await?;
+    let detail = serde_json::json!({
+        "practice": selection.code,
+        "from": selection.from.to_string(),
+        "to": selection.to.to_string(),
+    });
+    let line = signed_in.audit_line("dashboard.view", AuditTarget::None);
+    signed_in
+        .audit(state, line.with_detail(detail.to_string()))
+        .await?;
     let charts = [
         chart("invites-chart", "invites sent", &days, |d| d.invites_sent),
         chart("activations-chart", "activations", &days, |d| d.activations),
@@ -542,19 +524,17 @@ async fn csv_response(
         "denominator"
     };
     let shown: Vec<String> = ids.iter().map(i64::to_string).collect();
-    audit(
-        state,
-        signed_in,
-        "dashboard.export",
-        serde_json::json!({
-            "practice": selection.code,
-            "from": selection.from.to_string(),
-            "to": selection.to.to_string(),
-            "set": set,
-            "ids": shown.join(","),
-        }),
-    )
-    .await?;
+    let detail = serde_json::json!({
+        "practice": selection.code,
+        "from": selection.from.to_string(),
+        "to": selection.to.to_string(),
+        "set": set,
+        "ids": shown.join(","),
+    });
+    let line = signed_in.audit_line("dashboard.export", AuditTarget::None);
+    signed_in
+        .audit(state, line.with_detail(detail.to_string()))
+        .await?;
     let body = csv_text(&rows)?;
     let file = format!("enroll-cms-{set}-{}-{}.csv", selection.from, selection.to);
     Ok(csv_download(&file, body))

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use enroll_core::{Language, LinkState, Refusal, format_short_code};
-use enroll_store::{Audit, AuditTarget};
+use enroll_store::AuditTarget;
 use enroll_store::{InPersonInvite, InPersonOutcome, Patient, Practice};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -107,12 +107,10 @@ async fn scoped_invite(
 }
 
 async fn audit(state: &AppState, signed_in: &SignedIn, action: &str, id: i64) -> Option<Response> {
-    let now = state.clock.now();
-    state
-        .store
+    signed_in
         .audit(
-            &Audit::new(&signed_in.user.username, action, AuditTarget::Patient(id)),
-            now,
+            state,
+            signed_in.audit_line(action, AuditTarget::Patient(id)),
         )
         .await
         .err()

@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use enroll_store::{Lockout, StaffSession, StaffUser, hash_token};
+use enroll_store::{Audit, AuditTarget, Lockout, StaffSession, StaffUser, hash_token};
 use jiff::SignedDuration;
 use rand::RngCore;
 use serde::Deserialize;
@@ -125,6 +125,17 @@ impl SignedIn {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         self.check_csrf(sent)
+    }
+
+    /// An audit line of something this staff member viewed or did.
+    pub(crate) fn audit_line(&self, action: &str, target: AuditTarget) -> Audit {
+        Audit::new(&self.user.username, action, target)
+    }
+
+    /// Writes `line` to the audit log now (pages call it before they show
+    /// what they audit, so a view that cannot be audited is not shown).
+    pub(crate) async fn audit(&self, state: &AppState, line: Audit) -> enroll_store::Result<()> {
+        state.store.audit(&line, state.clock.now()).await
     }
 }
 

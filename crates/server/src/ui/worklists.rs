@@ -5,7 +5,7 @@
 //! order, or the whole list as CSV; every view and export is audited with
 //! the patients it showed.
 
-use enroll_store::{Audit, AuditTarget};
+use enroll_store::AuditTarget;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -176,13 +176,8 @@ async fn audit(
 ) -> enroll_store::Result<()> {
     let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
     let detail = serde_json::json!({ "list": key, "ids": ids.join(",") }).to_string();
-    state
-        .store
-        .audit(
-            &Audit::new(&signed_in.user.username, action, AuditTarget::None).with_detail(detail),
-            state.clock.now(),
-        )
-        .await
+    let line = signed_in.audit_line(action, AuditTarget::None);
+    signed_in.audit(state, line.with_detail(detail)).await
 }
 
 /// `/worklists?list=missing&page=2`

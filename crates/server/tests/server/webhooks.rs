@@ -13,14 +13,13 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use enroll_server::{Clock, Settings};
-use enroll_store::testing::ENGINES;
 use hmac::{Hmac, Mac};
 use jiff::SignedDuration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::activation::{invite_token, last_code, send_code, start, to_code};
+use crate::activation::{invite_token, last_code, on_each_engine_with, send_code, to_code};
 use crate::{TestApp, TestSmtp};
 
 /// What the receiver got in one request.
@@ -216,18 +215,6 @@ async fn activate(app: &TestApp, smtp: &TestSmtp) {
     let code_page = to_code(app, &token).await;
     let done = send_code(app, &token, &code_page, &last_code(smtp)).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
-}
-
-async fn on_each_engine_with(
-    adjust: impl Fn(&mut Settings),
-    test: impl AsyncFn(&TestApp, &TestSmtp),
-) {
-    for engine in ENGINES {
-        if let Some((app, smtp)) = start(engine, &adjust).await {
-            test(&app, &smtp).await;
-            app.stop().await;
-        }
-    }
 }
 
 /// The webhook sender runs in the background, as in production.
