@@ -626,6 +626,7 @@ async fn doctor(file: &Option<PathBuf>, database_url: &Option<String>) -> anyhow
         }
     }
     check_http(&config);
+    failures += check_mllp(&config.mllp);
     failures += check_smtp(&config).await;
     if failures > 0 {
         bail!("{failures} problem(s) found");
@@ -656,6 +657,66 @@ fn check_http(config: &enroll_server::Settings) {
             );
         }
     }
+}
+
+/// Says who may send HL7 to the MLLP listeners, and warns when a port
+/// other machines can reach takes patient changes from any of them or in
+/// clear; 1 when `[[mllp.senders]]` cannot be used.
+fn check_mllp(mllp: &MllpConfig) -> usize {
+    if !mllp.enabled {
+        println!("ok    mllp: off");
+        return 0;
+    }
+    let senders =
+        match enroll_server::Senders::from_rules(&mllp.senders, mllp.tls_client_ca.is_some()) {
+            Ok(senders) => senders,
+            Err(e) => {
+                println!("FAIL  mllp: {e}");
+                return 1;
+            }
+        };
+    let plain = ("mllp.listen", mllp.listen, &mllp.allow, false);
+    let tls = mllp.tls_listen.map(|addr| {
+        (
+            "mllp.tls_listen",
+            addr,
+            mllp.tls_allow.as_ref().unwrap_or(&mllp.allow),
+            true,
+        )
+    });
+    for (key, addr, allow, encrypted) in std::iter::once(plain).chain(tls) {
+        if addr.ip().is_loopback() {
+            println!("ok    mllp: {key} {addr} is this machine only");
+            continue;
+        }
+        if allow.is_empty() && senders.is_open() {
+            println!(
+                "WARN  mllp: {key} {addr} takes patient changes from any machine that can reach \
+                 it: list the EHR's addresses in mllp.allow or [[mllp.senders]]"
+            );
+        } else if allow.is_empty() {
+            println!("ok    mllp: {key} {addr} takes the facilities in [[mllp.senders]] only");
+        } else {
+            println!(
+                "ok    mllp: {key} {addr} takes connections from {} address block(s)",
+                allow.len()
+            );
+        }
+        if !encrypted {
+            println!(
+                "WARN  mllp: {key} {addr} carries HL7 in clear: keep it on a trusted network, or \
+                 send over mllp.tls_listen"
+            );
+        } else if mllp.tls_client_ca.is_some() {
+            println!("ok    mllp: {key} {addr} asks every sender for a client certificate");
+        }
+    }
+    if !senders.is_open() {
+        let n = mllp.senders.len();
+        let facilities = if n == 1 { "facility" } else { "facilities" };
+        println!("ok    mllp: [[mllp.senders]] lists {n} sending {facilities}; others are refused");
+    }
+    0
 }
 
 /// Connects to the SMTP server the way the dispatcher will; 1 on failure.

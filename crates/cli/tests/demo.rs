@@ -386,3 +386,53 @@ async fn the_demo_keeps_serving_when_nobody_reads_its_output() {
     assert!(http.get(&url).send().await.unwrap().status().is_success());
     child.kill().await.unwrap();
 }
+
+/// Doctor says who may send HL7: a port open to the network without an
+/// allowlist is a warning, a sender rule that cannot work is a failure.
+#[test]
+fn doctor_warns_of_an_open_mllp_port_and_fails_an_unusable_sender_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("enroll.db").display());
+    let doctor = |config: &str| {
+        let path = dir.path().join("enroll.toml");
+        std::fs::write(&path, config).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_enroll"))
+            .args(["--database-url", &url, "--config"])
+            .arg(&path)
+            .arg("doctor")
+            .env("ENROLL_SMTP__PORT", "1")
+            .env("ENROLL_SMTP__TIMEOUT_SECS", "1")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let open = doctor("[mllp]\nlisten = \"0.0.0.0:2575\"\n");
+    assert!(
+        open.contains(
+            "WARN  mllp: mllp.listen 0.0.0.0:2575 takes patient changes from any machine"
+        ),
+        "{open}"
+    );
+    assert!(open.contains("carries HL7 in clear"), "{open}");
+
+    let listed = doctor(
+        "[mllp]\nlisten = \"0.0.0.0:2575\"\n\n[[mllp.senders]]\nfacility = \"GENHOSP\"\n\
+         allow = [\"10.20.0.0/16\"]\n",
+    );
+    assert!(!listed.contains("any machine"), "{listed}");
+    assert!(
+        listed
+            .contains("ok    mllp: [[mllp.senders]] lists 1 sending facility; others are refused"),
+        "{listed}"
+    );
+
+    let unusable = doctor(
+        "[[mllp.senders]]\nfacility = \"GENHOSP\"\ncertificate_names = [\"ehr.genhosp.example\"]\n",
+    );
+    assert!(
+        unusable.contains(
+            "FAIL  mllp: mllp.senders \"GENHOSP\" names certificates: set mllp.tls_client_ca"
+        ),
+        "{unusable}"
+    );
+}

@@ -136,6 +136,30 @@ impl Intake {
         Ok(Handled { ack, received })
     }
 
+    /// The AR for a message refused before it was read (its sender may
+    /// not send for its MSH-4): nothing is stored, so no store call.
+    pub fn refusal_ack(&self, header: Option<&Header>, reason: &str) -> Vec<u8> {
+        let now = self.clock.now();
+        let error = Hl7Error::Application {
+            location: Some(ErrorLocation {
+                segment: "MSH".into(),
+                occurrence: 1,
+                field: Some(4),
+                ..ErrorLocation::default()
+            }),
+            reason: reason.to_string(),
+            code: ErrorCode::ApplicationInternalError,
+            reject: true,
+        };
+        build_ack(
+            header,
+            Some(&error),
+            &self.next_ack_id(now),
+            &hl7_timestamp(now),
+        )
+        .to_bytes()
+    }
+
     /// Applies a stored message again, parsed anew from its raw bytes.
     pub async fn reprocess(
         &self,

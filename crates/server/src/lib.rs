@@ -51,7 +51,7 @@ pub use http::HttpConfig;
 pub use intake::Intake;
 pub use links::{LINK_SECRET_SETTING, Links};
 pub use mailbox::Mailbox;
-pub use mllp::{MllpConfig, RunningMllp};
+pub use mllp::{MllpConfig, Refusal, RunningMllp, SenderRule, Senders};
 pub use password::{hash_password, verify_password};
 pub use templates::SharedTemplates;
 pub use ui::session::random_secret;

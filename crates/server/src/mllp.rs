@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use enroll_hl7::{BirthSexSource, MappingOptions, MllpCodec};
+use enroll_hl7::{BirthSexSource, Header, MappingOptions, MllpCodec, MllpError};
 use futures::{SinkExt, StreamExt};
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -25,6 +26,9 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::intake::Intake;
+
+mod senders;
+pub use senders::{Refusal, SenderRule, Senders};
 
 /// `[mllp]`: the HL7 v2 listener the EHR sends to, and how its messages
 /// are read.
@@ -46,10 +50,19 @@ pub struct MllpConfig {
     /// least 1 in a file; tests may set less).
     #[serde(rename = "idle_timeout_secs", deserialize_with = "whole_seconds")]
     pub idle_timeout: Duration,
-    /// Source addresses allowed to connect to either listener, as CIDR
-    /// blocks (`["10.20.0.0/16", "192.168.5.7/32"]`); empty: any address
-    /// that can reach the port. Others are closed at once and logged.
+    /// Source addresses allowed to connect, as CIDR blocks
+    /// (`["10.20.0.0/16", "192.168.5.7/32"]`); empty: any address that can
+    /// reach the port. Others are closed at once and logged.
     pub allow: Vec<ipnet::IpNet>,
+    /// The TLS port's own `allow`; unset: the same as `allow`.
+    pub tls_allow: Option<Vec<ipnet::IpNet>>,
+    /// PEM file of the CA(s) that sign the EHRs' client certificates. When
+    /// set, the TLS port takes only connections whose client certificate
+    /// that CA signed (mutual TLS); `senders` ties names to facilities.
+    pub tls_client_ca: Option<PathBuf>,
+    /// `[[mllp.senders]]`: the sending facilities (MSH-4) that may send,
+    /// each from which addresses and with which certificate; empty: any.
+    pub senders: Vec<SenderRule>,
     /// Connections open at once per listener; more are closed and logged.
     pub max_connections: usize,
     /// A TLS handshake not finished by then is given up.
@@ -82,6 +95,9 @@ impl Default for MllpConfig {
             max_message_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(300),
             allow: Vec::new(),
+            tls_allow: None,
+            tls_client_ca: None,
+            senders: Vec::new(),
             max_connections: 64,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
@@ -178,26 +194,45 @@ pub async fn start(
         ));
     }
     let tls = config.tls()?;
+    if config.tls_client_ca.is_some() && tls.is_none() {
+        return Err(MllpStartError::Config(
+            "mllp.tls_client_ca is set: client certificates need the TLS port, set \
+             mllp.tls_listen, mllp.tls_cert and mllp.tls_key"
+                .into(),
+        ));
+    }
+    let senders = Senders::from_rules(&config.senders, config.tls_client_ca.is_some())
+        .map_err(MllpStartError::Config)?;
+    let senders = Arc::new(senders);
     let listener = bind(config.listen).await?;
     let addr = local_addr(&listener, config.listen)?;
+    let plain = Listener {
+        name: PLAIN_LISTENER,
+        tls: None,
+        allow: config.allow.clone(),
+    };
     let mut tasks = vec![tokio::spawn(accept_loop(
         listener,
-        None,
-        intake.clone(),
-        config.clone(),
-        stop.clone(),
+        plain,
+        Shared::new(intake.clone(), config, senders.clone(), stop.clone()),
     ))];
     let mut tls_addr = None;
     if let Some((listen, cert, key)) = tls {
-        let acceptor = tls_acceptor(cert, key)?;
+        let acceptor = tls_acceptor(cert, key, config.tls_client_ca.as_deref())?;
         let listener = bind(listen).await?;
         tls_addr = Some(local_addr(&listener, listen)?);
+        let with_tls = Listener {
+            name: TLS_LISTENER,
+            tls: Some(acceptor),
+            allow: config
+                .tls_allow
+                .clone()
+                .unwrap_or_else(|| config.allow.clone()),
+        };
         tasks.push(tokio::spawn(accept_loop(
             listener,
-            Some(acceptor),
-            intake,
-            config.clone(),
-            stop.clone(),
+            with_tls,
+            Shared::new(intake, config, senders, stop.clone()),
         )));
     }
     Ok(RunningMllp {
@@ -223,7 +258,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, MllpStartError> {
         .map_err(|source| MllpStartError::Bind { addr, source })
 }
 
-fn tls_acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, MllpStartError> {
+fn tls_acceptor(
+    cert_path: &Path,
+    key_path: &Path,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, MllpStartError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert_path)
@@ -241,51 +280,120 @@ fn tls_acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, MllpSt
         ))
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| MllpStartError::Tls(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+    };
+    let config = builder
+        .with_single_cert(certs, key)
         .map_err(|e| MllpStartError::Tls(format!("the certificate and key do not fit: {e}")))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Mutual TLS: every connection to the TLS port must show a certificate
+/// signed by one of the CAs in `ca_path`.
+fn client_verifier(
+    ca_path: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, MllpStartError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let unreadable = |e: &dyn std::fmt::Display| {
+        MllpStartError::Tls(format!(
+            "cannot read the client CA file {} (mllp.tls_client_ca): {e}",
+            ca_path.display()
+        ))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_path).map_err(|e| unreadable(&e))? {
+        let cert = cert.map_err(|e| unreadable(&e))?;
+        roots.add(cert).map_err(|e| unreadable(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(unreadable(&"it holds no certificate"));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| unreadable(&e))
+}
+
 /// True when `peer` may connect: no allowlist, or inside one of its blocks.
 fn allowed(allow: &[ipnet::IpNet], peer: SocketAddr) -> bool {
-    // An IPv4 peer on an IPv6 socket arrives as ::ffff:a.b.c.d.
-    let ip = match peer.ip() {
+    let ip = unmapped(peer.ip());
+    allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
+}
+
+/// An IPv4 peer on an IPv6 socket arrives as ::ffff:a.b.c.d; its blocks
+/// are written in IPv4.
+fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
         std::net::IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
             .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
         v4 => v4,
-    };
-    allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// The names the listeners' messages are stored with (`hl7_messages.listener`).
 pub const PLAIN_LISTENER: &str = "mllp";
 pub const TLS_LISTENER: &str = "mllp-tls";
 
-async fn accept_loop(
-    listener: TcpListener,
+/// One listening port: its name in `hl7_messages.listener`, its TLS, and
+/// which addresses may connect to it.
+struct Listener {
+    name: &'static str,
     tls: Option<TlsAcceptor>,
+    allow: Vec<ipnet::IpNet>,
+}
+
+/// What every connection shares.
+#[derive(Clone)]
+struct Shared {
     intake: Arc<Intake>,
-    settings: MllpConfig,
+    settings: Arc<MllpConfig>,
+    senders: Arc<Senders>,
     stopped: CancellationToken,
-) {
+}
+
+impl Shared {
+    fn new(
+        intake: Arc<Intake>,
+        config: &MllpConfig,
+        senders: Arc<Senders>,
+        stopped: CancellationToken,
+    ) -> Shared {
+        Shared {
+            intake,
+            settings: Arc::new(config.clone()),
+            senders,
+            stopped,
+        }
+    }
+}
+
+/// Who is at the other end of one connection.
+struct Peer {
+    addr: SocketAddr,
+    listener: &'static str,
+    /// The client certificate the TLS handshake verified, if any.
+    certificate: Option<CertificateDer<'static>>,
+}
+
+async fn accept_loop(listener: TcpListener, port: Listener, shared: Shared) {
     let mut connections = JoinSet::new();
-    let name = if tls.is_some() {
-        TLS_LISTENER
-    } else {
-        PLAIN_LISTENER
-    };
+    let settings = shared.settings.clone();
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = stopped.cancelled() => break,
+            () = shared.stopped.cancelled() => break,
         };
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
+        let (stream, addr) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors and the like: wait, do not spin.
@@ -295,13 +403,17 @@ async fn accept_loop(
             }
         };
         // The peer's address is the sending system's, not a patient's.
-        if !allowed(&settings.allow, peer) {
-            tracing::warn!(%peer, "MLLP connection refused: the address is not in [mllp] allow");
+        if !allowed(&port.allow, addr) {
+            tracing::warn!(
+                peer = %addr,
+                listener = port.name,
+                "MLLP connection refused: the address is not in the listener's allow list"
+            );
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(
-                %peer,
+                peer = %addr,
                 max = settings.max_connections,
                 "MLLP connection refused: too many connections open"
             );
@@ -309,13 +421,17 @@ async fn accept_loop(
         };
         // ACKs are small writes the sender waits for: send them at once.
         let _ = stream.set_nodelay(true);
-        let intake = intake.clone();
-        let settings = settings.clone();
-        let stopped = stopped.clone();
-        match &tls {
+        let shared = shared.clone();
+        let name = port.name;
+        match &port.tls {
             None => {
                 connections.spawn(async move {
-                    serve_connection(stream, peer, name, intake, settings, stopped).await;
+                    let peer = Peer {
+                        addr,
+                        listener: name,
+                        certificate: None,
+                    };
+                    serve_connection(stream, peer, shared).await;
                     drop(slot);
                 });
             }
@@ -323,17 +439,27 @@ async fn accept_loop(
                 let acceptor = acceptor.clone();
                 connections.spawn(async move {
                     let _slot = slot;
-                    let handshake =
-                        tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream))
-                            .await;
+                    let timeout = shared.settings.handshake_timeout;
+                    let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, name, intake, settings, stopped).await;
+                            let certificate = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .map(|cert| cert.clone().into_owned());
+                            let peer = Peer {
+                                addr,
+                                listener: name,
+                                certificate,
+                            };
+                            serve_connection(stream, peer, shared).await;
                         }
                         Ok(Err(e)) => {
-                            tracing::warn!(%peer, error = %e, "MLLP TLS handshake failed");
+                            tracing::warn!(peer = %addr, error = %e, "MLLP TLS handshake failed");
                         }
-                        Err(_) => tracing::warn!(%peer, "MLLP TLS handshake timed out"),
+                        Err(_) => tracing::warn!(peer = %addr, "MLLP TLS handshake timed out"),
                     }
                 });
             }
@@ -343,20 +469,21 @@ async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
-async fn serve_connection<S>(
-    stream: S,
-    peer: SocketAddr,
-    listener: &'static str,
-    intake: Arc<Intake>,
-    settings: MllpConfig,
-    stopped: CancellationToken,
-) where
+async fn serve_connection<S>(stream: S, peer: Peer, shared: Shared)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Shared {
+        intake,
+        settings,
+        senders,
+        stopped,
+    } = shared;
     let mut framed = Framed::new(stream, MllpCodec::new(settings.max_message_bytes));
-    let peer_text = peer.to_string();
+    let addr = peer.addr;
+    let peer_text = addr.to_string();
     let mut rejected = RejectedFrames::new(settings.rejected_frames_per_minute);
-    tracing::debug!(%peer, "MLLP connection opened");
+    tracing::debug!(peer = %addr, "MLLP connection opened");
     loop {
         if stopped.is_cancelled() {
             break;
@@ -367,67 +494,133 @@ async fn serve_connection<S>(
         };
         let frame = match next {
             Err(_idle) => {
-                tracing::debug!(%peer, "MLLP connection idle; closing");
+                tracing::debug!(peer = %addr, "MLLP connection idle; closing");
                 break;
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                tracing::debug!(%peer, error = %e, "MLLP connection read failed");
+                tracing::debug!(peer = %addr, error = %e, "MLLP connection read failed");
                 break;
             }
             Ok(Some(Ok(frame))) => frame,
         };
         // From here on the message is in hand: it is finished even when a
         // stop is requested meanwhile.
-        if frame.is_err() && !rejected.one_more(tokio::time::Instant::now()) {
+        let refusal = sender_refusal(&senders, &frame, &peer);
+        if (frame.is_err() || refusal.is_err()) && !rejected.one_more(tokio::time::Instant::now()) {
             tracing::warn!(
-                %peer,
+                peer = %addr,
                 cap = settings.rejected_frames_per_minute,
-                "MLLP connection closed: too many frames that are not HL7 in a minute"
+                "MLLP connection closed: too many frames refused or not HL7 in a minute"
             );
             break;
+        }
+        if let Err(refused) = refusal {
+            let (header, refusal) = *refused;
+            // Not stored: the sender is not known to speak for this
+            // facility, so its bytes are not kept. The AR tells it why, and
+            // its engine keeps the message in its own error queue.
+            tracing::warn!(peer = %addr, listener = peer.listener, reason = %refusal, "MLLP message refused");
+            let ack = intake.refusal_ack(header.as_ref(), &refusal.to_string());
+            if !answer(&mut framed, ack, &settings, addr).await {
+                break;
+            }
+            continue;
         }
         let handled = match &frame {
             Ok(bytes) => {
                 intake
-                    .handle(bytes, Some(peer_text.clone()), Some(listener))
+                    .handle(bytes, Some(peer_text.clone()), Some(peer.listener))
                     .await
             }
             Err(bad) => {
                 intake
-                    .handle_bad_frame(bad, Some(peer_text.clone()), Some(listener))
+                    .handle_bad_frame(bad, Some(peer_text.clone()), Some(peer.listener))
                     .await
             }
         };
         match handled {
             Ok(handled) => {
                 tracing::debug!(
-                    %peer,
+                    peer = %addr,
                     message_id = handled.received.message_id,
                     status = handled.received.status.key(),
                     "HL7 message received"
                 );
-                match tokio::time::timeout(settings.write_timeout, framed.send(handled.ack)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(%peer, error = %e, "could not send the ACK");
-                        break;
-                    }
-                    Err(_) => {
-                        tracing::warn!(%peer, "the sender did not take the ACK in time; closing");
-                        break;
-                    }
+                if !answer(&mut framed, handled.ack, &settings, addr).await {
+                    break;
                 }
             }
             Err(e) => {
                 // Nothing was committed: no ACK, and closing tells the
                 // sender to send the message again.
-                tracing::error!(%peer, error = %e, "an HL7 message could not be stored; closing the connection so the sender retries");
+                tracing::error!(peer = %addr, error = %e, "an HL7 message could not be stored; closing the connection so the sender retries");
                 break;
             }
         }
     }
-    tracing::debug!(%peer, "MLLP connection closed");
+    tracing::debug!(peer = %addr, "MLLP connection closed");
+}
+
+/// Sends one ACK; false when the connection is to be closed.
+async fn answer<S>(
+    framed: &mut Framed<S, MllpCodec>,
+    ack: Vec<u8>,
+    settings: &MllpConfig,
+    peer: SocketAddr,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(settings.write_timeout, framed.send(ack)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "could not send the ACK");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "the sender did not take the ACK in time; closing");
+            false
+        }
+    }
+}
+
+/// Checks the frame's MSH-4 against `[[mllp.senders]]`; on a refusal, the
+/// header read for the AR.
+fn sender_refusal<B: AsRef<[u8]>>(
+    senders: &Senders,
+    frame: &Result<B, MllpError>,
+    peer: &Peer,
+) -> Result<(), Box<(Option<Header>, Refusal)>> {
+    if senders.is_open() {
+        return Ok(());
+    }
+    let bytes = match frame {
+        Ok(bytes) => bytes.as_ref(),
+        Err(MllpError::TooLarge { head, .. } | MllpError::Incomplete { head, .. }) => head,
+    };
+    let header = first_segment_header(bytes);
+    let facility = header
+        .as_ref()
+        .map_or("", |h| h.sending_facility.namespace_id.as_str());
+    senders
+        .check(facility, peer.addr.ip(), peer.certificate.as_ref())
+        .map_err(|refusal| Box::new((header, refusal)))
+}
+
+/// MSH read from the first segment alone, so that a large message is not
+/// decoded as a whole just to learn who sent it.
+fn first_segment_header(bytes: &[u8]) -> Option<Header> {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace() && *b != 0x0B)
+        .unwrap_or(bytes.len());
+    let rest = &bytes[start..];
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'\r' | b'\n'))
+        .unwrap_or(rest.len());
+    Header::salvage(&String::from_utf8_lossy(&rest[..end]))
 }
 
 /// The frames that were not HL7 in the last minute of one connection.

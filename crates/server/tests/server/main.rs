@@ -19,6 +19,7 @@ mod integration_browser;
 mod integration_tool;
 mod mllp;
 mod openapi;
+mod pki;
 mod roster_upload;
 mod sms;
 mod ui;

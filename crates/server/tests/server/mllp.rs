@@ -993,43 +993,13 @@ async fn a_third_party_client_python_hl7_mllp_send_gets_an_ack_for_every_message
     .await;
 }
 
-/// A self-signed certificate for 127.0.0.1 made by the `openssl` command.
-fn self_signed(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=enroll-test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    made.then_some((cert, key))
-}
-
 #[tokio::test]
 async fn the_tls_port_takes_messages_inside_tls() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
 
     let dir = tempfile::tempdir().unwrap();
-    let Some((cert, key)) = self_signed(dir.path()) else {
-        // CI installs openssl (.ci/run) and sets this: it must not skip.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the openssl command is needed to make the test certificate"
-        );
-        eprintln!("openssl is not installed: skipping the TLS test");
+    let Some((cert, key)) = crate::pki::or_skip(crate::pki::self_signed(dir.path())) else {
         return;
     };
     for engine in enroll_store::testing::ENGINES {
@@ -1109,6 +1079,236 @@ async fn the_tls_port_takes_messages_inside_tls() {
         }
         app.stop().await;
     }
+}
+
+/// The message as sent by `facility` (MSH-4) instead of TEST.
+fn from_facility(message: &[u8], facility: &str) -> Vec<u8> {
+    String::from_utf8_lossy(message)
+        .replacen("|EPIC|TEST|", &format!("|EPIC|{facility}|"), 1)
+        .into_bytes()
+}
+
+fn sender_rule(facility: &str, allow: &[&str], names: &[&str]) -> enroll_server::SenderRule {
+    enroll_server::SenderRule {
+        facility: facility.into(),
+        allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
+        certificate_names: names.iter().map(|n| n.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn senders_speak_only_for_their_facilities_from_their_addresses() {
+    let Some(app) = TestApp::start_with(enroll_store::testing::Engine::Sqlite, |settings| {
+        settings.mllp.senders = vec![
+            sender_rule("TEST", &["127.0.0.0/8"], &[]),
+            sender_rule("REMOTE", &["10.0.0.0/8"], &[]),
+        ];
+        settings.mllp.rejected_frames_per_minute = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut sender = Sender::connect(app.mllp_addr).await;
+    let taken = sender
+        .send(&a04("OK-1", "9401", "Pia", "pia@example.org"))
+        .await;
+    assert_eq!(ack_code(&taken), "AA", "{taken}");
+
+    let unknown = sender
+        .send(&from_facility(
+            &a04("NO-1", "9402", "Quinn", "quinn@example.org"),
+            "OTHER",
+        ))
+        .await;
+    assert_eq!(ack_code(&unknown), "AR", "{unknown}");
+    assert_eq!(field(&unknown, "MSA", 2), "NO-1", "the sender can match it");
+    assert_eq!(field(&unknown, "ERR", 2), "MSH^1^4", "{unknown}");
+    assert!(
+        field(&unknown, "ERR", 8).contains("\"OTHER\" (MSH-4) is not one this Enroll takes"),
+        "{unknown}"
+    );
+    // The ACK is addressed back to the facility that sent it.
+    assert_eq!(field(&unknown, "MSH", 5), "OTHER", "{unknown}");
+
+    let elsewhere = sender
+        .send(&from_facility(
+            &a04("NO-2", "9403", "Rui", "rui@example.org"),
+            "REMOTE",
+        ))
+        .await;
+    assert_eq!(ack_code(&elsewhere), "AR", "{elsewhere}");
+    assert!(
+        field(&elsewhere, "ERR", 8).contains("may not send from the address 127.0.0.1"),
+        "{elsewhere}"
+    );
+
+    // Refused messages are neither stored nor applied.
+    let stored = app
+        .db
+        .store
+        .hl7_messages(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(patient_by_mrn(&app, "9401").await.is_some());
+    for mrn in ["9402", "9403"] {
+        assert!(patient_by_mrn(&app, mrn).await.is_none(), "{mrn}");
+    }
+
+    // Refusals count toward the connection's cap: the third is answered,
+    // the fourth closes the connection.
+    let stranger = from_facility(&a04("NO-3", "9404", "Sam", "sam@example.org"), "OTHER");
+    assert_eq!(ack_code(&sender.send(&stranger).await), "AR");
+    assert_eq!(sender.read_ack_of(&stranger).await, None);
+    app.stop().await;
+}
+
+/// HL7 messages from `facility` go to the test practice.
+async fn map_to_test_practice(app: &TestApp, facility: &str) {
+    let mapped = app
+        .http
+        .put(app.url(&format!("/api/hl7/facilities/{facility}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"practice_code": "TEST"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mapped.status(), StatusCode::OK);
+}
+
+/// One message over a new TLS connection; `None` when the server refused
+/// the connection or closed it without answering.
+async fn over_tls(
+    addr: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    message: &[u8],
+) -> Option<String> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.ok()?;
+    let mut frame = vec![0x0B];
+    frame.extend_from_slice(message);
+    frame.extend([0x1C, 0x0D]);
+    tls.write_all(&frame).await.ok()?;
+    let mut answer = Vec::new();
+    while !answer.ends_with(&[0x1C, 0x0D]) {
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(30), tls.read(&mut chunk)).await;
+        match read.expect("the server answers or closes within 30 s") {
+            Ok(n) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    Some(
+        text.trim_start_matches('\u{b}')
+            .trim_end_matches(['\u{1c}', '\r'])
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn client_certificates_tie_a_tls_connection_to_its_facilities() {
+    use crate::pki::{TestCa, connector, or_skip};
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let made = TestCa::new(dir.path()).and_then(|ca| {
+        let server = ca.issue("server", "IP:127.0.0.1")?;
+        let ehr = ca.issue("ehr", "DNS:ehr.genhosp.example")?;
+        let lab = ca.issue("lab", "DNS:lab.example")?;
+        // The right name, from a CA the server does not trust.
+        let forged = TestCa::new(other.path())?.issue("forged", "DNS:ehr.genhosp.example")?;
+        Some((ca, server, ehr, lab, forged))
+    });
+    let Some((ca, server, ehr, lab, forged)) = or_skip(made) else {
+        return;
+    };
+    let mutual = |settings: &mut enroll_server::Settings| {
+        settings.mllp.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+        settings.mllp.tls_cert = Some(server.cert.clone());
+        settings.mllp.tls_key = Some(server.key.clone());
+        settings.mllp.tls_client_ca = Some(ca.pem.cert.clone());
+        settings.mllp.senders = vec![
+            sender_rule("GENHOSP", &[], &["ehr.genhosp.example"]),
+            sender_rule("LAB", &[], &[]),
+        ];
+    };
+    let Some(app) = TestApp::start_with(enroll_store::testing::Engine::Sqlite, mutual).await else {
+        return;
+    };
+    let tls_addr = app.mllp_tls_addr.expect("a TLS port");
+    for facility in ["GENHOSP", "LAB"] {
+        map_to_test_practice(&app, facility).await;
+    }
+    let genhosp =
+        |id: &str, mrn: &str| from_facility(&a04(id, mrn, "Tove", "tove@example.org"), "GENHOSP");
+
+    let as_ehr = connector(&ca.pem.cert, Some(&ehr));
+    let taken = over_tls(tls_addr, &as_ehr, &genhosp("EHR-1", "9501")).await;
+    assert_eq!(taken.as_deref().map(ack_code), Some("AA"), "{taken:?}");
+
+    // The lab's certificate is good, but not for the hospital's messages.
+    let as_lab = connector(&ca.pem.cert, Some(&lab));
+    let refused = over_tls(tls_addr, &as_lab, &genhosp("LAB-1", "9502"))
+        .await
+        .expect("an answer");
+    assert_eq!(ack_code(&refused), "AR", "{refused}");
+    assert!(
+        field(&refused, "ERR", 8).contains("not issued to the sending facility \"GENHOSP\""),
+        "{refused}"
+    );
+    let lab_own = from_facility(&a04("LAB-2", "9503", "Uma", "uma@example.org"), "LAB");
+    let taken = over_tls(tls_addr, &as_lab, &lab_own).await;
+    assert_eq!(taken.as_deref().map(ack_code), Some("AA"), "{taken:?}");
+
+    // Without a certificate, or with one the CA did not sign, the
+    // handshake fails and nothing is answered.
+    let anonymous = connector(&ca.pem.cert, None);
+    assert_eq!(over_tls(tls_addr, &anonymous, &lab_own).await, None);
+    let as_forger = connector(&ca.pem.cert, Some(&forged));
+    assert_eq!(
+        over_tls(tls_addr, &as_forger, &genhosp("F-1", "9504")).await,
+        None
+    );
+
+    // The plain port has no certificate to show.
+    let plain = Sender::connect(app.mllp_addr)
+        .await
+        .send(&genhosp("PLAIN-1", "9505"))
+        .await;
+    assert_eq!(ack_code(&plain), "AR", "{plain}");
+    assert!(
+        field(&plain, "ERR", 8).contains("must send over the TLS port"),
+        "{plain}"
+    );
+
+    let stored = app
+        .db
+        .store
+        .hl7_messages(&Default::default())
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = stored.iter().map(|m| m.control_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["EHR-1", "LAB-2"]);
+    app.stop().await;
+
+    // The TLS port's own allowlist: this machine may use the plain port only.
+    let plain_only = |settings: &mut enroll_server::Settings| {
+        mutual(settings);
+        settings.mllp.tls_allow = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+    };
+    let Some(app) = TestApp::start_with(enroll_store::testing::Engine::Sqlite, plain_only).await
+    else {
+        return;
+    };
+    let tls_addr = app.mllp_tls_addr.expect("a TLS port");
+    map_to_test_practice(&app, "LAB").await;
+    assert_eq!(over_tls(tls_addr, &as_lab, &lab_own).await, None);
+    let lab_plain = Sender::connect(app.mllp_addr).await.send(&lab_own).await;
+    assert_eq!(ack_code(&lab_plain), "AA", "{lab_plain}");
+    app.stop().await;
 }
 
 #[tokio::test]
