@@ -971,6 +971,19 @@ fn ack_for_old_versions_uses_err1() {
     );
 }
 
+/// Found by the `parse` fuzz target: a CR escaped in MSH-10 came back in
+/// MSA-2 as `\.br\`, which reads as a line feed, so the sender could not
+/// match the answer to its message.
+#[test]
+fn msa_2_echoes_an_escaped_line_break_in_msh_10_exactly() {
+    let text = a08_v23().replace("|CTRL\\F\\7|", "|C\\X0D\\1\\X0A\\2|");
+    let inbound = process(text.as_bytes(), &options());
+    assert_eq!(inbound.header.as_ref().unwrap().control_id, "C\r1\n2");
+    let ack = inbound.ack("OLD2", "20260905121501");
+    let msa = ack.as_str().split('\r').nth(1).unwrap();
+    assert!(msa.starts_with("MSA|AA|C\\X0D\\1\\X0A\\2"), "{msa}");
+}
+
 #[test]
 fn ack_escapes_text_and_uses_inbound_delimiters() {
     let inbound = process(a28_dollar().as_bytes(), &options());

@@ -296,6 +296,72 @@ async fn an_outcome_for_an_invite_already_finished_changes_nothing_and_the_batch
     .await;
 }
 
+#[tokio::test]
+async fn a_late_outcome_after_another_dispatcher_took_the_invite_over_leaves_it_to_that_one() {
+    on_each_engine(async |engine, db| {
+        patient_with_a_queued_invite(db, "T-1", false).await;
+        let first = prepare(db, now()).await;
+        assert_eq!(first.len(), 1, "{engine:?}");
+
+        // w1's SMTP server hangs past the lease; w2 claims the invite and
+        // prepares its own attempt.
+        let lease = policy().lease;
+        let later = now() + lease + SignedDuration::from_mins(1);
+        let ids = db
+            .store
+            .claim_due_invites("w2", later, lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids, [first[0].invite_id], "{engine:?}");
+        let prepared = db
+            .store
+            .prepare_deliveries(&ids, "w2", &policy(), later)
+            .await
+            .unwrap();
+        let Some((_, Prepared::Send(second))) = prepared.into_iter().next() else {
+            panic!("{engine:?}: w2 sends");
+        };
+        assert_eq!((first[0].attempt, second.attempt), (1, 2), "{engine:?}");
+
+        // w1's answer comes back now: a passing failure. It must not
+        // reschedule the invite or release w2's claim.
+        let hung = ChannelResult::Transient("421 timed out".into());
+        let done = finish(db, &[outcome(&first[0], hung, None)], later).await;
+        assert_eq!(done, [Finished::AlreadyDone], "{engine:?}");
+        let id = first[0].invite_id;
+        assert_eq!(
+            count(
+                db,
+                &format!(
+                    "invites WHERE id = {id} AND state = 'queued' AND claimed_by = 'w2' \
+                     AND attempts = 2"
+                )
+            )
+            .await,
+            1,
+            "{engine:?}: still w2's"
+        );
+        assert_eq!(
+            count(
+                db,
+                &format!(
+                    "deliveries WHERE invite_id = {id} AND attempt = 1 \
+                     AND state = 'transient_failure'"
+                )
+            )
+            .await,
+            1,
+            "{engine:?}: what w1's channel did is kept on its attempt"
+        );
+
+        let sent = ChannelResult::Sent { provider_id: None };
+        let done = finish(db, &[outcome(&second, sent, None)], later).await;
+        assert_eq!(done, [Finished::Sent], "{engine:?}");
+        assert_eq!(claimed(db).await, 0, "{engine:?}");
+    })
+    .await;
+}
+
 /// The failed work list: an invite that failed for good and one waiting
 /// for its retry, newest first, each with the channel and address of its
 /// last failed attempt and the reason; a sent invite is not on it.

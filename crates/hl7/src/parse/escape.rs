@@ -139,9 +139,11 @@ fn hex_value(b: u8) -> u8 {
 }
 
 /// Escape text to be placed in one value of a message written with these
-/// delimiters: every delimiter becomes its escape sequence, a line break
-/// becomes `\.br\` and any other control character `\Xhh\`, so the result
-/// can never break the structure of a segment (nor an MLLP frame).
+/// delimiters: every delimiter becomes its escape sequence and every
+/// control character `\Xhh\`, so the result can never break the structure
+/// of a segment (nor an MLLP frame) and reads back exactly (a CR stays a
+/// CR: `\.br\` would read back as a line feed, and an echoed MSH-10 must
+/// match the sender's to the byte).
 pub fn escape<'a>(text: &'a str, d: &Delimiters) -> Cow<'a, str> {
     let special = |c: char| {
         c.is_ascii_control()
@@ -160,8 +162,7 @@ pub fn escape<'a>(text: &'a str, d: &Delimiters) -> Cow<'a, str> {
     }
     let e = char::from(d.escape);
     let mut out = String::with_capacity(text.len() + 8);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
+    for c in text.chars() {
         if !special(c) {
             out.push(c);
             continue;
@@ -179,11 +180,6 @@ pub fn escape<'a>(text: &'a str, d: &Delimiters) -> Cow<'a, str> {
             "E"
         } else if Some(b) == d.truncation {
             "P"
-        } else if c == '\r' || c == '\n' {
-            if c == '\r' && chars.peek() == Some(&'\n') {
-                chars.next();
-            }
-            ".br"
         } else {
             out.push(e);
             out.push_str(&format!("X{b:02X}"));
@@ -240,7 +236,7 @@ mod tests {
         let d = Delimiters::STANDARD;
         let text = "a|b^c~d\\e&f\r\ng\u{1c}h";
         let escaped = escape(text, &d);
-        assert_eq!(escaped, r"a\F\b\S\c\R\d\E\e\T\f\.br\g\X1C\h");
-        assert_eq!(un(&escaped), "a|b^c~d\\e&f\ng\u{1c}h");
+        assert_eq!(escaped, r"a\F\b\S\c\R\d\E\e\T\f\X0D\\X0A\g\X1C\h");
+        assert_eq!(un(&escaped), text);
     }
 }

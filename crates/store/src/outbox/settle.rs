@@ -5,7 +5,7 @@ use enroll_core::{AttemptOutcome, ChannelAnswer, RetryPolicy};
 use jiff::Timestamp;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use super::{
     Channel, ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Finished,
@@ -62,10 +62,15 @@ impl Store {
         let finished = outcomes
             .iter()
             .map(|o| {
-                if queued.contains(&o.job.invite_id) {
+                if queued.get(&o.job.invite_id) == Some(&o.job.attempt) {
                     settled.settle(&o.job, &o.report, &retry, o.jitter, now)
                 } else {
-                    // Another dispatcher finished it first (our lease ran out).
+                    // Our claim is gone: another dispatcher finished the
+                    // invite, or took it over after our lease ran out and
+                    // prepared its own attempt. The invite is its to
+                    // settle; only what our channels did is written, on our
+                    // attempt's own rows.
+                    settled.channels_only(&o.job, &o.report);
                     Finished::AlreadyDone
                 }
             })
@@ -78,21 +83,22 @@ impl Store {
 
 impl Tx {
     /// Locks the invites among `ids` (ascending) and returns those still
-    /// `queued`: the others were finished by someone else.
-    async fn lock_queued_invites(&mut self, ids: &[i64]) -> Result<HashSet<i64>> {
+    /// `queued`, each with its latest prepared attempt: the others were
+    /// finished by someone else.
+    async fn lock_queued_invites(&mut self, ids: &[i64]) -> Result<HashMap<i64, i64>> {
         let (ids_match, json) = self.id_list("id", ids.iter().copied())?;
         let persistent = self.keeps_batch_plans();
         let sql = format!(
-            "SELECT id, state FROM invites WHERE {ids_match} ORDER BY id {}",
+            "SELECT id, state, attempts FROM invites WHERE {ids_match} ORDER BY id {}",
             self.row_lock()
         );
-        let states: Vec<(i64, String)> = on_tx!(self, c => {
+        let states: Vec<(i64, String, i64)> = on_tx!(self, c => {
             sqlx::query_as(AssertSqlSafe(sql.as_str())).persistent(persistent).bind(&json).fetch_all(c).await
         })?;
         Ok(states
             .into_iter()
-            .filter(|(_, state)| state == "queued")
-            .map(|(id, _)| id)
+            .filter(|(_, state, _)| state == "queued")
+            .map(|(id, _, attempts)| (id, attempts))
             .collect())
     }
 
@@ -106,7 +112,8 @@ impl Tx {
                 "UPDATE deliveries SET state = v.state, provider_id = v.provider_id, \
                      error = v.error, finished_at = $2 FROM {table} \
                      WHERE deliveries.invite_id = v.invite_id AND deliveries.channel = v.channel \
-                     AND deliveries.attempt = v.attempt AND deliveries.state = 'sending' \
+                     AND deliveries.attempt = v.attempt \
+                     AND deliveries.state IN ('sending', 'interrupted') \
                      AND {only_listed}"
             )
         })
@@ -213,9 +220,7 @@ impl Settlement {
         now: Timestamp,
     ) -> Finished {
         let results = report.results();
-        for &(channel, result) in &results {
-            self.deliveries.push(delivery_result(job, channel, result));
-        }
+        self.channels_only(job, report);
         let answers: Vec<(Channel, ChannelAnswer)> = results
             .iter()
             .map(|&(channel, result)| (channel, result.answer()))
@@ -262,6 +267,15 @@ impl Settlement {
                 self.invite(job, "failed", None, Some(reason.clone()), None);
                 Finished::Failed { reason }
             }
+        }
+    }
+
+    /// The attempt's own delivery rows, without touching the invite. They
+    /// are written while still `sending`, or `interrupted` (a later
+    /// attempt found this one unfinished: now we know how it ended).
+    fn channels_only(&mut self, job: &DeliveryJob, report: &DeliveryReport) {
+        for (channel, result) in report.results() {
+            self.deliveries.push(delivery_result(job, channel, result));
         }
     }
 
