@@ -8,7 +8,7 @@ use std::path::Path;
 
 use enroll_core::Schedule;
 use enroll_store::NewPractice;
-use enroll_store::testing::{TestDb, on_each_engine, scalar};
+use enroll_store::testing::{TestDb, on_each_engine, scalar, scalar_bound};
 use jiff::Timestamp;
 
 struct Run {
@@ -94,17 +94,19 @@ async fn a_roster_loads_its_good_rows_names_each_bad_one_and_loads_nothing_twice
         for phi in ["Cy", "dee.example.org", "13/13/1990"] {
             assert!(!first.stderr.contains(phi), "{phi} in {}", first.stderr);
         }
-        let ida = scalar(
+        let ida = scalar_bound(
             &db.store,
-            "SELECT COUNT(*) FROM patients WHERE mrn = 'A-1' AND last_name = 'Wells, Jr' \
-             AND date_of_birth = '1990-07-04' AND cell_phone = '+13125550100'",
+            "SELECT COUNT(*) FROM patients WHERE mrn = 'A-1' AND last_name = $1 \
+             AND date_of_birth = $2 AND cell_phone = $3",
+            &["Wells, Jr", "1990-07-04", "+13125550100"],
         )
         .await
         .unwrap();
         assert_eq!(ida, 1, "the values are stored in the store's form");
-        let eve = scalar(
+        let eve = scalar_bound(
             &db.store,
-            "SELECT COUNT(*) FROM patients WHERE mrn = 'A-7' AND cell_phone = '+16175550101'",
+            "SELECT COUNT(*) FROM patients WHERE mrn = 'A-7' AND cell_phone = $1",
+            &["+16175550101"],
         )
         .await
         .unwrap();

@@ -49,6 +49,36 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// With `ENROLL_TEST_LOG_DIR` set, every log line this test process
+/// writes (every crate, at `ENROLL_TEST_LOG_LEVEL`, default `debug`: what
+/// `ENROLL_LOG=debug` writes in production) also goes to a file in that
+/// folder, named after the test binary and the process, for
+/// `scripts/phi-grep` to search for patients' data. Called by every
+/// [`TestDb`], so every test with a database is covered; a test that sets
+/// its own subscriber for a while keeps its lines to itself.
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(dir) = std::env::var_os("ENROLL_TEST_LOG_DIR") else {
+            return;
+        };
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "test".into());
+        let path = std::path::Path::new(&dir).join(format!("{binary}-{}.log", std::process::id()));
+        let file = std::fs::File::create(&path)
+            .unwrap_or_else(|e| panic!("cannot create the test log {}: {e}", path.display()));
+        let level = std::env::var("ENROLL_TEST_LOG_LEVEL").unwrap_or_else(|_| "debug".into());
+        // Another subscriber set first (a test's own) wins: nothing to do.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+    });
+}
+
 impl TestDb {
     /// A fresh database, or `None` when PostgreSQL is not configured and not
     /// required (the caller then skips that engine).
@@ -63,6 +93,7 @@ impl TestDb {
     /// A fresh database on `engine`; for PostgreSQL, a new database on the
     /// server of `postgres_admin_url` (required for that engine).
     pub async fn create(engine: Engine, postgres_admin_url: Option<&str>) -> TestDb {
+        capture_logs();
         let (url, dir) = match engine {
             Engine::Sqlite => {
                 let dir = tempfile::tempdir().expect("create a temporary folder");
@@ -295,6 +326,20 @@ pub async fn scalar(store: &crate::Store, sql: &str) -> crate::Result<i64> {
     let sql = sqlx::AssertSqlSafe(sql.to_string());
     Ok(crate::on_pool!(store, pool => {
         sqlx::query_scalar(sql).fetch_one(pool).await
+    })?)
+}
+
+/// [`scalar`] with `$1`, `$2`, ... bound to `params`: a patient's values
+/// in a test's query stay out of the statement text, which the debug log
+/// writes (and scripts/phi-grep searches).
+pub async fn scalar_bound(store: &crate::Store, sql: &str, params: &[&str]) -> crate::Result<i64> {
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    Ok(crate::on_pool!(store, pool => {
+        let mut query = sqlx::query_scalar(sql);
+        for param in params {
+            query = query.bind(*param);
+        }
+        query.fetch_one(pool).await
     })?)
 }
 

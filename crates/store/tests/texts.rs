@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use enroll_core::Demographics;
-use enroll_store::testing::{Engine, TestDb, on_each_engine, scalar};
+use enroll_store::testing::{Engine, TestDb, on_each_engine, scalar_bound};
 use enroll_store::{
     ChannelResult, DeliveryJob, DeliveryOutcome, DeliveryPolicy, DeliveryReport, Prepared, Source,
     Store,
@@ -221,9 +221,10 @@ async fn a_number_another_transaction_is_texting_is_left_out_on_postgres() {
     // A second pool's connection holds the number's lock, as a parallel
     // chunk's transaction would.
     let other = Store::connect(&db.url).await.unwrap();
-    let locked = scalar(
+    let locked = scalar_bound(
         &other,
-        &format!("SELECT COUNT(*) FROM (SELECT pg_advisory_lock(13, hashtext('{phone}'))) AS l"),
+        "SELECT COUNT(*) FROM (SELECT pg_advisory_lock(13, hashtext($1))) AS l",
+        &[phone],
     )
     .await
     .unwrap();

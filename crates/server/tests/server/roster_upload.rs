@@ -150,8 +150,10 @@ async fn a_roster_upload_asks_what_unknown_columns_hold_then_loads_good_rows_and
         // Stored in the store's form, from the CSV source, audited, and
         // nothing sent.
         let ida = "SELECT COUNT(*) FROM patients WHERE mrn = 'R-1' AND birth_sex = 'F' \
-                   AND date_of_birth = '1990-07-04' AND cell_phone = '+13125550100'";
-        assert_eq!(count(app, ida).await, 1);
+                   AND date_of_birth = $1 AND cell_phone = $2";
+        let values = ["1990-07-04", "+13125550100"];
+        let stored = enroll_store::testing::scalar_bound(&app.db.store, ida, &values).await;
+        assert_eq!(stored.unwrap(), 1);
         let added = "SELECT COUNT(*) FROM timeline WHERE kind = 'chart_added' AND source = 'csv' \
                      AND reference = 'roster.csv' AND actor = 'ada'";
         assert_eq!(count(app, added).await, 2);
