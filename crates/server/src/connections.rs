@@ -39,6 +39,20 @@ pub struct Connections {
     bound: std::sync::OnceLock<(SocketAddr, Option<SocketAddr>)>,
     /// `[mllp] allow` as CIDR blocks; empty: any address.
     pub mllp_allow: Vec<String>,
+    /// `[[mllp.senders]]` in words; empty: any sending facility.
+    pub mllp_senders: Vec<SenderSummary>,
+    /// `[mllp] tls_client_ca` is set: the TLS port asks for certificates.
+    pub mllp_client_certificates: bool,
+}
+
+/// One `[[mllp.senders]]` rule as the Connections page shows it.
+#[derive(Clone, serde::Serialize)]
+pub struct SenderSummary {
+    pub facility: String,
+    /// "10.20.0.0/16, 10.30.0.7/32", or "any allowed address".
+    pub from: String,
+    /// "ehr.genhosp.example"; empty: no certificate needed.
+    pub certificates: String,
 }
 
 impl Connections {
@@ -61,7 +75,23 @@ impl Connections {
             mllp: listeners(mllp),
             bound: std::sync::OnceLock::new(),
             mllp_allow: mllp.allow.iter().map(ToString::to_string).collect(),
+            mllp_senders: mllp.senders.iter().map(sender_summary).collect(),
+            mllp_client_certificates: mllp.tls_client_ca.is_some(),
         }
+    }
+}
+
+fn sender_summary(rule: &crate::mllp::SenderRule) -> SenderSummary {
+    let from = if rule.allow.is_empty() {
+        "any allowed address".to_string()
+    } else {
+        let blocks: Vec<String> = rule.allow.iter().map(ToString::to_string).collect();
+        blocks.join(", ")
+    };
+    SenderSummary {
+        facility: rule.facility.trim().to_string(),
+        from,
+        certificates: rule.certificate_names.join(", "),
     }
 }
 

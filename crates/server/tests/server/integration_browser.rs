@@ -243,7 +243,31 @@ async fn an_administrator_invites_existing_patients_and_watches_the_progress_in_
 /// settings' server, localhost:587, is not running). axe-core on it.
 #[tokio::test]
 async fn a_test_email_that_fails_says_why_next_to_the_field_in_a_real_browser() {
-    let Some((tools, app)) = tools_and_app_or_skip().await else {
+    let Some(tools) = crate::webdriver::tools_or_skip() else {
+        return;
+    };
+    // Sender rules, so the page shows them too.
+    let with_senders = |settings: &mut enroll_server::Settings| {
+        settings.mllp.allow = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "10.20.0.0/16".parse().unwrap(),
+        ];
+        settings.mllp.senders = vec![
+            enroll_server::SenderRule {
+                facility: "TEST".into(),
+                allow: vec!["10.20.4.0/24".parse().unwrap()],
+                certificate_names: Vec::new(),
+            },
+            enroll_server::SenderRule {
+                facility: "LAB".into(),
+                allow: Vec::new(),
+                certificate_names: Vec::new(),
+            },
+        ];
+    };
+    let Some(app) =
+        crate::TestApp::start_with(enroll_store::testing::Engine::Sqlite, with_senders).await
+    else {
         return;
     };
     let driver = start_driver(&tools).await;
@@ -252,6 +276,8 @@ async fn a_test_email_that_fails_says_why_next_to_the_field_in_a_real_browser() 
     click(&client, "nav a[href='/admin/practices']").await;
     click(&client, "#connections-link").await;
     wait_for_text(&client, "#smtp", |t| t.contains("localhost:587")).await;
+    let rules = wait_for_text(&client, "#sender-rules", |t| t.contains("LAB")).await;
+    assert!(rules.contains("TEST from 10.20.4.0/24"), "{rules}");
     look_at(&client, &tools, "connections").await;
 
     replace_text(&client, "#test-email-to", "it@practice.test").await;

@@ -1292,6 +1292,19 @@ async fn client_certificates_tie_a_tls_connection_to_its_facilities() {
     let mut ids: Vec<_> = stored.iter().map(|m| m.control_id.as_str()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["EHR-1", "LAB-2"]);
+
+    // The administrator sees the rules on the Connections page.
+    let ada = crate::ui::Staff::sign_in(&app, "ada").await;
+    let path = format!("/admin/practices/{}/connections", app.practice_id);
+    let (status, page) = ada.get(&path).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+    for shown in [
+        "<code>GENHOSP</code> <span class=\"muted\">from any allowed address, over TLS with a client certificate for ehr.genhosp.example</span>",
+        "<code>LAB</code> <span class=\"muted\">from any allowed address</span>",
+        &format!("Listening on {tls_addr}, TLS with client certificates</h3>"),
+    ] {
+        assert!(page.contains(shown), "{shown} in {page}");
+    }
     app.stop().await;
 
     // The TLS port's own allowlist: this machine may use the plain port only.

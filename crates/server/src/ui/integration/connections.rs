@@ -421,6 +421,8 @@ impl<'a> ConnectionsPage<'a> {
                 listeners => listener_views(&listeners, &activity, tz),
                 unnamed => activity.iter().find(|a| a.listener.is_none()).map(|a| ack_rows(&a.by_ack_code)),
                 allow => connections.mllp_allow,
+                senders => connections.mllp_senders,
+                client_certificates => connections.mllp_client_certificates,
                 facilities,
                 typed_facility => self.typed_facility,
                 facility_error => self.facility_error,
