@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
-use enroll_core::Demographics;
 use enroll_notify::testing::{SmtpSink, SmtpSinkState};
 use enroll_notify::{
     EmailAddress, EmailSender, InviteContext, Language, OutgoingEmail, SmtpConfig, SmtpMailer,
@@ -44,7 +43,6 @@ use enroll_server::{
     Application, Clock, DeliveryConfig, Dispatcher, MllpConfig, RoundSummary, Runtime, Settings,
     SystemClock,
 };
-use enroll_store::Source;
 use enroll_store::testing::{Engine, TestDb};
 use futures::StreamExt;
 
@@ -537,38 +535,15 @@ async fn measure_dispatcher(
     // invites on; creating each queues one invite.
     let setup_started = Instant::now();
     let practice_id = db.always_open_practice("BENCH", clock.now()).await.id;
-    let source = Source::new("bench", None);
-    let mut creates = futures::stream::iter(0..args.invites)
-        .map(|i| {
-            let store = db.store.clone();
-            let source = source.clone();
-            let clock = clock.clone();
-            async move {
-                let demographics = Demographics {
-                    first_name: Some("Rosa".into()),
-                    last_name: Some(format!("Parks{i}")),
-                    date_of_birth: Some("1990-07-04".into()),
-                    birth_sex: Some("F".into()),
-                    zip: Some("10027".into()),
-                    email: Some(format!("patient{i}@bench.test")),
-                    cell_phone: None,
-                };
-                store
-                    .create_patient(
-                        practice_id,
-                        &format!("MRN-{i}"),
-                        &demographics,
-                        &source,
-                        clock.now(),
-                    )
-                    .await
-            }
-        })
-        .buffer_unordered(args.setup_concurrency.max(1));
-    while let Some(saved) = creates.next().await {
-        saved.context("create a patient")?;
-    }
-    drop(creates);
+    enroll_bench::create_complete_patients(
+        &db.store,
+        practice_id,
+        args.invites,
+        args.setup_concurrency,
+        "MRN",
+        "bench.test",
+    )
+    .await?;
     if args.analyze {
         // What autovacuum (PostgreSQL) or `PRAGMA optimize` (SQLite) would
         // have done within a minute of the import: without it, the planner

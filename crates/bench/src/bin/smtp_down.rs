@@ -23,15 +23,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use clap::Parser;
-use enroll_core::Demographics;
 use enroll_notify::testing::{SmtpSink, SmtpSinkState};
 use enroll_notify::{SmtpConfig, SmtpMailer, SmtpSecurity};
 use enroll_server::{
     Application, Clock, DeliveryConfig, MllpConfig, Runtime, Settings, SystemClock,
 };
-use enroll_store::Source;
 use enroll_store::testing::{Engine, TestDb, scalar};
-use futures::StreamExt;
 
 #[derive(Parser)]
 struct Args {
@@ -196,30 +193,5 @@ async fn drill(engine: Engine, args: &Args) -> anyhow::Result<()> {
 /// creating each queues its chart-added invite.
 async fn queue_invites(db: &TestDb, clock: &dyn Clock, n: usize) -> anyhow::Result<()> {
     let practice_id = db.always_open_practice("DRILL", clock.now()).await.id;
-    let source = Source::new("drill", None);
-    let now = clock.now();
-    let mut creates = futures::stream::iter(0..n)
-        .map(|i| {
-            let store = db.store.clone();
-            let source = source.clone();
-            async move {
-                let demographics = Demographics {
-                    first_name: Some("Drill".into()),
-                    last_name: Some(format!("Patient{i}")),
-                    date_of_birth: Some("1990-07-04".into()),
-                    birth_sex: Some("F".into()),
-                    zip: Some("10027".into()),
-                    email: Some(format!("patient{i}@drill.test")),
-                    cell_phone: None,
-                };
-                store
-                    .create_patient(practice_id, &format!("D-{i}"), &demographics, &source, now)
-                    .await
-            }
-        })
-        .buffer_unordered(8);
-    while let Some(saved) = creates.next().await {
-        saved.context("create a patient")?;
-    }
-    Ok(())
+    enroll_bench::create_complete_patients(&db.store, practice_id, n, 8, "D", "drill.test").await
 }

@@ -1088,6 +1088,25 @@ fn from_facility(message: &[u8], facility: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// An AR whose ERR-8 says `why`.
+fn assert_refused(ack: &str, why: &str) {
+    assert_eq!(ack_code(ack), "AR", "{ack}");
+    assert!(field(ack, "ERR", 8).contains(why), "{why} in {ack}");
+}
+
+/// MSH-10 of every stored message, sorted.
+async fn stored_control_ids(app: &TestApp) -> Vec<String> {
+    let stored = app
+        .db
+        .store
+        .hl7_messages(&Default::default())
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = stored.into_iter().map(|m| m.control_id).collect();
+    ids.sort_unstable();
+    ids
+}
+
 fn sender_rule(facility: &str, allow: &[&str], names: &[&str]) -> enroll_server::SenderRule {
     enroll_server::SenderRule {
         facility: facility.into(),
@@ -1121,13 +1140,9 @@ async fn senders_speak_only_for_their_facilities_from_their_addresses() {
             "OTHER",
         ))
         .await;
-    assert_eq!(ack_code(&unknown), "AR", "{unknown}");
+    assert_refused(&unknown, "\"OTHER\" (MSH-4) is not one this Enroll takes");
     assert_eq!(field(&unknown, "MSA", 2), "NO-1", "the sender can match it");
     assert_eq!(field(&unknown, "ERR", 2), "MSH^1^4", "{unknown}");
-    assert!(
-        field(&unknown, "ERR", 8).contains("\"OTHER\" (MSH-4) is not one this Enroll takes"),
-        "{unknown}"
-    );
     // The ACK is addressed back to the facility that sent it.
     assert_eq!(field(&unknown, "MSH", 5), "OTHER", "{unknown}");
 
@@ -1137,20 +1152,10 @@ async fn senders_speak_only_for_their_facilities_from_their_addresses() {
             "REMOTE",
         ))
         .await;
-    assert_eq!(ack_code(&elsewhere), "AR", "{elsewhere}");
-    assert!(
-        field(&elsewhere, "ERR", 8).contains("may not send from the address 127.0.0.1"),
-        "{elsewhere}"
-    );
+    assert_refused(&elsewhere, "may not send from the address 127.0.0.1");
 
     // Refused messages are neither stored nor applied.
-    let stored = app
-        .db
-        .store
-        .hl7_messages(&Default::default())
-        .await
-        .unwrap();
-    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored_control_ids(&app).await, ["OK-1"]);
     assert!(patient_by_mrn(&app, "9401").await.is_some());
     for mrn in ["9402", "9403"] {
         assert!(patient_by_mrn(&app, mrn).await.is_none(), "{mrn}");
@@ -1253,11 +1258,7 @@ async fn client_certificates_tie_a_tls_connection_to_its_facilities() {
     let refused = over_tls(tls_addr, &as_lab, &genhosp("LAB-1", "9502"))
         .await
         .expect("an answer");
-    assert_eq!(ack_code(&refused), "AR", "{refused}");
-    assert!(
-        field(&refused, "ERR", 8).contains("not issued to the sending facility \"GENHOSP\""),
-        "{refused}"
-    );
+    assert_refused(&refused, "not issued to the sending facility \"GENHOSP\"");
     let lab_own = from_facility(&a04("LAB-2", "9503", "Uma", "uma@example.org"), "LAB");
     let taken = over_tls(tls_addr, &as_lab, &lab_own).await;
     assert_eq!(taken.as_deref().map(ack_code), Some("AA"), "{taken:?}");
@@ -1277,21 +1278,8 @@ async fn client_certificates_tie_a_tls_connection_to_its_facilities() {
         .await
         .send(&genhosp("PLAIN-1", "9505"))
         .await;
-    assert_eq!(ack_code(&plain), "AR", "{plain}");
-    assert!(
-        field(&plain, "ERR", 8).contains("must send over the TLS port"),
-        "{plain}"
-    );
-
-    let stored = app
-        .db
-        .store
-        .hl7_messages(&Default::default())
-        .await
-        .unwrap();
-    let mut ids: Vec<_> = stored.iter().map(|m| m.control_id.as_str()).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, ["EHR-1", "LAB-2"]);
+    assert_refused(&plain, "must send over the TLS port");
+    assert_eq!(stored_control_ids(&app).await, ["EHR-1", "LAB-2"]);
 
     // The administrator sees the rules on the Connections page.
     let ada = crate::ui::Staff::sign_in(&app, "ada").await;

@@ -29,14 +29,24 @@ const EC_KEY: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime
 /// A self-signed certificate for 127.0.0.1.
 pub(crate) fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let extensions = [
+        "subjectAltName=IP:127.0.0.1",
+        "basicConstraints=critical,CA:FALSE",
+    ];
+    self_signed_with("/CN=enroll-test", &extensions, &key, &cert).then_some((cert, key))
+}
+
+/// `openssl req -x509`: a new EC key and a certificate for `subject` with
+/// `extensions`, valid two days.
+fn self_signed_with(subject: &str, extensions: &[&str], key: &Path, cert: &Path) -> bool {
     let mut args = vec!["req", "-x509"];
     args.extend(EC_KEY);
-    args.extend(["-nodes", "-days", "2", "-subj", "/CN=enroll-test"]);
-    args.extend(["-addext", "subjectAltName=IP:127.0.0.1"]);
-    args.extend(["-addext", "basicConstraints=critical,CA:FALSE"]);
-    args.extend(["-keyout"]);
-    let made = openssl_with_out(&args, &key, &cert);
-    made.then_some((cert, key))
+    args.extend(["-nodes", "-days", "2", "-subj", subject]);
+    for extension in extensions {
+        args.extend(["-addext", extension]);
+    }
+    args.push("-keyout");
+    openssl_with_out(&args, key, cert)
 }
 
 /// `args` then `KEY -out CERT`.
@@ -58,13 +68,11 @@ impl TestCa {
             cert: dir.join("ca.crt"),
             key: dir.join("ca.key"),
         };
-        let mut args = vec!["req", "-x509"];
-        args.extend(EC_KEY);
-        args.extend(["-nodes", "-days", "2", "-subj", "/CN=enroll-test-ca"]);
-        args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
-        args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-        args.extend(["-keyout"]);
-        openssl_with_out(&args, &pem.key, &pem.cert).then_some(TestCa {
+        let extensions = [
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ];
+        self_signed_with("/CN=enroll-test-ca", &extensions, &pem.key, &pem.cert).then_some(TestCa {
             pem,
             dir: dir.to_path_buf(),
         })
