@@ -47,6 +47,8 @@ pub struct TestDb {
     pub url: String,
     // Keeps the SQLite folder alive; deleted on drop.
     _dir: Option<tempfile::TempDir>,
+    // The PostgreSQL server's admin URL, to drop this database on drop.
+    postgres_admin_url: Option<String>,
 }
 
 /// With `ENROLL_TEST_LOG_DIR` set, every log line this test process
@@ -115,6 +117,7 @@ impl TestDb {
             store,
             url,
             _dir: dir,
+            postgres_admin_url: postgres_admin_url.map(str::to_string),
         }
     }
 
@@ -270,6 +273,40 @@ async fn fresh_postgres_database(admin_url: &str) -> String {
         .expect("create the test database");
     let _ = admin.close().await;
     replace_database(admin_url, &name)
+}
+
+impl Drop for TestDb {
+    /// Drops a PostgreSQL test database when its test is done, as the
+    /// SQLite folder is removed: a suite run makes hundreds of them, and
+    /// left behind they fill a CI machine's disk. Best effort (a test that
+    /// panicked still drops it); `WITH (FORCE)` ends the connections a
+    /// server under test may still hold. On a thread of its own, with its
+    /// own runtime, since `Drop` cannot await.
+    fn drop(&mut self) {
+        let (Some(admin_url), Some(name)) =
+            (self.postgres_admin_url.take(), database_name(&self.url))
+        else {
+            return;
+        };
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(drop_database_now(&admin_url, &name)).ok()
+        });
+        let _ = dropper.join();
+    }
+}
+
+async fn drop_database_now(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    let mut admin = PgConnection::connect(admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    admin.close().await
 }
 
 /// `postgres://u@h:p/postgres?x=y` with the database `name` instead.
